@@ -1,0 +1,573 @@
+//! `squash`: build an index, query it, compute exact ground truth, prepare the SQUASH
+//! workload on a real dataset, and benchmark. Errors end with one line naming the
+//! problem and exit code 1 (2 for usage errors).
+
+use clap::{Args, Parser, Subcommand};
+use squash_api::{SearchParams, SearchRequest};
+use squash_core::distance::{prepare_vector, Metric};
+use squash_core::filter::Expr;
+use squash_search::bench::{format_table, run_case, BenchOptions};
+use squash_search::build::{build_index, default_search_defaults, BuildParams};
+use squash_search::groundtruth::{groundtruth, neighbors_to_json, read_groundtruth};
+use squash_search::io::{read_attributes, read_json_lines, read_vectors, Attributes, Matrix};
+use squash_search::search::Index;
+use squash_search::workload::{prepare, selectivity_label, Workload};
+use squash_search::{Result, SearchError};
+use squash_storage::LocalDir;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "squash",
+    version,
+    about = "Serverless filtered vector search (SQUASH): build, query, benchmark"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build an index from vectors (.npy/.fvecs) and optional attributes (.npy/.csv).
+    Build(BuildArgs),
+    /// Search an index: one vector, or a batch from a .npy/.fvecs file.
+    Query(QueryArgs),
+    /// Print an index's description as JSON.
+    Info {
+        /// Index directory.
+        #[arg(long)]
+        index: PathBuf,
+    },
+    /// Exact filtered top-k by brute force (multi-threaded).
+    Groundtruth(GroundtruthArgs),
+    /// Prepare SQUASH's workload: held-out queries, uniform attributes, range filters.
+    Prepare(PrepareArgs),
+    /// Benchmark an index on a prepared workload (recall, QPS, latency, work per query).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// Vectors: .npy float32 [N, D] or .fvecs.
+    #[arg(long)]
+    vectors: PathBuf,
+    /// Attributes: .npy [N, A] (numeric; name them with --attr-names) or .csv with a header.
+    #[arg(long)]
+    attrs: Option<PathBuf>,
+    /// Comma-separated attribute names for a .npy attribute file.
+    #[arg(long, value_delimiter = ',')]
+    attr_names: Vec<String>,
+    /// Output index directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Distance metric: l2 or cosine.
+    #[arg(long, default_value = "l2")]
+    metric: String,
+    /// Number of partitions (default: about one per 10,000 vectors).
+    #[arg(long)]
+    partitions: Option<usize>,
+    /// Average OSQ bits per dimension.
+    #[arg(long, default_value_t = 4.0)]
+    bits_per_dim: f32,
+    /// Random seed (same seed, same index bytes).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[command(flatten)]
+    knobs: Knobs,
+    /// Do not draw progress bars.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// Search knobs; on `build` they set the index defaults, on `query`/`bench` they
+/// override them.
+#[derive(Args, Clone, Default)]
+struct Knobs {
+    /// Fewest partitions searched.
+    #[arg(long)]
+    nprobe: Option<u32>,
+    /// Exact re-rank budget per partition as a multiple of k.
+    #[arg(long)]
+    rerank_factor: Option<u32>,
+    /// Fraction of candidates kept by the Hamming prune, (0, 1].
+    #[arg(long)]
+    hamming_keep: Option<f32>,
+    /// Filter sufficiency: search until estimated matches reach safety × k.
+    #[arg(long)]
+    safety: Option<f32>,
+}
+
+impl Knobs {
+    fn params(&self) -> SearchParams {
+        SearchParams {
+            nprobe: self.nprobe,
+            rerank_factor: self.rerank_factor,
+            hamming_keep: self.hamming_keep,
+            safety: self.safety,
+        }
+    }
+}
+
+#[derive(Args)]
+struct QueryArgs {
+    /// Index directory.
+    #[arg(long)]
+    index: PathBuf,
+    /// Query vectors file (.npy/.fvecs), one query per row.
+    #[arg(long, conflicts_with = "vector")]
+    queries: Option<PathBuf>,
+    /// One query vector as comma-separated numbers.
+    #[arg(long, allow_hyphen_values = true)]
+    vector: Option<String>,
+    /// Neighbours per query.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// One JSON filter per line, line i for query i (`null` or `{}` = no filter).
+    #[arg(long, conflicts_with = "filter")]
+    filters: Option<PathBuf>,
+    /// One JSON filter applied to every query.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Print one JSON line per query.
+    #[arg(long)]
+    json: bool,
+    /// Include attribute values in results.
+    #[arg(long)]
+    include_attributes: bool,
+    /// Include per-query stats in JSON output.
+    #[arg(long)]
+    stats: bool,
+    #[command(flatten)]
+    knobs: Knobs,
+}
+
+#[derive(Args)]
+struct GroundtruthArgs {
+    /// Prepared workload directory: computes every case's ground truth file.
+    #[arg(long, conflicts_with_all = ["base", "queries", "out"])]
+    data: Option<PathBuf>,
+    /// Base vectors (.npy/.fvecs).
+    #[arg(long)]
+    base: Option<PathBuf>,
+    /// Query vectors.
+    #[arg(long)]
+    queries: Option<PathBuf>,
+    /// Attributes of the base vectors (.npy/.csv).
+    #[arg(long)]
+    attrs: Option<PathBuf>,
+    /// Names of .npy attribute columns.
+    #[arg(long, value_delimiter = ',')]
+    attr_names: Vec<String>,
+    /// One JSON filter per query line.
+    #[arg(long)]
+    filters: Option<PathBuf>,
+    /// Output JSON lines file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Distance metric: l2 or cosine (taken from workload.json with --data).
+    #[arg(long, default_value = "l2")]
+    metric: String,
+    /// Neighbours per query.
+    #[arg(long, default_value_t = 100)]
+    k: usize,
+}
+
+#[derive(Args)]
+struct PrepareArgs {
+    /// Input vectors (.npy/.fvecs).
+    #[arg(long)]
+    input: PathBuf,
+    /// Output workload directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Held-out queries (not indexed).
+    #[arg(long, default_value_t = 1000)]
+    queries: usize,
+    /// Uniform [0, 1) attributes per vector.
+    #[arg(long, default_value_t = 4)]
+    attributes: usize,
+    /// Target selectivities (fractions), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,0.08,0.01,0.001")]
+    selectivities: Vec<f64>,
+    /// Distance metric of the dataset.
+    #[arg(long, default_value = "cosine")]
+    metric: String,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Index directory.
+    #[arg(long)]
+    index: PathBuf,
+    /// Prepared workload directory (with ground truth).
+    #[arg(long)]
+    data: PathBuf,
+    /// Neighbours per query (recall@k).
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// Threads queries run on (1 = single-thread QPS).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Timed passes per case (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Only the first N queries of each case.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Also write results as JSON lines here.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+    #[command(flatten)]
+    knobs: Knobs,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build(a) => cmd_build(a),
+        Command::Query(a) => cmd_query(a),
+        Command::Info { index } => open_index(&index).map(|ix| println!("{:#}", ix.describe())),
+        Command::Groundtruth(a) => cmd_groundtruth(a),
+        Command::Prepare(a) => cmd_prepare(a),
+        Command::Bench(a) => cmd_bench(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn metric(text: &str) -> Result<Metric> {
+    Ok(Metric::parse(text)?)
+}
+
+fn open_index(dir: &Path) -> Result<Index> {
+    if !dir.is_dir() {
+        return Err(SearchError::NotFound {
+            what: format!("index directory '{}'", dir.display()),
+        });
+    }
+    let name = dir
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    Index::open(Arc::new(LocalDir::new(dir)), &name)
+}
+
+fn load_attrs(path: Option<&Path>, names: &[String]) -> Result<Attributes> {
+    match path {
+        Some(p) => read_attributes(p, names),
+        None if !names.is_empty() => Err(SearchError::bad("attr-names", "given without --attrs")),
+        None => Ok(Attributes::default()),
+    }
+}
+
+fn cmd_build(a: BuildArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let vectors = read_vectors(&a.vectors)?;
+    let attrs = load_attrs(a.attrs.as_deref(), &a.attr_names)?;
+    if !attrs.columns.is_empty() && attrs.rows() != vectors.rows {
+        return Err(SearchError::input(
+            a.attrs.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            format!(
+                "has {} rows but {} has {} vectors",
+                attrs.rows(),
+                a.vectors.display(),
+                vectors.rows
+            ),
+        ));
+    }
+    let mut defaults = default_search_defaults();
+    let k = &a.knobs;
+    if let Some(v) = k.nprobe {
+        defaults.nprobe = v;
+    }
+    if let Some(v) = k.rerank_factor {
+        defaults.rerank_factor = v;
+    }
+    if let Some(v) = k.hamming_keep {
+        defaults.hamming_keep = v;
+    }
+    if let Some(v) = k.safety {
+        defaults.safety = v;
+    }
+    let params = BuildParams {
+        metric: metric(&a.metric)?,
+        partitions: a.partitions,
+        bits_per_dim: a.bits_per_dim,
+        seed: a.seed,
+        defaults,
+        progress: !a.no_progress && std::io::stderr().is_terminal(),
+        ..BuildParams::default()
+    };
+    let (n, d) = (vectors.rows, vectors.cols);
+    let store = LocalDir::new(&a.out);
+    let report = build_index(&store, vectors, attrs, &params)?;
+    eprintln!(
+        "built {} vectors × {d} ({}) into {} partitions, {:.1} MiB, in {:.1} s -> {}",
+        n,
+        params.metric.name(),
+        report.manifest.partitions(),
+        report.bytes_written as f64 / (1 << 20) as f64,
+        t0.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn parse_vector(text: &str) -> Result<Vec<f32>> {
+    text.split(',')
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .enumerate()
+        .map(|(i, s)| {
+            s.parse::<f32>()
+                .map_err(|_| SearchError::bad("vector", format!("component {i} ('{s}') is not a number")))
+        })
+        .collect()
+}
+
+fn cmd_query(a: QueryArgs) -> Result<()> {
+    let index = open_index(&a.index)?;
+    let queries: Vec<Vec<f32>> = match (&a.queries, &a.vector) {
+        (Some(p), _) => {
+            let m = read_vectors(p)?;
+            (0..m.rows).map(|i| m.row(i).to_vec()).collect()
+        }
+        (None, Some(v)) => vec![parse_vector(v)?],
+        (None, None) => return Err(SearchError::bad("queries", "give --queries FILE or --vector 1,2,3")),
+    };
+    let filters: Vec<Option<serde_json::Value>> = match (&a.filters, &a.filter) {
+        (Some(p), _) => {
+            let lines = read_json_lines(p)?;
+            if lines.len() != queries.len() {
+                return Err(SearchError::input(
+                    p.display(),
+                    format!("has {} filter lines for {} queries", lines.len(), queries.len()),
+                ));
+            }
+            lines.into_iter().map(|v| (!v.is_null()).then_some(v)).collect()
+        }
+        (None, Some(f)) => {
+            let v: serde_json::Value =
+                serde_json::from_str(f).map_err(|e| SearchError::bad("filter", format!("invalid JSON: {e}")))?;
+            vec![Some(v); queries.len()]
+        }
+        (None, None) => vec![None; queries.len()],
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for (i, (vector, filter)) in queries.into_iter().zip(filters).enumerate() {
+        let req = SearchRequest {
+            vector,
+            k: a.k,
+            filter,
+            include: if a.include_attributes {
+                vec!["attributes".into()]
+            } else {
+                vec![]
+            },
+            params: a.knobs.params(),
+        };
+        let resp = index.search(&req).map_err(|e| match e {
+            SearchError::BadRequest { field, message } => SearchError::BadRequest {
+                field: format!("queries[{i}].{field}"),
+                message,
+            },
+            other => other,
+        })?;
+        let write = if a.json {
+            let mut line = serde_json::json!({
+                "query": i,
+                "ids": resp.hits.iter().map(|h| h.id).collect::<Vec<_>>(),
+                "distances": resp.hits.iter().map(|h| h.distance).collect::<Vec<_>>(),
+            });
+            if a.include_attributes {
+                line["attributes"] = resp
+                    .hits
+                    .iter()
+                    .map(|h| h.attributes.clone())
+                    .collect::<serde_json::Value>();
+            }
+            if a.stats {
+                line["stats"] = serde_json::to_value(&resp.stats).unwrap_or_default();
+            }
+            writeln!(out, "{line}")
+        } else {
+            let mut text = format!("query {i}:");
+            for h in &resp.hits {
+                text.push_str(&format!(" {}({:.4})", h.id, h.distance));
+            }
+            writeln!(out, "{text}")
+        };
+        if write.is_err() {
+            break; // stdout closed (e.g. piped into head): stop quietly.
+        }
+    }
+    let _ = out.flush();
+    Ok(())
+}
+
+fn prepared(m: &Matrix, metric: Metric, what: &str) -> Result<Matrix> {
+    let mut m = m.clone();
+    let cols = m.cols;
+    for (i, row) in m.data.chunks_mut(cols).enumerate() {
+        prepare_vector(metric, row, cols, &format!("{what}[{i}]"))?;
+    }
+    Ok(m)
+}
+
+fn parse_filters(lines: &[serde_json::Value], attrs: &Attributes, path: &Path) -> Result<Vec<Option<Expr>>> {
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            Expr::parse(v, &attrs.schema)
+                .map_err(|e| SearchError::input(path.display(), format!("line {}: {e}", i + 1)))
+        })
+        .collect()
+}
+
+fn write_lines(path: &Path, results: &[Vec<squash_core::topk::Neighbor>]) -> Result<()> {
+    let mut text = String::new();
+    for r in results {
+        text.push_str(&neighbors_to_json(r).to_string());
+        text.push('\n');
+    }
+    std::fs::write(path, text).map_err(|e| SearchError::input(path.display(), format!("cannot write: {e}")))
+}
+
+fn cmd_groundtruth(a: GroundtruthArgs) -> Result<()> {
+    let progress = std::io::stderr().is_terminal();
+    if let Some(dir) = &a.data {
+        let w = Workload::load(dir)?;
+        let base = prepared(&read_vectors(&dir.join(&w.base))?, w.metric, "base")?;
+        let queries = prepared(&read_vectors(&dir.join(&w.queries))?, w.metric, "queries")?;
+        let attrs = read_attributes(&dir.join(&w.attrs), &w.attr_names)?;
+        for case in &w.cases {
+            let t0 = Instant::now();
+            let fpath = dir.join(&case.filters);
+            let filters = parse_filters(&read_json_lines(&fpath)?, &attrs, &fpath)?;
+            let gt = groundtruth(&base, w.metric, &attrs, &queries, &filters, w.groundtruth_k, progress);
+            write_lines(&dir.join(&case.groundtruth), &gt)?;
+            eprintln!(
+                "ground truth {} ({} queries) in {:.1} s",
+                case.label,
+                queries.rows,
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        return Ok(());
+    }
+    let (Some(base), Some(queries), Some(out)) = (&a.base, &a.queries, &a.out) else {
+        return Err(SearchError::bad(
+            "groundtruth",
+            "give --data DIR, or --base, --queries and --out",
+        ));
+    };
+    let metric = metric(&a.metric)?;
+    let base_m = prepared(&read_vectors(base)?, metric, "base")?;
+    let queries_m = prepared(&read_vectors(queries)?, metric, "queries")?;
+    if base_m.cols != queries_m.cols {
+        return Err(SearchError::input(
+            queries.display(),
+            format!("queries have {} dimensions, base has {}", queries_m.cols, base_m.cols),
+        ));
+    }
+    let attrs = load_attrs(a.attrs.as_deref(), &a.attr_names)?;
+    let filters = match &a.filters {
+        Some(p) => parse_filters(&read_json_lines(p)?, &attrs, p)?,
+        None => Vec::new(),
+    };
+    let gt = groundtruth(&base_m, metric, &attrs, &queries_m, &filters, a.k, progress);
+    write_lines(out, &gt)
+}
+
+fn cmd_prepare(a: PrepareArgs) -> Result<()> {
+    let input = read_vectors(&a.input)?;
+    let w = prepare(
+        &input,
+        &a.out,
+        a.queries,
+        a.attributes,
+        &a.selectivities,
+        metric(&a.metric)?,
+        a.seed,
+    )?;
+    eprintln!(
+        "prepared {} base vectors, {} queries, {} attributes, cases {} in {}",
+        input.rows - a.queries,
+        a.queries,
+        a.attributes,
+        w.cases.iter().map(|c| c.label.as_str()).collect::<Vec<_>>().join(" "),
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn cmd_bench(a: BenchArgs) -> Result<()> {
+    let index = open_index(&a.index)?;
+    let w = Workload::load(&a.data)?;
+    let mut queries = read_vectors(&a.data.join(&w.queries))?;
+    if let Some(limit) = a.limit {
+        queries.rows = queries.rows.min(limit);
+        queries.data.truncate(queries.rows * queries.cols);
+    }
+    let opts = BenchOptions {
+        k: a.k,
+        threads: a.threads,
+        repeats: a.repeats,
+        params: a.knobs.params(),
+    };
+    let m = index.manifest();
+    println!(
+        "index {}: {} vectors × {}, {}, {} partitions, {} bits/dim; {} queries per case, k = {}, {} thread(s), median of {} passes",
+        a.index.display(),
+        m.meta.count,
+        m.meta.dim,
+        m.meta.metric.name(),
+        m.partitions(),
+        m.meta.bits_per_dim,
+        queries.rows,
+        a.k,
+        a.threads,
+        a.repeats
+    );
+    let mut results = Vec::new();
+    for case in &w.cases {
+        let mut filters = read_json_lines(&a.data.join(&case.filters))?;
+        filters.truncate(queries.rows);
+        let gt_path = a.data.join(&case.groundtruth);
+        let mut truth = read_groundtruth(&gt_path).map_err(|e| {
+            SearchError::input(
+                gt_path.display(),
+                format!("{e}; run `squash groundtruth --data {}`", a.data.display()),
+            )
+        })?;
+        truth.truncate(queries.rows);
+        let label = if case.label.is_empty() {
+            selectivity_label(case.selectivity)
+        } else {
+            case.label.clone()
+        };
+        let r = run_case(&index, &label, &queries, &filters, &truth, &opts)?;
+        eprintln!("  {label}: recall@{} {:.4}, {:.0} QPS", a.k, r.recall, r.qps);
+        results.push(r);
+    }
+    println!("{}", format_table(&results, a.k));
+    if let Some(path) = &a.json_out {
+        let text: String = results
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap_or_default() + "\n")
+            .collect();
+        std::fs::write(path, text).map_err(|e| SearchError::input(path.display(), format!("cannot write: {e}")))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,632 @@
+//! Filters: a JSON predicate language in the style of MongoDB and Amazon S3 Vectors,
+//! parsed once against the index schema into a typed [`Expr`].
+//!
+//! ```json
+//! {"price": {"$lt": 20}, "category": {"$in": ["books", "toys"]},
+//!  "$or": [{"year": {"$gte": 2020}}, {"stock": {"$exists": false}}]}
+//! ```
+//! Operators: `$eq $ne $gt $gte $lt $lte $in $nin $exists $and $or`. A bare value means
+//! `$eq`; several keys in one object are joined by AND. Missing values match `$ne`,
+//! `$nin` and `$exists: false` and nothing else (MongoDB semantics).
+//!
+//! Evaluation is three-valued on attribute codes (no / maybe / yes per code cell, which
+//! never says "no" to a matching value) and exact on the stored values.
+
+use crate::attrs::{AttrCells, AttrKind, Schema, CODES, MISSING_CODE};
+use crate::error::{CoreError, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Deepest nesting of `$and` / `$or` accepted.
+pub const MAX_DEPTH: usize = 32;
+/// Most values accepted in one `$in` / `$nin` list.
+pub const MAX_IN_VALUES: usize = 10_000;
+/// Most leaf predicates in one filter.
+pub const MAX_LEAVES: usize = 1_000;
+
+/// Value of a categorical string the dictionary does not know: equal to nothing.
+const UNKNOWN_CATEGORY: f64 = -1.0;
+
+/// A predicate on one attribute value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Pred {
+    /// value == x
+    Eq(f64),
+    /// value != x (also true when missing)
+    Ne(f64),
+    /// value < x
+    Lt(f64),
+    /// value <= x
+    Lte(f64),
+    /// value > x
+    Gt(f64),
+    /// value >= x
+    Gte(f64),
+    /// value is one of the list
+    In(Vec<f64>),
+    /// value is none of the list (also true when missing)
+    Nin(Vec<f64>),
+    /// value is present (true) or missing (false)
+    Exists(bool),
+}
+
+impl Pred {
+    /// Exact evaluation on a stored value (`NaN` = missing).
+    pub fn matches(&self, v: f64) -> bool {
+        if v.is_nan() {
+            return matches!(self, Pred::Ne(_) | Pred::Nin(_) | Pred::Exists(false));
+        }
+        match self {
+            Pred::Eq(x) => v == *x,
+            Pred::Ne(x) => v != *x,
+            Pred::Lt(x) => v < *x,
+            Pred::Lte(x) => v <= *x,
+            Pred::Gt(x) => v > *x,
+            Pred::Gte(x) => v >= *x,
+            Pred::In(xs) => xs.contains(&v),
+            Pred::Nin(xs) => !xs.contains(&v),
+            Pred::Exists(e) => *e,
+        }
+    }
+
+    /// Verdict for every value in `[lo, hi]`: `Yes` if all match, `No` if none can.
+    fn verdict_on_range(&self, lo: f64, hi: f64) -> Verdict {
+        let eq = |x: f64| {
+            if x < lo || x > hi {
+                Verdict::No
+            } else if lo == hi {
+                Verdict::Yes
+            } else {
+                Verdict::Maybe
+            }
+        };
+        match self {
+            Pred::Eq(x) => eq(*x),
+            Pred::Ne(x) => eq(*x).not(),
+            Pred::Lt(x) => Verdict::range(hi < *x, lo >= *x),
+            Pred::Lte(x) => Verdict::range(hi <= *x, lo > *x),
+            Pred::Gt(x) => Verdict::range(lo > *x, hi <= *x),
+            Pred::Gte(x) => Verdict::range(lo >= *x, hi < *x),
+            Pred::In(xs) => xs.iter().fold(Verdict::No, |acc, &x| acc.or(eq(x))),
+            Pred::Nin(xs) => xs.iter().fold(Verdict::No, |acc, &x| acc.or(eq(x))).not(),
+            Pred::Exists(e) => {
+                if *e {
+                    Verdict::Yes
+                } else {
+                    Verdict::No
+                }
+            }
+        }
+    }
+
+    /// Verdict per code (value cells, then the missing code).
+    pub fn code_verdicts(&self, cells: &AttrCells) -> [Verdict; CODES] {
+        let mut out = [Verdict::No; CODES];
+        for (slot, (&lo, &hi)) in out.iter_mut().zip(cells.min.iter().zip(&cells.max)) {
+            *slot = self.verdict_on_range(lo, hi);
+        }
+        out[MISSING_CODE as usize] = if self.matches(f64::NAN) {
+            Verdict::Yes
+        } else {
+            Verdict::No
+        };
+        out
+    }
+}
+
+/// Three-valued result of a predicate on a code cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// No value in the cell matches.
+    No,
+    /// Some values may match: check exactly.
+    Maybe,
+    /// Every value in the cell matches.
+    Yes,
+}
+
+impl Verdict {
+    fn range(all: bool, none: bool) -> Verdict {
+        if all {
+            Verdict::Yes
+        } else if none {
+            Verdict::No
+        } else {
+            Verdict::Maybe
+        }
+    }
+    fn not(self) -> Verdict {
+        match self {
+            Verdict::No => Verdict::Yes,
+            Verdict::Yes => Verdict::No,
+            Verdict::Maybe => Verdict::Maybe,
+        }
+    }
+    fn or(self, other: Verdict) -> Verdict {
+        match (self, other) {
+            (Verdict::Yes, _) | (_, Verdict::Yes) => Verdict::Yes,
+            (Verdict::Maybe, _) | (_, Verdict::Maybe) => Verdict::Maybe,
+            _ => Verdict::No,
+        }
+    }
+}
+
+/// A parsed, schema-bound filter expression.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Expr {
+    /// All children match.
+    And(Vec<Expr>),
+    /// At least one child matches.
+    Or(Vec<Expr>),
+    /// A predicate on attribute column `attr`.
+    Leaf {
+        /// Attribute column.
+        attr: u32,
+        /// The predicate.
+        pred: Pred,
+    },
+}
+
+/// Per-row filter verdicts of a partition, one byte per row: bit [`MASK_POSSIBLE`] set
+/// when the row may match, bit [`MASK_CERTAIN`] set when it surely matches. Rows without
+/// the possible bit cannot match. (Bytes rather than bits: AND/OR of whole columns
+/// vectorise, and Kleene logic on (possible, certain) pairs is plain bitwise AND/OR.)
+pub type CodeMask = Vec<u8>;
+/// Row may match.
+pub const MASK_POSSIBLE: u8 = 1;
+/// Row surely matches.
+pub const MASK_CERTAIN: u8 = 2;
+
+impl Expr {
+    /// Parses a JSON filter against `schema`. `null` and `{}` mean "no filter" (`None`).
+    pub fn parse(json: &Value, schema: &Schema) -> Result<Option<Expr>> {
+        let mut leaves = 0usize;
+        match json {
+            Value::Null => Ok(None),
+            Value::Object(map) if map.is_empty() => Ok(None),
+            Value::Object(_) => parse_object(json, schema, "filter", 1, &mut leaves).map(Some),
+            _ => Err(CoreError::filter("filter", "a filter must be a JSON object")),
+        }
+    }
+
+    /// Exact evaluation; `value(attr)` returns the stored value of column `attr`.
+    pub fn matches(&self, value: &dyn Fn(usize) -> f64) -> bool {
+        match self {
+            Expr::And(children) => children.iter().all(|c| c.matches(value)),
+            Expr::Or(children) => children.iter().any(|c| c.matches(value)),
+            Expr::Leaf { attr, pred } => pred.matches(value(*attr as usize)),
+        }
+    }
+
+    /// Exact evaluation on row `row` of column-major attribute values (`columns[a][row]`).
+    pub fn matches_row(&self, columns: &[Vec<f64>], row: usize) -> bool {
+        self.matches(&|a| columns[a][row])
+    }
+
+    /// Conservative evaluation on attribute codes: `codes[a]` is the code column of
+    /// attribute `a` (`n` rows), `cells[a]` its cells. See [`CodeMask`].
+    pub fn eval_codes(&self, cells: &[AttrCells], codes: &[&[u8]], n: usize) -> CodeMask {
+        let mut out = vec![0u8; n];
+        self.eval_into(cells, codes, n, &mut out, Combine::Set);
+        out
+    }
+
+    fn eval_into(&self, cells: &[AttrCells], codes: &[&[u8]], n: usize, out: &mut [u8], how: Combine) {
+        match self {
+            Expr::Leaf { attr, pred } => {
+                let a = *attr as usize;
+                let verdicts = pred.code_verdicts(&cells[a]);
+                let mut lut = [0u8; CODES];
+                for (l, v) in lut.iter_mut().zip(verdicts.iter()) {
+                    *l = match v {
+                        Verdict::No => 0,
+                        Verdict::Maybe => MASK_POSSIBLE,
+                        Verdict::Yes => MASK_POSSIBLE | MASK_CERTAIN,
+                    };
+                }
+                let col = &codes[a][..n];
+                match how {
+                    Combine::Set => out.iter_mut().zip(col).for_each(|(o, &c)| *o = lut[c as usize]),
+                    Combine::And => out.iter_mut().zip(col).for_each(|(o, &c)| *o &= lut[c as usize]),
+                    Combine::Or => out.iter_mut().zip(col).for_each(|(o, &c)| *o |= lut[c as usize]),
+                }
+            }
+            Expr::And(children) | Expr::Or(children) => {
+                let is_and = matches!(self, Expr::And(_));
+                // Combine the children into a scratch column, then into `out`.
+                let mut scratch = vec![if is_and { MASK_POSSIBLE | MASK_CERTAIN } else { 0 }; n];
+                for child in children {
+                    child.eval_into(
+                        cells,
+                        codes,
+                        n,
+                        &mut scratch,
+                        if is_and { Combine::And } else { Combine::Or },
+                    );
+                }
+                match how {
+                    Combine::Set => out.copy_from_slice(&scratch),
+                    Combine::And => out.iter_mut().zip(&scratch).for_each(|(o, &s)| *o &= s),
+                    Combine::Or => out.iter_mut().zip(&scratch).for_each(|(o, &s)| *o |= s),
+                }
+            }
+        }
+    }
+
+    /// Estimated fraction of rows matching, from per-attribute code histograms
+    /// (`hist[a][code]`, `n` rows), assuming independent attributes. Exactly 0 only when
+    /// no row can match.
+    pub fn estimate_fraction(&self, cells: &[AttrCells], hist: &[&[u32]], n: u64) -> f64 {
+        if n == 0 {
+            return 0.0;
+        }
+        match self {
+            Expr::Leaf { attr, pred } => {
+                let a = *attr as usize;
+                let verdicts = pred.code_verdicts(&cells[a]);
+                let mut est = 0.0;
+                for (code, &count) in hist[a].iter().enumerate() {
+                    est += match verdicts[code] {
+                        Verdict::No => 0.0,
+                        Verdict::Maybe => 0.5 * count as f64,
+                        Verdict::Yes => count as f64,
+                    };
+                }
+                est / n as f64
+            }
+            Expr::And(children) => children.iter().map(|c| c.estimate_fraction(cells, hist, n)).product(),
+            Expr::Or(children) => {
+                1.0 - children
+                    .iter()
+                    .map(|c| 1.0 - c.estimate_fraction(cells, hist, n))
+                    .product::<f64>()
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Combine {
+    Set,
+    And,
+    Or,
+}
+
+fn parse_object(json: &Value, schema: &Schema, path: &str, depth: usize, leaves: &mut usize) -> Result<Expr> {
+    if depth > MAX_DEPTH {
+        return Err(CoreError::filter(
+            path,
+            format!("filter is nested deeper than {MAX_DEPTH} levels"),
+        ));
+    }
+    let Value::Object(map) = json else {
+        return Err(CoreError::filter(path, "expected a JSON object"));
+    };
+    if map.is_empty() {
+        return Err(CoreError::filter(path, "empty object is not a condition"));
+    }
+    let mut parts = Vec::with_capacity(map.len());
+    for (key, value) in map {
+        let here = format!("{path}.{key}");
+        match key.as_str() {
+            "$and" | "$or" => {
+                let Value::Array(items) = value else {
+                    return Err(CoreError::filter(&here, "expected an array of conditions"));
+                };
+                if items.is_empty() {
+                    return Err(CoreError::filter(&here, "needs at least one condition"));
+                }
+                let mut children = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    children.push(parse_object(item, schema, &format!("{here}[{i}]"), depth + 1, leaves)?);
+                }
+                parts.push(if key == "$and" {
+                    Expr::And(children)
+                } else {
+                    Expr::Or(children)
+                });
+            }
+            k if k.starts_with('$') => {
+                return Err(CoreError::filter(
+                    &here,
+                    format!("unknown operator '{k}' (top level accepts attribute names, $and, $or)"),
+                ));
+            }
+            name => {
+                let Some(attr) = schema.index_of(name) else {
+                    let known: Vec<&str> = schema.attrs.iter().map(|a| a.name.as_str()).collect();
+                    return Err(CoreError::filter(
+                        &here,
+                        format!("unknown attribute '{name}' (index has: {})", known.join(", ")),
+                    ));
+                };
+                parse_field(value, schema, attr, &here, &mut parts, leaves)?;
+            }
+        }
+    }
+    Ok(if parts.len() == 1 {
+        parts.pop().unwrap_or(Expr::And(Vec::new()))
+    } else {
+        Expr::And(parts)
+    })
+}
+
+fn parse_field(
+    value: &Value,
+    schema: &Schema,
+    attr: usize,
+    path: &str,
+    parts: &mut Vec<Expr>,
+    leaves: &mut usize,
+) -> Result<()> {
+    let mut push = |pred: Pred, parts: &mut Vec<Expr>| -> Result<()> {
+        *leaves += 1;
+        if *leaves > MAX_LEAVES {
+            return Err(CoreError::filter(
+                path,
+                format!("filter has more than {MAX_LEAVES} conditions"),
+            ));
+        }
+        parts.push(Expr::Leaf {
+            attr: attr as u32,
+            pred,
+        });
+        Ok(())
+    };
+    let ops = match value {
+        Value::Object(map) if map.keys().all(|k| k.starts_with('$')) && !map.is_empty() => map,
+        Value::Object(_) => {
+            return Err(CoreError::filter(
+                path,
+                "expected a value or an object of operators ($eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists)",
+            ))
+        }
+        literal => {
+            let x = operand(literal, schema, attr, path)?;
+            return push(Pred::Eq(x), parts);
+        }
+    };
+    let spec = &schema.attrs[attr];
+    for (op, operand_json) in ops {
+        let here = format!("{path}.{op}");
+        let pred = match op.as_str() {
+            "$eq" => Pred::Eq(operand(operand_json, schema, attr, &here)?),
+            "$ne" => Pred::Ne(operand(operand_json, schema, attr, &here)?),
+            "$lt" | "$lte" | "$gt" | "$gte" => {
+                if spec.kind == AttrKind::Categorical {
+                    return Err(CoreError::filter(
+                        &here,
+                        format!("'{op}' needs a numeric attribute; '{}' is categorical", spec.name),
+                    ));
+                }
+                let x = operand(operand_json, schema, attr, &here)?;
+                match op.as_str() {
+                    "$lt" => Pred::Lt(x),
+                    "$lte" => Pred::Lte(x),
+                    "$gt" => Pred::Gt(x),
+                    _ => Pred::Gte(x),
+                }
+            }
+            "$in" | "$nin" => {
+                let Value::Array(items) = operand_json else {
+                    return Err(CoreError::filter(&here, "expected an array of values"));
+                };
+                if items.is_empty() {
+                    return Err(CoreError::filter(&here, "list must not be empty"));
+                }
+                if items.len() > MAX_IN_VALUES {
+                    return Err(CoreError::filter(
+                        &here,
+                        format!("list has more than {MAX_IN_VALUES} values"),
+                    ));
+                }
+                let mut xs = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    xs.push(operand(item, schema, attr, &format!("{here}[{i}]"))?);
+                }
+                if op == "$in" {
+                    Pred::In(xs)
+                } else {
+                    Pred::Nin(xs)
+                }
+            }
+            "$exists" => match operand_json {
+                Value::Bool(b) => Pred::Exists(*b),
+                _ => return Err(CoreError::filter(&here, "expected true or false")),
+            },
+            other => {
+                return Err(CoreError::filter(
+                    &here,
+                    format!("unknown operator '{other}' (expected $eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists)"),
+                ))
+            }
+        };
+        push(pred, parts)?;
+    }
+    Ok(())
+}
+
+/// Converts a JSON operand to the stored value representation of attribute `attr`.
+fn operand(json: &Value, schema: &Schema, attr: usize, path: &str) -> Result<f64> {
+    let spec = &schema.attrs[attr];
+    match (spec.kind, json) {
+        (AttrKind::Numeric, Value::Number(n)) => match n.as_f64() {
+            Some(x) if x.is_finite() => Ok(x),
+            _ => Err(CoreError::filter(path, "number is out of range")),
+        },
+        (AttrKind::Numeric, other) => Err(CoreError::filter(
+            path,
+            format!("attribute '{}' is numeric; got {}", spec.name, type_name(other)),
+        )),
+        (AttrKind::Categorical, Value::String(s)) => Ok(spec.code_of(s).unwrap_or(UNKNOWN_CATEGORY)),
+        (AttrKind::Categorical, other) => Err(CoreError::filter(
+            path,
+            format!(
+                "attribute '{}' is categorical (string); got {}",
+                spec.name,
+                type_name(other)
+            ),
+        )),
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attrs::AttrSpec;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn arb_pred() -> impl Strategy<Value = Pred> {
+        let v = -5i32..25;
+        prop_oneof![
+            v.clone().prop_map(|x| Pred::Eq(x as f64 / 2.0)),
+            v.clone().prop_map(|x| Pred::Ne(x as f64 / 2.0)),
+            v.clone().prop_map(|x| Pred::Lt(x as f64 / 2.0)),
+            v.clone().prop_map(|x| Pred::Lte(x as f64 / 2.0)),
+            v.clone().prop_map(|x| Pred::Gt(x as f64 / 2.0)),
+            v.clone().prop_map(|x| Pred::Gte(x as f64 / 2.0)),
+            proptest::collection::vec(v.clone(), 1..4)
+                .prop_map(|xs| Pred::In(xs.iter().map(|&x| x as f64 / 2.0).collect())),
+            proptest::collection::vec(v, 1..4).prop_map(|xs| Pred::Nin(xs.iter().map(|&x| x as f64 / 2.0).collect())),
+            any::<bool>().prop_map(Pred::Exists),
+        ]
+    }
+
+    fn arb_expr() -> impl Strategy<Value = Expr> {
+        let leaf = (0u32..2, arb_pred()).prop_map(|(attr, pred)| Expr::Leaf { attr, pred });
+        leaf.prop_recursive(3, 12, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 1..3).prop_map(Expr::And),
+                proptest::collection::vec(inner, 1..3).prop_map(Expr::Or),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Code-level evaluation never drops a matching row and never calls a
+        /// non-matching row certain; the histogram estimate is zero only without matches.
+        #[test]
+        fn codes_are_conservative(
+            expr in arb_expr(),
+            a in proptest::collection::vec(proptest::option::weighted(0.9, 0i32..40), 1..400),
+            many_cells in any::<bool>(),
+        ) {
+            let n = a.len();
+            // Column 0: few distinct values (exact cells) or many (shared cells);
+            // column 1: derived, with its own missing values.
+            let col0: Vec<f64> = a.iter().enumerate().map(|(i, v)| match v {
+                Some(x) if many_cells => (*x as f64) / 2.0 + (i % 300) as f64 * 0.001,
+                Some(x) => *x as f64 / 2.0,
+                None => f64::NAN,
+            }).collect();
+            let col1: Vec<f64> = (0..n).map(|i| if i % 7 == 0 { f64::NAN } else { ((i * 13) % 31) as f64 / 2.0 - 2.0 }).collect();
+            let columns = vec![col0, col1];
+            let cells: Vec<AttrCells> = columns.iter().map(|c| AttrCells::build(c)).collect();
+            let codes: Vec<Vec<u8>> = columns.iter().zip(&cells).map(|(c, cl)| c.iter().map(|&v| cl.encode(v)).collect()).collect();
+            let code_refs: Vec<&[u8]> = codes.iter().map(|c| c.as_slice()).collect();
+            let mask = expr.eval_codes(&cells, &code_refs, n);
+            let mut matches = 0;
+            for (row, &m) in mask.iter().enumerate() {
+                let exact = expr.matches_row(&columns, row);
+                if exact {
+                    matches += 1;
+                    prop_assert!(m & MASK_POSSIBLE != 0, "row {} matches but was dropped", row);
+                }
+                if m & MASK_CERTAIN != 0 {
+                    prop_assert!(exact, "row {} called certain but does not match", row);
+                }
+            }
+            let mut hist = vec![vec![0u32; CODES]; 2];
+            for (a, col) in codes.iter().enumerate() {
+                for &c in col { hist[a][c as usize] += 1; }
+            }
+            let hist_refs: Vec<&[u32]> = hist.iter().map(|h| h.as_slice()).collect();
+            let est = expr.estimate_fraction(&cells, &hist_refs, n as u64);
+            if matches > 0 {
+                prop_assert!(est > 0.0, "estimate 0 but {} rows match", matches);
+            }
+        }
+    }
+
+    fn schema() -> Schema {
+        Schema {
+            attrs: vec![
+                AttrSpec {
+                    name: "price".into(),
+                    kind: AttrKind::Numeric,
+                    dictionary: vec![],
+                },
+                AttrSpec {
+                    name: "color".into(),
+                    kind: AttrKind::Categorical,
+                    dictionary: vec!["blue".into(), "green".into(), "red".into()],
+                },
+            ],
+        }
+    }
+
+    fn field_of(err: CoreError) -> String {
+        match err {
+            CoreError::Filter { field, .. } => field,
+            other => panic!("unexpected error {other}"),
+        }
+    }
+
+    #[test]
+    fn parses_and_evaluates() {
+        let s = schema();
+        let f = Expr::parse(
+            &json!({"price": {"$lt": 20, "$gte": 5}, "color": {"$in": ["red", "blue"]}}),
+            &s,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(f.matches(&|a| [10.0, 2.0][a]));
+        assert!(!f.matches(&|a| [10.0, 1.0][a]));
+        assert!(!f.matches(&|a| [20.0, 2.0][a]));
+        assert!(!f.matches(&|a| [f64::NAN, 2.0][a]));
+        let f = Expr::parse(&json!({"color": {"$ne": "red"}}), &s).unwrap().unwrap();
+        assert!(f.matches(&|a| [0.0, f64::NAN][a]), "missing matches $ne");
+        let f = Expr::parse(&json!({"color": "purple"}), &s).unwrap().unwrap();
+        assert!(!f.matches(&|a| [0.0, 0.0][a]));
+        assert_eq!(Expr::parse(&json!({}), &s).unwrap(), None);
+        assert_eq!(Expr::parse(&Value::Null, &s).unwrap(), None);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let s = schema();
+        let cases = [
+            (json!({"size": 3}), "filter.size"),
+            (json!({"price": "cheap"}), "filter.price"),
+            (json!({"price": {"$in": []}}), "filter.price.$in"),
+            (json!({"color": {"$lt": "red"}}), "filter.color.$lt"),
+            (json!({"price": {"$foo": 1}}), "filter.price.$foo"),
+            (json!({"$or": [{"price": 1}, {"nope": 2}]}), "filter.$or[1].nope"),
+            (json!({"$xor": []}), "filter.$xor"),
+            (json!({"price": {"$exists": 1}}), "filter.price.$exists"),
+            (json!([1]), "filter"),
+        ];
+        for (json, field) in cases {
+            let err = Expr::parse(&json, &s).expect_err(&json.to_string());
+            assert_eq!(field_of(err), field, "{json}");
+        }
+        let mut deep = json!({"price": 1});
+        for _ in 0..40 {
+            deep = json!({ "$and": [deep] });
+        }
+        assert!(Expr::parse(&deep, &s).is_err());
+    }
+}

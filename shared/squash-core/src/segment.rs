@@ -1,0 +1,316 @@
+//! Segment objects: everything one partition needs to answer a query on its own.
+//! Section kinds and their byte layouts are documented in `docs/FORMAT.md`.
+
+use crate::attrs::AttrCells;
+use crate::container::{le, write_container, Codec, Container, SectionOut};
+use crate::distance::Metric;
+use crate::error::{CoreError, Result};
+use crate::klt::Klt;
+use crate::osq::{Quantizer, MAX_BITS};
+use serde::{Deserialize, Serialize};
+
+/// Magic of segment objects.
+pub const SEGMENT_MAGIC: &[u8; 8] = b"SQUASHSG";
+
+const META: u32 = 1;
+const KLT: u32 = 2;
+const QUANT: u32 = 3;
+const CODES: u32 = 4;
+const SIGNS: u32 = 5;
+const ATTR_CELLS: u32 = 6;
+const ATTR_CODES: u32 = 7;
+const IDS: u32 = 8;
+const ATTRS: u32 = 9;
+const VECTORS: u32 = 10;
+
+/// Small descriptive fields of a segment (stored as zstd-compressed JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentMeta {
+    /// Partition number.
+    pub partition: u32,
+    /// Number of vectors.
+    pub count: u64,
+    /// Vector dimension.
+    pub dim: u32,
+    /// Distance metric (vectors are stored prepared for it).
+    pub metric: Metric,
+    /// Number of attribute columns.
+    pub attrs: u32,
+}
+
+/// A decoded partition segment, held in memory by workers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    /// Descriptive fields.
+    pub meta: SegmentMeta,
+    /// Local KLT (full rotation, `dim × dim`).
+    pub klt: Klt,
+    /// OSQ quantiser over the rotated coordinates.
+    pub quantizer: Quantizer,
+    /// OSQ codes, `count × active_dims` bytes, row-major (one row per vector).
+    pub codes: Vec<u8>,
+    /// Sign bits, `count × sign_words` words, row-major.
+    pub signs: Vec<u64>,
+    /// Attribute cells (shared by all partitions of the index).
+    pub attr_cells: Vec<AttrCells>,
+    /// Attribute codes, one column of `count` bytes per attribute.
+    pub attr_codes: Vec<Vec<u8>>,
+    /// Vector ids.
+    pub ids: Vec<u64>,
+    /// Exact attribute values, one column of `count` values per attribute (`NaN` = missing).
+    pub attr_values: Vec<Vec<f64>>,
+    /// Full prepared vectors for re-ranking, `count × dim`, row-major.
+    pub vectors: Vec<f32>,
+}
+
+impl Segment {
+    /// Number of vectors.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    /// True when the segment holds no vectors.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+    /// Number of dimensions that carry OSQ codes.
+    pub fn code_width(&self) -> usize {
+        self.quantizer.bits.iter().filter(|&&b| b > 0).count()
+    }
+    /// Number of u64 words of sign bits per vector.
+    pub fn sign_words(&self) -> usize {
+        crate::binary::words_for(self.meta.dim as usize)
+    }
+    /// Full vector of row `i`.
+    pub fn vector(&self, i: usize) -> &[f32] {
+        let d = self.meta.dim as usize;
+        &self.vectors[i * d..(i + 1) * d]
+    }
+
+    /// Serialises the segment.
+    pub fn encode(&self) -> Vec<u8> {
+        let dim = self.meta.dim as usize;
+        let mut klt = Vec::new();
+        le::put_f32s(&mut klt, &self.klt.mean);
+        le::put_f32s(&mut klt, &self.klt.eigenvalues);
+        le::put_f32s(&mut klt, &self.klt.basis);
+        let mut quant = self.quantizer.bits.clone();
+        for b in &self.quantizer.bounds {
+            le::put_f32s(&mut quant, b);
+        }
+        let mut signs = Vec::new();
+        le::put_u64s(&mut signs, &self.signs);
+        let cells = encode_cells(&self.attr_cells);
+        let mut ids = Vec::new();
+        le::put_u64s(&mut ids, &self.ids);
+        let mut attrs = Vec::new();
+        for col in &self.attr_values {
+            le::put_f64s(&mut attrs, col);
+        }
+        let mut vectors = Vec::with_capacity(self.vectors.len() * 4);
+        le::put_f32s(&mut vectors, &self.vectors);
+        debug_assert_eq!(self.klt.basis.len(), dim * dim);
+        let meta = serde_json::to_vec(&self.meta).unwrap_or_default();
+        write_container(
+            SEGMENT_MAGIC,
+            vec![
+                SectionOut {
+                    kind: META,
+                    codec: Codec::Zstd,
+                    bytes: meta,
+                },
+                SectionOut {
+                    kind: KLT,
+                    codec: Codec::Raw,
+                    bytes: klt,
+                },
+                SectionOut {
+                    kind: QUANT,
+                    codec: Codec::Raw,
+                    bytes: quant,
+                },
+                SectionOut {
+                    kind: CODES,
+                    codec: Codec::Raw,
+                    bytes: self.codes.clone(),
+                },
+                SectionOut {
+                    kind: SIGNS,
+                    codec: Codec::Raw,
+                    bytes: signs,
+                },
+                SectionOut {
+                    kind: ATTR_CELLS,
+                    codec: Codec::Zstd,
+                    bytes: cells,
+                },
+                SectionOut {
+                    kind: ATTR_CODES,
+                    codec: Codec::Raw,
+                    bytes: self.attr_codes.concat(),
+                },
+                SectionOut {
+                    kind: IDS,
+                    codec: Codec::Zstd,
+                    bytes: ids,
+                },
+                SectionOut {
+                    kind: ATTRS,
+                    codec: Codec::Zstd,
+                    bytes: attrs,
+                },
+                SectionOut {
+                    kind: VECTORS,
+                    codec: Codec::Raw,
+                    bytes: vectors,
+                },
+            ],
+        )
+    }
+
+    /// Decodes and verifies a segment; `object` names it in errors.
+    pub fn decode(object: &str, bytes: &[u8]) -> Result<Segment> {
+        let c = Container::parse(object, SEGMENT_MAGIC, bytes)?;
+        let bad = |reason: String| CoreError::corrupt(object, reason);
+        let meta: SegmentMeta = serde_json::from_slice(&c.section(META)?)
+            .map_err(|e| bad(format!("segment metadata is not valid: {e}")))?;
+        let dim = meta.dim as usize;
+        let n = usize::try_from(meta.count).map_err(|_| bad("count too large".into()))?;
+        let a = meta.attrs as usize;
+        if dim == 0 || dim > 65_536 {
+            return Err(bad(format!("implausible dimension {dim}")));
+        }
+        let klt_bytes = c.section(KLT)?;
+        let mut r = le::Reader::new(&klt_bytes, object, "KLT");
+        let mean = r.f32s(dim)?;
+        let eigenvalues = r.f32s(dim)?;
+        let basis = r.f32s(dim * dim)?;
+        r.finish()?;
+        let klt = Klt {
+            dim,
+            mean,
+            basis,
+            eigenvalues,
+        };
+
+        let quant_bytes = c.section(QUANT)?;
+        let mut r = le::Reader::new(&quant_bytes, object, "QUANT");
+        let bits = r.take(dim)?.to_vec();
+        if bits.iter().any(|&b| b > MAX_BITS) {
+            return Err(bad("a dimension has more than 8 bits".into()));
+        }
+        let mut bounds = Vec::with_capacity(dim);
+        for &b in &bits {
+            let v = r.f32s((1usize << b) + 1)?;
+            if v.windows(2)
+                .any(|w| w[0].partial_cmp(&w[1]) == Some(std::cmp::Ordering::Greater) || w[0].is_nan())
+            {
+                return Err(bad("quantiser boundaries are not ascending".into()));
+            }
+            bounds.push(v);
+        }
+        r.finish()?;
+        let quantizer = Quantizer { bits, bounds };
+        let width = quantizer.bits.iter().filter(|&&b| b > 0).count();
+
+        let codes = c.section(CODES)?.into_owned();
+        if codes.len() != n * width {
+            return Err(bad(format!(
+                "codes section holds {} bytes, expected {}",
+                codes.len(),
+                n * width
+            )));
+        }
+        for (row, chunk) in codes
+            .chunks_exact(width.max(1))
+            .enumerate()
+            .take(if width == 0 { 0 } else { n })
+        {
+            for (k, (&code, &b)) in chunk.iter().zip(quantizer.bits.iter().filter(|&&b| b > 0)).enumerate() {
+                if (code as usize) >= (1usize << b) {
+                    return Err(bad(format!(
+                        "code {code} of row {row} dimension {k} exceeds its {b} bits"
+                    )));
+                }
+            }
+        }
+        let words = crate::binary::words_for(dim);
+        let sign_bytes = c.section(SIGNS)?;
+        let mut r = le::Reader::new(&sign_bytes, object, "SIGNS");
+        let signs = r.u64s(n * words)?;
+        r.finish()?;
+
+        let attr_cells = decode_cells(&c.section(ATTR_CELLS)?, object, a)?;
+        let codes_all = c.section(ATTR_CODES)?;
+        if codes_all.len() != n * a {
+            return Err(bad("attribute codes section has the wrong length".into()));
+        }
+        let attr_codes: Vec<Vec<u8>> = (0..a).map(|i| codes_all[i * n..(i + 1) * n].to_vec()).collect();
+        for (i, col) in attr_codes.iter().enumerate() {
+            let cells = attr_cells[i].len();
+            if col
+                .iter()
+                .any(|&c| c != crate::attrs::MISSING_CODE && c as usize >= cells)
+            {
+                return Err(bad(format!("attribute {i} has a code beyond its {cells} cells")));
+            }
+        }
+        let id_bytes = c.section(IDS)?;
+        let mut r = le::Reader::new(&id_bytes, object, "IDS");
+        let ids = r.u64s(n)?;
+        r.finish()?;
+        let attr_bytes = c.section(ATTRS)?;
+        let mut r = le::Reader::new(&attr_bytes, object, "ATTRS");
+        let mut attr_values = Vec::with_capacity(a);
+        for _ in 0..a {
+            attr_values.push(r.f64s(n)?);
+        }
+        r.finish()?;
+        let vec_bytes = c.section(VECTORS)?;
+        let mut r = le::Reader::new(&vec_bytes, object, "VECTORS");
+        let vectors = r.f32s(n * dim)?;
+        r.finish()?;
+        Ok(Segment {
+            meta,
+            klt,
+            quantizer,
+            codes,
+            signs,
+            attr_cells,
+            attr_codes,
+            ids,
+            attr_values,
+            vectors,
+        })
+    }
+}
+
+/// Encodes attribute cells: per attribute `u32 count`, `count` f64 minima, `count` f64 maxima.
+pub fn encode_cells(cells: &[AttrCells]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in cells {
+        le::put_u32s(&mut out, &[c.len() as u32]);
+        le::put_f64s(&mut out, &c.min);
+        le::put_f64s(&mut out, &c.max);
+    }
+    out
+}
+
+/// Decodes `attrs` attribute cell tables (see [`encode_cells`]).
+pub fn decode_cells(bytes: &[u8], object: &str, attrs: usize) -> Result<Vec<AttrCells>> {
+    let mut r = le::Reader::new(bytes, object, "ATTR_CELLS");
+    let mut out = Vec::with_capacity(attrs);
+    for i in 0..attrs {
+        let n = r.u32()? as usize;
+        if n > crate::attrs::MAX_VALUE_CELLS {
+            return Err(CoreError::corrupt(
+                object,
+                format!("attribute {i} has {n} cells (max 255)"),
+            ));
+        }
+        let min = r.f64s(n)?;
+        let max = r.f64s(n)?;
+        out.push(AttrCells { min, max });
+    }
+    r.finish()?;
+    Ok(out)
+}

@@ -1,0 +1,179 @@
+//! The query benchmark behind `squash bench` and `make demo`: runs held-out queries one
+//! at a time on a fixed-size thread pool, compares with exact ground truth, and reports
+//! recall, throughput, latency percentiles and work per query.
+
+use crate::error::{Result, SearchError};
+use crate::groundtruth::recall_at;
+use crate::io::Matrix;
+use crate::search::Index;
+use serde::Serialize;
+use squash_api::{SearchParams, SearchRequest, StageCounts};
+use std::time::Instant;
+
+/// How to run a benchmark.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Neighbours per query (recall is recall@k).
+    pub k: usize,
+    /// Threads in the pool queries run on.
+    pub threads: usize,
+    /// Timed passes over the queries (the median pass is reported).
+    pub repeats: usize,
+    /// Search knobs.
+    pub params: SearchParams,
+}
+
+/// Result of one benchmark case.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    /// Case label (selectivity).
+    pub label: String,
+    /// Queries run.
+    pub queries: usize,
+    /// Mean recall@k.
+    pub recall: f64,
+    /// Median over passes of queries per second.
+    pub qps: f64,
+    /// Median latency (ms).
+    pub p50_ms: f64,
+    /// 99th percentile latency (ms).
+    pub p99_ms: f64,
+    /// Mean partitions searched per query.
+    pub partitions: f64,
+    /// Mean candidates per stage per query.
+    pub candidates: MeanCounts,
+    /// Threads used.
+    pub threads: usize,
+}
+
+/// Mean per-query stage counts.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MeanCounts {
+    /// Vectors in searched partitions.
+    pub scanned: f64,
+    /// After the filter.
+    pub filtered: f64,
+    /// After the Hamming prune.
+    pub hamming: f64,
+    /// ADC bounds computed.
+    pub bounded: f64,
+    /// Exact distances computed.
+    pub reranked: f64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// Runs `queries` (with `filters[i]` and exact answers `truth[i]`) against `index`.
+pub fn run_case(
+    index: &Index,
+    label: &str,
+    queries: &Matrix,
+    filters: &[serde_json::Value],
+    truth: &[Vec<u64>],
+    opts: &BenchOptions,
+) -> Result<CaseResult> {
+    if filters.len() != queries.rows || truth.len() != queries.rows {
+        return Err(SearchError::bad(
+            "workload",
+            format!(
+                "case {label}: {} queries but {} filters and {} ground-truth lines",
+                queries.rows,
+                filters.len(),
+                truth.len()
+            ),
+        ));
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.max(1))
+        .build()
+        .map_err(|e| SearchError::bad("threads", e.to_string()))?;
+    let requests: Vec<SearchRequest> = (0..queries.rows)
+        .map(|i| SearchRequest {
+            vector: queries.row(i).to_vec(),
+            k: opts.k,
+            filter: if filters[i].is_null() {
+                None
+            } else {
+                Some(filters[i].clone())
+            },
+            include: vec![],
+            params: opts.params.clone(),
+        })
+        .collect();
+    pool.install(|| -> Result<CaseResult> {
+        // Untimed pass: warms the segment cache and measures recall and work.
+        let mut recall = 0.0;
+        let mut counts = StageCounts::default();
+        let mut partitions = 0u64;
+        for (i, req) in requests.iter().enumerate() {
+            let resp = index.search(req)?;
+            let ids: Vec<u64> = resp.hits.iter().map(|h| h.id).collect();
+            recall += recall_at(&ids, &truth[i], opts.k);
+            counts.add(&resp.stats.candidates);
+            partitions += resp.stats.partitions_searched as u64;
+        }
+        let mut qps_runs = Vec::new();
+        let mut latencies = Vec::with_capacity(requests.len() * opts.repeats.max(1));
+        for _ in 0..opts.repeats.max(1) {
+            let start = Instant::now();
+            for req in &requests {
+                let t = Instant::now();
+                let resp = index.search(req)?;
+                std::hint::black_box(&resp);
+                latencies.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            qps_runs.push(requests.len() as f64 / start.elapsed().as_secs_f64());
+        }
+        qps_runs.sort_by(|a, b| a.total_cmp(b));
+        latencies.sort_by(|a, b| a.total_cmp(b));
+        let n = requests.len().max(1) as f64;
+        Ok(CaseResult {
+            label: label.to_string(),
+            queries: requests.len(),
+            recall: recall / n,
+            qps: qps_runs[qps_runs.len() / 2],
+            p50_ms: percentile(&latencies, 0.5),
+            p99_ms: percentile(&latencies, 0.99),
+            partitions: partitions as f64 / n,
+            candidates: MeanCounts {
+                scanned: counts.scanned as f64 / n,
+                filtered: counts.filtered as f64 / n,
+                hamming: counts.hamming as f64 / n,
+                bounded: counts.bounded as f64 / n,
+                reranked: counts.reranked as f64 / n,
+            },
+            threads: opts.threads,
+        })
+    })
+}
+
+/// Renders results as a Markdown table.
+pub fn format_table(results: &[CaseResult], k: usize) -> String {
+    let mut out = format!(
+        "| selectivity | recall@{k} | QPS | p50 ms | p99 ms | partitions | scanned | after filter | after Hamming | bounded | re-ranked |\n"
+    );
+    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for r in results {
+        out.push_str(&format!(
+            "| {} | {:.4} | {:.0} | {:.3} | {:.3} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
+            r.label,
+            r.recall,
+            r.qps,
+            r.p50_ms,
+            r.p99_ms,
+            r.partitions,
+            r.candidates.scanned,
+            r.candidates.filtered,
+            r.candidates.hamming,
+            r.candidates.bounded,
+            r.candidates.reranked,
+        ));
+    }
+    out
+}

@@ -1,0 +1,292 @@
+//! The build pipeline: vectors and attributes in, a manifest and one segment per
+//! partition out (see `docs/ARCHITECTURE.md` for the steps, `docs/FORMAT.md` for bytes).
+
+use crate::error::{Result, SearchError};
+use crate::io::{Attributes, Matrix};
+use crate::kmeans::balanced_kmeans;
+use crate::progress::Progress;
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use squash_core::attrs::{AttrCells, CODES};
+use squash_core::binary::{encode_signs, words_for};
+use squash_core::distance::{prepare_vector, Metric};
+use squash_core::klt::Klt;
+use squash_core::manifest::{Manifest, ManifestMeta, PartitionInfo, SearchDefaults};
+use squash_core::osq::{allocate_bits, Quantizer, MAX_BITS};
+use squash_core::segment::{Segment, SegmentMeta};
+use squash_storage::ObjectStore;
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
+
+/// Key of the manifest object under the index root.
+pub const MANIFEST_KEY: &str = "manifest.sqm";
+
+/// Build settings. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct BuildParams {
+    /// Distance metric.
+    pub metric: Metric,
+    /// Number of partitions; `None` derives it from `target_partition_vectors`.
+    pub partitions: Option<usize>,
+    /// Wanted vectors per partition when `partitions` is not set.
+    pub target_partition_vectors: usize,
+    /// Average OSQ bits per dimension (greedy allocation, 1..=8).
+    pub bits_per_dim: f32,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Fraction of variance the global KLT keeps for placing partitions.
+    pub partition_energy: f64,
+    /// Lloyd iterations of k-means.
+    pub kmeans_iterations: usize,
+    /// Values per dimension used to fit Lloyd-Max boundaries.
+    pub lloyd_sample: usize,
+    /// Search defaults written to the manifest.
+    pub defaults: SearchDefaults,
+    /// Show progress bars on stderr.
+    pub progress: bool,
+}
+
+impl Default for BuildParams {
+    fn default() -> Self {
+        BuildParams {
+            metric: Metric::L2,
+            partitions: None,
+            target_partition_vectors: 10_000,
+            bits_per_dim: 4.0,
+            seed: 42,
+            partition_energy: 0.98,
+            kmeans_iterations: 12,
+            lloyd_sample: 20_000,
+            defaults: default_search_defaults(),
+            progress: false,
+        }
+    }
+}
+
+/// Default search knobs (see `docs/ARCHITECTURE.md` for how they were chosen).
+pub fn default_search_defaults() -> SearchDefaults {
+    SearchDefaults {
+        nprobe: 0,
+        rerank_factor: 10,
+        hamming_keep: 0.5,
+        safety: 1500.0,
+    }
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    /// The manifest written.
+    pub manifest: Manifest,
+    /// Total bytes written.
+    pub bytes_written: u64,
+}
+
+/// Builds an index from `vectors` and `attrs` into `store` (manifest written last, so a
+/// reader never sees a half-built index).
+pub fn build_index(
+    store: &dyn ObjectStore,
+    mut vectors: Matrix,
+    attrs: Attributes,
+    params: &BuildParams,
+) -> Result<BuildReport> {
+    let n = vectors.rows;
+    let dim = vectors.cols;
+    if n == 0 || dim == 0 {
+        return Err(SearchError::bad("vectors", "no vectors to index"));
+    }
+    if !attrs.columns.is_empty() && attrs.rows() != n {
+        return Err(SearchError::bad(
+            "attributes",
+            format!("attribute table has {} rows but there are {n} vectors", attrs.rows()),
+        ));
+    }
+    if !(1.0..=MAX_BITS as f32).contains(&params.bits_per_dim) {
+        return Err(SearchError::bad("bits_per_dim", "must be between 1 and 8"));
+    }
+    let metric = params.metric;
+    // Validate and prepare (normalise for cosine) every vector; report the first bad row.
+    vectors
+        .data
+        .par_chunks_mut(dim)
+        .enumerate()
+        .try_for_each(|(i, row)| prepare_vector(metric, row, dim, &format!("vectors[{i}]")))?;
+
+    let p_count = params
+        .partitions
+        .unwrap_or_else(|| ((n as f64 / params.target_partition_vectors.max(1) as f64).round() as usize).max(1))
+        .clamp(1, n);
+
+    // Global KLT on a sample, truncated to the directions holding `partition_energy`.
+    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+    let mut sample_rows: Vec<usize> = sample(&mut rng, n, n.min(100_000)).into_vec();
+    sample_rows.sort_unstable();
+    let full = Klt::fit(sample_rows.iter().map(|&i| vectors.row(i)), dim, dim);
+    let pd = full.dims_for_energy(params.partition_energy).max(dim.min(8));
+    let global = full.truncated(pd);
+    let projected: Vec<f32> = vectors
+        .data
+        .par_chunks(dim)
+        .flat_map_iter(|row| global.transform(row))
+        .collect();
+
+    let bar = Progress::new(params.progress, "partitioning", (params.kmeans_iterations + 2) as u64);
+    let part = balanced_kmeans(
+        &projected,
+        pd,
+        p_count,
+        params.kmeans_iterations,
+        params.seed ^ 0x5eed,
+        &|| bar.inc(1),
+    );
+    bar.finish();
+    drop(projected);
+
+    // Shared attribute cells.
+    let attr_cells: Vec<AttrCells> = attrs.columns.par_iter().map(|c| AttrCells::build(c)).collect();
+
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); p_count];
+    for (i, &p) in part.assignment.iter().enumerate() {
+        members[p as usize].push(i);
+    }
+    let bar = Progress::new(params.progress, "encoding partitions", p_count as u64);
+    let results: Vec<Result<(PartitionInfo, Vec<u32>, u64)>> = members
+        .par_iter()
+        .enumerate()
+        .map(|(pid, rows)| {
+            let seg = encode_partition(pid as u32, rows, &vectors, &attrs, &attr_cells, metric, params);
+            let hist = histograms(&seg);
+            let bytes = seg.encode();
+            let key = format!("segments/p{pid:05}-{:032x}.sqs", xxh3_128(&bytes));
+            store.put(&key, &bytes)?;
+            bar.inc(1);
+            let info = PartitionInfo {
+                id: pid as u32,
+                count: rows.len() as u64,
+                key,
+                bytes: bytes.len() as u64,
+                checksum: format!("{:016x}", xxh3_64(&bytes)),
+            };
+            Ok((info, hist, bytes.len() as u64))
+        })
+        .collect();
+    bar.finish();
+    let mut partitions = Vec::with_capacity(p_count);
+    let mut hist_all = Vec::with_capacity(p_count * attrs.columns.len() * CODES);
+    let mut bytes_written = 0u64;
+    for r in results {
+        let (info, hist, bytes) = r?;
+        partitions.push(info);
+        hist_all.extend(hist);
+        bytes_written += bytes;
+    }
+    let mut defaults = params.defaults.clone();
+    if defaults.nprobe == 0 {
+        defaults.nprobe = default_nprobe(p_count);
+    }
+    let manifest = Manifest {
+        meta: ManifestMeta {
+            dim: dim as u32,
+            metric,
+            count: n as u64,
+            partition_dims: pd as u32,
+            bits_per_dim: params.bits_per_dim,
+            seed: params.seed,
+            schema: attrs.schema.clone(),
+            defaults,
+            partitions,
+            created_by: format!("squash {}", env!("CARGO_PKG_VERSION")),
+        },
+        global,
+        centroids: part.centroids,
+        attr_cells,
+        histograms: hist_all,
+    };
+    let bytes = manifest.encode();
+    store.put(MANIFEST_KEY, &bytes)?;
+    bytes_written += bytes.len() as u64;
+    Ok(BuildReport {
+        manifest,
+        bytes_written,
+    })
+}
+
+/// Default number of partitions probed: 30% of them, at least one.
+pub fn default_nprobe(partitions: usize) -> u32 {
+    ((partitions as f64 * 0.3).ceil() as u32).max(1)
+}
+
+fn histograms(seg: &Segment) -> Vec<u32> {
+    let mut out = vec![0u32; seg.attr_codes.len() * CODES];
+    for (a, col) in seg.attr_codes.iter().enumerate() {
+        for &c in col {
+            out[a * CODES + c as usize] += 1;
+        }
+    }
+    out
+}
+
+/// Builds the segment of one partition from its member rows.
+fn encode_partition(
+    pid: u32,
+    rows: &[usize],
+    vectors: &Matrix,
+    attrs: &Attributes,
+    attr_cells: &[AttrCells],
+    metric: Metric,
+    params: &BuildParams,
+) -> Segment {
+    let dim = vectors.cols;
+    let n = rows.len();
+    let mut data = Vec::with_capacity(n * dim);
+    for &r in rows {
+        data.extend_from_slice(vectors.row(r));
+    }
+    let klt = Klt::fit(data.chunks_exact(dim), dim, dim);
+    let mut rotated = vec![0f32; n * dim];
+    let mut scratch = vec![0f32; dim];
+    for (row, out) in data.chunks_exact(dim).zip(rotated.chunks_exact_mut(dim)) {
+        klt.apply(row, &mut scratch, out);
+    }
+    let total_bits = (params.bits_per_dim as f64 * dim as f64).round() as usize;
+    let bits = allocate_bits(&klt.eigenvalues, total_bits, MAX_BITS);
+    let quantizer = Quantizer::train(&rotated, dim, &bits, params.lloyd_sample);
+    let width = bits.iter().filter(|&&b| b > 0).count();
+    let mut codes = vec![0u8; n * width];
+    let words = words_for(dim);
+    let mut signs = vec![0u64; n * words];
+    for i in 0..n {
+        let y = &rotated[i * dim..(i + 1) * dim];
+        quantizer.encode(y, &mut codes[i * width..(i + 1) * width]);
+        encode_signs(y, &mut signs[i * words..(i + 1) * words]);
+    }
+    let attr_values: Vec<Vec<f64>> = attrs
+        .columns
+        .iter()
+        .map(|c| rows.iter().map(|&r| c[r]).collect())
+        .collect();
+    let attr_codes: Vec<Vec<u8>> = attr_values
+        .iter()
+        .zip(attr_cells)
+        .map(|(col, cells)| col.iter().map(|&v| cells.encode(v)).collect())
+        .collect();
+    Segment {
+        meta: SegmentMeta {
+            partition: pid,
+            count: n as u64,
+            dim: dim as u32,
+            metric,
+            attrs: attrs.columns.len() as u32,
+        },
+        klt,
+        quantizer,
+        codes,
+        signs,
+        attr_cells: attr_cells.to_vec(),
+        attr_codes,
+        ids: rows.iter().map(|&r| r as u64).collect(),
+        attr_values,
+        vectors: data,
+    }
+}

@@ -1,0 +1,489 @@
+//! Reading and writing input files: `.npy` (float32/float64/int32/int64, 2-D, C order),
+//! `.fvecs`, and attribute tables (`.npy` columns with names, or CSV with a header).
+//! Every error names the file and what is wrong with it.
+
+use crate::error::{Result, SearchError};
+use squash_core::attrs::{AttrKind, AttrSpec, Schema};
+use std::io::{BufReader, Read, Write};
+use std::path::Path;
+
+/// A dense row-major matrix of f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// `rows × cols` values.
+    pub data: Vec<f32>,
+}
+
+impl Matrix {
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.cols..(i + 1) * self.cols]
+    }
+}
+
+/// Attribute columns with their schema.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Attributes {
+    /// Names, kinds and dictionaries.
+    pub schema: Schema,
+    /// One column of values per attribute (`NaN` = missing).
+    pub columns: Vec<Vec<f64>>,
+}
+
+impl Attributes {
+    /// Number of rows (0 when there are no attributes).
+    pub fn rows(&self) -> usize {
+        self.columns.first().map(|c| c.len()).unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Dtype {
+    F32,
+    F64,
+    I32,
+    I64,
+}
+
+impl Dtype {
+    fn size(self) -> usize {
+        match self {
+            Dtype::F32 | Dtype::I32 => 4,
+            Dtype::F64 | Dtype::I64 => 8,
+        }
+    }
+}
+
+fn open(path: &Path) -> Result<std::fs::File> {
+    std::fs::File::open(path).map_err(|e| SearchError::input(path.display(), format!("cannot open: {e}")))
+}
+
+/// Parses an npy header; returns dtype, shape and the reader positioned at the data.
+fn npy_header(path: &Path) -> Result<(Dtype, bool, Vec<usize>, BufReader<std::fs::File>)> {
+    let bad = |m: &str| SearchError::input(path.display(), m.to_string());
+    let mut r = BufReader::with_capacity(1 << 20, open(path)?);
+    let mut pre = [0u8; 8];
+    r.read_exact(&mut pre).map_err(|_| bad("not a .npy file (too short)"))?;
+    if &pre[..6] != b"\x93NUMPY" {
+        return Err(bad("not a .npy file (bad magic)"));
+    }
+    let header_len = match pre[6] {
+        1 => {
+            let mut b = [0u8; 2];
+            r.read_exact(&mut b).map_err(|_| bad("truncated .npy header"))?;
+            u16::from_le_bytes(b) as usize
+        }
+        2 | 3 => {
+            let mut b = [0u8; 4];
+            r.read_exact(&mut b).map_err(|_| bad("truncated .npy header"))?;
+            u32::from_le_bytes(b) as usize
+        }
+        v => return Err(bad(&format!("unsupported .npy version {v}"))),
+    };
+    if header_len > 1 << 20 {
+        return Err(bad("implausible .npy header length"));
+    }
+    let mut h = vec![0u8; header_len];
+    r.read_exact(&mut h).map_err(|_| bad("truncated .npy header"))?;
+    let h = String::from_utf8_lossy(&h).to_string();
+    let field = |name: &str| -> Option<String> {
+        let at = h.find(&format!("'{name}'"))?;
+        let rest = &h[at + name.len() + 2..];
+        let colon = rest.find(':')?;
+        Some(rest[colon + 1..].trim_start().to_string())
+    };
+    let descr = field("descr").ok_or_else(|| bad("npy header has no 'descr'"))?;
+    let descr = descr.trim_start_matches(['\'', '"']);
+    let descr: String = descr.chars().take_while(|&c| c != '\'' && c != '"').collect();
+    let dtype = match descr.as_str() {
+        "<f4" => Dtype::F32,
+        "<f8" => Dtype::F64,
+        "<i4" => Dtype::I32,
+        "<i8" => Dtype::I64,
+        other => {
+            return Err(bad(&format!(
+                "unsupported dtype '{other}' (expected little-endian float32 '<f4'; also read: <f8, <i4, <i8)"
+            )))
+        }
+    };
+    let fortran = field("fortran_order").ok_or_else(|| bad("npy header has no 'fortran_order'"))?;
+    let fortran = fortran.starts_with("True");
+    let shape = field("shape").ok_or_else(|| bad("npy header has no 'shape'"))?;
+    let open_paren = shape.find('(').ok_or_else(|| bad("malformed shape"))?;
+    let close = shape.find(')').ok_or_else(|| bad("malformed shape"))?;
+    let dims: Vec<usize> = shape[open_paren + 1..close]
+        .split(',')
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>().map_err(|_| bad("malformed shape")))
+        .collect::<Result<_>>()?;
+    Ok((dtype, fortran, dims, r))
+}
+
+/// Reads a 2-D `.npy` array as f32 (float64 and integers are converted; Fortran-ordered
+/// arrays are transposed to row-major).
+pub fn read_npy_matrix(path: &Path) -> Result<Matrix> {
+    let (dtype, fortran, shape, mut r) = npy_header(path)?;
+    let (rows, cols) = match shape.as_slice() {
+        [r, c] => (*r, *c),
+        [r] => (*r, 1),
+        other => {
+            return Err(SearchError::input(
+                path.display(),
+                format!("expected a 2-D array [rows, columns], got shape {other:?}"),
+            ))
+        }
+    };
+    let count = rows
+        .checked_mul(cols)
+        .ok_or_else(|| SearchError::input(path.display(), "shape overflows"))?;
+    let mut data = Vec::with_capacity(count);
+    let mut buf = vec![0u8; (1 << 20) / dtype.size() * dtype.size()];
+    let mut left = count * dtype.size();
+    while left > 0 {
+        let take = left.min(buf.len());
+        r.read_exact(&mut buf[..take]).map_err(|_| {
+            SearchError::input(
+                path.display(),
+                format!("file is truncated: header says {rows} × {cols} values"),
+            )
+        })?;
+        match dtype {
+            Dtype::F32 => data.extend(
+                buf[..take]
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            ),
+            Dtype::F64 => data.extend(
+                buf[..take]
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32),
+            ),
+            Dtype::I32 => data.extend(
+                buf[..take]
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32),
+            ),
+            Dtype::I64 => data.extend(
+                buf[..take]
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32),
+            ),
+        }
+        left -= take;
+    }
+    if fortran && rows > 1 && cols > 1 {
+        let mut row_major = vec![0f32; count];
+        for (j, column) in data.chunks_exact(rows).enumerate() {
+            for (i, &v) in column.iter().enumerate() {
+                row_major[i * cols + j] = v;
+            }
+        }
+        data = row_major;
+    }
+    Ok(Matrix { rows, cols, data })
+}
+
+/// Reads an `.fvecs` file (per row: little-endian i32 dimension, then that many f32).
+pub fn read_fvecs(path: &Path) -> Result<Matrix> {
+    let bytes = std::fs::read(path).map_err(|e| SearchError::input(path.display(), format!("cannot read: {e}")))?;
+    if bytes.len() < 4 {
+        return Err(SearchError::input(path.display(), "empty or truncated .fvecs file"));
+    }
+    let dim = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    if dim <= 0 || dim > 65_536 {
+        return Err(SearchError::input(
+            path.display(),
+            format!("implausible dimension {dim} in first row"),
+        ));
+    }
+    let dim = dim as usize;
+    let record = 4 + 4 * dim;
+    if bytes.len() % record != 0 {
+        return Err(SearchError::input(
+            path.display(),
+            format!(
+                "file length {} is not a multiple of the {record}-byte row size",
+                bytes.len()
+            ),
+        ));
+    }
+    let rows = bytes.len() / record;
+    let mut data = Vec::with_capacity(rows * dim);
+    for (i, rec) in bytes.chunks_exact(record).enumerate() {
+        let d = i32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]);
+        if d as usize != dim {
+            return Err(SearchError::input(
+                path.display(),
+                format!("row {i} has dimension {d}, first row has {dim}"),
+            ));
+        }
+        data.extend(
+            rec[4..]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
+    }
+    Ok(Matrix { rows, cols: dim, data })
+}
+
+/// Reads vectors from `.npy` or `.fvecs` (chosen by extension).
+pub fn read_vectors(path: &Path) -> Result<Matrix> {
+    let m = match path.extension().and_then(|e| e.to_str()) {
+        Some("npy") => read_npy_matrix(path)?,
+        Some("fvecs") => read_fvecs(path)?,
+        _ => {
+            return Err(SearchError::input(
+                path.display(),
+                "unknown vector file type (expected .npy or .fvecs)",
+            ))
+        }
+    };
+    if m.rows == 0 || m.cols == 0 {
+        return Err(SearchError::input(path.display(), "file holds no vectors"));
+    }
+    Ok(m)
+}
+
+/// Writes a 2-D float32 `.npy` file.
+pub fn write_npy_f32(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<()> {
+    debug_assert_eq!(rows * cols, data.len());
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let total = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + data.len() * 4);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for x in data {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    let mut f =
+        std::fs::File::create(path).map_err(|e| SearchError::input(path.display(), format!("cannot create: {e}")))?;
+    f.write_all(&out)
+        .map_err(|e| SearchError::input(path.display(), format!("cannot write: {e}")))
+}
+
+/// Reads numeric attributes from a 2-D `.npy` (`[rows, A]`) with the given names
+/// (`attr0..` when `names` is empty).
+pub fn read_npy_attributes(path: &Path, names: &[String]) -> Result<Attributes> {
+    let m = read_npy_matrix(path)?;
+    let names: Vec<String> = if names.is_empty() {
+        (0..m.cols).map(|i| format!("attr{i}")).collect()
+    } else {
+        names.to_vec()
+    };
+    if names.len() != m.cols {
+        return Err(SearchError::input(
+            path.display(),
+            format!(
+                "file has {} attribute columns but {} names were given",
+                m.cols,
+                names.len()
+            ),
+        ));
+    }
+    check_names(&names, path)?;
+    let columns = (0..m.cols)
+        .map(|c| {
+            (0..m.rows)
+                .map(|r| {
+                    let v = m.data[r * m.cols + c];
+                    if v.is_finite() {
+                        v as f64
+                    } else {
+                        f64::NAN
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    Ok(Attributes {
+        schema: Schema {
+            attrs: names
+                .into_iter()
+                .map(|name| AttrSpec {
+                    name,
+                    kind: AttrKind::Numeric,
+                    dictionary: vec![],
+                })
+                .collect(),
+        },
+        columns,
+    })
+}
+
+fn check_names(names: &[String], path: &Path) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for n in names {
+        if n.is_empty() || n.starts_with('$') || n.chars().any(|c| c.is_control()) {
+            return Err(SearchError::input(
+                path.display(),
+                format!(
+                    "invalid attribute name '{}' (non-empty, no leading '$')",
+                    n.escape_default()
+                ),
+            ));
+        }
+        if !seen.insert(n) {
+            return Err(SearchError::input(
+                path.display(),
+                format!("attribute '{n}' appears twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads attributes from a CSV file with a header row. A column whose non-empty values
+/// all parse as numbers is numeric; any other column is categorical (strings, dictionary
+/// coded). Empty fields are missing values.
+pub fn read_csv_attributes(path: &Path) -> Result<Attributes> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(open(path)?);
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| SearchError::input(path.display(), format!("cannot read CSV header: {e}")))?
+        .iter()
+        .map(|s| s.trim().to_string())
+        .collect();
+    check_names(&headers, path)?;
+    let mut raw: Vec<Vec<String>> = vec![Vec::new(); headers.len()];
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| SearchError::input(path.display(), format!("row {}: {e}", i + 1)))?;
+        if record.len() != headers.len() {
+            return Err(SearchError::input(
+                path.display(),
+                format!(
+                    "row {} has {} fields, header has {}",
+                    i + 1,
+                    record.len(),
+                    headers.len()
+                ),
+            ));
+        }
+        for (c, field) in record.iter().enumerate() {
+            raw[c].push(field.trim().to_string());
+        }
+    }
+    let mut attrs = Vec::with_capacity(headers.len());
+    let mut columns = Vec::with_capacity(headers.len());
+    for (name, values) in headers.into_iter().zip(raw) {
+        let numeric = values
+            .iter()
+            .filter(|v| !v.is_empty())
+            .all(|v| v.parse::<f64>().map(|x| x.is_finite()).unwrap_or(false));
+        if numeric {
+            columns.push(
+                values
+                    .iter()
+                    .map(|v| {
+                        if v.is_empty() {
+                            f64::NAN
+                        } else {
+                            v.parse::<f64>().unwrap_or(f64::NAN)
+                        }
+                    })
+                    .collect(),
+            );
+            attrs.push(AttrSpec {
+                name,
+                kind: AttrKind::Numeric,
+                dictionary: vec![],
+            });
+        } else {
+            let mut dict: Vec<String> = values.iter().filter(|v| !v.is_empty()).cloned().collect();
+            dict.sort();
+            dict.dedup();
+            let spec = AttrSpec {
+                name,
+                kind: AttrKind::Categorical,
+                dictionary: dict,
+            };
+            columns.push(
+                values
+                    .iter()
+                    .map(|v| {
+                        if v.is_empty() {
+                            f64::NAN
+                        } else {
+                            spec.code_of(v).unwrap_or(f64::NAN)
+                        }
+                    })
+                    .collect(),
+            );
+            attrs.push(spec);
+        }
+    }
+    Ok(Attributes {
+        schema: Schema { attrs },
+        columns,
+    })
+}
+
+/// Reads attributes from `.npy` (numeric, named by `names`) or `.csv` (named by its header).
+pub fn read_attributes(path: &Path, names: &[String]) -> Result<Attributes> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("npy") => read_npy_attributes(path, names),
+        Some("csv") => {
+            if !names.is_empty() {
+                return Err(SearchError::input(
+                    path.display(),
+                    "CSV attributes take their names from the header; drop --attr-names",
+                ));
+            }
+            read_csv_attributes(path)
+        }
+        _ => Err(SearchError::input(
+            path.display(),
+            "unknown attribute file type (expected .npy or .csv)",
+        )),
+    }
+}
+
+/// Reads one JSON value per non-empty line (`null` or `{}` for "no filter").
+pub fn read_json_lines(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| SearchError::input(path.display(), format!("cannot read: {e}")))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .map_err(|e| SearchError::input(path.display(), format!("line {}: invalid JSON: {e}", i + 1)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_round_trip_and_errors() {
+        let dir = std::env::temp_dir().join(format!("squash-io-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("m.npy");
+        write_npy_f32(&p, 3, 2, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        let m = read_vectors(&p).unwrap();
+        assert_eq!((m.rows, m.cols), (3, 2));
+        assert_eq!(m.row(2), &[5.0, 6.0]);
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(read_vectors(&p).unwrap_err().to_string().contains("truncated"));
+        let csv = dir.join("a.csv");
+        std::fs::write(&csv, "price,color\n1.5,red\n,blue\n3,red\n").unwrap();
+        let a = read_attributes(&csv, &[]).unwrap();
+        assert_eq!(
+            a.schema.attrs[1].dictionary,
+            vec!["blue".to_string(), "red".to_string()]
+        );
+        assert!(a.columns[0][1].is_nan());
+        assert_eq!(a.columns[1], vec![1.0, 0.0, 1.0]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

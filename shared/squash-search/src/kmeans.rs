@@ -1,0 +1,251 @@
+//! Balanced k-means: Lloyd iterations on a sample, then a capacity-constrained
+//! assignment of every point so each partition holds within ±10% of `n / k` points.
+
+use rand::seq::index::sample;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use squash_core::distance::l2sq;
+
+/// Result of [`balanced_kmeans`].
+#[derive(Debug, Clone)]
+pub struct Partitioning {
+    /// `k × d` centroids (means of the assigned points).
+    pub centroids: Vec<f32>,
+    /// Partition of each point.
+    pub assignment: Vec<u32>,
+}
+
+/// Size bounds for `n` points in `k` partitions: within ±10% of `n / k`, widened to the
+/// nearest feasible integers.
+pub fn size_bounds(n: usize, k: usize) -> (usize, usize) {
+    let mean = n as f64 / k as f64;
+    let lo = ((0.9 * mean).ceil() as usize).min(mean.floor() as usize);
+    let hi = ((1.1 * mean).floor() as usize).max(mean.ceil() as usize);
+    (lo, hi)
+}
+
+fn nearest(point: &[f32], centroids: &[f32], d: usize) -> (usize, f32) {
+    let mut best = (0usize, f32::INFINITY);
+    for (c, centroid) in centroids.chunks_exact(d).enumerate() {
+        let dist = l2sq(point, centroid);
+        if dist < best.1 {
+            best = (c, dist);
+        }
+    }
+    best
+}
+
+fn means(points: &[f32], d: usize, k: usize, assignment: &[u32], fallback: &[f32]) -> Vec<f32> {
+    let mut sums = vec![0f64; k * d];
+    let mut counts = vec![0usize; k];
+    for (p, &c) in points.chunks_exact(d).zip(assignment) {
+        let c = c as usize;
+        counts[c] += 1;
+        for (s, &x) in sums[c * d..(c + 1) * d].iter_mut().zip(p) {
+            *s += x as f64;
+        }
+    }
+    let mut out = fallback.to_vec();
+    for c in 0..k {
+        if counts[c] > 0 {
+            for j in 0..d {
+                out[c * d + j] = (sums[c * d + j] / counts[c] as f64) as f32;
+            }
+        }
+    }
+    out
+}
+
+/// Partitions `n` points (`points`, `n × d`) into `k` balanced groups. Deterministic for
+/// a given seed. `on_iteration` is called after each of the `iterations + 2` steps.
+pub fn balanced_kmeans(
+    points: &[f32],
+    d: usize,
+    k: usize,
+    iterations: usize,
+    seed: u64,
+    on_iteration: &(dyn Fn() + Sync),
+) -> Partitioning {
+    let n = points.len() / d;
+    assert!(k >= 1 && k <= n, "need 1 <= k <= n");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // Train on a sample: enough points per centroid, bounded total.
+    let sample_size = n.min((k * 256).max(20_000)).min(200_000);
+    let mut sample_idx: Vec<usize> = sample(&mut rng, n, sample_size).into_vec();
+    sample_idx.sort_unstable();
+    let train: Vec<f32> = sample_idx
+        .iter()
+        .flat_map(|&i| points[i * d..(i + 1) * d].iter().copied())
+        .collect();
+
+    // k-means++ seeding on the sample.
+    let mut centroids = Vec::with_capacity(k * d);
+    let first = rng.gen_range(0..sample_size);
+    centroids.extend_from_slice(&train[first * d..(first + 1) * d]);
+    let mut best: Vec<f32> = train.par_chunks_exact(d).map(|p| l2sq(p, &centroids[..d])).collect();
+    for c in 1..k {
+        let total: f64 = best.iter().map(|&x| x as f64).sum();
+        let pick = if total > 0.0 {
+            let mut target = rng.gen::<f64>() * total;
+            let mut chosen = sample_size - 1;
+            for (i, &b) in best.iter().enumerate() {
+                target -= b as f64;
+                if target <= 0.0 {
+                    chosen = i;
+                    break;
+                }
+            }
+            chosen
+        } else {
+            rng.gen_range(0..sample_size)
+        };
+        centroids.extend_from_slice(&train[pick * d..(pick + 1) * d]);
+        let newest = centroids[c * d..(c + 1) * d].to_vec();
+        best.par_iter_mut().zip(train.par_chunks_exact(d)).for_each(|(b, p)| {
+            let dist = l2sq(p, &newest);
+            if dist < *b {
+                *b = dist;
+            }
+        });
+    }
+
+    // Lloyd iterations on the sample.
+    for _ in 0..iterations {
+        let assign: Vec<u32> = train
+            .par_chunks_exact(d)
+            .map(|p| nearest(p, &centroids, d).0 as u32)
+            .collect();
+        centroids = means(&train, d, k, &assign, &centroids);
+        on_iteration();
+    }
+
+    // Two rounds of capacity-constrained assignment of every point, re-centring between.
+    let (lo, hi) = size_bounds(n, k);
+    let mut assignment = vec![0u32; n];
+    for _ in 0..2 {
+        assignment = constrained_assign(points, d, &centroids, lo, hi);
+        centroids = means(points, d, k, &assignment, &centroids);
+        on_iteration();
+    }
+    Partitioning { centroids, assignment }
+}
+
+/// Assigns each point to its nearest centroid with room (at most `hi` per centroid),
+/// points with the most to lose first; then tops up centroids below `lo` with the
+/// cheapest points from centroids above `lo`.
+fn constrained_assign(points: &[f32], d: usize, centroids: &[f32], lo: usize, hi: usize) -> Vec<u32> {
+    let n = points.len() / d;
+    let k = centroids.len() / d;
+    let top = k.min(8);
+    // Nearest `top` centroids of each point.
+    let candidates: Vec<Vec<(u32, f32)>> = points
+        .par_chunks_exact(d)
+        .map(|p| {
+            let mut all: Vec<(u32, f32)> = centroids
+                .chunks_exact(d)
+                .enumerate()
+                .map(|(c, cen)| (c as u32, l2sq(p, cen)))
+                .collect();
+            all.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+            all.truncate(top);
+            all
+        })
+        .collect();
+    let regret = |i: usize| -> f32 {
+        let c = &candidates[i];
+        if c.len() > 1 {
+            c[1].1 - c[0].1
+        } else {
+            0.0
+        }
+    };
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| regret(b).total_cmp(&regret(a)).then(a.cmp(&b)));
+    let mut sizes = vec![0usize; k];
+    let mut assignment = vec![u32::MAX; n];
+    for &i in &order {
+        let slot = candidates[i]
+            .iter()
+            .find(|(c, _)| sizes[*c as usize] < hi)
+            .map(|(c, _)| *c);
+        let c = match slot {
+            Some(c) => c,
+            None => {
+                // All nearby centroids are full: nearest centroid with room.
+                let p = &points[i * d..(i + 1) * d];
+                let mut best = (u32::MAX, f32::INFINITY);
+                for (c, cen) in centroids.chunks_exact(d).enumerate() {
+                    if sizes[c] < hi {
+                        let dist = l2sq(p, cen);
+                        if dist < best.1 {
+                            best = (c as u32, dist);
+                        }
+                    }
+                }
+                best.0
+            }
+        };
+        assignment[i] = c;
+        sizes[c as usize] += 1;
+    }
+    // Top up small partitions.
+    for c in 0..k {
+        if sizes[c] >= lo {
+            continue;
+        }
+        let cen = &centroids[c * d..(c + 1) * d];
+        let mut movable: Vec<(f32, usize)> = (0..n)
+            .filter(|&i| assignment[i] as usize != c && sizes[assignment[i] as usize] > lo)
+            .map(|i| {
+                let p = &points[i * d..(i + 1) * d];
+                let own = &centroids[assignment[i] as usize * d..(assignment[i] as usize + 1) * d];
+                (l2sq(p, cen) - l2sq(p, own), i)
+            })
+            .collect();
+        movable.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        for (_, i) in movable {
+            if sizes[c] >= lo {
+                break;
+            }
+            let from = assignment[i] as usize;
+            if sizes[from] <= lo {
+                continue;
+            }
+            sizes[from] -= 1;
+            sizes[c] += 1;
+            assignment[i] = c as u32;
+        }
+    }
+    debug_assert!(assignment.iter().all(|&a| (a as usize) < k));
+    assignment
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_balanced_even_on_skewed_data() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let d = 4;
+        // 80% of the points in one tight blob.
+        let points: Vec<f32> = (0..5000)
+            .flat_map(|i| {
+                let centre = if i % 5 == 0 { 10.0 } else { 0.0 };
+                (0..d).map(|_| centre + rng.gen::<f32>()).collect::<Vec<_>>()
+            })
+            .collect();
+        let part = balanced_kmeans(&points, d, 7, 5, 3, &|| {});
+        let (lo, hi) = size_bounds(5000, 7);
+        let mut sizes = vec![0usize; 7];
+        for &a in &part.assignment {
+            sizes[a as usize] += 1;
+        }
+        for s in sizes {
+            assert!(s >= lo && s <= hi, "size {s} outside [{lo}, {hi}]");
+        }
+        let again = balanced_kmeans(&points, d, 7, 5, 3, &|| {});
+        assert_eq!(again.assignment, part.assignment, "deterministic for a seed");
+    }
+}

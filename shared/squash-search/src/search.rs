@@ -1,0 +1,248 @@
+//! The coordinator: validates a request, plans partitions, fans out to workers through
+//! a [`WorkerInvoker`], merges their answers and reports statistics.
+
+use crate::build::MANIFEST_KEY;
+use crate::error::{Result, SearchError};
+use crate::invoker::{InProcessInvoker, WorkerInvoker};
+use crate::plan::plan;
+use crate::worker::{merge_hits, Worker};
+use squash_api::{QueryStats, SearchHit, SearchRequest, SearchResponse, SegmentRef, WorkerRequest, MAX_K};
+use squash_core::distance::prepare_vector;
+use squash_core::filter::Expr;
+use squash_core::manifest::Manifest;
+use squash_storage::{ObjectStore, StorageError};
+use std::sync::Arc;
+use std::time::Instant;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Default in-process segment cache budget: 4 GiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 4 << 30;
+
+/// An open index: its manifest plus the way to reach workers.
+pub struct Index {
+    name: String,
+    manifest: Manifest,
+    invoker: Arc<dyn WorkerInvoker>,
+    workers: usize,
+}
+
+/// Reads and verifies the manifest of the index in `store`.
+pub fn load_manifest(store: &dyn ObjectStore, name: &str) -> Result<Manifest> {
+    let bytes = store.get(MANIFEST_KEY).map_err(|e| match e {
+        StorageError::NotFound { store, .. } => SearchError::NotFound {
+            what: format!("index '{name}' (no {MANIFEST_KEY} in {store})"),
+        },
+        other => SearchError::Storage(other),
+    })?;
+    Ok(Manifest::decode(MANIFEST_KEY, &bytes)?)
+}
+
+impl Index {
+    /// Opens the index in `store` with an in-process worker (the embedded mode).
+    pub fn open(store: Arc<dyn ObjectStore>, name: &str) -> Result<Index> {
+        let manifest = load_manifest(store.as_ref(), name)?;
+        let worker = Arc::new(Worker::new(store, DEFAULT_CACHE_BYTES));
+        Ok(Index {
+            name: name.to_string(),
+            manifest,
+            invoker: Arc::new(InProcessInvoker::new(worker)),
+            workers: 1,
+        })
+    }
+
+    /// Opens the index with a given invoker and number of worker functions.
+    pub fn with_invoker(
+        store: &dyn ObjectStore,
+        name: &str,
+        invoker: Arc<dyn WorkerInvoker>,
+        workers: usize,
+    ) -> Result<Index> {
+        Ok(Index {
+            name: name.to_string(),
+            manifest: load_manifest(store, name)?,
+            invoker,
+            workers: workers.max(1),
+        })
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The index name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A JSON description (dimension, metric, counts, schema, defaults).
+    pub fn describe(&self) -> serde_json::Value {
+        let m = &self.manifest.meta;
+        serde_json::json!({
+            "index": self.name,
+            "dimension": m.dim,
+            "metric": m.metric,
+            "count": m.count,
+            "partitions": m.partitions.len(),
+            "bits_per_dim": m.bits_per_dim,
+            "attributes": m.schema.attrs.iter().map(|a| serde_json::json!({
+                "name": a.name, "type": a.kind, "values": a.dictionary.len(),
+            })).collect::<Vec<_>>(),
+            "defaults": m.defaults,
+            "created_by": m.created_by,
+        })
+    }
+
+    /// Worker (of `workers`) that owns `partition`: rendezvous hashing, so adding a
+    /// worker moves only the partitions it wins.
+    pub fn owner(partition: u32, workers: usize) -> usize {
+        (0..workers.max(1))
+            .max_by_key(|&w| {
+                let mut key = [0u8; 8];
+                key[..4].copy_from_slice(&partition.to_le_bytes());
+                key[4..].copy_from_slice(&(w as u32).to_le_bytes());
+                (xxh3_64(&key), std::cmp::Reverse(w))
+            })
+            .unwrap_or(0)
+    }
+
+    /// Parses and checks a request against this index; returns the prepared query and filter.
+    pub fn validate(&self, req: &SearchRequest) -> Result<(Vec<f32>, Option<Expr>)> {
+        if req.k == 0 || req.k > MAX_K {
+            return Err(SearchError::bad(
+                "k",
+                format!("must be between 1 and {MAX_K}, got {}", req.k),
+            ));
+        }
+        let m = &self.manifest.meta;
+        let mut query = req.vector.clone();
+        prepare_vector(m.metric, &mut query, m.dim as usize, "vector")?;
+        let filter = match &req.filter {
+            Some(f) => Expr::parse(f, &m.schema)?,
+            None => None,
+        };
+        for (i, inc) in req.include.iter().enumerate() {
+            if inc != "attributes" {
+                return Err(SearchError::bad(
+                    &format!("include[{i}]"),
+                    format!("unknown value '{inc}' (supported: \"attributes\")"),
+                ));
+            }
+        }
+        let p = &req.params;
+        if p.nprobe == Some(0) {
+            return Err(SearchError::bad("params.nprobe", "must be at least 1"));
+        }
+        if let Some(r) = p.rerank_factor {
+            if r == 0 || r > 10_000 {
+                return Err(SearchError::bad("params.rerank_factor", "must be between 1 and 10000"));
+            }
+        }
+        if let Some(h) = p.hamming_keep {
+            if !(h > 0.0 && h <= 1.0) {
+                return Err(SearchError::bad("params.hamming_keep", "must be in (0, 1]"));
+            }
+        }
+        if let Some(s) = p.safety {
+            if !(s.is_finite() && s > 0.0) {
+                return Err(SearchError::bad("params.safety", "must be a positive number"));
+            }
+        }
+        Ok((query, filter))
+    }
+
+    /// Runs one search.
+    pub fn search(&self, req: &SearchRequest) -> Result<SearchResponse> {
+        let t0 = Instant::now();
+        let (query, filter) = self.validate(req)?;
+        let m = &self.manifest.meta;
+        let d = &m.defaults;
+        let nprobe = req.params.nprobe.unwrap_or(d.nprobe).max(1) as usize;
+        let safety = req.params.safety.unwrap_or(d.safety) as f64;
+        let chosen = plan(&self.manifest, &query, filter.as_ref(), req.k, nprobe, safety);
+        let mut groups: Vec<Vec<SegmentRef>> = vec![Vec::new(); self.workers];
+        for &p in &chosen.partitions {
+            let info = &m.partitions[p as usize];
+            groups[Self::owner(p, self.workers)].push(SegmentRef {
+                partition: p,
+                key: info.key.clone(),
+                bytes: info.bytes,
+                checksum: info.checksum.clone(),
+            });
+        }
+        let with_attributes = !req.include.is_empty();
+        let requests: Vec<WorkerRequest> = groups
+            .into_iter()
+            .filter(|g| !g.is_empty())
+            .map(|segments| WorkerRequest {
+                index: self.name.clone(),
+                query: query.clone(),
+                k: req.k as u32,
+                filter: filter.clone(),
+                segments,
+                rerank_factor: req.params.rerank_factor.unwrap_or(d.rerank_factor),
+                hamming_keep: req.params.hamming_keep.unwrap_or(d.hamming_keep),
+                with_attributes,
+            })
+            .collect();
+        let plan_us = t0.elapsed().as_micros() as u64;
+        let t1 = Instant::now();
+        let mut stats = QueryStats {
+            partitions_total: m.partitions.len() as u32,
+            partitions_searched: chosen.partitions.len() as u32,
+            estimated_matches: chosen.estimated_matches,
+            invocations: requests.len() as u32,
+            plan_us,
+            ..QueryStats::default()
+        };
+        let responses = self.invoker.invoke_all(requests.clone());
+        let mut lists = Vec::with_capacity(responses.len());
+        let mut failures = Vec::new();
+        for (resp, req_sent) in responses.into_iter().zip(&requests) {
+            match resp {
+                Ok(r) => {
+                    for o in &r.outcomes {
+                        stats.candidates.add(&o.counts);
+                        stats.bytes_fetched += o.bytes_fetched;
+                        if o.error.is_some() {
+                            stats.failed_partitions.push(o.partition);
+                            failures.push((o.partition, o.error.clone().unwrap_or_default()));
+                        } else if o.cache_hit {
+                            stats.cache_hits += 1;
+                        } else {
+                            stats.cache_misses += 1;
+                        }
+                    }
+                    lists.push(r.hits);
+                }
+                Err(e) => {
+                    for s in &req_sent.segments {
+                        stats.failed_partitions.push(s.partition);
+                        failures.push((s.partition, e.clone()));
+                    }
+                }
+            }
+        }
+        stats.search_us = t1.elapsed().as_micros() as u64;
+        if let Some((partition, message)) = failures.into_iter().next() {
+            return Err(SearchError::Worker { partition, message });
+        }
+        let schema = &m.schema;
+        let hits = merge_hits(lists, req.k)
+            .into_iter()
+            .map(|h| SearchHit {
+                id: h.id,
+                distance: h.distance,
+                attributes: with_attributes.then(|| {
+                    schema
+                        .attrs
+                        .iter()
+                        .zip(&h.attrs)
+                        .map(|(spec, &v)| (spec.name.clone(), spec.value_to_json(v)))
+                        .collect()
+                }),
+            })
+            .collect();
+        Ok(SearchResponse { hits, stats })
+    }
+}
