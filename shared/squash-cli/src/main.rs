@@ -224,6 +224,9 @@ struct BenchArgs {
     /// Also write results as JSON lines here.
     #[arg(long)]
     json_out: Option<PathBuf>,
+    /// Exit with an error when any case's recall is below this (a check for CI).
+    #[arg(long)]
+    min_recall: Option<f64>,
     #[command(flatten)]
     knobs: Knobs,
 }
@@ -568,6 +571,19 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             .map(|r| serde_json::to_string(r).unwrap_or_default() + "\n")
             .collect();
         std::fs::write(path, text).map_err(|e| SearchError::input(path.display(), format!("cannot write: {e}")))?;
+    }
+    if let Some(min) = a.min_recall {
+        let low: Vec<String> = results
+            .iter()
+            .filter(|r| r.recall < min)
+            .map(|r| format!("{} ({:.4})", r.label, r.recall))
+            .collect();
+        if !low.is_empty() {
+            return Err(SearchError::bad(
+                "min-recall",
+                format!("recall@{} below {min} for {}", a.k, low.join(", ")),
+            ));
+        }
     }
     Ok(())
 }

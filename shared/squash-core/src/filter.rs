@@ -225,6 +225,21 @@ impl Expr {
                     };
                 }
                 let col = &codes[a][..n];
+                if let (Some(possible), Some(certain)) = (code_range(&lut, MASK_POSSIBLE), code_range(&lut, MASK_CERTAIN)) {
+                    // Range predicates select contiguous codes: two unsigned compares per
+                    // row, which the compiler turns into SIMD.
+                    let (plo, pspan, pbit) = possible.map_or((0, 0, 0), |(lo, hi)| (lo, hi - lo, MASK_POSSIBLE));
+                    let (clo, cspan, cbit) = certain.map_or((0, 0, 0), |(lo, hi)| (lo, hi - lo, MASK_CERTAIN));
+                    let verdict = |c: u8| -> u8 {
+                        (((c.wrapping_sub(plo) <= pspan) as u8) * pbit) | (((c.wrapping_sub(clo) <= cspan) as u8) * cbit)
+                    };
+                    match how {
+                        Combine::Set => out.iter_mut().zip(col).for_each(|(o, &c)| *o = verdict(c)),
+                        Combine::And => out.iter_mut().zip(col).for_each(|(o, &c)| *o &= verdict(c)),
+                        Combine::Or => out.iter_mut().zip(col).for_each(|(o, &c)| *o |= verdict(c)),
+                    }
+                    return;
+                }
                 match how {
                     Combine::Set => out.iter_mut().zip(col).for_each(|(o, &c)| *o = lut[c as usize]),
                     Combine::And => out.iter_mut().zip(col).for_each(|(o, &c)| *o &= lut[c as usize]),
@@ -282,6 +297,19 @@ impl Expr {
                     .product::<f64>()
             }
         }
+    }
+}
+
+/// The codes whose verdict has `bit` set, when they form one contiguous range:
+/// `Some(None)` for no code, `Some(Some((lo, hi)))` for `lo..=hi`, `None` otherwise.
+fn code_range(lut: &[u8; CODES], bit: u8) -> Option<Option<(u8, u8)>> {
+    let first = lut.iter().position(|&v| v & bit != 0);
+    let Some(first) = first else { return Some(None) };
+    let last = CODES - 1 - lut.iter().rev().position(|&v| v & bit != 0).unwrap_or(0);
+    if lut[first..=last].iter().all(|&v| v & bit != 0) {
+        Some(Some((first as u8, last as u8)))
+    } else {
+        None
     }
 }
 

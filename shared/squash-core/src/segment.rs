@@ -179,6 +179,11 @@ impl Segment {
         if dim == 0 || dim > 65_536 {
             return Err(bad(format!("implausible dimension {dim}")));
         }
+        // Every section length below is n × something: reject counts that could overflow
+        // before they reach an allocation.
+        if n.checked_mul(dim.max(a).max(1) * 8).is_none_or(|total| total > bytes.len().saturating_mul(64)) {
+            return Err(bad(format!("implausible vector count {n}")));
+        }
         let klt_bytes = c.section(KLT)?;
         let mut r = le::Reader::new(&klt_bytes, object, "KLT");
         let mean = r.f32s(dim)?;
