@@ -61,21 +61,9 @@ pub fn clustered(n: usize, q: usize, dim: usize, clusters: usize, seed: u64) -> 
     let attrs = Attributes {
         schema: Schema {
             attrs: vec![
-                AttrSpec {
-                    name: "price".into(),
-                    kind: AttrKind::Numeric,
-                    dictionary: vec![],
-                },
-                AttrSpec {
-                    name: "color".into(),
-                    kind: AttrKind::Categorical,
-                    dictionary: COLORS.iter().map(|s| s.to_string()).collect(),
-                },
-                AttrSpec {
-                    name: "stock".into(),
-                    kind: AttrKind::Numeric,
-                    dictionary: vec![],
-                },
+                AttrSpec::numeric("price"),
+                AttrSpec::categorical("color", COLORS.iter().map(|s| s.to_string()).collect()),
+                AttrSpec::numeric("stock"),
             ],
         },
         columns: vec![price, color, stock],

@@ -39,6 +39,26 @@ pub struct AttrSpec {
 }
 
 impl AttrSpec {
+    /// A numeric attribute.
+    pub fn numeric(name: impl Into<String>) -> AttrSpec {
+        AttrSpec {
+            name: name.into(),
+            kind: AttrKind::Numeric,
+            dictionary: Vec::new(),
+        }
+    }
+
+    /// A categorical attribute with its dictionary (sorted and de-duplicated here).
+    pub fn categorical(name: impl Into<String>, mut dictionary: Vec<String>) -> AttrSpec {
+        dictionary.sort();
+        dictionary.dedup();
+        AttrSpec {
+            name: name.into(),
+            kind: AttrKind::Categorical,
+            dictionary,
+        }
+    }
+
     /// Dictionary code of `text`, if the attribute is categorical and knows it.
     pub fn code_of(&self, text: &str) -> Option<f64> {
         self.dictionary

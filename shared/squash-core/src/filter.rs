@@ -225,13 +225,16 @@ impl Expr {
                     };
                 }
                 let col = &codes[a][..n];
-                if let (Some(possible), Some(certain)) = (code_range(&lut, MASK_POSSIBLE), code_range(&lut, MASK_CERTAIN)) {
+                if let (Some(possible), Some(certain)) =
+                    (code_range(&lut, MASK_POSSIBLE), code_range(&lut, MASK_CERTAIN))
+                {
                     // Range predicates select contiguous codes: two unsigned compares per
                     // row, which the compiler turns into SIMD.
                     let (plo, pspan, pbit) = possible.map_or((0, 0, 0), |(lo, hi)| (lo, hi - lo, MASK_POSSIBLE));
                     let (clo, cspan, cbit) = certain.map_or((0, 0, 0), |(lo, hi)| (lo, hi - lo, MASK_CERTAIN));
                     let verdict = |c: u8| -> u8 {
-                        (((c.wrapping_sub(plo) <= pspan) as u8) * pbit) | (((c.wrapping_sub(clo) <= cspan) as u8) * cbit)
+                        (((c.wrapping_sub(plo) <= pspan) as u8) * pbit)
+                            | (((c.wrapping_sub(clo) <= cspan) as u8) * cbit)
                     };
                     match how {
                         Combine::Set => out.iter_mut().zip(col).for_each(|(o, &c)| *o = verdict(c)),
@@ -591,16 +594,8 @@ mod tests {
     fn schema() -> Schema {
         Schema {
             attrs: vec![
-                AttrSpec {
-                    name: "price".into(),
-                    kind: AttrKind::Numeric,
-                    dictionary: vec![],
-                },
-                AttrSpec {
-                    name: "color".into(),
-                    kind: AttrKind::Categorical,
-                    dictionary: vec!["blue".into(), "green".into(), "red".into()],
-                },
+                AttrSpec::numeric("price"),
+                AttrSpec::categorical("color", vec!["blue".into(), "green".into(), "red".into()]),
             ],
         }
     }

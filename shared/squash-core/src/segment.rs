@@ -181,7 +181,9 @@ impl Segment {
         }
         // Every section length below is n × something: reject counts that could overflow
         // before they reach an allocation.
-        if n.checked_mul(dim.max(a).max(1) * 8).is_none_or(|total| total > bytes.len().saturating_mul(64)) {
+        if n.checked_mul(dim.max(a).max(1) * 8)
+            .is_none_or(|total| total > bytes.len().saturating_mul(64))
+        {
             return Err(bad(format!("implausible vector count {n}")));
         }
         let klt_bytes = c.section(KLT)?;

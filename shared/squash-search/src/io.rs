@@ -3,7 +3,7 @@
 //! Every error names the file and what is wrong with it.
 
 use crate::error::{Result, SearchError};
-use squash_core::attrs::{AttrKind, AttrSpec, Schema};
+use squash_core::attrs::{AttrSpec, Schema};
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
 
@@ -305,14 +305,7 @@ pub fn read_npy_attributes(path: &Path, names: &[String]) -> Result<Attributes> 
         .collect();
     Ok(Attributes {
         schema: Schema {
-            attrs: names
-                .into_iter()
-                .map(|name| AttrSpec {
-                    name,
-                    kind: AttrKind::Numeric,
-                    dictionary: vec![],
-                })
-                .collect(),
+            attrs: names.into_iter().map(AttrSpec::numeric).collect(),
         },
         columns,
     })
@@ -390,20 +383,9 @@ pub fn read_csv_attributes(path: &Path) -> Result<Attributes> {
                     })
                     .collect(),
             );
-            attrs.push(AttrSpec {
-                name,
-                kind: AttrKind::Numeric,
-                dictionary: vec![],
-            });
+            attrs.push(AttrSpec::numeric(name));
         } else {
-            let mut dict: Vec<String> = values.iter().filter(|v| !v.is_empty()).cloned().collect();
-            dict.sort();
-            dict.dedup();
-            let spec = AttrSpec {
-                name,
-                kind: AttrKind::Categorical,
-                dictionary: dict,
-            };
+            let spec = AttrSpec::categorical(name, values.iter().filter(|v| !v.is_empty()).cloned().collect());
             columns.push(
                 values
                     .iter()

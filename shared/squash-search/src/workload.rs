@@ -179,11 +179,7 @@ mod tests {
         let schema = squash_core::attrs::Schema {
             attrs: names
                 .iter()
-                .map(|n| squash_core::attrs::AttrSpec {
-                    name: n.clone(),
-                    kind: squash_core::attrs::AttrKind::Numeric,
-                    dictionary: vec![],
-                })
+                .map(|n| squash_core::attrs::AttrSpec::numeric(n.clone()))
                 .collect(),
         };
         let rows: Vec<Vec<f64>> = (0..20_000)
