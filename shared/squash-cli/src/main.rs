@@ -3,6 +3,7 @@
 //! problem and exit code 1 (2 for usage errors).
 
 use clap::{Args, Parser, Subcommand};
+use rayon::prelude::*;
 use squash_api::{SearchParams, SearchRequest};
 use squash_core::distance::{prepare_vector, Metric};
 use squash_core::filter::Expr;
@@ -365,10 +366,12 @@ fn cmd_query(a: QueryArgs) -> Result<()> {
         }
         (None, None) => vec![None; queries.len()],
     };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    for (i, (vector, filter)) in queries.into_iter().zip(filters).enumerate() {
-        let req = SearchRequest {
+    // Queries run in parallel (each one also fans out over partitions); answers are
+    // printed in query order, and the first failing query (in order) is reported.
+    let requests: Vec<SearchRequest> = queries
+        .into_iter()
+        .zip(filters)
+        .map(|(vector, filter)| SearchRequest {
             vector,
             k: a.k,
             filter,
@@ -378,8 +381,13 @@ fn cmd_query(a: QueryArgs) -> Result<()> {
                 vec![]
             },
             params: a.knobs.params(),
-        };
-        let resp = index.search(&req).map_err(|e| match e {
+        })
+        .collect();
+    let responses: Vec<Result<squash_api::SearchResponse>> = requests.par_iter().map(|r| index.search(r)).collect();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for (i, resp) in responses.into_iter().enumerate() {
+        let resp = resp.map_err(|e| match e {
             SearchError::BadRequest { field, message } => SearchError::BadRequest {
                 field: format!("queries[{i}].{field}"),
                 message,
