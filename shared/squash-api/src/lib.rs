@@ -5,6 +5,8 @@
 //! unknown fields rejected; internal worker payloads may also travel as bincode
 //! ([`encode_wire`] / [`decode_wire`]), which is never written to disk.
 
+#![warn(missing_docs)]
+
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use squash_core::filter::Expr;
 use thiserror::Error;

@@ -3,6 +3,8 @@
 use thiserror::Error;
 
 /// Everything that can go wrong in the pure engine code.
+// Variant fields are described by the variant docs and messages.
+#[allow(missing_docs)]
 #[derive(Debug, Error)]
 pub enum CoreError {
     /// Stored bytes failed a magic, version, checksum or structure check.

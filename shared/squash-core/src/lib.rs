@@ -4,6 +4,8 @@
 //! codes, exact distances (simsimd), the filter language, the on-disk container with
 //! its segment and manifest codecs, and top-k merging. No I/O, no async, no cloud.
 
+#![warn(missing_docs)]
+
 pub mod attrs;
 pub mod binary;
 pub mod container;

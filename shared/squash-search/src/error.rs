@@ -5,6 +5,8 @@ use squash_storage::StorageError;
 use thiserror::Error;
 
 /// Everything the build and the search can report.
+// Variant fields are described by the variant docs and messages.
+#[allow(missing_docs)]
 #[derive(Debug, Error)]
 pub enum SearchError {
     /// The caller's request is invalid; `field` names the offending field.

@@ -138,22 +138,20 @@ fn constrained_assign(points: &[f32], d: usize, centroids: &[f32], lo: usize, hi
     let n = points.len() / d;
     let k = centroids.len() / d;
     let top = k.min(8);
-    // Nearest `top` centroids of each point.
-    let candidates: Vec<Vec<(u32, f32)>> = points
+    // Nearest `top` centroids of each point, flat: `top` (centroid, distance) pairs per point.
+    let candidates: Vec<(u32, f32)> = points
         .par_chunks_exact(d)
-        .map(|p| {
-            let mut all: Vec<(u32, f32)> = centroids
-                .chunks_exact(d)
-                .enumerate()
-                .map(|(c, cen)| (c as u32, l2sq(p, cen)))
-                .collect();
+        .flat_map_iter(|p| {
+            let mut all: Vec<(u32, f32)> =
+                centroids.chunks_exact(d).enumerate().map(|(c, cen)| (c as u32, l2sq(p, cen))).collect();
             all.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
             all.truncate(top);
             all
         })
         .collect();
+    let nearest_of = |i: usize| &candidates[i * top..(i + 1) * top];
     let regret = |i: usize| -> f32 {
-        let c = &candidates[i];
+        let c = nearest_of(i);
         if c.len() > 1 {
             c[1].1 - c[0].1
         } else {
@@ -165,7 +163,7 @@ fn constrained_assign(points: &[f32], d: usize, centroids: &[f32], lo: usize, hi
     let mut sizes = vec![0usize; k];
     let mut assignment = vec![u32::MAX; n];
     for &i in &order {
-        let slot = candidates[i]
+        let slot = nearest_of(i)
             .iter()
             .find(|(c, _)| sizes[*c as usize] < hi)
             .map(|(c, _)| *c);

@@ -6,6 +6,8 @@
 //! ([`search::Index`]), exact ground truth, the SQUASH workload generator and the
 //! query benchmark.
 
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod build;
 pub mod cache;

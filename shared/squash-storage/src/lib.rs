@@ -4,6 +4,8 @@
 //! index lives. This crate has a local-directory store and an in-memory store; keys
 //! are `/`-separated relative paths (`manifest.sqm`, `segments/p00001-….sqs`).
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,8 @@ use std::sync::RwLock;
 use thiserror::Error;
 
 /// Errors of object stores.
+// Variant fields are described by the variant docs and messages.
+#[allow(missing_docs)]
 #[derive(Debug, Error)]
 pub enum StorageError {
     /// The object does not exist.
