@@ -406,3 +406,74 @@ fn golden_v1_index_still_reads_and_answers() {
         assert_eq!(seg.encode(), bytes, "v1 segment {key} re-encodes identically");
     }
 }
+
+#[test]
+fn searching_everything_without_pruning_is_exact() {
+    // With every partition searched and no Hamming prune, the only remaining step is
+    // the ADC bound order with its early stop: the answer must equal brute force.
+    let ds = clustered(6_000, 30, 16, 10, 31);
+    let (_, index) = build(&ds, &params(Metric::L2, 5));
+    let base = prepared(&ds.base, Metric::L2);
+    let mut rng = ChaCha8Rng::seed_from_u64(77);
+    for q in 0..ds.queries.rows {
+        let filter = if q % 2 == 0 {
+            None
+        } else {
+            Some(random_filter(&mut rng, 2))
+        };
+        let expr = filter.as_ref().and_then(|f| Expr::parse(f, &ds.attrs.schema).unwrap());
+        let req = SearchRequest {
+            params: SearchParams {
+                nprobe: Some(5),
+                hamming_keep: Some(1.0),
+                rerank_factor: Some(10_000),
+                safety: None,
+            },
+            ..request(ds.queries.row(q), 25, filter)
+        };
+        let resp = index.search(&req).unwrap();
+        assert!(resp.stats.partitions_searched <= 5);
+        let truth = brute_force(&base, Metric::L2, &ds.attrs, ds.queries.row(q), expr.as_ref(), 25);
+        let got: Vec<(u64, f32)> = resp.hits.iter().map(|h| (h.id, h.distance)).collect();
+        let want: Vec<(u64, f32)> = truth.iter().map(|n| (n.id, n.distance)).collect();
+        assert_eq!(got, want, "query {q}");
+    }
+}
+
+#[test]
+fn every_pipeline_stage_does_its_share() {
+    let ds = clustered(20_000, 10, 32, 24, 13);
+    let (_, index) = build(&ds, &params(Metric::L2, 8));
+    let resp = index.search(&request(ds.queries.row(0), 10, None)).unwrap();
+    let c = resp.stats.candidates;
+    assert_eq!(resp.stats.partitions_total, 8);
+    // nprobe is 30% of 8 = 3 partitions, but the sufficiency rule wants safety × k =
+    // 15,000 candidates, so 6 partitions of 2,500 vectors are searched.
+    assert_eq!(resp.stats.partitions_searched, 6);
+    assert_eq!(c.filtered, c.scanned, "no filter keeps everything");
+    assert!(c.hamming < c.filtered, "the Hamming prune removes candidates: {c:?}");
+    assert_eq!(c.bounded, c.hamming);
+    assert!(
+        c.reranked * 10 < c.bounded,
+        "the bound-order early stop re-ranks few: {c:?}"
+    );
+    assert_eq!(resp.stats.cache_misses, 6);
+    assert!(resp.stats.bytes_fetched > 0);
+    let again = index.search(&request(ds.queries.row(0), 10, None)).unwrap();
+    assert_eq!(
+        (
+            again.stats.cache_hits,
+            again.stats.cache_misses,
+            again.stats.bytes_fetched
+        ),
+        (6, 0, 0),
+        "warm cache"
+    );
+    assert_eq!(again.hits, resp.hits);
+    // A selective filter widens the search (sufficiency rule) but scans few candidates.
+    let f = index
+        .search(&request(ds.queries.row(0), 10, Some(json!({"price": {"$lt": 5}}))))
+        .unwrap();
+    assert_eq!(f.stats.partitions_searched, 8, "{:?}", f.stats);
+    assert!(f.stats.candidates.filtered * 10 < f.stats.candidates.scanned);
+}

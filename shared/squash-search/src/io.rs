@@ -469,3 +469,55 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[cfg(test)]
+mod fvecs_tests {
+    use super::*;
+
+    #[test]
+    fn fvecs_reads_and_rejects_ragged_rows() {
+        let dir = std::env::temp_dir().join(format!("squash-fvecs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("v.fvecs");
+        let mut bytes = Vec::new();
+        for row in [[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]] {
+            bytes.extend_from_slice(&3i32.to_le_bytes());
+            for x in row {
+                bytes.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        std::fs::write(&p, &bytes).unwrap();
+        let m = read_vectors(&p).unwrap();
+        assert_eq!((m.rows, m.cols), (2, 3));
+        assert_eq!(m.row(1), &[4.0, 5.0, 6.0]);
+        bytes[16..20].copy_from_slice(&2i32.to_le_bytes());
+        std::fs::write(&p, &bytes).unwrap();
+        assert!(read_vectors(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("row 1 has dimension 2"));
+        std::fs::write(&p, &bytes[..bytes.len() - 2]).unwrap();
+        assert!(read_vectors(&p).unwrap_err().to_string().contains("not a multiple"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn fortran_order_npy_is_transposed() {
+        let dir = std::env::temp_dir().join(format!("squash-fortran-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("f.npy");
+        let header = "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }";
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(header.len() as u16 + 1).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.push(b'\n');
+        // Column-major [[1, 2, 3], [4, 5, 6]].
+        for x in [1.0f32, 4.0, 2.0, 5.0, 3.0, 6.0] {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        std::fs::write(&p, out).unwrap();
+        let m = read_vectors(&p).unwrap();
+        assert_eq!(m.data, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -142,8 +142,11 @@ fn constrained_assign(points: &[f32], d: usize, centroids: &[f32], lo: usize, hi
     let candidates: Vec<(u32, f32)> = points
         .par_chunks_exact(d)
         .flat_map_iter(|p| {
-            let mut all: Vec<(u32, f32)> =
-                centroids.chunks_exact(d).enumerate().map(|(c, cen)| (c as u32, l2sq(p, cen))).collect();
+            let mut all: Vec<(u32, f32)> = centroids
+                .chunks_exact(d)
+                .enumerate()
+                .map(|(c, cen)| (c as u32, l2sq(p, cen)))
+                .collect();
             all.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
             all.truncate(top);
             all
