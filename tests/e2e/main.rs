@@ -448,8 +448,11 @@ fn every_pipeline_stage_does_its_share() {
     let c = resp.stats.candidates;
     assert_eq!(resp.stats.partitions_total, 8);
     // nprobe is 30% of 8 = 3 partitions, but the sufficiency rule wants safety × k =
-    // 15,000 candidates, so 6 partitions of 2,500 vectors are searched.
-    assert_eq!(resp.stats.partitions_searched, 6);
+    // 15,000 candidates: the planner stops at the first partition that reaches them
+    // (partitions hold 2,500 ± 10% vectors).
+    let searched = resp.stats.partitions_searched;
+    assert!(searched > 3, "{:?}", resp.stats);
+    assert!(c.scanned >= 15_000 && c.scanned < 15_000 + 2_750, "{c:?}");
     assert_eq!(c.filtered, c.scanned, "no filter keeps everything");
     assert!(c.hamming < c.filtered, "the Hamming prune removes candidates: {c:?}");
     assert_eq!(c.bounded, c.hamming);
@@ -457,7 +460,7 @@ fn every_pipeline_stage_does_its_share() {
         c.reranked * 10 < c.bounded,
         "the bound-order early stop re-ranks few: {c:?}"
     );
-    assert_eq!(resp.stats.cache_misses, 6);
+    assert_eq!(resp.stats.cache_misses, searched);
     assert!(resp.stats.bytes_fetched > 0);
     let again = index.search(&request(ds.queries.row(0), 10, None)).unwrap();
     assert_eq!(
@@ -466,7 +469,7 @@ fn every_pipeline_stage_does_its_share() {
             again.stats.cache_misses,
             again.stats.bytes_fetched
         ),
-        (6, 0, 0),
+        (searched, 0, 0),
         "warm cache"
     );
     assert_eq!(again.hits, resp.hits);

@@ -77,6 +77,9 @@ struct BuildArgs {
     /// Random seed (same seed, same index bytes).
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Fraction of variance kept by the global KLT that places partitions.
+    #[arg(long, default_value_t = 0.9)]
+    partition_energy: f64,
     #[command(flatten)]
     knobs: Knobs,
     /// Do not draw progress bars.
@@ -307,6 +310,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         partitions: a.partitions,
         bits_per_dim: a.bits_per_dim,
         seed: a.seed,
+        partition_energy: a.partition_energy,
         defaults,
         progress: !a.no_progress && std::io::stderr().is_terminal(),
         ..BuildParams::default()

@@ -55,7 +55,7 @@ impl Default for BuildParams {
             target_partition_vectors: 10_000,
             bits_per_dim: 4.0,
             seed: 42,
-            partition_energy: 0.98,
+            partition_energy: 0.9,
             kmeans_iterations: 12,
             lloyd_sample: 20_000,
             defaults: default_search_defaults(),
@@ -101,6 +101,9 @@ pub fn build_index(
             "attributes",
             format!("attribute table has {} rows but there are {n} vectors", attrs.rows()),
         ));
+    }
+    if !(params.partition_energy > 0.0 && params.partition_energy <= 1.0) {
+        return Err(SearchError::bad("partition_energy", "must be in (0, 1]"));
     }
     if !(1.0..=MAX_BITS as f32).contains(&params.bits_per_dim) {
         return Err(SearchError::bad("bits_per_dim", "must be between 1 and 8"));

@@ -84,6 +84,7 @@ impl Index {
             "metric": m.metric,
             "count": m.count,
             "partitions": m.partitions.len(),
+            "partition_dims": m.partition_dims,
             "bits_per_dim": m.bits_per_dim,
             "attributes": m.schema.attrs.iter().map(|a| serde_json::json!({
                 "name": a.name, "type": a.kind, "values": a.dictionary.len(),
