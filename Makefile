@@ -55,8 +55,9 @@ bench: index
 
 demo: bench
 
+# The S3 conformance test needs a real S3-compatible server: with-s3.sh starts one.
 test:
-	$(CARGO) test --workspace
+	scripts/with-s3.sh $(CARGO) test --workspace
 
 lint: fmt clippy
 

@@ -480,3 +480,65 @@ fn every_pipeline_stage_does_its_share() {
     assert_eq!(f.stats.partitions_searched, 8, "{:?}", f.stats);
     assert!(f.stats.candidates.filtered * 10 < f.stats.candidates.scanned);
 }
+
+/// The local S3 endpoint of `scripts/with-s3.sh`; `None` (test skipped) only outside CI.
+fn s3_endpoint() -> Option<String> {
+    match std::env::var("SQUASH_TEST_S3_ENDPOINT") {
+        Ok(e) if !e.is_empty() => Some(e),
+        _ if std::env::var("CI").is_ok() => panic!("CI must run the tests through scripts/with-s3.sh (make test)"),
+        _ => {
+            eprintln!("SQUASH_TEST_S3_ENDPOINT not set: skipping the S3 test (run `make test`)");
+            None
+        }
+    }
+}
+
+#[test]
+fn s3_store_conforms_and_serves_the_same_answers() {
+    use squash_storage::s3::S3Store;
+    let Some(endpoint) = s3_endpoint() else { return };
+    let run = format!(
+        "s3://squash-test/run-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let open = |suffix: &str| {
+        S3Store::open_with_endpoint(&format!("{run}/{suffix}"), Some(&endpoint))
+            .unwrap()
+            .with_multipart(5 << 20, 5 << 20)
+    };
+    // The server is ready when a real PUT succeeds.
+    let probe = open("probe");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while let Err(e) = probe.put("ready", b"x") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "S3 server at {endpoint} not ready: {e}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    // 12 MiB: three 5 MiB parts through the multipart path.
+    squash_storage::testing::conformance(&open("conformance"), 12 << 20);
+
+    let ds = clustered(4_000, 10, 16, 6, 41);
+    let p = params(Metric::Cosine, 3);
+    let s3 = Arc::new(squash_storage::Counting::new(open("index")));
+    build_index(s3.as_ref(), ds.base.clone(), ds.attrs.clone(), &p).unwrap();
+    let (_, local) = build(&ds, &p);
+    let remote = Index::open(s3.clone(), "index").unwrap();
+    for q in 0..ds.queries.rows {
+        let req = request(ds.queries.row(q), 10, Some(json!({"price": {"$lt": 50}})));
+        assert_eq!(remote.search(&req).unwrap().hits, local.search(&req).unwrap().hits);
+    }
+    let gets = s3.counts().gets;
+    let warm = remote.search(&request(ds.queries.row(0), 10, None)).unwrap();
+    assert_eq!(warm.stats.bytes_fetched, 0);
+    assert_eq!(s3.counts().gets, gets, "warm queries make no GETs");
+    let missing = Index::open(Arc::new(open("nothing-here")), "nothing")
+        .err()
+        .expect("no index");
+    assert_eq!(missing.status(), 404);
+}

@@ -14,10 +14,9 @@ use squash_search::io::{read_attributes, read_json_lines, read_vectors, Attribut
 use squash_search::search::Index;
 use squash_search::workload::{prepare, selectivity_label, Workload};
 use squash_search::{Result, SearchError};
-use squash_storage::LocalDir;
+use squash_storage::open_store;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -39,9 +38,9 @@ enum Command {
     Query(QueryArgs),
     /// Print an index's description as JSON.
     Info {
-        /// Index directory.
+        /// Index: a directory or s3://bucket/prefix.
         #[arg(long)]
-        index: PathBuf,
+        index: String,
     },
     /// Exact filtered top-k by brute force (multi-threaded).
     Groundtruth(GroundtruthArgs),
@@ -62,9 +61,9 @@ struct BuildArgs {
     /// Comma-separated attribute names for a .npy attribute file.
     #[arg(long, value_delimiter = ',')]
     attr_names: Vec<String>,
-    /// Output index directory.
+    /// Output index: a directory or s3://bucket/prefix.
     #[arg(long)]
-    out: PathBuf,
+    out: String,
     /// Distance metric: l2 or cosine.
     #[arg(long, default_value = "l2")]
     metric: String,
@@ -118,9 +117,9 @@ impl Knobs {
 
 #[derive(Args)]
 struct QueryArgs {
-    /// Index directory.
+    /// Index: a directory or s3://bucket/prefix.
     #[arg(long)]
-    index: PathBuf,
+    index: String,
     /// Query vectors file (.npy/.fvecs), one query per row.
     #[arg(long, conflicts_with = "vector")]
     queries: Option<PathBuf>,
@@ -207,9 +206,9 @@ struct PrepareArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// Index directory.
+    /// Index: a directory or s3://bucket/prefix.
     #[arg(long)]
-    index: PathBuf,
+    index: String,
     /// Prepared workload directory (with ground truth).
     #[arg(long)]
     data: PathBuf,
@@ -255,17 +254,21 @@ fn metric(text: &str) -> Result<Metric> {
     Ok(Metric::parse(text)?)
 }
 
-fn open_index(dir: &Path) -> Result<Index> {
-    if !dir.is_dir() {
+/// Opens an index at a directory or `s3://bucket/prefix`; its name is the last path part.
+fn open_index(location: &str) -> Result<Index> {
+    let remote = location.contains("://");
+    if !remote && !Path::new(location).is_dir() {
         return Err(SearchError::NotFound {
-            what: format!("index directory '{}'", dir.display()),
+            what: format!("index directory '{location}'"),
         });
     }
-    let name = dir
-        .file_name()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_default();
-    Index::open(Arc::new(LocalDir::new(dir)), &name)
+    let name = location
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(location)
+        .to_string();
+    Index::open(open_store(location)?, &name)
 }
 
 fn load_attrs(path: Option<&Path>, names: &[String]) -> Result<Attributes> {
@@ -316,8 +319,8 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         ..BuildParams::default()
     };
     let (n, d) = (vectors.rows, vectors.cols);
-    let store = LocalDir::new(&a.out);
-    let report = build_index(&store, vectors, attrs, &params)?;
+    let store = open_store(&a.out)?;
+    let report = build_index(store.as_ref(), vectors, attrs, &params)?;
     eprintln!(
         "built {} vectors × {d} ({}) into {} partitions, {:.1} MiB, in {:.1} s -> {}",
         n,
@@ -325,7 +328,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         report.manifest.partitions(),
         report.bytes_written as f64 / (1 << 20) as f64,
         t0.elapsed().as_secs_f64(),
-        a.out.display()
+        a.out
     );
     Ok(())
 }
@@ -544,7 +547,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     let m = index.manifest();
     println!(
         "index {}: {} vectors × {}, {}, {} partitions, {} bits/dim; {} queries per case, k = {}, {} thread(s), median of {} passes",
-        a.index.display(),
+        a.index,
         m.meta.count,
         m.meta.dim,
         m.meta.metric.name(),

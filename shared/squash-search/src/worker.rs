@@ -181,6 +181,10 @@ pub fn search_segment(
     (hits, counts)
 }
 
+/// A segment as the worker got it: the decoded segment, whether it came from the cache,
+/// and the bytes fetched; or why it could not be had.
+type Fetched = Result<(Arc<Segment>, bool, u64), String>;
+
 /// A worker: searches segments for [`WorkerRequest`]s, keeping decoded segments warm.
 pub struct Worker {
     store: Arc<dyn ObjectStore>,
@@ -202,11 +206,17 @@ impl Worker {
     }
 
     /// Returns the decoded segment (cache hit flag, bytes fetched).
-    pub fn segment(&self, r: &SegmentRef) -> Result<(Arc<Segment>, bool, u64), String> {
+    pub fn segment(&self, r: &SegmentRef) -> Fetched {
         if let Some(seg) = self.cache.get(&r.key) {
             return Ok((seg, true, 0));
         }
         let bytes = self.store.get(&r.key).map_err(|e| e.to_string())?;
+        self.admit(r, &bytes).map(|seg| (seg, false, bytes.len() as u64))
+    }
+
+    /// Verifies fetched bytes against the manifest's size and checksum, decodes them and
+    /// caches the segment.
+    fn admit(&self, r: &SegmentRef, bytes: &[u8]) -> Result<Arc<Segment>, String> {
         if bytes.len() as u64 != r.bytes {
             return Err(format!(
                 "segment '{}' is {} bytes, the manifest says {}",
@@ -215,14 +225,14 @@ impl Worker {
                 r.bytes
             ));
         }
-        let sum = format!("{:016x}", xxh3_64(&bytes));
+        let sum = format!("{:016x}", xxh3_64(bytes));
         if sum != r.checksum {
             return Err(format!(
                 "segment '{}' checksum {sum} does not match the manifest's {}",
                 r.key, r.checksum
             ));
         }
-        let seg = Segment::decode(&r.key, &bytes).map_err(|e| e.to_string())?;
+        let seg = Segment::decode(&r.key, bytes).map_err(|e| e.to_string())?;
         if seg.meta.partition != r.partition {
             return Err(format!(
                 "segment '{}' holds partition {}, expected {}",
@@ -231,7 +241,35 @@ impl Worker {
         }
         let seg = Arc::new(seg);
         self.cache.insert(&r.key, seg.clone(), bytes.len() as u64);
-        Ok((seg, false, bytes.len() as u64))
+        Ok(seg)
+    }
+
+    /// Gets every requested segment: cache hits first, then all misses fetched together
+    /// (concurrently on stores with latency) and decoded in parallel.
+    fn segments(&self, refs: &[SegmentRef]) -> Vec<Fetched> {
+        let mut out: Vec<Option<Fetched>> = refs
+            .iter()
+            .map(|r| self.cache.get(&r.key).map(|s| Ok((s, true, 0))))
+            .collect();
+        let missing: Vec<usize> = (0..refs.len()).filter(|&i| out[i].is_none()).collect();
+        if !missing.is_empty() {
+            let keys: Vec<&str> = missing.iter().map(|&i| refs[i].key.as_str()).collect();
+            let fetched = self.store.get_many(&keys);
+            let decoded: Vec<Fetched> = missing
+                .par_iter()
+                .zip(fetched.into_par_iter())
+                .map(|(&i, bytes)| {
+                    let bytes = bytes.map_err(|e| e.to_string())?;
+                    self.admit(&refs[i], &bytes).map(|seg| (seg, false, bytes.len() as u64))
+                })
+                .collect();
+            for (&i, d) in missing.iter().zip(decoded) {
+                out[i] = Some(d);
+            }
+        }
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(|| Err("segment was not fetched".to_string())))
+            .collect()
     }
 
     /// Searches every segment of the request (in parallel) and merges the results.
@@ -241,10 +279,12 @@ impl Worker {
             rerank_factor: req.rerank_factor as usize,
             hamming_keep: req.hamming_keep,
         };
+        let fetched = self.segments(&req.segments);
         let per_segment: Vec<(Vec<WorkerHit>, PartitionOutcome)> = req
             .segments
             .par_iter()
-            .map(|r| {
+            .zip(fetched.into_par_iter())
+            .map(|(r, fetched)| {
                 let mut outcome = PartitionOutcome {
                     partition: r.partition,
                     error: None,
@@ -252,7 +292,7 @@ impl Worker {
                     cache_hit: false,
                     bytes_fetched: 0,
                 };
-                let seg = match self.segment(r) {
+                let seg = match fetched {
                     Ok((seg, hit, fetched)) => {
                         outcome.cache_hit = hit;
                         outcome.bytes_fetched = fetched;

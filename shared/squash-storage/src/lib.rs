@@ -1,16 +1,24 @@
 //! # squash-storage
 //!
 //! Object storage behind one trait, so the build and the search never care where an
-//! index lives. This crate has a local-directory store and an in-memory store; keys
-//! are `/`-separated relative paths (`manifest.sqm`, `segments/p00001-….sqs`).
+//! index lives: a local directory, memory, or S3 (feature `s3`, on by default). Keys are
+//! `/`-separated relative paths (`manifest.sqm`, `segments/p00001-….sqs`). Decorators
+//! add retries with capped backoff ([`Retrying`]) and request counting ([`Counting`]);
+//! [`testing::conformance`] is the behaviour every store must show.
 
 #![warn(missing_docs)]
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use thiserror::Error;
+
+#[cfg(feature = "s3")]
+pub mod s3;
+pub mod testing;
 
 /// Errors of object stores.
 // Variant fields are described by the variant docs and messages.
@@ -23,6 +31,14 @@ pub enum StorageError {
     /// The key is not a safe relative path.
     #[error("invalid object key '{key}': {reason}")]
     InvalidKey { key: String, reason: String },
+    /// The remote store answered with an error (`transient` ones may succeed on retry).
+    #[error("{store} failed on '{key}': {message}")]
+    Remote {
+        store: String,
+        key: String,
+        message: String,
+        transient: bool,
+    },
     /// An I/O error reading or writing the object.
     #[error("I/O error on '{key}' in {store}: {source}")]
     Io {
@@ -33,6 +49,20 @@ pub enum StorageError {
     },
 }
 
+impl StorageError {
+    /// True for errors that may go away on retry (timeouts, throttling, 5xx).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StorageError::Remote { transient, .. } => *transient,
+            StorageError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, StorageError>;
 
@@ -40,12 +70,241 @@ pub type Result<T> = std::result::Result<T, StorageError>;
 pub trait ObjectStore: Send + Sync {
     /// Reads a whole object.
     fn get(&self, key: &str) -> Result<Vec<u8>>;
+    /// Reads bytes `start..end` of an object (clamped to its length).
+    fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Vec<u8>> {
+        let all = self.get(key)?;
+        let len = all.len() as u64;
+        let (s, e) = (start.min(len) as usize, end.min(len) as usize);
+        Ok(all[s..e.max(s)].to_vec())
+    }
+    /// Reads several objects; stores with network latency fetch them concurrently.
+    fn get_many(&self, keys: &[&str]) -> Vec<Result<Vec<u8>>> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
+    /// Size of an object, or `None` when it does not exist.
+    fn head(&self, key: &str) -> Result<Option<u64>> {
+        match self.get(key) {
+            Ok(b) => Ok(Some(b.len() as u64)),
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
     /// Writes a whole object; readers never see a partial object.
     fn put(&self, key: &str, bytes: &[u8]) -> Result<()>;
     /// Keys under `prefix`, sorted.
     fn list(&self, prefix: &str) -> Result<Vec<String>>;
     /// A short description for messages (`dir:/data/index`).
     fn describe(&self) -> String;
+}
+
+/// Opens the store a location names: `s3://bucket/prefix` (feature `s3`) or a local
+/// directory path.
+pub fn open_store(location: &str) -> Result<Arc<dyn ObjectStore>> {
+    if location.starts_with("s3://") {
+        #[cfg(feature = "s3")]
+        {
+            return Ok(Arc::new(Retrying::new(s3::S3Store::open(location)?)));
+        }
+        #[cfg(not(feature = "s3"))]
+        {
+            return Err(StorageError::InvalidKey {
+                key: location.to_string(),
+                reason: "this build has no S3 support (feature `s3`)".into(),
+            });
+        }
+    }
+    if location.contains("://") {
+        return Err(StorageError::InvalidKey {
+            key: location.to_string(),
+            reason: "unknown scheme (expected s3:// or a directory path)".into(),
+        });
+    }
+    Ok(Arc::new(LocalDir::new(location)))
+}
+
+/// Retries transient errors with capped exponential backoff.
+pub struct Retrying<S> {
+    inner: S,
+    attempts: u32,
+    base_delay: Duration,
+    max_delay: Duration,
+}
+
+impl<S: ObjectStore> Retrying<S> {
+    /// Four attempts, 50 ms doubling up to 2 s.
+    pub fn new(inner: S) -> Retrying<S> {
+        Retrying::with_policy(inner, 4, Duration::from_millis(50), Duration::from_secs(2))
+    }
+
+    /// A custom policy (`attempts` ≥ 1).
+    pub fn with_policy(inner: S, attempts: u32, base_delay: Duration, max_delay: Duration) -> Retrying<S> {
+        Retrying {
+            inner,
+            attempts: attempts.max(1),
+            base_delay,
+            max_delay,
+        }
+    }
+
+    fn retry<T>(&self, mut op: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut delay = self.base_delay;
+        let mut attempt = 1;
+        loop {
+            match op() {
+                Err(e) if e.is_transient() && attempt < self.attempts => {
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(self.max_delay);
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl<S: ObjectStore> ObjectStore for Retrying<S> {
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        self.retry(|| self.inner.get(key))
+    }
+    fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Vec<u8>> {
+        self.retry(|| self.inner.get_range(key, start, end))
+    }
+    fn get_many(&self, keys: &[&str]) -> Vec<Result<Vec<u8>>> {
+        let mut out = self.inner.get_many(keys);
+        for (r, k) in out.iter_mut().zip(keys) {
+            if matches!(r, Err(e) if e.is_transient()) {
+                *r = self.get(k);
+            }
+        }
+        out
+    }
+    fn head(&self, key: &str) -> Result<Option<u64>> {
+        self.retry(|| self.inner.head(key))
+    }
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        self.retry(|| self.inner.put(key, bytes))
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        self.retry(|| self.inner.list(prefix))
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+/// Requests and bytes seen by a [`Counting`] store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// GET requests (whole, ranged, or one per key of `get_many`).
+    pub gets: u64,
+    /// Bytes returned by GETs.
+    pub bytes_read: u64,
+    /// PUT requests.
+    pub puts: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// LIST and HEAD requests.
+    pub other: u64,
+}
+
+/// Counts requests and bytes passing through to the inner store.
+pub struct Counting<S> {
+    inner: S,
+    gets: AtomicU64,
+    bytes_read: AtomicU64,
+    puts: AtomicU64,
+    bytes_written: AtomicU64,
+    other: AtomicU64,
+}
+
+impl<S: ObjectStore> Counting<S> {
+    /// Wraps `inner` with zeroed counters.
+    pub fn new(inner: S) -> Counting<S> {
+        Counting {
+            inner,
+            gets: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            puts: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            other: AtomicU64::new(0),
+        }
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            gets: self.gets.load(Ordering::Relaxed),
+            bytes_read: self.bytes_read.load(Ordering::Relaxed),
+            puts: self.puts.load(Ordering::Relaxed),
+            bytes_written: self.bytes_written.load(Ordering::Relaxed),
+            other: self.other.load(Ordering::Relaxed),
+        }
+    }
+
+    fn read(&self, r: &Result<Vec<u8>>) {
+        self.gets.fetch_add(1, Ordering::Relaxed);
+        if let Ok(b) = r {
+            self.bytes_read.fetch_add(b.len() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<S: ObjectStore> ObjectStore for Counting<S> {
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let r = self.inner.get(key);
+        self.read(&r);
+        r
+    }
+    fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Vec<u8>> {
+        let r = self.inner.get_range(key, start, end);
+        self.read(&r);
+        r
+    }
+    fn get_many(&self, keys: &[&str]) -> Vec<Result<Vec<u8>>> {
+        let out = self.inner.get_many(keys);
+        out.iter().for_each(|r| self.read(r));
+        out
+    }
+    fn head(&self, key: &str) -> Result<Option<u64>> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.head(key)
+    }
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        self.puts.fetch_add(1, Ordering::Relaxed);
+        self.bytes_written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.inner.put(key, bytes)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.list(prefix)
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+impl<T: ObjectStore + ?Sized> ObjectStore for Arc<T> {
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        (**self).get(key)
+    }
+    fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Vec<u8>> {
+        (**self).get_range(key, start, end)
+    }
+    fn get_many(&self, keys: &[&str]) -> Vec<Result<Vec<u8>>> {
+        (**self).get_many(keys)
+    }
+    fn head(&self, key: &str) -> Result<Option<u64>> {
+        (**self).head(key)
+    }
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        (**self).put(key, bytes)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        (**self).list(prefix)
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
 }
 
 /// Checks that a key is a relative path without `..`, empty or control characters.
@@ -113,6 +372,30 @@ impl ObjectStore for LocalDir {
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         let path = self.path(key)?;
         std::fs::read(&path).map_err(|e| self.io(key, e))
+    }
+
+    fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Vec<u8>> {
+        let path = self.path(key)?;
+        let read = || -> std::io::Result<Vec<u8>> {
+            let mut f = std::fs::File::open(&path)?;
+            let len = f.metadata()?.len();
+            let (s, e) = (start.min(len), end.min(len).max(start.min(len)));
+            f.seek(SeekFrom::Start(s))?;
+            let mut buf = vec![0u8; (e - s) as usize];
+            f.read_exact(&mut buf)?;
+            Ok(buf)
+        };
+        read().map_err(|e| self.io(key, e))
+    }
+
+    fn head(&self, key: &str) -> Result<Option<u64>> {
+        let path = self.path(key)?;
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io(key, e)),
+        }
     }
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
@@ -209,34 +492,70 @@ impl ObjectStore for Memory {
 mod tests {
     use super::*;
 
-    fn conformance(store: &dyn ObjectStore) {
-        assert!(matches!(store.get("a/b"), Err(StorageError::NotFound { .. })));
-        store.put("a/b", b"one").unwrap();
-        store.put("a/c", b"two").unwrap();
-        store.put("z", b"three").unwrap();
-        assert_eq!(store.get("a/b").unwrap(), b"one");
-        store.put("a/b", b"uno").unwrap();
-        assert_eq!(store.get("a/b").unwrap(), b"uno");
-        assert_eq!(store.list("a/").unwrap(), vec!["a/b".to_string(), "a/c".to_string()]);
-        for bad in ["", "/etc/passwd", "a/../b", "a//b", "a\nb", "./a"] {
-            assert!(
-                matches!(store.get(bad), Err(StorageError::InvalidKey { .. })),
-                "{bad:?}"
-            );
-            assert!(store.put(bad, b"x").is_err(), "{bad:?}");
-        }
-    }
-
     #[test]
     fn memory_conforms() {
-        conformance(&Memory::new());
+        testing::conformance(&Memory::new(), 3 << 20);
     }
 
     #[test]
     fn local_dir_conforms() {
         let dir = std::env::temp_dir().join(format!("squash-store-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        conformance(&LocalDir::new(&dir));
+        testing::conformance(&LocalDir::new(&dir), 3 << 20);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    struct Flaky {
+        inner: Memory,
+        failures: AtomicU64,
+    }
+
+    impl ObjectStore for Flaky {
+        fn get(&self, key: &str) -> Result<Vec<u8>> {
+            if self.failures.load(Ordering::Relaxed) > 0 {
+                self.failures.fetch_sub(1, Ordering::Relaxed);
+                return Err(StorageError::Remote {
+                    store: "flaky".into(),
+                    key: key.into(),
+                    message: "HTTP 503, SlowDown".into(),
+                    transient: true,
+                });
+            }
+            self.inner.get(key)
+        }
+        fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
+            self.inner.put(key, bytes)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<String>> {
+            self.inner.list(prefix)
+        }
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+    }
+
+    #[test]
+    fn retrying_recovers_from_transient_errors_and_counting_counts() {
+        let flaky = Flaky {
+            inner: Memory::new(),
+            failures: AtomicU64::new(2),
+        };
+        flaky.put("k", b"value").unwrap();
+        let store = Counting::new(Retrying::with_policy(
+            flaky,
+            3,
+            Duration::from_millis(1),
+            Duration::from_millis(2),
+        ));
+        assert_eq!(store.get("k").unwrap(), b"value");
+        assert_eq!(store.counts().gets, 1);
+        assert_eq!(store.counts().bytes_read, 5);
+        let flaky = Flaky {
+            inner: Memory::new(),
+            failures: AtomicU64::new(5),
+        };
+        let store = Retrying::with_policy(flaky, 3, Duration::from_millis(1), Duration::from_millis(2));
+        assert!(store.get("k").unwrap_err().is_transient(), "gives up after 3 attempts");
+        assert!(matches!(open_store("ftp://x/y"), Err(StorageError::InvalidKey { .. })));
     }
 }

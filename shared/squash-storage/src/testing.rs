@@ -1,0 +1,68 @@
+//! The conformance suite every [`ObjectStore`] must pass (used by this crate's tests
+//! and, against a real S3-compatible server, by the end-to-end tests).
+
+use crate::{ObjectStore, StorageError};
+
+/// Checks the store's behaviour; panics with a message on the first deviation.
+/// `large` is the size of the large-object round trip (S3 uses it to exercise multipart
+/// upload). Keys are written under `conformance/`.
+pub fn conformance(store: &dyn ObjectStore, large: usize) {
+    let d = store.describe();
+    assert!(
+        matches!(store.get("conformance/a/b"), Err(StorageError::NotFound { .. })),
+        "{d}: missing object must be NotFound"
+    );
+    assert_eq!(
+        store.head("conformance/a/b").unwrap(),
+        None,
+        "{d}: head of a missing object"
+    );
+    store.put("conformance/a/b", b"one").unwrap();
+    store.put("conformance/a/c", b"two").unwrap();
+    store.put("conformance/z", b"three").unwrap();
+    store.put("conformance/empty", b"").unwrap();
+    assert_eq!(store.get("conformance/a/b").unwrap(), b"one", "{d}: get");
+    assert_eq!(store.get("conformance/empty").unwrap(), b"", "{d}: empty object");
+    store.put("conformance/a/b", b"uno!").unwrap();
+    assert_eq!(store.get("conformance/a/b").unwrap(), b"uno!", "{d}: overwrite");
+    assert_eq!(store.head("conformance/a/b").unwrap(), Some(4), "{d}: head");
+    assert_eq!(store.get_range("conformance/a/b", 1, 3).unwrap(), b"no", "{d}: range");
+    assert_eq!(
+        store.get_range("conformance/a/b", 2, 100).unwrap(),
+        b"o!",
+        "{d}: range past the end"
+    );
+    assert_eq!(
+        store.list("conformance/a/").unwrap(),
+        vec!["conformance/a/b".to_string(), "conformance/a/c".to_string()],
+        "{d}: list"
+    );
+    let many = store.get_many(&["conformance/a/c", "conformance/nope", "conformance/z"]);
+    assert_eq!(many.len(), 3);
+    assert_eq!(many[0].as_deref().ok(), Some(&b"two"[..]), "{d}: get_many order");
+    assert!(
+        matches!(many[1], Err(StorageError::NotFound { .. })),
+        "{d}: get_many missing"
+    );
+    assert_eq!(many[2].as_deref().ok(), Some(&b"three"[..]));
+    let big: Vec<u8> = (0..large).map(|i| (i * 31 % 251) as u8).collect();
+    store.put("conformance/big", &big).unwrap();
+    assert_eq!(
+        store.head("conformance/big").unwrap(),
+        Some(large as u64),
+        "{d}: large head"
+    );
+    assert!(store.get("conformance/big").unwrap() == big, "{d}: large round trip");
+    let mid = large as u64 / 2;
+    assert!(
+        store.get_range("conformance/big", mid, mid + 1000).unwrap() == big[mid as usize..mid as usize + 1000],
+        "{d}: large range"
+    );
+    for bad in ["", "/etc/passwd", "a/../b", "a//b", "a\nb", "./a"] {
+        assert!(
+            matches!(store.get(bad), Err(StorageError::InvalidKey { .. })),
+            "{d}: key {bad:?}"
+        );
+        assert!(store.put(bad, b"x").is_err(), "{d}: put {bad:?}");
+    }
+}
