@@ -205,15 +205,6 @@ impl Worker {
         &self.cache
     }
 
-    /// Returns the decoded segment (cache hit flag, bytes fetched).
-    pub fn segment(&self, r: &SegmentRef) -> Fetched {
-        if let Some(seg) = self.cache.get(&r.key) {
-            return Ok((seg, true, 0));
-        }
-        let bytes = self.store.get(&r.key).map_err(|e| e.to_string())?;
-        self.admit(r, &bytes).map(|seg| (seg, false, bytes.len() as u64))
-    }
-
     /// Verifies fetched bytes against the manifest's size and checksum, decodes them and
     /// caches the segment.
     fn admit(&self, r: &SegmentRef, bytes: &[u8]) -> Result<Arc<Segment>, String> {
