@@ -542,3 +542,37 @@ fn s3_store_conforms_and_serves_the_same_answers() {
         .expect("no index");
     assert_eq!(missing.status(), 404);
 }
+
+#[test]
+fn the_fan_out_tree_gives_the_single_worker_answer() {
+    use squash_search::tree::Fanout;
+    let ds = clustered(8_000, 12, 16, 8, 53);
+    let p = params(Metric::L2, 24);
+    let (store, single) = build(&ds, &p);
+    let shapes = [(24, 4, 3), (7, 2, 2), (30, 2, 1), (5, 1, 3), (24, 4, 1)];
+    for (workers, branching, depth) in shapes {
+        let fanout = Fanout {
+            workers,
+            branching,
+            depth,
+        };
+        let tree = Index::open_with_fanout(store.clone(), "test", fanout).unwrap();
+        for q in 0..ds.queries.rows {
+            let filter = (q % 2 == 1).then(|| json!({"price": {"$lt": 30}}));
+            let mut req = request(ds.queries.row(q), 10, filter);
+            req.params.nprobe = Some(24);
+            let a = single.search(&req).unwrap();
+            let b = tree.search(&req).unwrap();
+            assert_eq!(a.hits, b.hits, "{fanout:?} query {q}");
+            assert_eq!(b.stats.partitions_searched, 24);
+            assert_eq!(b.stats.cache_hits + b.stats.cache_misses, 24, "every partition reported once");
+            // Invocations: one per distinct non-empty worker group, capped by the tree.
+            let groups: std::collections::BTreeSet<usize> = (0..24).map(|p| Index::owner(p, workers)).collect();
+            assert_eq!(
+                b.stats.invocations as usize,
+                groups.len().min(fanout.capacity()),
+                "{fanout:?}"
+            );
+        }
+    }
+}

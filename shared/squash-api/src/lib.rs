@@ -115,8 +115,23 @@ pub struct QueryStats {
     pub cache_misses: u32,
     /// Bytes read from the object store.
     pub bytes_fetched: u64,
-    /// Worker invocations made.
+    /// Object-store GETs made for this query (manifest and segments; retries not counted).
+    #[serde(default)]
+    pub gets: u64,
+    /// Worker invocations made (every node of the fan-out tree).
     pub invocations: u32,
+    /// True when the coordinator's container served its first request with this query.
+    #[serde(default)]
+    pub cold: bool,
+    /// Worker containers that were cold (first request) for this query.
+    #[serde(default)]
+    pub cold_workers: u32,
+    /// Microseconds the workers spent getting segments (store or cache), summed over partitions.
+    #[serde(default)]
+    pub fetch_us: u64,
+    /// Microseconds the workers spent searching segments, summed over partitions.
+    #[serde(default)]
+    pub scan_us: u64,
     /// Microseconds spent planning.
     pub plan_us: u64,
     /// Microseconds spent in workers (wall clock of the fan-out).
@@ -150,11 +165,48 @@ pub struct SegmentRef {
     pub checksum: String,
 }
 
+/// A node of the fan-out tree below a worker: the worker that serves it, the segments it
+/// searches itself and its own children.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TreeNode {
+    /// Logical worker (0..W) that serves this node.
+    pub worker: u32,
+    /// Segments this node searches itself.
+    pub segments: Vec<SegmentRef>,
+    /// Nodes this node invokes and merges.
+    #[serde(default)]
+    pub children: Vec<TreeNode>,
+}
+
+impl TreeNode {
+    /// Every segment of this subtree, this node's first.
+    pub fn all_segments(&self) -> Vec<&SegmentRef> {
+        let mut out: Vec<&SegmentRef> = self.segments.iter().collect();
+        for c in &self.children {
+            out.extend(c.all_segments());
+        }
+        out
+    }
+
+    /// Nodes in this subtree, this one included.
+    pub fn len(&self) -> usize {
+        1 + self.children.iter().map(TreeNode::len).sum::<usize>()
+    }
+
+    /// Levels in this subtree (1 for a leaf).
+    pub fn depth(&self) -> usize {
+        1 + self.children.iter().map(TreeNode::depth).max().unwrap_or(0)
+    }
+}
+
 /// What a coordinator sends a worker: one query, its filter and the segments to search.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerRequest {
     /// Index the segments belong to (for caches and messages).
     pub index: String,
+    /// Logical worker (0..W) meant to serve this request, so its cache stays warm.
+    #[serde(default)]
+    pub worker: u32,
     /// Prepared query vector (normalised for cosine).
     pub query: Vec<f32>,
     /// Results wanted.
@@ -169,6 +221,37 @@ pub struct WorkerRequest {
     pub hamming_keep: f32,
     /// Return attribute values with each hit.
     pub with_attributes: bool,
+    /// Subtrees this worker invokes concurrently while it searches its own segments.
+    /// (No `skip_serializing_if` on wire types: bincode is not self-describing.)
+    #[serde(default)]
+    pub children: Vec<TreeNode>,
+}
+
+impl WorkerRequest {
+    /// The request for `node`, with this request's query and knobs.
+    pub fn for_node(&self, node: &TreeNode) -> WorkerRequest {
+        WorkerRequest {
+            index: self.index.clone(),
+            worker: node.worker,
+            query: self.query.clone(),
+            k: self.k,
+            filter: self.filter.clone(),
+            segments: node.segments.clone(),
+            rerank_factor: self.rerank_factor,
+            hamming_keep: self.hamming_keep,
+            with_attributes: self.with_attributes,
+            children: node.children.clone(),
+        }
+    }
+
+    /// Every segment this request covers (its own and its subtrees').
+    pub fn all_segments(&self) -> Vec<&SegmentRef> {
+        let mut out: Vec<&SegmentRef> = self.segments.iter().collect();
+        for c in &self.children {
+            out.extend(c.all_segments());
+        }
+        out
+    }
 }
 
 /// One hit as a worker returns it.
@@ -195,6 +278,12 @@ pub struct PartitionOutcome {
     pub cache_hit: bool,
     /// Bytes fetched from the store.
     pub bytes_fetched: u64,
+    /// Microseconds getting the segment (0 on a cache hit).
+    #[serde(default)]
+    pub fetch_us: u64,
+    /// Microseconds searching the segment.
+    #[serde(default)]
+    pub scan_us: u64,
 }
 
 /// What a worker answers: its merged top-k and the outcome of each partition.
@@ -202,8 +291,76 @@ pub struct PartitionOutcome {
 pub struct WorkerResponse {
     /// Best hits over the worker's partitions, nearest first.
     pub hits: Vec<WorkerHit>,
-    /// One outcome per requested segment.
+    /// One outcome per requested segment, the subtree's included.
     pub outcomes: Vec<PartitionOutcome>,
+    /// Invocations made below this worker (its subtree, not itself).
+    #[serde(default)]
+    pub invocations: u32,
+    /// Containers in this subtree (this one included) that served their first request.
+    #[serde(default)]
+    pub cold_workers: u32,
+}
+
+/// A worker invocation's payload: the request as JSON (readable, used by the samples in
+/// `events/`) or as base64 of its bincode encoding (what invokers send: smaller, faster).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WorkerPayload {
+    /// `{"wire": "<base64 of bincode>"}`.
+    Wire {
+        /// Base64 (standard alphabet, padded) of [`encode_wire`] output.
+        wire: String,
+    },
+    /// A plain JSON [`WorkerRequest`].
+    Json(Box<WorkerRequest>),
+}
+
+impl WorkerPayload {
+    /// Wraps a request for sending.
+    pub fn wire<T: Serialize>(value: &T) -> Result<WorkerPayload, WireError> {
+        use base64::Engine as _;
+        Ok(WorkerPayload::Wire {
+            wire: base64::engine::general_purpose::STANDARD.encode(encode_wire(value)?),
+        })
+    }
+
+    /// The request inside.
+    pub fn into_request(self) -> Result<WorkerRequest, WireError> {
+        match self {
+            WorkerPayload::Json(r) => Ok(*r),
+            WorkerPayload::Wire { wire } => decode_base64_wire(&wire),
+        }
+    }
+}
+
+/// A worker's answer as it travels back: `{"wire": "<base64 of bincode WorkerResponse>"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireReply {
+    /// Base64 of [`encode_wire`] output.
+    pub wire: String,
+}
+
+impl WireReply {
+    /// Wraps a response.
+    pub fn new(resp: &WorkerResponse) -> Result<WireReply, WireError> {
+        use base64::Engine as _;
+        Ok(WireReply {
+            wire: base64::engine::general_purpose::STANDARD.encode(encode_wire(resp)?),
+        })
+    }
+
+    /// The response inside.
+    pub fn into_response(self) -> Result<WorkerResponse, WireError> {
+        decode_base64_wire(&self.wire)
+    }
+}
+
+fn decode_base64_wire<T: DeserializeOwned>(text: &str) -> Result<T, WireError> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| WireError(format!("bad base64: {e}")))?;
+    decode_wire(&bytes)
 }
 
 /// Errors of the wire codec.
@@ -259,6 +416,8 @@ mod tests {
             rerank_factor: 10,
             hamming_keep: 0.5,
             with_attributes: true,
+            worker: 0,
+            children: vec![],
         };
         let bytes = encode_wire(&req).unwrap();
         assert_eq!(decode_wire::<WorkerRequest>(&bytes).unwrap(), req);
@@ -268,5 +427,100 @@ mod tests {
             json.len() < 64 * 1024,
             "a worker request stays far below the 6 MB invoke limit"
         );
+    }
+
+    /// Synchronous Lambda invokes carry at most 6 MB each way: a k = 1000 request to a
+    /// tree root with 84 nodes below it, and a k = 1000 answer with 8 attributes per hit,
+    /// must stay far below that in the form they travel (JSON with base64 bincode).
+    #[test]
+    fn payloads_at_k_1000_stay_far_below_the_invoke_limit() {
+        const LIMIT: usize = 6 * 1024 * 1024;
+        let seg = |p: u32| SegmentRef {
+            partition: p,
+            key: format!("segments/p{p:05}-0123456789abcdef0123456789abcdef.sqs"),
+            bytes: 12_345_678,
+            checksum: "0123456789abcdef".into(),
+        };
+        let leaf = |w: u32| TreeNode {
+            worker: w,
+            segments: (0..4).map(|i| seg(w * 4 + i)).collect(),
+            children: vec![],
+        };
+        let mid = |w: u32| TreeNode {
+            worker: w,
+            segments: vec![seg(1000 + w)],
+            children: (0..4).map(|i| leaf(w * 4 + i)).collect(),
+        };
+        let req = WorkerRequest {
+            index: "an-index-with-a-long-name-0123456789".into(),
+            worker: 0,
+            query: vec![-0.123_456_79; 1536],
+            k: 1000,
+            filter: Some(Expr::Or(
+                (0..50)
+                    .map(|i| Expr::Leaf {
+                        attr: i % 8,
+                        pred: Pred::In((0..20).map(f64::from).collect()),
+                    })
+                    .collect(),
+            )),
+            segments: vec![seg(0)],
+            rerank_factor: 10,
+            hamming_keep: 0.5,
+            with_attributes: true,
+            children: (0..4)
+                .map(|i| TreeNode {
+                    worker: i,
+                    segments: vec![seg(2000 + i)],
+                    children: (0..4).map(|j| mid(i * 4 + j)).collect(),
+                })
+                .collect(),
+        };
+        assert_eq!(req.children.iter().map(TreeNode::len).sum::<usize>(), 84);
+        let sent = serde_json::to_vec(&WorkerPayload::wire(&req).unwrap()).unwrap();
+        assert!(sent.len() < LIMIT / 20, "request payload is {} bytes", sent.len());
+        let back: WorkerPayload = serde_json::from_slice(&sent).unwrap();
+        assert_eq!(back.into_request().unwrap(), req);
+
+        let resp = WorkerResponse {
+            hits: (0..1000)
+                .map(|i| WorkerHit {
+                    id: u64::MAX - i,
+                    distance: 1.0 / (i as f32 + 3.0),
+                    attrs: vec![f64::MAX / 3.0; 8],
+                })
+                .collect(),
+            outcomes: (0..100)
+                .map(|p| PartitionOutcome {
+                    partition: p,
+                    error: Some("x".repeat(200)),
+                    counts: StageCounts::default(),
+                    cache_hit: false,
+                    bytes_fetched: u64::MAX,
+                    fetch_us: u64::MAX,
+                    scan_us: u64::MAX,
+                })
+                .collect(),
+            invocations: 84,
+            cold_workers: 84,
+        };
+        let reply = serde_json::to_vec(&WireReply::new(&resp).unwrap()).unwrap();
+        assert!(reply.len() < LIMIT / 20, "reply payload is {} bytes", reply.len());
+        let back: WireReply = serde_json::from_slice(&reply).unwrap();
+        assert_eq!(back.into_response().unwrap(), resp);
+        // The readable JSON form the samples use stays below the limit too.
+        assert!(serde_json::to_vec(&resp).unwrap().len() < LIMIT / 10);
+    }
+
+    #[test]
+    fn worker_payload_accepts_plain_json_and_rejects_bad_wire() {
+        let json = r#"{"index":"i","query":[1.0],"k":1,"filter":null,"segments":[],
+            "rerank_factor":10,"hamming_keep":0.5,"with_attributes":false}"#;
+        let p: WorkerPayload = serde_json::from_str(json).unwrap();
+        assert_eq!(p.into_request().unwrap().worker, 0);
+        let bad: WorkerPayload = serde_json::from_str(r#"{"wire":"!!!"}"#).unwrap();
+        assert!(bad.into_request().is_err());
+        let short: WorkerPayload = serde_json::from_str(r#"{"wire":"AAAA"}"#).unwrap();
+        assert!(short.into_request().is_err());
     }
 }

@@ -48,6 +48,16 @@ enum Command {
     Prepare(PrepareArgs),
     /// Benchmark an index on a prepared workload (recall, QPS, latency, work per query).
     Bench(BenchArgs),
+    /// Check that a store location takes writes: PUT and read back a small probe
+    /// object (`.squash-probe`), retrying for up to --wait-s seconds.
+    Ping {
+        /// Store: a directory or s3://bucket/prefix.
+        #[arg(long)]
+        store: String,
+        /// Seconds to keep trying.
+        #[arg(long, default_value_t = 0.0)]
+        wait_s: f64,
+    },
 }
 
 #[derive(Args)]
@@ -243,10 +253,31 @@ fn main() {
         Command::Groundtruth(a) => cmd_groundtruth(a),
         Command::Prepare(a) => cmd_prepare(a),
         Command::Bench(a) => cmd_bench(a),
+        Command::Ping { store, wait_s } => cmd_ping(&store, wait_s),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(1);
+    }
+}
+
+fn cmd_ping(location: &str, wait_s: f64) -> Result<()> {
+    let store = squash_storage::open_store(location)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(wait_s.max(0.0));
+    let probe = b"squash probe";
+    loop {
+        let tried = store
+            .put(".squash-probe", probe)
+            .and_then(|_| store.get(".squash-probe"));
+        match tried {
+            Ok(back) if back == probe => {
+                println!("{} takes writes", store.describe());
+                return Ok(());
+            }
+            Ok(_) => return Err(SearchError::input(location, "probe object read back differently").into()),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e.into()),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
     }
 }
 

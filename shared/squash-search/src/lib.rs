@@ -19,6 +19,7 @@ pub mod kmeans;
 pub mod plan;
 pub mod progress;
 pub mod search;
+pub mod tree;
 pub mod worker;
 pub mod workload;
 

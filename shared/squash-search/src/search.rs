@@ -5,6 +5,7 @@ use crate::build::MANIFEST_KEY;
 use crate::error::{Result, SearchError};
 use crate::invoker::{InProcessInvoker, WorkerInvoker};
 use crate::plan::plan;
+use crate::tree::{build_tree, Fanout};
 use crate::worker::{merge_hits, Worker};
 use squash_api::{QueryStats, SearchHit, SearchRequest, SearchResponse, SegmentRef, WorkerRequest, MAX_K};
 use squash_core::distance::prepare_vector;
@@ -23,7 +24,7 @@ pub struct Index {
     name: String,
     manifest: Manifest,
     invoker: Arc<dyn WorkerInvoker>,
-    workers: usize,
+    fanout: Fanout,
 }
 
 /// Reads and verifies the manifest of the index in `store`.
@@ -40,29 +41,31 @@ pub fn load_manifest(store: &dyn ObjectStore, name: &str) -> Result<Manifest> {
 impl Index {
     /// Opens the index in `store` with an in-process worker (the embedded mode).
     pub fn open(store: Arc<dyn ObjectStore>, name: &str) -> Result<Index> {
-        let manifest = load_manifest(store.as_ref(), name)?;
-        let worker = Arc::new(Worker::new(store, DEFAULT_CACHE_BYTES));
-        Ok(Index {
-            name: name.to_string(),
-            manifest,
-            invoker: Arc::new(InProcessInvoker::new(worker)),
-            workers: 1,
-        })
+        Index::open_with_fanout(store, name, Fanout::default())
     }
 
-    /// Opens the index with a given invoker and number of worker functions.
-    pub fn with_invoker(
-        store: &dyn ObjectStore,
-        name: &str,
-        invoker: Arc<dyn WorkerInvoker>,
-        workers: usize,
-    ) -> Result<Index> {
-        Ok(Index {
+    /// Opens the index in `store`, running the fan-out tree of `fanout` in this process
+    /// (the same tree the serverless mode invokes; all nodes share one warm cache).
+    pub fn open_with_fanout(store: Arc<dyn ObjectStore>, name: &str, fanout: Fanout) -> Result<Index> {
+        let manifest = load_manifest(store.as_ref(), name)?;
+        let worker = Arc::new(Worker::new(store, DEFAULT_CACHE_BYTES));
+        Ok(Index::with_invoker(name, manifest, Arc::new(InProcessInvoker::new(worker)), fanout))
+    }
+
+    /// An index over an already loaded manifest whose partitions are spread over
+    /// `fanout.workers` workers reached through `invoker`, in a tree of `fanout`'s shape.
+    pub fn with_invoker(name: &str, manifest: Manifest, invoker: Arc<dyn WorkerInvoker>, fanout: Fanout) -> Index {
+        Index {
             name: name.to_string(),
-            manifest: load_manifest(store, name)?,
+            manifest,
             invoker,
-            workers: workers.max(1),
-        })
+            fanout,
+        }
+    }
+
+    /// The fan-out shape.
+    pub fn fanout(&self) -> Fanout {
+        self.fanout
     }
 
     /// The manifest.
@@ -161,10 +164,11 @@ impl Index {
         let nprobe = req.params.nprobe.unwrap_or(d.nprobe).max(1) as usize;
         let safety = req.params.safety.unwrap_or(d.safety) as f64;
         let chosen = plan(&self.manifest, &query, filter.as_ref(), req.k, nprobe, safety);
-        let mut groups: Vec<Vec<SegmentRef>> = vec![Vec::new(); self.workers];
+        let workers = self.fanout.workers.max(1);
+        let mut groups: Vec<Vec<SegmentRef>> = vec![Vec::new(); workers];
         for &p in &chosen.partitions {
             let info = &m.partitions[p as usize];
-            groups[Self::owner(p, self.workers)].push(SegmentRef {
+            groups[Self::owner(p, workers)].push(SegmentRef {
                 partition: p,
                 key: info.key.clone(),
                 bytes: info.bytes,
@@ -172,20 +176,23 @@ impl Index {
             });
         }
         let with_attributes = !req.include.is_empty();
-        let requests: Vec<WorkerRequest> = groups
-            .into_iter()
-            .filter(|g| !g.is_empty())
-            .map(|segments| WorkerRequest {
-                index: self.name.clone(),
-                query: query.clone(),
-                k: req.k as u32,
-                filter: filter.clone(),
-                segments,
-                rerank_factor: req.params.rerank_factor.unwrap_or(d.rerank_factor),
-                hamming_keep: req.params.hamming_keep.unwrap_or(d.hamming_keep),
-                with_attributes,
-            })
-            .collect();
+        let tree = build_tree(
+            groups.into_iter().enumerate().map(|(w, g)| (w as u32, g)).collect(),
+            self.fanout,
+        );
+        let base = WorkerRequest {
+            index: self.name.clone(),
+            worker: 0,
+            query,
+            k: req.k as u32,
+            filter,
+            segments: Vec::new(),
+            rerank_factor: req.params.rerank_factor.unwrap_or(d.rerank_factor),
+            hamming_keep: req.params.hamming_keep.unwrap_or(d.hamming_keep),
+            with_attributes,
+            children: Vec::new(),
+        };
+        let requests: Vec<WorkerRequest> = tree.iter().map(|node| base.for_node(node)).collect();
         let plan_us = t0.elapsed().as_micros() as u64;
         let t1 = Instant::now();
         let mut stats = QueryStats {
@@ -202,9 +209,13 @@ impl Index {
         for (resp, req_sent) in responses.into_iter().zip(&requests) {
             match resp {
                 Ok(r) => {
+                    stats.invocations += r.invocations;
+                    stats.cold_workers += r.cold_workers;
                     for o in &r.outcomes {
                         stats.candidates.add(&o.counts);
                         stats.bytes_fetched += o.bytes_fetched;
+                        stats.fetch_us += o.fetch_us;
+                        stats.scan_us += o.scan_us;
                         if o.error.is_some() {
                             stats.failed_partitions.push(o.partition);
                             failures.push((o.partition, o.error.clone().unwrap_or_default()));
@@ -212,18 +223,20 @@ impl Index {
                             stats.cache_hits += 1;
                         } else {
                             stats.cache_misses += 1;
+                            stats.gets += 1;
                         }
                     }
                     lists.push(r.hits);
                 }
                 Err(e) => {
-                    for s in &req_sent.segments {
+                    for s in req_sent.all_segments() {
                         stats.failed_partitions.push(s.partition);
                         failures.push((s.partition, e.clone()));
                     }
                 }
             }
         }
+        stats.failed_partitions.sort_unstable();
         stats.search_us = t1.elapsed().as_micros() as u64;
         if let Some((partition, message)) = failures.into_iter().next() {
             return Err(SearchError::Worker { partition, message });

@@ -3,6 +3,7 @@
 //! codes, prune by Hamming distance, bound by ADC, re-rank exactly, merge.
 
 use crate::cache::SegmentCache;
+use crate::invoker::WorkerInvoker;
 use rayon::prelude::*;
 use squash_api::{PartitionOutcome, SegmentRef, StageCounts, WorkerHit, WorkerRequest, WorkerResponse};
 use squash_core::binary::{encode_signs, hamming};
@@ -12,6 +13,7 @@ use squash_core::segment::Segment;
 use squash_core::topk::{merge_topk, Neighbor, TopK};
 use squash_storage::ObjectStore;
 use std::sync::Arc;
+use std::time::Instant;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// The Hamming prune never keeps fewer than this many times the re-rank budget: on small
@@ -182,22 +184,25 @@ pub fn search_segment(
 }
 
 /// A segment as the worker got it: the decoded segment, whether it came from the cache,
-/// and the bytes fetched; or why it could not be had.
-type Fetched = Result<(Arc<Segment>, bool, u64), String>;
+/// the bytes fetched and the microseconds spent getting it; or why it could not be had.
+type Fetched = Result<(Arc<Segment>, bool, u64, u64), String>;
 
 /// A worker: searches segments for [`WorkerRequest`]s, keeping decoded segments warm.
 pub struct Worker {
     store: Arc<dyn ObjectStore>,
-    cache: SegmentCache,
+    cache: Arc<SegmentCache>,
 }
 
 impl Worker {
     /// A worker reading from `store` with a cache of `cache_bytes`.
     pub fn new(store: Arc<dyn ObjectStore>, cache_bytes: u64) -> Worker {
-        Worker {
-            store,
-            cache: SegmentCache::new(cache_bytes),
-        }
+        Worker::with_cache(store, Arc::new(SegmentCache::new(cache_bytes)))
+    }
+
+    /// A worker reading from `store` that shares `cache` with other workers of the
+    /// process (one per index; keys are content-hashed, so indexes never collide).
+    pub fn with_cache(store: Arc<dyn ObjectStore>, cache: Arc<SegmentCache>) -> Worker {
+        Worker { store, cache }
     }
 
     /// The segment cache (for stats and tests).
@@ -240,18 +245,25 @@ impl Worker {
     fn segments(&self, refs: &[SegmentRef]) -> Vec<Fetched> {
         let mut out: Vec<Option<Fetched>> = refs
             .iter()
-            .map(|r| self.cache.get(&r.key).map(|s| Ok((s, true, 0))))
+            .map(|r| self.cache.get(&r.key).map(|s| Ok((s, true, 0, 0))))
             .collect();
         let missing: Vec<usize> = (0..refs.len()).filter(|&i| out[i].is_none()).collect();
         if !missing.is_empty() {
             let keys: Vec<&str> = missing.iter().map(|&i| refs[i].key.as_str()).collect();
+            let t0 = Instant::now();
             let fetched = self.store.get_many(&keys);
+            // The misses are fetched together: each gets an equal share of the wall time.
+            let share_us = t0.elapsed().as_micros() as u64 / missing.len() as u64;
             let decoded: Vec<Fetched> = missing
                 .par_iter()
                 .zip(fetched.into_par_iter())
                 .map(|(&i, bytes)| {
+                    let t1 = Instant::now();
                     let bytes = bytes.map_err(|e| e.to_string())?;
-                    self.admit(&refs[i], &bytes).map(|seg| (seg, false, bytes.len() as u64))
+                    self.admit(&refs[i], &bytes).map(|seg| {
+                        let us = share_us + t1.elapsed().as_micros() as u64;
+                        (seg, false, bytes.len() as u64, us)
+                    })
                 })
                 .collect();
             for (&i, d) in missing.iter().zip(decoded) {
@@ -282,11 +294,14 @@ impl Worker {
                     counts: StageCounts::default(),
                     cache_hit: false,
                     bytes_fetched: 0,
+                    fetch_us: 0,
+                    scan_us: 0,
                 };
                 let seg = match fetched {
-                    Ok((seg, hit, fetched)) => {
+                    Ok((seg, hit, fetched, us)) => {
                         outcome.cache_hit = hit;
                         outcome.bytes_fetched = fetched;
+                        outcome.fetch_us = us;
                         seg
                     }
                     Err(e) => {
@@ -303,8 +318,10 @@ impl Worker {
                     ));
                     return (Vec::new(), outcome);
                 }
+                let t0 = Instant::now();
                 let (hits, counts) = search_segment(&seg, &req.query, req.filter.as_ref(), params);
                 outcome.counts = counts;
+                outcome.scan_us = t0.elapsed().as_micros() as u64;
                 let hits = hits
                     .into_iter()
                     .map(|h| WorkerHit {
@@ -329,6 +346,64 @@ impl Worker {
         WorkerResponse {
             hits: merge_hits(lists, req.k as usize),
             outcomes,
+            invocations: 0,
+            cold_workers: 0,
+        }
+    }
+
+    /// Serves one node of the fan-out tree: invokes the request's children through
+    /// `invoker` (concurrently) while searching its own segments, then merges. A child
+    /// that fails shows up as an error outcome for every partition of its subtree.
+    pub fn handle_node(&self, req: &WorkerRequest, invoker: &dyn WorkerInvoker) -> WorkerResponse {
+        if req.children.is_empty() {
+            return self.handle(req);
+        }
+        let child_requests: Vec<WorkerRequest> = req.children.iter().map(|c| req.for_node(c)).collect();
+        let (own, children) = if rayon::current_thread_index().is_some() {
+            // Inside the rayon pool (the in-process invoker): join cooperatively, so a
+            // waiting thread keeps stealing work instead of blocking the pool.
+            rayon::join(|| self.handle(req), || invoker.invoke_all(child_requests.clone()))
+        } else {
+            // A plain thread (a function handler): the children wait on the network in a
+            // thread of their own while this one searches.
+            std::thread::scope(|s| {
+                let sent = child_requests.clone();
+                let pending = s.spawn(move || invoker.invoke_all(sent));
+                let own = self.handle(req);
+                let children = pending
+                    .join()
+                    .unwrap_or_else(|_| vec![Err("child invocation panicked".to_string()); child_requests.len()]);
+                (own, children)
+            })
+        };
+        let mut lists = vec![own.hits];
+        let mut outcomes = own.outcomes;
+        let mut invocations = child_requests.len() as u32;
+        let mut cold_workers = own.cold_workers;
+        for (sent, got) in child_requests.iter().zip(children) {
+            match got {
+                Ok(r) => {
+                    lists.push(r.hits);
+                    outcomes.extend(r.outcomes);
+                    invocations += r.invocations;
+                    cold_workers += r.cold_workers;
+                }
+                Err(e) => outcomes.extend(sent.all_segments().into_iter().map(|s| PartitionOutcome {
+                    partition: s.partition,
+                    error: Some(format!("worker {}: {e}", sent.worker)),
+                    counts: StageCounts::default(),
+                    cache_hit: false,
+                    bytes_fetched: 0,
+                    fetch_us: 0,
+                    scan_us: 0,
+                })),
+            }
+        }
+        WorkerResponse {
+            hits: merge_hits(lists, req.k as usize),
+            outcomes,
+            invocations,
+            cold_workers,
         }
     }
 }

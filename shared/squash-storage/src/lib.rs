@@ -16,6 +16,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use thiserror::Error;
 
+pub mod disk;
+pub use disk::DiskTier;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod testing;

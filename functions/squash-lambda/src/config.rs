@@ -1,0 +1,198 @@
+//! Function configuration, read once at cold start from environment variables
+//! (documented in `functions/README.md`; the infra templates set the same names).
+
+use squash_search::tree::Fanout;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Every environment variable the functions read.
+pub const ENV_VARS: &[&str] = &[
+    "SQUASH_INDEX_ROOT",
+    "SQUASH_WORKERS",
+    "SQUASH_BRANCHING",
+    "SQUASH_DEPTH",
+    "SQUASH_WORKER_FUNCTION",
+    "SQUASH_LAMBDA_ENDPOINT",
+    "SQUASH_CACHE_BYTES",
+    "SQUASH_TMP_CACHE_BYTES",
+    "SQUASH_TMP_CACHE_DIR",
+    "SQUASH_INVOKE_ATTEMPTS",
+    "SQUASH_INVOKE_TIMEOUT_MS",
+    "SQUASH_MANIFEST_TTL_S",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+];
+
+/// Cache budget when the memory size is unknown (outside Lambda): 1 GiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
+
+/// What the coordinator and the workers need to know about their deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where indexes live: index `NAME` is under `{index_root}/NAME/` (`s3://bucket/prefix`
+    /// or a directory). `SQUASH_INDEX_ROOT`, required.
+    pub index_root: String,
+    /// Fan-out shape: `SQUASH_WORKERS` (W, default 4; 0 makes the coordinator search by
+    /// itself), `SQUASH_BRANCHING` (b, default 4), `SQUASH_DEPTH` (l, default 3).
+    pub fanout: Fanout,
+    /// True when `SQUASH_WORKERS=0`: no worker invocations at all.
+    pub search_in_coordinator: bool,
+    /// Worker function name; `{i}` is replaced by the worker number 0..W
+    /// (`SQUASH_WORKER_FUNCTION`, default `squash-worker-{i}`). Without `{i}` every
+    /// logical worker is the same function.
+    pub worker_function: String,
+    /// Lambda API endpoint overrides (`SQUASH_LAMBDA_ENDPOINT`, comma-separated), e.g.
+    /// cargo-lambda's `http://127.0.0.1:9001`. Worker `i` is invoked at entry
+    /// `i % len`: the local stack gives each logical worker an emulator of its own, so
+    /// each keeps its own warm cache as a deployed `squash-worker-{i}` does. Empty: AWS.
+    pub lambda_endpoints: Vec<String>,
+    /// In-memory segment cache budget (`SQUASH_CACHE_BYTES`, else from the function's
+    /// memory size, see [`cache_budget`]).
+    pub cache_bytes: u64,
+    /// Bytes of the optional `/tmp` tier; 0 turns it off (`SQUASH_TMP_CACHE_BYTES`, default 0).
+    pub tmp_cache_bytes: u64,
+    /// Directory of the `/tmp` tier (`SQUASH_TMP_CACHE_DIR`, default `/tmp/squash-cache`).
+    pub tmp_cache_dir: PathBuf,
+    /// Attempts per worker invocation, first included (`SQUASH_INVOKE_ATTEMPTS`, default 3).
+    pub invoke_attempts: u32,
+    /// Time limit of one worker invocation (`SQUASH_INVOKE_TIMEOUT_MS`, default 60000).
+    pub invoke_timeout: Duration,
+    /// How long an open index's manifest is reused before it is read again
+    /// (`SQUASH_MANIFEST_TTL_S`, default 60; 0 reads it for every request).
+    pub manifest_ttl: Duration,
+}
+
+/// Segment cache budget for a function of `memory_mb` MB: 60 % of it, less 64 MiB for
+/// the runtime and the request in flight, never under 32 MiB.
+pub fn cache_budget(memory_mb: u64) -> u64 {
+    let bytes = memory_mb.saturating_mul(1 << 20);
+    (bytes / 10 * 6).saturating_sub(64 << 20).max(32 << 20)
+}
+
+fn number<T: std::str::FromStr>(get: &dyn Fn(&str) -> Option<String>, name: &str, default: T) -> Result<T, String> {
+    match get(name) {
+        None => Ok(default),
+        Some(v) if v.trim().is_empty() => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name}={v:?} is not a valid non-negative number")),
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, String> {
+        Config::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `get` (a variable's value, if set).
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let index_root = get("SQUASH_INDEX_ROOT")
+            .filter(|v| !v.trim().is_empty())
+            .ok_or("SQUASH_INDEX_ROOT is not set (e.g. s3://my-bucket/indexes)")?
+            .trim()
+            .trim_end_matches('/')
+            .to_string();
+        let workers: usize = number(get, "SQUASH_WORKERS", 4)?;
+        let fanout = Fanout {
+            workers: workers.max(1),
+            branching: number(get, "SQUASH_BRANCHING", 4)?,
+            depth: number(get, "SQUASH_DEPTH", 3)?,
+        };
+        fanout.validate()?;
+        let memory_mb: Option<u64> = get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|v| v.trim().parse().ok());
+        let cache_default = memory_mb.map(cache_budget).unwrap_or(DEFAULT_CACHE_BYTES);
+        let invoke_attempts: u32 = number(get, "SQUASH_INVOKE_ATTEMPTS", 3)?;
+        if !(1..=10).contains(&invoke_attempts) {
+            return Err(format!("SQUASH_INVOKE_ATTEMPTS must be 1..=10, got {invoke_attempts}"));
+        }
+        let worker_function = get("SQUASH_WORKER_FUNCTION")
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| "squash-worker-{i}".to_string());
+        Ok(Config {
+            index_root,
+            fanout,
+            search_in_coordinator: workers == 0,
+            worker_function,
+            lambda_endpoints: get("SQUASH_LAMBDA_ENDPOINT")
+                .unwrap_or_default()
+                .split(',')
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty())
+                .collect(),
+            cache_bytes: number(get, "SQUASH_CACHE_BYTES", cache_default)?,
+            tmp_cache_bytes: number(get, "SQUASH_TMP_CACHE_BYTES", 0)?,
+            tmp_cache_dir: get("SQUASH_TMP_CACHE_DIR")
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| "/tmp/squash-cache".to_string())
+                .into(),
+            invoke_attempts,
+            invoke_timeout: Duration::from_millis(number(get, "SQUASH_INVOKE_TIMEOUT_MS", 60_000)?),
+            manifest_ttl: Duration::from_secs(number(get, "SQUASH_MANIFEST_TTL_S", 60)?),
+        })
+    }
+
+    /// The function name of logical worker `worker`.
+    pub fn worker_function_name(&self, worker: u32) -> String {
+        self.worker_function.replace("{i}", &worker.to_string())
+    }
+
+    /// Where index `name` lives.
+    pub fn index_location(&self, name: &str) -> String {
+        format!("{}/{name}", self.index_root)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, String> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(&|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = config(&[("SQUASH_INDEX_ROOT", "s3://b/p/")]).unwrap();
+        assert_eq!(c.index_location("glove"), "s3://b/p/glove");
+        assert_eq!(
+            (c.fanout.workers, c.fanout.branching, c.fanout.depth),
+            (4, 4, 3),
+            "SQUASH's b = 4, l = 3"
+        );
+        assert_eq!(c.worker_function_name(3), "squash-worker-3");
+        assert_eq!(c.cache_bytes, DEFAULT_CACHE_BYTES);
+        assert!(!c.search_in_coordinator);
+        let c = config(&[
+            ("SQUASH_INDEX_ROOT", "/data"),
+            ("SQUASH_WORKERS", "0"),
+            ("SQUASH_WORKER_FUNCTION", "w"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048"),
+        ])
+        .unwrap();
+        assert!(c.search_in_coordinator);
+        assert_eq!(c.worker_function_name(7), "w");
+        assert!(c.lambda_endpoints.is_empty());
+        let c = config(&[("SQUASH_INDEX_ROOT", "/d"), ("SQUASH_LAMBDA_ENDPOINT", "http://a:1, http://b:2")]).unwrap();
+        assert_eq!(c.lambda_endpoints, ["http://a:1", "http://b:2"]);
+        assert_eq!(c.cache_bytes, cache_budget(2048));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        assert!(config(&[]).unwrap_err().contains("SQUASH_INDEX_ROOT"));
+        let e = config(&[("SQUASH_INDEX_ROOT", "/d"), ("SQUASH_BRANCHING", "x")]).unwrap_err();
+        assert!(e.contains("SQUASH_BRANCHING"), "{e}");
+        let e = config(&[("SQUASH_INDEX_ROOT", "/d"), ("SQUASH_DEPTH", "0")]).unwrap_err();
+        assert!(e.contains("depth"), "{e}");
+    }
+
+    #[test]
+    fn cache_budget_leaves_headroom() {
+        assert_eq!(cache_budget(128), 32 << 20);
+        let b = cache_budget(1769);
+        assert!(b < 1769 << 20 && b > 900 << 20, "{b}");
+    }
+}

@@ -1,0 +1,284 @@
+//! The two services behind the functions, callable without Lambda: the coordinator's
+//! HTTP routes and raw invokes, and the worker's handler. Each keeps its clients, open
+//! indexes and warm segment cache for the life of the container.
+
+use crate::config::Config;
+use serde_json::{json, Value};
+use squash_api::{SearchRequest, SearchResponse, WireReply, WorkerPayload, WorkerResponse};
+use squash_search::cache::SegmentCache;
+use squash_search::invoker::{InProcessInvoker, WorkerInvoker};
+use squash_search::search::{load_manifest, Index};
+use squash_search::worker::Worker;
+use squash_search::SearchError;
+use squash_storage::{open_store, DiskTier, ObjectStore};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Largest request body the coordinator reads (API Gateway's own limit is 10 MB).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Longest index name.
+pub const MAX_INDEX_NAME: usize = 128;
+
+/// Checks an index name: 1 to 128 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`
+/// (so never `..`, a path separator or a control character).
+pub fn check_index_name(name: &str) -> Result<(), SearchError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > MAX_INDEX_NAME {
+        return Err(SearchError::bad("index", format!("must be 1 to {MAX_INDEX_NAME} characters")));
+    }
+    if !name.chars().all(ok_char) || name.starts_with(['.', '-']) {
+        return Err(SearchError::bad(
+            "index",
+            "may hold only letters, digits, '.', '_' and '-', and may not start with '.' or '-'",
+        ));
+    }
+    Ok(())
+}
+
+/// An HTTP answer: status and JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpReply {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: Value,
+}
+
+/// The error body of every failed request: `{"error": {"code", "message", "field"?}}`.
+pub fn error_body(e: &SearchError) -> Value {
+    let mut err = json!({"code": e.code(), "message": e.to_string()});
+    if let SearchError::BadRequest { field, .. } = e {
+        err["field"] = json!(field);
+    }
+    json!({ "error": err })
+}
+
+fn reply(result: Result<Value, SearchError>) -> HttpReply {
+    match result {
+        Ok(body) => HttpReply { status: 200, body },
+        Err(e) => HttpReply {
+            status: e.status(),
+            body: error_body(&e),
+        },
+    }
+}
+
+/// Opens the store of one index: the configured root plus the index name, with the
+/// optional `/tmp` tier in front of it.
+fn index_store(config: &Config, name: &str) -> Result<Arc<dyn ObjectStore>, SearchError> {
+    check_index_name(name)?;
+    let store = open_store(&config.index_location(name))?;
+    if config.tmp_cache_bytes == 0 {
+        return Ok(store);
+    }
+    let tier = DiskTier::new(store, config.tmp_cache_dir.join(name), config.tmp_cache_bytes)?;
+    Ok(Arc::new(tier))
+}
+
+struct OpenIndex {
+    index: Arc<Index>,
+    opened: Instant,
+}
+
+/// The coordinator: routes, plans, fans out (or searches itself when `SQUASH_WORKERS=0`).
+pub struct Coordinator {
+    config: Config,
+    /// `None`: search in this process.
+    invoker: Option<Arc<dyn WorkerInvoker>>,
+    cache: Arc<SegmentCache>,
+    indexes: Mutex<HashMap<String, OpenIndex>>,
+    served: AtomicU64,
+}
+
+impl Coordinator {
+    /// A coordinator invoking workers through `invoker`, or searching in this process
+    /// when `config.search_in_coordinator` or `invoker` is `None`.
+    pub fn new(config: Config, invoker: Option<Arc<dyn WorkerInvoker>>) -> Coordinator {
+        let invoker = if config.search_in_coordinator { None } else { invoker };
+        Coordinator {
+            cache: Arc::new(SegmentCache::new(config.cache_bytes)),
+            config,
+            invoker,
+            indexes: Mutex::new(HashMap::new()),
+            served: AtomicU64::new(0),
+        }
+    }
+
+    /// The open index `name` (its manifest re-read once older than the TTL) and whether
+    /// it was read now.
+    pub fn index(&self, name: &str) -> Result<(Arc<Index>, bool), SearchError> {
+        check_index_name(name)?;
+        {
+            let open = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(o) = open.get(name) {
+                if o.opened.elapsed() < self.config.manifest_ttl {
+                    return Ok((o.index.clone(), false));
+                }
+            }
+        }
+        let store = index_store(&self.config, name)?;
+        let manifest = load_manifest(store.as_ref(), name)?;
+        let index = match &self.invoker {
+            Some(invoker) => Index::with_invoker(name, manifest, invoker.clone(), self.config.fanout),
+            None => {
+                let worker = Arc::new(Worker::with_cache(store, self.cache.clone()));
+                let fanout = squash_search::tree::Fanout {
+                    workers: 1,
+                    ..self.config.fanout
+                };
+                Index::with_invoker(name, manifest, Arc::new(InProcessInvoker::new(worker)), fanout)
+            }
+        };
+        let index = Arc::new(index);
+        let mut open = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
+        open.insert(
+            name.to_string(),
+            OpenIndex {
+                index: index.clone(),
+                opened: Instant::now(),
+            },
+        );
+        Ok((index, true))
+    }
+
+    /// Runs one search on index `name`.
+    pub fn search(&self, name: &str, req: &SearchRequest) -> Result<SearchResponse, SearchError> {
+        let cold = self.served.fetch_add(1, Ordering::Relaxed) == 0;
+        let t0 = Instant::now();
+        let (index, loaded) = self.index(name)?;
+        let open_us = t0.elapsed().as_micros() as u64;
+        let mut resp = index.search(req)?;
+        resp.stats.cold = cold;
+        resp.stats.plan_us += open_us;
+        if loaded {
+            resp.stats.gets += 1;
+        }
+        Ok(resp)
+    }
+
+    /// Describes index `name`.
+    pub fn describe(&self, name: &str) -> Result<Value, SearchError> {
+        Ok(self.index(name)?.0.describe())
+    }
+
+    /// Serves an HTTP request: `POST /v1/indexes/{index}/search`, `GET /v1/indexes/{index}`.
+    pub fn route(&self, method: &str, path: &str, body: &[u8]) -> HttpReply {
+        let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+        match (method, parts.as_slice()) {
+            ("POST", ["", "v1", "indexes", index, "search"]) => reply(
+                self.parse_search(body)
+                    .and_then(|req| self.search(index, &req))
+                    .and_then(|r| serde_json::to_value(r).map_err(|e| SearchError::bad("response", e.to_string()))),
+            ),
+            ("GET", ["", "v1", "indexes", index]) => reply(self.describe(index)),
+            (_, ["", "v1", "indexes", _, "search"]) | (_, ["", "v1", "indexes", _]) => HttpReply {
+                status: 405,
+                body: json!({"error": {"code": "method_not_allowed",
+                    "message": format!("{method} is not allowed on {path}")}}),
+            },
+            _ => HttpReply {
+                status: 404,
+                body: json!({"error": {"code": "not_found",
+                    "message": format!("no route {method} {path} (routes: POST /v1/indexes/{{index}}/search, GET /v1/indexes/{{index}})")}}),
+            },
+        }
+    }
+
+    fn parse_search(&self, body: &[u8]) -> Result<SearchRequest, SearchError> {
+        if body.len() > MAX_BODY_BYTES {
+            return Err(SearchError::bad(
+                "body",
+                format!("is {} bytes, the limit is {MAX_BODY_BYTES}", body.len()),
+            ));
+        }
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(SearchError::bad("body", "is empty; send a JSON search request"));
+        }
+        serde_json::from_slice(body).map_err(|e| SearchError::bad("body", e.to_string()))
+    }
+
+    /// Serves a raw invoke: `{"index": NAME, "search": {...}}` or
+    /// `{"index": NAME, "describe": true}`; answers the response body, or `{"error": ...}`
+    /// with `"status"` beside it.
+    pub fn raw(&self, event: &Value) -> Value {
+        let Some(index) = event.get("index").and_then(Value::as_str) else {
+            let e = SearchError::bad("index", "a raw invoke needs \"index\" and \"search\" or \"describe\"");
+            return json!({"status": 400, "error": error_body(&e)["error"]});
+        };
+        let result = if let Some(search) = event.get("search") {
+            serde_json::from_value::<SearchRequest>(search.clone())
+                .map_err(|e| SearchError::bad("search", e.to_string()))
+                .and_then(|req| self.search(index, &req))
+                .and_then(|r| serde_json::to_value(r).map_err(|e| SearchError::bad("response", e.to_string())))
+        } else if event.get("describe").is_some() {
+            self.describe(index)
+        } else {
+            Err(SearchError::bad("search", "a raw invoke needs \"search\" or \"describe\""))
+        };
+        match result {
+            Ok(v) => v,
+            Err(e) => json!({"status": e.status(), "error": error_body(&e)["error"]}),
+        }
+    }
+}
+
+/// The worker: searches its share and invokes its subtree.
+pub struct WorkerService {
+    config: Config,
+    invoker: Arc<dyn WorkerInvoker>,
+    cache: Arc<SegmentCache>,
+    workers: Mutex<HashMap<String, Arc<Worker>>>,
+    served: AtomicU64,
+}
+
+impl WorkerService {
+    /// A worker service that reaches its children through `invoker`.
+    pub fn new(config: Config, invoker: Arc<dyn WorkerInvoker>) -> WorkerService {
+        WorkerService {
+            cache: Arc::new(SegmentCache::new(config.cache_bytes)),
+            config,
+            invoker,
+            workers: Mutex::new(HashMap::new()),
+            served: AtomicU64::new(0),
+        }
+    }
+
+    /// The segment cache (for tests).
+    pub fn cache(&self) -> &SegmentCache {
+        &self.cache
+    }
+
+    fn worker(&self, index: &str) -> Result<Arc<Worker>, SearchError> {
+        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = workers.get(index) {
+            return Ok(w.clone());
+        }
+        let w = Arc::new(Worker::with_cache(index_store(&self.config, index)?, self.cache.clone()));
+        workers.insert(index.to_string(), w.clone());
+        Ok(w)
+    }
+
+    /// Serves one worker invocation.
+    pub fn handle(&self, payload: WorkerPayload) -> Result<WorkerResponse, String> {
+        let cold = self.served.fetch_add(1, Ordering::Relaxed) == 0;
+        let req = payload.into_request().map_err(|e| e.to_string())?;
+        let worker = self.worker(&req.index).map_err(|e| e.to_string())?;
+        let mut resp = worker.handle_node(&req, self.invoker.as_ref());
+        resp.cold_workers += u32::from(cold);
+        Ok(resp)
+    }
+
+    /// Serves one invocation as it arrives (JSON) and answers the wire reply, or
+    /// `{"error": message}` for a request that no retry can fix.
+    pub fn handle_json(&self, event: Value) -> Value {
+        let answer = serde_json::from_value::<WorkerPayload>(event)
+            .map_err(|e| format!("not a worker request: {e}"))
+            .and_then(|payload| self.handle(payload))
+            .and_then(|resp| WireReply::new(&resp).map_err(|e| e.to_string()))
+            .and_then(|reply| serde_json::to_value(reply).map_err(|e| e.to_string()));
+        answer.unwrap_or_else(|message| json!({ "error": message }))
+    }
+}
