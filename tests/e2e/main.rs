@@ -565,7 +565,11 @@ fn the_fan_out_tree_gives_the_single_worker_answer() {
             let b = tree.search(&req).unwrap();
             assert_eq!(a.hits, b.hits, "{fanout:?} query {q}");
             assert_eq!(b.stats.partitions_searched, 24);
-            assert_eq!(b.stats.cache_hits + b.stats.cache_misses, 24, "every partition reported once");
+            assert_eq!(
+                b.stats.cache_hits + b.stats.cache_misses,
+                24,
+                "every partition reported once"
+            );
             // Invocations: one per distinct non-empty worker group, capped by the tree.
             let groups: std::collections::BTreeSet<usize> = (0..24).map(|p| Index::owner(p, workers)).collect();
             assert_eq!(
@@ -575,4 +579,187 @@ fn the_fan_out_tree_gives_the_single_worker_answer() {
             );
         }
     }
+}
+
+/// The local serverless stack (`scripts/local-stack.sh`) for one test: stopped on drop,
+/// whether the test passed or not.
+struct Stack {
+    env: Vec<(String, String)>,
+}
+
+impl Stack {
+    fn script(&self, cmd: &str) -> std::process::Output {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        std::process::Command::new(format!("{root}/scripts/local-stack.sh"))
+            .arg(cmd)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("run scripts/local-stack.sh")
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let out = self.script("down");
+        eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
+/// A base port with `n` free ports above it (the emulators').
+fn free_ports(n: u16) -> u16 {
+    let start = 20_000 + (std::process::id() % 20_000) as u16;
+    (0..200)
+        .map(|i| start.wrapping_add(i * 16) % 40_000 + 20_000)
+        .find(|&base| (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()))
+        .expect("free ports")
+}
+
+fn http(method: &str, url: &str, body: Option<&Value>) -> (u16, Value) {
+    let req = ureq::request(method, url).timeout(std::time::Duration::from_secs(60));
+    let resp = match body {
+        Some(b) => req.send_json(b.clone()),
+        None => req.call(),
+    };
+    let resp = match resp {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    (status, resp.into_json().expect("a JSON body"))
+}
+
+#[test]
+fn the_serverless_stack_answers_like_the_embedded_mode() {
+    let Some(endpoint) = s3_endpoint() else { return };
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let bin = std::env::var("SQUASH_BIN_DIR").unwrap_or_else(|_| format!("{root}/target/release"));
+    let ready = ["squash", "squash-coordinator", "squash-worker"]
+        .iter()
+        .all(|b| std::path::Path::new(&format!("{bin}/{b}")).exists());
+    if !ready {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must build the release binaries first (make test does)"
+        );
+        eprintln!("no release binaries in {bin}: skipping the stack test (run `make test`)");
+        return;
+    }
+    let run = format!("s3://squash-test/stack-{}/indexes", std::process::id());
+    let ds = clustered(6_000, 12, 16, 8, 61);
+    let p = params(Metric::L2, 9);
+    let s3 = squash_storage::s3::S3Store::open_with_endpoint(&format!("{run}/idx"), Some(&endpoint)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while s3.put(".probe", b"x").is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "S3 server at {endpoint} not ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    build_index(&s3, ds.base.clone(), ds.attrs.clone(), &p).unwrap();
+    let (_, embedded) = build(&ds, &p);
+
+    let port = free_ports(5);
+    let stack = Stack {
+        env: vec![
+            (
+                "STACK_DIR".into(),
+                format!("{root}/target/test-stack-{}", std::process::id()),
+            ),
+            ("STACK_PORT".into(), port.to_string()),
+            ("STACK_S3_ENDPOINT".into(), endpoint.clone()),
+            ("STACK_INDEX_ROOT".into(), run.clone()),
+            ("SQUASH_BIN_DIR".into(), bin.clone()),
+            // W = 4 workers, b = 2, l = 2: a real tree (an inner worker invokes another).
+            ("SQUASH_WORKERS".into(), "4".into()),
+            ("SQUASH_BRANCHING".into(), "2".into()),
+            ("SQUASH_DEPTH".into(), "2".into()),
+        ],
+    };
+    let up = stack.script("up");
+    assert!(
+        up.status.success(),
+        "local stack did not start: {}{}",
+        String::from_utf8_lossy(&up.stdout),
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let url = |path: &str| format!("http://127.0.0.1:{port}/lambda-url/squash-coordinator{path}");
+
+    let mut first = true;
+    for q in 0..ds.queries.rows {
+        for filter in [None, Some(json!({"price": {"$lt": 40}, "color": {"$ne": "red"}}))] {
+            let mut req = request(ds.queries.row(q), 10, filter);
+            req.params.nprobe = Some(9);
+            req.include = vec!["attributes".into()];
+            let (status, body) = http(
+                "POST",
+                &url("/v1/indexes/idx/search"),
+                Some(&serde_json::to_value(&req).unwrap()),
+            );
+            assert_eq!(status, 200, "{body}");
+            let got: squash_api::SearchResponse = serde_json::from_value(body).unwrap();
+            let want = embedded.search(&req).unwrap();
+            assert_eq!(got.hits, want.hits, "query {q}");
+            assert_eq!(got.stats.partitions_searched, 9);
+            assert_eq!(got.stats.cold, first, "{:?}", got.stats);
+            if first {
+                assert!(got.stats.gets > 0 && got.stats.cold_workers > 0, "{:?}", got.stats);
+                // Four owners of nine partitions in a tree of b = 2, l = 2.
+                assert!(got.stats.invocations >= 2, "{:?}", got.stats);
+            }
+            first = false;
+        }
+    }
+    // Every partition has been read once by its owner: the same query again is served
+    // entirely from the workers' warm caches.
+    let mut req = request(ds.queries.row(0), 10, None);
+    req.params.nprobe = Some(9);
+    let (_, body) = http(
+        "POST",
+        &url("/v1/indexes/idx/search"),
+        Some(&serde_json::to_value(&req).unwrap()),
+    );
+    let warm: squash_api::SearchResponse = serde_json::from_value(body).unwrap();
+    assert_eq!(
+        (
+            warm.stats.gets,
+            warm.stats.bytes_fetched,
+            warm.stats.cache_hits,
+            warm.stats.cold_workers
+        ),
+        (0, 0, 9, 0),
+        "{:?}",
+        warm.stats
+    );
+
+    let (status, body) = http("GET", &url("/v1/indexes/idx"), None);
+    assert_eq!((status, body["count"].as_u64()), (200, Some(6_000)), "{body}");
+    let (status, body) = http(
+        "POST",
+        &url("/v1/indexes/nope/search"),
+        Some(&json!({"vector": vec![0.0; 16]})),
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    let (status, body) = http(
+        "POST",
+        &url("/v1/indexes/idx/search"),
+        Some(&json!({"vector": vec![0.0; 16], "k": 0})),
+    );
+    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("k")), "{body}");
+    let (status, body) = http(
+        "POST",
+        &url("/v1/indexes/idx/search"),
+        Some(&json!({"vector": vec![1.0; 3]})),
+    );
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("vector")),
+        "{body}"
+    );
+    drop(stack);
 }

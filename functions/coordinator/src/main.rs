@@ -83,5 +83,8 @@ async fn main() -> Result<(), Error> {
         Some(Arc::new(LambdaInvoker::new(&config).await))
     };
     let coordinator = Arc::new(Coordinator::new(config, invoker));
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| handle(coordinator.clone(), event.payload))).await
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        handle(coordinator.clone(), event.payload)
+    }))
+    .await
 }

@@ -175,9 +175,13 @@ mod tests {
         assert!(c.search_in_coordinator);
         assert_eq!(c.worker_function_name(7), "w");
         assert!(c.lambda_endpoints.is_empty());
-        let c = config(&[("SQUASH_INDEX_ROOT", "/d"), ("SQUASH_LAMBDA_ENDPOINT", "http://a:1, http://b:2")]).unwrap();
-        assert_eq!(c.lambda_endpoints, ["http://a:1", "http://b:2"]);
         assert_eq!(c.cache_bytes, cache_budget(2048));
+        let c = config(&[
+            ("SQUASH_INDEX_ROOT", "/d"),
+            ("SQUASH_LAMBDA_ENDPOINT", "http://a:1, http://b:2"),
+        ])
+        .unwrap();
+        assert_eq!(c.lambda_endpoints, ["http://a:1", "http://b:2"]);
     }
 
     #[test]

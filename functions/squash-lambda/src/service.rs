@@ -27,7 +27,10 @@ pub const MAX_INDEX_NAME: usize = 128;
 pub fn check_index_name(name: &str) -> Result<(), SearchError> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if name.is_empty() || name.len() > MAX_INDEX_NAME {
-        return Err(SearchError::bad("index", format!("must be 1 to {MAX_INDEX_NAME} characters")));
+        return Err(SearchError::bad(
+            "index",
+            format!("must be 1 to {MAX_INDEX_NAME} characters"),
+        ));
     }
     if !name.chars().all(ok_char) || name.starts_with(['.', '-']) {
         return Err(SearchError::bad(
@@ -216,7 +219,10 @@ impl Coordinator {
         } else if event.get("describe").is_some() {
             self.describe(index)
         } else {
-            Err(SearchError::bad("search", "a raw invoke needs \"search\" or \"describe\""))
+            Err(SearchError::bad(
+                "search",
+                "a raw invoke needs \"search\" or \"describe\"",
+            ))
         };
         match result {
             Ok(v) => v,
@@ -256,7 +262,10 @@ impl WorkerService {
         if let Some(w) = workers.get(index) {
             return Ok(w.clone());
         }
-        let w = Arc::new(Worker::with_cache(index_store(&self.config, index)?, self.cache.clone()));
+        let w = Arc::new(Worker::with_cache(
+            index_store(&self.config, index)?,
+            self.cache.clone(),
+        ));
         workers.insert(index.to_string(), w.clone());
         Ok(w)
     }

@@ -189,8 +189,8 @@ impl TreeNode {
     }
 
     /// Nodes in this subtree, this one included.
-    pub fn len(&self) -> usize {
-        1 + self.children.iter().map(TreeNode::len).sum::<usize>()
+    pub fn node_count(&self) -> usize {
+        1 + self.children.iter().map(TreeNode::node_count).sum::<usize>()
     }
 
     /// Levels in this subtree (1 for a leaf).
@@ -476,7 +476,7 @@ mod tests {
                 })
                 .collect(),
         };
-        assert_eq!(req.children.iter().map(TreeNode::len).sum::<usize>(), 84);
+        assert_eq!(req.children.iter().map(TreeNode::node_count).sum::<usize>(), 84);
         let sent = serde_json::to_vec(&WorkerPayload::wire(&req).unwrap()).unwrap();
         assert!(sent.len() < LIMIT / 20, "request payload is {} bytes", sent.len());
         let back: WorkerPayload = serde_json::from_slice(&sent).unwrap();

@@ -48,6 +48,17 @@ enum Command {
     Prepare(PrepareArgs),
     /// Benchmark an index on a prepared workload (recall, QPS, latency, work per query).
     Bench(BenchArgs),
+    /// Copy every object of an index (or any store location) to another location, e.g. a
+    /// local build to s3://bucket/prefix; the manifest goes last, so readers never see
+    /// a manifest whose segments are missing.
+    Copy {
+        /// Source: a directory or s3://bucket/prefix.
+        #[arg(long)]
+        from: String,
+        /// Destination: a directory or s3://bucket/prefix.
+        #[arg(long)]
+        to: String,
+    },
     /// Check that a store location takes writes: PUT and read back a small probe
     /// object (`.squash-probe`), retrying for up to --wait-s seconds.
     Ping {
@@ -254,11 +265,38 @@ fn main() {
         Command::Prepare(a) => cmd_prepare(a),
         Command::Bench(a) => cmd_bench(a),
         Command::Ping { store, wait_s } => cmd_ping(&store, wait_s),
+        Command::Copy { from, to } => cmd_copy(&from, &to),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
+}
+
+fn cmd_copy(from: &str, to: &str) -> Result<()> {
+    let (src, dst) = (open_store(from)?, open_store(to)?);
+    let mut keys = src.list("")?;
+    if keys.is_empty() {
+        return Err(SearchError::NotFound {
+            what: format!("any object in {}", src.describe()),
+        });
+    }
+    // The manifest last: it is what makes the copied segments visible.
+    keys.sort_by_key(|k| k == squash_search::build::MANIFEST_KEY);
+    let mut bytes = 0u64;
+    for key in &keys {
+        let data = src.get(key)?;
+        bytes += data.len() as u64;
+        dst.put(key, &data)?;
+    }
+    println!(
+        "copied {} objects, {} bytes, {} -> {}",
+        keys.len(),
+        bytes,
+        src.describe(),
+        dst.describe()
+    );
+    Ok(())
 }
 
 fn cmd_ping(location: &str, wait_s: f64) -> Result<()> {
@@ -274,7 +312,7 @@ fn cmd_ping(location: &str, wait_s: f64) -> Result<()> {
                 println!("{} takes writes", store.describe());
                 return Ok(());
             }
-            Ok(_) => return Err(SearchError::input(location, "probe object read back differently").into()),
+            Ok(_) => return Err(SearchError::input(location, "probe object read back differently")),
             Err(e) if std::time::Instant::now() >= deadline => return Err(e.into()),
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
         }

@@ -33,6 +33,9 @@ impl InProcessInvoker {
 
 impl WorkerInvoker for InProcessInvoker {
     fn invoke_all(&self, requests: Vec<WorkerRequest>) -> Vec<Result<WorkerResponse, String>> {
-        requests.par_iter().map(|r| Ok(self.worker.handle_node(r, self))).collect()
+        requests
+            .par_iter()
+            .map(|r| Ok(self.worker.handle_node(r, self)))
+            .collect()
     }
 }

@@ -49,7 +49,12 @@ impl Index {
     pub fn open_with_fanout(store: Arc<dyn ObjectStore>, name: &str, fanout: Fanout) -> Result<Index> {
         let manifest = load_manifest(store.as_ref(), name)?;
         let worker = Arc::new(Worker::new(store, DEFAULT_CACHE_BYTES));
-        Ok(Index::with_invoker(name, manifest, Arc::new(InProcessInvoker::new(worker)), fanout))
+        Ok(Index::with_invoker(
+            name,
+            manifest,
+            Arc::new(InProcessInvoker::new(worker)),
+            fanout,
+        ))
     }
 
     /// An index over an already loaded manifest whose partitions are spread over

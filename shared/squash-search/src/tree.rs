@@ -43,7 +43,8 @@ impl Fanout {
 
     /// Nodes a tree of this shape can hold below the coordinator: b + b² + … + bˡ.
     pub fn capacity(&self) -> usize {
-        self.branching.saturating_mul(subtree_capacity(self.branching, self.depth))
+        self.branching
+            .saturating_mul(subtree_capacity(self.branching, self.depth))
     }
 }
 
@@ -162,7 +163,7 @@ mod tests {
             let mut want: Vec<u32> = g.iter().flat_map(|(_, s)| s.iter().map(|s| s.partition)).collect();
             want.sort_unstable();
             prop_assert_eq!(seen, want);
-            let nodes: usize = tree.iter().map(TreeNode::len).sum();
+            let nodes: usize = tree.iter().map(TreeNode::node_count).sum();
             if nonempty <= f.capacity() {
                 // Every group has its own node, served by its owner.
                 prop_assert_eq!(nodes, nonempty);

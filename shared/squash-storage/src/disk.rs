@@ -24,7 +24,13 @@ pub struct DiskTier<S> {
 
 fn file_name(key: &str) -> String {
     key.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '~' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '~'
+            }
+        })
         .collect()
 }
 
@@ -133,7 +139,9 @@ impl<S: ObjectStore> ObjectStore for DiskTier<S> {
     fn get_many(&self, keys: &[&str]) -> Vec<Result<Vec<u8>>> {
         let mut out: Vec<Option<Result<Vec<u8>>>> = keys.iter().map(|k| self.read_kept(k).map(Ok)).collect();
         let missing: Vec<usize> = (0..keys.len()).filter(|&i| out[i].is_none()).collect();
-        let fetched = self.inner.get_many(&missing.iter().map(|&i| keys[i]).collect::<Vec<_>>());
+        let fetched = self
+            .inner
+            .get_many(&missing.iter().map(|&i| keys[i]).collect::<Vec<_>>());
         for (&i, r) in missing.iter().zip(fetched) {
             if let Ok(bytes) = &r {
                 if keys[i].starts_with(IMMUTABLE_PREFIX) {
@@ -180,7 +188,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let mem = Arc::new(Counting::new(Memory::new()));
         for i in 0..4 {
-            mem.put(&format!("segments/p{i}.sqs"), &vec![i as u8; 100]).unwrap();
+            mem.put(&format!("segments/p{i}.sqs"), &[i as u8; 100]).unwrap();
         }
         mem.put("manifest.sqm", b"m1").unwrap();
         std::fs::create_dir_all(&dir).unwrap();
