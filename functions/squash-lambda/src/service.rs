@@ -147,9 +147,14 @@ impl Coordinator {
         Ok((index, true))
     }
 
+    /// True for the first request this container serves.
+    fn first_request(&self) -> bool {
+        self.served.fetch_add(1, Ordering::Relaxed) == 0
+    }
+
     /// Runs one search on index `name`.
     pub fn search(&self, name: &str, req: &SearchRequest) -> Result<SearchResponse, SearchError> {
-        let cold = self.served.fetch_add(1, Ordering::Relaxed) == 0;
+        let cold = self.first_request();
         let t0 = Instant::now();
         let (index, loaded) = self.index(name)?;
         let open_us = t0.elapsed().as_micros() as u64;
@@ -164,6 +169,7 @@ impl Coordinator {
 
     /// Describes index `name`.
     pub fn describe(&self, name: &str) -> Result<Value, SearchError> {
+        self.first_request();
         Ok(self.index(name)?.0.describe())
     }
 
