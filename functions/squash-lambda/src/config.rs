@@ -19,6 +19,8 @@ pub const ENV_VARS: &[&str] = &[
     "SQUASH_INVOKE_ATTEMPTS",
     "SQUASH_INVOKE_TIMEOUT_MS",
     "SQUASH_MANIFEST_TTL_S",
+    // Read by squash-storage's S3 store, not by `Config`.
+    "SQUASH_S3_ENDPOINT",
     "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
 ];
 

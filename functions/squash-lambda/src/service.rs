@@ -86,6 +86,10 @@ struct OpenIndex {
     opened: Instant,
 }
 
+/// The HTTP routes the coordinator serves, as API Gateway route keys. The infra templates
+/// route exactly these (`make infra-check` compares them) and a test routes each one.
+pub const ROUTES: &[&str] = &["POST /v1/indexes/{index}/search", "GET /v1/indexes/{index}"];
+
 /// The coordinator: routes, plans, fans out (or searches itself when `SQUASH_WORKERS=0`).
 pub struct Coordinator {
     config: Config,
@@ -173,7 +177,7 @@ impl Coordinator {
         Ok(self.index(name)?.0.describe())
     }
 
-    /// Serves an HTTP request: `POST /v1/indexes/{index}/search`, `GET /v1/indexes/{index}`.
+    /// Serves an HTTP request: one of [`ROUTES`].
     pub fn route(&self, method: &str, path: &str, body: &[u8]) -> HttpReply {
         let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
         match (method, parts.as_slice()) {
@@ -191,7 +195,7 @@ impl Coordinator {
             _ => HttpReply {
                 status: 404,
                 body: json!({"error": {"code": "not_found",
-                    "message": format!("no route {method} {path} (routes: POST /v1/indexes/{{index}}/search, GET /v1/indexes/{{index}})")}}),
+                    "message": format!("no route {method} {path} (routes: {})", ROUTES.join(", "))}}),
             },
         }
     }

@@ -5,6 +5,7 @@
 use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use serde_json::{json, Value};
 use squash_api::{SearchRequest, WireReply, WorkerPayload, WorkerRequest, WorkerResponse};
+use squash_lambda::service::ROUTES;
 use squash_lambda::{Config, Coordinator, WorkerService};
 use squash_search::invoker::WorkerInvoker;
 use squash_search::search::Index;
@@ -162,6 +163,28 @@ fn routes_answer_bad_paths_methods_and_names_with_json_errors() {
             );
         }
     }
+}
+
+#[test]
+fn every_declared_route_is_served() {
+    let c = Coordinator::new(config("0", "4", "3"), None);
+    let good = serde_json::to_vec(&json!({ "vector": body_of(SEARCH).vector })).unwrap();
+    assert_eq!(ROUTES.len(), 2);
+    for route in ROUTES {
+        let (method, template) = route.split_once(' ').expect("METHOD /path");
+        let path = template.replace("{index}", "golden");
+        let body = if method == "POST" { good.clone() } else { vec![] };
+        let r = c.route(method, &path, &body);
+        assert_eq!(r.status, 200, "{route}: {}", r.body);
+        let other = if method == "POST" { "PUT" } else { "DELETE" };
+        assert_eq!(c.route(other, &path, &body).status, 405, "{other} {path}");
+    }
+    let r = c.route("GET", "/v2/indexes/golden", &[]);
+    assert!(
+        r.body["error"]["message"].as_str().unwrap().contains(ROUTES[0]),
+        "{}",
+        r.body
+    );
 }
 
 #[test]

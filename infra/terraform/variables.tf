@@ -1,0 +1,216 @@
+# Every setting of the stack. The function settings map onto the SQUASH_* environment
+# variables the functions read (functions/README.md, squash_lambda::config::ENV_VARS).
+
+variable "name" {
+  description = "Prefix of every resource name: functions are NAME-coordinator and NAME-worker-0..W-1."
+  type        = string
+  default     = "squash"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{0,39}$", var.name))
+    error_message = "name: 1-40 lower-case letters, digits and dashes, starting with a letter."
+  }
+}
+
+variable "region" {
+  description = "AWS region of the stack."
+  type        = string
+  default     = "us-east-1"
+}
+
+variable "bucket_name" {
+  description = "Index bucket name; empty means NAME-indexes-ACCOUNT_ID."
+  type        = string
+  default     = ""
+}
+
+variable "index_prefix" {
+  description = "Key prefix under which indexes live: s3://BUCKET/PREFIX/INDEX/manifest.sqm."
+  type        = string
+  default     = "indexes"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$", var.index_prefix))
+    error_message = "index_prefix: one or more path segments without leading or trailing '/'."
+  }
+}
+
+variable "bucket_versioning" {
+  description = "Keep old object versions (noncurrent versions expire after noncurrent_days)."
+  type        = bool
+  default     = true
+}
+
+variable "noncurrent_days" {
+  description = "Days a replaced or deleted object version is kept when versioning is on."
+  type        = number
+  default     = 30
+}
+
+variable "kms_key_arn" {
+  description = "Customer-managed KMS key for the bucket; empty means the AWS-managed aws/s3 key (no key fee)."
+  type        = string
+  default     = ""
+}
+
+variable "force_destroy" {
+  description = "Let `terraform destroy` delete a bucket that still holds indexes."
+  type        = bool
+  default     = false
+}
+
+variable "coordinator_zip" {
+  description = "Path of the coordinator's bootstrap.zip; empty means target/lambda/squash-coordinator/bootstrap.zip."
+  type        = string
+  default     = ""
+}
+
+variable "worker_zip" {
+  description = "Path of the worker's bootstrap.zip; empty means target/lambda/squash-worker/bootstrap.zip."
+  type        = string
+  default     = ""
+}
+
+variable "coordinator_memory_mb" {
+  description = "Coordinator memory (MB); its segment cache only matters when worker_count = 0."
+  type        = number
+  default     = 1024
+}
+
+variable "worker_memory_mb" {
+  description = "Worker memory (MB): 60 % less 64 MiB of it becomes the warm segment cache."
+  type        = number
+  default     = 2048
+}
+
+variable "timeout_s" {
+  description = "Function timeout in seconds (the HTTP API itself gives up after 30 s)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.timeout_s >= 3 && var.timeout_s <= 900
+    error_message = "timeout_s must be between 3 and 900."
+  }
+}
+
+variable "worker_count" {
+  description = "W: worker functions, each owning a fixed share of partitions (SQUASH_WORKERS); 0 = the coordinator searches by itself."
+  type        = number
+  default     = 4
+
+  validation {
+    condition     = var.worker_count >= 0 && var.worker_count <= 256 && floor(var.worker_count) == var.worker_count
+    error_message = "worker_count must be a whole number between 0 and 256."
+  }
+}
+
+variable "branching" {
+  description = "b: children per node of the fan-out tree (SQUASH_BRANCHING)."
+  type        = number
+  default     = 4
+
+  validation {
+    condition     = var.branching >= 1 && floor(var.branching) == var.branching
+    error_message = "branching must be a whole number of at least 1."
+  }
+}
+
+variable "depth" {
+  description = "l: worker levels of the fan-out tree (SQUASH_DEPTH); above 1, workers invoke workers."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.depth >= 1 && var.depth <= 8 && floor(var.depth) == var.depth
+    error_message = "depth must be a whole number between 1 and 8."
+  }
+}
+
+variable "invoke_attempts" {
+  description = "Attempts per worker invoke on throttling, 5xx or timeouts (SQUASH_INVOKE_ATTEMPTS)."
+  type        = number
+  default     = 3
+}
+
+variable "manifest_ttl_s" {
+  description = "Seconds a container trusts its copy of an index manifest (SQUASH_MANIFEST_TTL_S)."
+  type        = number
+  default     = 60
+}
+
+variable "tmp_cache_mb" {
+  description = "Second cache tier in the workers' /tmp, MB (SQUASH_TMP_CACHE_BYTES); 0 = off."
+  type        = number
+  default     = 0
+}
+
+variable "ephemeral_storage_mb" {
+  description = "Workers' /tmp size, MB (512-10240); raise it with tmp_cache_mb."
+  type        = number
+  default     = 512
+}
+
+variable "coordinator_reserved_concurrency" {
+  description = "Reserved concurrency of the coordinator; null = unreserved (new accounts cannot reserve)."
+  type        = number
+  default     = null
+}
+
+variable "worker_reserved_concurrency" {
+  description = "Reserved concurrency of each worker; null = unreserved."
+  type        = number
+  default     = null
+}
+
+variable "tracing_mode" {
+  description = "X-Ray tracing of the functions: PassThrough (no traces of their own) or Active."
+  type        = string
+  default     = "PassThrough"
+
+  validation {
+    condition     = contains(["PassThrough", "Active"], var.tracing_mode)
+    error_message = "tracing_mode must be PassThrough or Active."
+  }
+}
+
+variable "log_retention_days" {
+  description = "Retention of the functions' and the API's log groups."
+  type        = number
+  default     = 365
+}
+
+variable "authorization" {
+  description = "Who may call the API: AWS_IAM (SigV4-signed requests, the default) or JWT."
+  type        = string
+  default     = "AWS_IAM"
+
+  validation {
+    condition     = contains(["AWS_IAM", "JWT"], var.authorization)
+    error_message = "authorization must be AWS_IAM or JWT (an open API is not offered)."
+  }
+}
+
+variable "jwt_issuer" {
+  description = "JWT issuer URL (authorization = JWT), e.g. https://cognito-idp.REGION.amazonaws.com/POOL_ID."
+  type        = string
+  default     = ""
+}
+
+variable "jwt_audience" {
+  description = "Accepted JWT audiences (authorization = JWT)."
+  type        = list(string)
+  default     = []
+}
+
+variable "throttle_rate" {
+  description = "Steady requests per second the API accepts before answering 429."
+  type        = number
+  default     = 100
+}
+
+variable "throttle_burst" {
+  description = "Burst of requests the API accepts before answering 429."
+  type        = number
+  default     = 200
+}
