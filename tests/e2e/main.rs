@@ -1,6 +1,9 @@
 //! End-to-end tests: build real indexes from generated data with a known structure,
 //! search them through the public API, and compare with brute force.
 
+mod bad_input;
+mod corruption;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};

@@ -210,7 +210,7 @@ impl Coordinator {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(SearchError::bad("body", "is empty; send a JSON search request"));
         }
-        serde_json::from_slice(body).map_err(|e| SearchError::bad("body", e.to_string()))
+        SearchRequest::from_json(body).map_err(|e| SearchError::bad(&e.field, e.message))
     }
 
     /// Serves a raw invoke: `{"index": NAME, "search": {...}}` or
@@ -222,8 +222,12 @@ impl Coordinator {
             return json!({"status": 400, "error": error_body(&e)["error"]});
         };
         let result = if let Some(search) = event.get("search") {
-            serde_json::from_value::<SearchRequest>(search.clone())
-                .map_err(|e| SearchError::bad("search", e.to_string()))
+            SearchRequest::from_value(search.clone())
+                .map_err(|e| {
+                    // Fields are named within the request, as over HTTP; "search" when it is not an object.
+                    let field = if e.field == "body" { "search" } else { e.field.as_str() };
+                    SearchError::bad(field, e.message)
+                })
                 .and_then(|req| self.search(index, &req))
                 .and_then(|r| serde_json::to_value(r).map_err(|e| SearchError::bad("response", e.to_string())))
         } else if event.get("describe").is_some() {

@@ -133,7 +133,7 @@ fn routes_answer_bad_paths_methods_and_names_with_json_errors() {
             "/v1/indexes/golden/search",
             br#"{"vector":[1],"kk":1}"#.to_vec(),
             400,
-            Some("body"),
+            Some("kk"),
         ),
         (
             "POST",

@@ -60,6 +60,87 @@ pub struct SearchRequest {
     pub params: SearchParams,
 }
 
+/// A request that could not be parsed: the field at fault (`k`, `params.nprobe`,
+/// `vector[3]`, a missing or unknown field's name, or `body` when the JSON itself is
+/// malformed) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid '{field}': {message}")]
+pub struct RequestError {
+    /// Path of the offending field.
+    pub field: String,
+    /// What is wrong, in serde's words.
+    pub message: String,
+}
+
+impl RequestError {
+    fn from_path(path: &serde_path_to_error::Path, inner: &serde_json::Error) -> RequestError {
+        use serde_json::error::Category;
+        let message = inner.to_string();
+        let at = path.to_string();
+        // "." is the root; "?" a map key not read yet (e.g. `{not json`).
+        let at = if at == "." || at.contains('?') {
+            String::new()
+        } else {
+            at
+        };
+        // A cut-off body is the body's fault; a syntax error (or a number out of range,
+        // 1e999: JSON has no NaN or infinity) is the field's where there is one.
+        if matches!(inner.classify(), Category::Eof | Category::Io)
+            || (inner.classify() == Category::Syntax && at.is_empty())
+        {
+            return RequestError {
+                field: "body".into(),
+                message,
+            };
+        }
+        // "missing field `vector`" / "unknown field `kk`, expected ...": name that field.
+        let named = ["missing field `", "unknown field `"]
+            .iter()
+            .find_map(|p| message.strip_prefix(p))
+            .and_then(|rest| rest.split('`').next());
+        let field = match (named, at.is_empty()) {
+            (Some(name), true) => name.to_string(),
+            (Some(name), false) if !at.ends_with(name) => format!("{at}.{name}"),
+            (_, false) => at,
+            (None, true) => "body".to_string(),
+        };
+        RequestError { field, message }
+    }
+}
+
+fn not_an_object() -> RequestError {
+    RequestError {
+        field: "body".into(),
+        message: "a search request is a JSON object, e.g. {\"vector\": [...], \"k\": 10}".into(),
+    }
+}
+
+impl SearchRequest {
+    /// Parses a JSON search request body; the error names the field at fault.
+    pub fn from_json(body: &[u8]) -> Result<SearchRequest, RequestError> {
+        // serde would also take a struct as a positional array: only objects are requests.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(not_an_object());
+        }
+        let de = &mut serde_json::Deserializer::from_slice(body);
+        let req: SearchRequest =
+            serde_path_to_error::deserialize(&mut *de).map_err(|e| RequestError::from_path(e.path(), e.inner()))?;
+        de.end().map_err(|e| RequestError {
+            field: "body".into(),
+            message: e.to_string(),
+        })?;
+        Ok(req)
+    }
+
+    /// Parses a search request already read as JSON (a raw invoke's `"search"`).
+    pub fn from_value(value: serde_json::Value) -> Result<SearchRequest, RequestError> {
+        if !value.is_object() {
+            return Err(not_an_object());
+        }
+        serde_path_to_error::deserialize(value).map_err(|e| RequestError::from_path(e.path(), e.inner()))
+    }
+}
+
 /// One result of a search.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SearchHit {
@@ -388,6 +469,42 @@ pub fn decode_wire<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
 mod tests {
     use super::*;
     use squash_core::filter::Pred;
+
+    #[test]
+    fn request_errors_name_the_field() {
+        let cases = [
+            (r#"{"vector": [1, 2"#, "body"),
+            (r#"{not json"#, "body"),
+            (r#"{"vector": [1]} trailing"#, "body"),
+            (r#"[1, 2]"#, "body"),
+            (r#"[[1, 2], 3]"#, "body"),
+            ("", "body"),
+            (r#"{"k": 3}"#, "vector"),
+            (r#"{"vector": [1], "kk": 3}"#, "kk"),
+            (r#"{"vector": [1, "x"]}"#, "vector[1]"),
+            (r#"{"vector": [1], "k": -1}"#, "k"),
+            (r#"{"vector": [1], "k": "ten"}"#, "k"),
+            (r#"{"vector": [1], "params": {"nprobe": 1.5}}"#, "params.nprobe"),
+            (r#"{"vector": [1], "params": {"nprob": 1}}"#, "params.nprob"),
+            (r#"{"vector": [1], "include": "attributes"}"#, "include"),
+            (r#"{"vector": [1e999]}"#, "vector[0]"),
+        ];
+        for (body, field) in cases {
+            let e = SearchRequest::from_json(body.as_bytes()).expect_err(body);
+            assert_eq!(e.field, field, "{body}: {e}");
+            let v: Result<serde_json::Value, _> = serde_json::from_str(body);
+            if let Ok(v) = v {
+                if field != "body" {
+                    assert_eq!(
+                        SearchRequest::from_value(v).expect_err(body).field,
+                        field,
+                        "{body} as a value"
+                    );
+                }
+            }
+        }
+        assert_eq!(SearchRequest::from_json(br#"{"vector": [1, 2]}"#).unwrap().k, DEFAULT_K);
+    }
 
     #[test]
     fn search_request_defaults_and_rejects_unknown_fields() {
