@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod corruption;
+mod faults;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -51,6 +52,7 @@ fn request(vector: &[f32], k: usize, filter: Option<Value>) -> SearchRequest {
         filter,
         include: vec![],
         params: SearchParams::default(),
+        allow_partial: false,
     }
 }
 

@@ -58,6 +58,10 @@ pub struct SearchRequest {
     /// Recall knobs.
     #[serde(default)]
     pub params: SearchParams,
+    /// Answer from the partitions that could be searched when some could not (the
+    /// response then says `"partial": true` and lists them); by default such a query fails.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_partial: bool,
 }
 
 /// A request that could not be parsed: the field at fault (`k`, `params.nprobe`,
@@ -219,7 +223,10 @@ pub struct QueryStats {
     pub search_us: u64,
     /// True when some partitions failed and the answer covers only the rest.
     pub partial: bool,
-    /// Partitions that failed.
+    /// Partitions that failed the first round and were tried once more.
+    #[serde(default)]
+    pub retried_partitions: u32,
+    /// Partitions that still failed after the retry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_partitions: Vec<u32>,
 }
@@ -229,6 +236,13 @@ pub struct QueryStats {
 pub struct SearchResponse {
     /// Results, nearest first.
     pub hits: Vec<SearchHit>,
+    /// True when some partitions could not be searched (only with `allow_partial`): the
+    /// hits are the exact answer over the other partitions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+    /// The partitions that could not be searched, when `partial`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_partitions: Vec<u32>,
     /// What the search did.
     pub stats: QueryStats,
 }
@@ -487,6 +501,7 @@ mod tests {
             (r#"{"vector": [1], "params": {"nprobe": 1.5}}"#, "params.nprobe"),
             (r#"{"vector": [1], "params": {"nprob": 1}}"#, "params.nprob"),
             (r#"{"vector": [1], "include": "attributes"}"#, "include"),
+            (r#"{"vector": [1], "allow_partial": "yes"}"#, "allow_partial"),
             (r#"{"vector": [1e999]}"#, "vector[0]"),
         ];
         for (body, field) in cases {

@@ -457,6 +457,7 @@ fn cmd_query(a: QueryArgs) -> Result<()> {
                 vec![]
             },
             params: a.knobs.params(),
+            allow_partial: false,
         })
         .collect();
     let responses: Vec<Result<squash_api::SearchResponse>> = requests.par_iter().map(|r| index.search(r)).collect();

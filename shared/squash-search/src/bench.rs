@@ -104,6 +104,7 @@ pub fn run_case(
             },
             include: vec![],
             params: opts.params.clone(),
+            allow_partial: false,
         })
         .collect();
     pool.install(|| -> Result<CaseResult> {

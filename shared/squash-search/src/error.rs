@@ -63,6 +63,9 @@ impl SearchError {
             SearchError::BadRequest { .. } | SearchError::Input { .. } => 400,
             SearchError::NotFound { .. } | SearchError::Storage(StorageError::NotFound { .. }) => 404,
             SearchError::Storage(StorageError::InvalidKey { .. }) => 400,
+            // An upstream (worker or store) that failed after retries, not our own bug.
+            SearchError::Worker { .. } => 502,
+            SearchError::Storage(StorageError::Remote { .. }) => 503,
             _ => 500,
         }
     }

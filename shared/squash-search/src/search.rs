@@ -7,7 +7,10 @@ use crate::invoker::{InProcessInvoker, WorkerInvoker};
 use crate::plan::plan;
 use crate::tree::{build_tree, Fanout};
 use crate::worker::{merge_hits, Worker};
-use squash_api::{QueryStats, SearchHit, SearchRequest, SearchResponse, SegmentRef, WorkerRequest, MAX_K};
+use squash_api::{
+    QueryStats, SearchHit, SearchRequest, SearchResponse, SegmentRef, TreeNode, WorkerHit, WorkerRequest,
+    WorkerResponse, MAX_K,
+};
 use squash_core::distance::prepare_vector;
 use squash_core::filter::Expr;
 use squash_core::manifest::Manifest;
@@ -210,41 +213,46 @@ impl Index {
         };
         let responses = self.invoker.invoke_all(requests.clone());
         let mut lists = Vec::with_capacity(responses.len());
-        let mut failures = Vec::new();
-        for (resp, req_sent) in responses.into_iter().zip(&requests) {
-            match resp {
-                Ok(r) => {
-                    stats.invocations += r.invocations;
-                    stats.cold_workers += r.cold_workers;
-                    for o in &r.outcomes {
-                        stats.candidates.add(&o.counts);
-                        stats.bytes_fetched += o.bytes_fetched;
-                        stats.fetch_us += o.fetch_us;
-                        stats.scan_us += o.scan_us;
-                        if o.error.is_some() {
-                            stats.failed_partitions.push(o.partition);
-                            failures.push((o.partition, o.error.clone().unwrap_or_default()));
-                        } else if o.cache_hit {
-                            stats.cache_hits += 1;
-                        } else {
-                            stats.cache_misses += 1;
-                            stats.gets += 1;
-                        }
-                    }
-                    lists.push(r.hits);
-                }
-                Err(e) => {
-                    for s in req_sent.all_segments() {
-                        stats.failed_partitions.push(s.partition);
-                        failures.push((s.partition, e.clone()));
-                    }
+        let mut failed = collect(responses, &requests, &mut stats, &mut lists);
+        // One more round for what failed, each partition to its owner, flat: a retry
+        // repeats only what failed (the Lambda invoker has already retried throttling
+        // and timeouts of whole invocations).
+        if !failed.is_empty() {
+            let mut again: Vec<TreeNode> = Vec::new();
+            for (segment, _) in failed.drain(..) {
+                let owner = Self::owner(segment.partition, workers) as u32;
+                match again.iter_mut().find(|n| n.worker == owner) {
+                    Some(node) => node.segments.push(segment),
+                    None => again.push(TreeNode {
+                        worker: owner,
+                        segments: vec![segment],
+                        children: Vec::new(),
+                    }),
                 }
             }
+            let retry: Vec<WorkerRequest> = again.iter().map(|node| base.for_node(node)).collect();
+            stats.invocations += retry.len() as u32;
+            stats.retried_partitions = retry.iter().map(|r| r.segments.len() as u32).sum();
+            let responses = self.invoker.invoke_all(retry.clone());
+            failed = collect(responses, &retry, &mut stats, &mut lists);
         }
-        stats.failed_partitions.sort_unstable();
+        failed.sort_by_key(|(s, _)| s.partition);
+        stats.failed_partitions = failed.iter().map(|(s, _)| s.partition).collect();
         stats.search_us = t1.elapsed().as_micros() as u64;
-        if let Some((partition, message)) = failures.into_iter().next() {
-            return Err(SearchError::Worker { partition, message });
+        let missing_partitions = stats.failed_partitions.clone();
+        stats.partial = !missing_partitions.is_empty();
+        if let Some((segment, message)) = failed.first() {
+            if !req.allow_partial || missing_partitions.len() == chosen.partitions.len() {
+                let hint = if req.allow_partial {
+                    "no partition could be searched"
+                } else {
+                    "set \"allow_partial\": true for the answer from the other partitions"
+                };
+                return Err(SearchError::Worker {
+                    partition: segment.partition,
+                    message: format!("{message} (partitions {missing_partitions:?} failed, retried once; {hint})"),
+                });
+            }
         }
         let schema = &m.schema;
         let hits = merge_hits(lists, req.k)
@@ -262,6 +270,49 @@ impl Index {
                 }),
             })
             .collect();
-        Ok(SearchResponse { hits, stats })
+        Ok(SearchResponse {
+            hits,
+            partial: !missing_partitions.is_empty(),
+            missing_partitions,
+            stats,
+        })
     }
+}
+
+/// Adds the responses to the stats and hit lists; returns the segments that failed, with
+/// why (a failed invocation fails every segment of its subtree).
+fn collect(
+    responses: Vec<std::result::Result<WorkerResponse, String>>,
+    sent: &[WorkerRequest],
+    stats: &mut QueryStats,
+    lists: &mut Vec<Vec<WorkerHit>>,
+) -> Vec<(SegmentRef, String)> {
+    let mut failed = Vec::new();
+    for (resp, req) in responses.into_iter().zip(sent) {
+        match resp {
+            Ok(r) => {
+                stats.invocations += r.invocations;
+                stats.cold_workers += r.cold_workers;
+                for o in &r.outcomes {
+                    stats.candidates.add(&o.counts);
+                    stats.bytes_fetched += o.bytes_fetched;
+                    stats.fetch_us += o.fetch_us;
+                    stats.scan_us += o.scan_us;
+                    if let Some(error) = &o.error {
+                        if let Some(s) = req.all_segments().into_iter().find(|s| s.partition == o.partition) {
+                            failed.push((s.clone(), error.clone()));
+                        }
+                    } else if o.cache_hit {
+                        stats.cache_hits += 1;
+                    } else {
+                        stats.cache_misses += 1;
+                        stats.gets += 1;
+                    }
+                }
+                lists.push(r.hits);
+            }
+            Err(e) => failed.extend(req.all_segments().into_iter().map(|s| (s.clone(), e.clone()))),
+        }
+    }
+    failed
 }

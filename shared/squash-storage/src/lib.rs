@@ -18,6 +18,8 @@ use thiserror::Error;
 
 pub mod disk;
 pub use disk::DiskTier;
+pub mod faults;
+pub use faults::{Fault, Faulty};
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod testing;
