@@ -17,7 +17,7 @@ LAMBDA := target/venv/bin/cargo-lambda
 STACK_PORT ?= 9000
 GOLDEN_VECTOR := $(shell python3 -c "import json;print(json.dumps(json.load(open('events/raw-search.json'))['search']['vector']))" 2>/dev/null)
 
-.PHONY: all build release data index demo bench test lint fmt clippy clean help up down invoke build-lambda infra-check
+.PHONY: all build release data index demo bench test lint fmt clippy clean help up down invoke build-lambda infra-check load fuzz
 
 all: build
 
@@ -29,6 +29,8 @@ help:
 	@echo "make up     - local serverless stack: SeaweedFS + coordinator/workers under cargo-lambda, GloVe and golden indexes"
 	@echo "make invoke - send events/ samples and a curl request to the local stack"
 	@echo "make down   - stop the local stack"
+	@echo "make fuzz   - cargo fuzz: filter parser, request parser, object decoders, FUZZ_SECONDS (20) each"
+	@echo "make load   - bounded load test of the local stack: CLIENTS=4 LOAD_SECONDS=10, 0 errors and flat memory"
 	@echo "make build-lambda - arm64 bootstrap.zip of the coordinator and the worker for AWS (target/lambda/)"
 	@echo "make infra-check  - Terraform and SAM stacks: references, drift against the code, cfn-lint, sam validate, checkov"
 
@@ -83,6 +85,16 @@ up: $(SQUASH) $(GLOVE)/workload.json
 down:
 	$(STACK) down
 
+# Bounded load test (CI runs the default): the stack with an 8 MiB segment cache per
+# function, so workers evict all the time, CLIENTS concurrent clients for LOAD_SECONDS;
+# fails on any error or on memory growth. The stack is stopped whatever happens.
+CLIENTS ?= 4
+LOAD_SECONDS ?= 10
+load: $(SQUASH) $(GLOVE)/workload.json
+	@trap '$(STACK) down' EXIT; \
+	  SQUASH_CACHE_BYTES=8388608 $(MAKE) --no-print-directory up STACK_PORT=$(STACK_PORT) && \
+	  python3 scripts/load-test.py --port $(STACK_PORT) --clients $(CLIENTS) --seconds $(LOAD_SECONDS)
+
 invoke:
 	@for e in apigw-search apigw-describe apigw-bad-request apigw-missing-index raw-search; do \
 	  echo "== squash-coordinator < events/$$e.json"; \
@@ -131,6 +143,23 @@ $(CHECKOV_VENV)/.done:
 
 infra-check: $(INFRA_VENV)/.done $(CHECKOV_VENV)/.done
 	$(INFRA_VENV)/bin/python scripts/infra-check.py --self-test --tools target
+
+# cargo-fuzz on the stable toolchain (no sanitizer: coverage-guided libFuzzer only),
+# each target seeded with fuzz/seeds/ or the golden fixture, FUZZ_SECONDS each. A crash
+# fails the run and leaves its input under fuzz/artifacts/.
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS := filter request segment
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --version 0.13.2 --locked
+	cd fuzz && $(CARGO) fuzz build --sanitizer none -O
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t; \
+	  case $$t in segment) cp tests/fixtures/golden-v1/index/manifest.sqm tests/fixtures/golden-v1/index/segments/*.sqs fuzz/corpus/$$t/;; \
+	    *) cp fuzz/seeds/$$t/* fuzz/corpus/$$t/;; esac; \
+	  echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; \
+	  (cd fuzz && $(CARGO) fuzz run --sanitizer none -O $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=65536 2>&1 | \
+	    grep -E "^#[0-9]+ +DONE|Done [0-9]+ runs|ERROR|panicked|SUMMARY|Test unit written" ; exit $${PIPESTATUS[0]}) || exit 1; \
+	done
 
 lint: fmt clippy
 

@@ -62,7 +62,7 @@ async fn handle(coordinator: Arc<Coordinator>, event: Value) -> Result<Value, Er
                     let (m, p) = (method.clone(), path.clone());
                     let reply = tokio::task::spawn_blocking(move || coordinator.route(&m, &p, &body)).await?;
                     eprintln!(
-                        "squash-coordinator: {method} {path} -> {} in {} ms",
+                        "squash-coordinator: {method} {path:?} -> {} in {} ms",
                         reply.status,
                         t0.elapsed().as_millis()
                     );

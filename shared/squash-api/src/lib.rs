@@ -101,7 +101,8 @@ impl RequestError {
         let named = ["missing field `", "unknown field `"]
             .iter()
             .find_map(|p| message.strip_prefix(p))
-            .and_then(|rest| rest.split('`').next());
+            .and_then(|rest| rest.split('`').next())
+            .filter(|name| !name.is_empty());
         let field = match (named, at.is_empty()) {
             (Some(name), true) => name.to_string(),
             (Some(name), false) if !at.ends_with(name) => format!("{at}.{name}"),
@@ -133,7 +134,27 @@ impl SearchRequest {
             field: "body".into(),
             message: e.to_string(),
         })?;
-        Ok(req)
+        req.check_finite()
+    }
+
+    /// Numbers beyond f32's range parse as infinities: refuse them here, by field.
+    fn check_finite(self) -> Result<SearchRequest, RequestError> {
+        let bad = |field: String| RequestError {
+            field,
+            message: "is not a finite 32-bit number".into(),
+        };
+        if let Some(i) = self.vector.iter().position(|x| !x.is_finite()) {
+            return Err(bad(format!("vector[{i}]")));
+        }
+        for (name, v) in [
+            ("hamming_keep", self.params.hamming_keep),
+            ("safety", self.params.safety),
+        ] {
+            if v.is_some_and(|x| !x.is_finite()) {
+                return Err(bad(format!("params.{name}")));
+            }
+        }
+        Ok(self)
     }
 
     /// Parses a search request already read as JSON (a raw invoke's `"search"`).
@@ -141,7 +162,9 @@ impl SearchRequest {
         if !value.is_object() {
             return Err(not_an_object());
         }
-        serde_path_to_error::deserialize(value).map_err(|e| RequestError::from_path(e.path(), e.inner()))
+        let req: SearchRequest =
+            serde_path_to_error::deserialize(value).map_err(|e| RequestError::from_path(e.path(), e.inner()))?;
+        req.check_finite()
     }
 }
 
@@ -489,6 +512,8 @@ mod tests {
         let cases = [
             (r#"{"vector": [1, 2"#, "body"),
             (r#"{not json"#, "body"),
+            (r#"{"": 1}"#, "body"),
+            (r#"{"""#, "body"),
             (r#"{"vector": [1]} trailing"#, "body"),
             (r#"[1, 2]"#, "body"),
             (r#"[[1, 2], 3]"#, "body"),
@@ -503,6 +528,8 @@ mod tests {
             (r#"{"vector": [1], "include": "attributes"}"#, "include"),
             (r#"{"vector": [1], "allow_partial": "yes"}"#, "allow_partial"),
             (r#"{"vector": [1e999]}"#, "vector[0]"),
+            (r#"{"vector": [1, -1e300]}"#, "vector[1]"),
+            (r#"{"vector": [1], "params": {"safety": 1e39}}"#, "params.safety"),
         ];
         for (body, field) in cases {
             let e = SearchRequest::from_json(body.as_bytes()).expect_err(body);
