@@ -9,7 +9,7 @@ use serde_json::json;
 use squash_api::{SearchRequest, SearchResponse};
 use squash_core::distance::{exact_distance, prepare_vector, Metric};
 use squash_core::segment::Segment;
-use squash_search::invoker::{FaultyInvoker, InProcessInvoker, InvokeFault, InvokeRule};
+use squash_search::invoker::{FaultyInvoker, InProcessInvoker, InvokeFault, InvokeRule, WorkerInvoker};
 use squash_search::search::{load_manifest, Index};
 use squash_search::tree::Fanout;
 use squash_search::worker::Worker;
@@ -48,7 +48,7 @@ fn request(allow_partial: bool) -> SearchRequest {
 fn index(store: Arc<dyn ObjectStore>, rule: Option<Box<InvokeRule>>) -> Index {
     let manifest = load_manifest(store.as_ref(), "golden").expect("manifest");
     let inner = Arc::new(InProcessInvoker::new(Arc::new(Worker::new(store, 64 << 20))));
-    let invoker: Arc<dyn squash_search::invoker::WorkerInvoker> = match rule {
+    let invoker: Arc<dyn WorkerInvoker> = match rule {
         Some(rule) => Arc::new(FaultyInvoker::new(inner, rule)),
         None => inner,
     };
@@ -225,4 +225,41 @@ fn when_every_partition_fails_even_allow_partial_gets_an_error() {
         Some(Box::new(|_, _| Some(InvokeFault::Error("down".into())))),
     );
     assert!(matches!(idx.search(&request(true)), Err(SearchError::Worker { .. })));
+}
+
+/// Passes requests through but drops every worker's report on its first segment.
+struct Forgetful(Arc<dyn WorkerInvoker>);
+
+impl WorkerInvoker for Forgetful {
+    fn invoke_all(&self, requests: Vec<squash_api::WorkerRequest>) -> Vec<Result<squash_api::WorkerResponse, String>> {
+        let firsts: Vec<Option<u32>> = requests
+            .iter()
+            .map(|r| r.segments.first().map(|s| s.partition))
+            .collect();
+        self.0
+            .invoke_all(requests)
+            .into_iter()
+            .zip(firsts)
+            .map(|(r, first)| {
+                r.map(|mut resp| {
+                    resp.outcomes.retain(|o| Some(o.partition) != first);
+                    resp
+                })
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_partition_without_an_outcome_never_passes_as_searched() {
+    let store: Arc<dyn ObjectStore> = Arc::new(golden());
+    let manifest = load_manifest(store.as_ref(), "golden").expect("manifest");
+    let inner = Arc::new(InProcessInvoker::new(Arc::new(Worker::new(store, 64 << 20))));
+    let idx = Index::with_invoker("golden", manifest, Arc::new(Forgetful(inner)), FANOUT);
+    let err = idx
+        .search(&request(false))
+        .expect_err("unreported partitions must fail the query");
+    assert!(err.to_string().contains("reported no outcome"), "{err}");
+    let resp = idx.search(&request(true)).expect("partial");
+    assert!(resp.partial && !resp.missing_partitions.is_empty());
 }

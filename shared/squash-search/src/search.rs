@@ -309,6 +309,13 @@ fn collect(
                         stats.gets += 1;
                     }
                 }
+                // A segment the answer says nothing about was not searched: never let it
+                // pass as searched.
+                for s in req.all_segments() {
+                    if !r.outcomes.iter().any(|o| o.partition == s.partition) {
+                        failed.push((s.clone(), format!("worker {} reported no outcome for it", req.worker)));
+                    }
+                }
                 lists.push(r.hits);
             }
             Err(e) => failed.extend(req.all_segments().into_iter().map(|s| (s.clone(), e.clone()))),
