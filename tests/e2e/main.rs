@@ -2,6 +2,7 @@
 //! search them through the public API, and compare with brute force.
 
 mod bad_input;
+mod bench;
 mod corruption;
 mod faults;
 

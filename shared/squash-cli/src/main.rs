@@ -12,7 +12,7 @@ use squash_search::build::{build_index, default_search_defaults, BuildParams};
 use squash_search::groundtruth::{groundtruth, neighbors_to_json, read_groundtruth};
 use squash_search::io::{read_attributes, read_json_lines, read_vectors, Attributes, Matrix};
 use squash_search::search::Index;
-use squash_search::workload::{prepare, selectivity_label, Workload};
+use squash_search::workload::{prepare, selectivity_label, PrepareParams, Workload};
 use squash_search::{Result, SearchError};
 use squash_storage::open_store;
 use std::io::{IsTerminal, Write};
@@ -48,6 +48,11 @@ enum Command {
     Prepare(PrepareArgs),
     /// Benchmark an index on a prepared workload (recall, QPS, latency, work per query).
     Bench(BenchArgs),
+    /// Write a synthetic clustered workload (Gaussian mixture, streamed to disk) with
+    /// range attributes and a `label` attribute correlated with the vectors.
+    Synth(SynthArgs),
+    /// AWS cost per million queries of benchmark points (`squash bench --cold-queries`).
+    Cost(CostArgs),
     /// Copy every object of an index (or any store location) to another location, e.g. a
     /// local build to s3://bucket/prefix; the manifest goes last, so readers never see
     /// a manifest whose segments are missing.
@@ -220,9 +225,57 @@ struct PrepareArgs {
     /// Distance metric of the dataset.
     #[arg(long, default_value = "cosine")]
     metric: String,
+    /// Also add a `label` attribute (the Voronoi cell of this many random base vectors)
+    /// and a `label` case filtering on each query's own cell; 0 = none.
+    #[arg(long, default_value_t = 0)]
+    label_clusters: usize,
     /// Random seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+}
+
+#[derive(Args)]
+struct SynthArgs {
+    /// Output workload directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Base (indexed) vectors.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: usize,
+    /// Dimensions.
+    #[arg(long, default_value_t = 128)]
+    dim: usize,
+    /// Mixture components (values of `label`).
+    #[arg(long, default_value_t = 100)]
+    clusters: usize,
+    /// Held-out queries.
+    #[arg(long, default_value_t = 1000)]
+    queries: usize,
+    /// Uniform [0, 1) range attributes.
+    #[arg(long, default_value_t = 4)]
+    attributes: usize,
+    /// Target selectivities (fractions), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,0.08,0.01,0.001")]
+    selectivities: Vec<f64>,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct CostArgs {
+    /// Bench JSON lines files (`squash bench --json-out --cold-queries N`).
+    #[arg(required = true)]
+    bench: Vec<PathBuf>,
+    /// Cheapest point per dataset and case whose recall@k reaches this.
+    #[arg(long, default_value_t = 0.95)]
+    target_recall: f64,
+    /// Memory of every function (MB).
+    #[arg(long, default_value_t = 2048.0)]
+    memory_mb: f64,
+    /// Write the table here as well (Markdown).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -248,9 +301,39 @@ struct BenchArgs {
     /// Also write results as JSON lines here.
     #[arg(long)]
     json_out: Option<PathBuf>,
-    /// Exit with an error when any case's recall is below this (a check for CI).
+    /// Exit with an error when any case's recall is below this (a check for CI); with
+    /// a sweep, when a case's best point is below it.
     #[arg(long)]
     min_recall: Option<f64>,
+    /// Only these cases (labels from workload.json, e.g. `100%,label`).
+    #[arg(long, value_delimiter = ',')]
+    cases: Vec<String>,
+    /// Sweep: run every case once per value of nprobe (with each --rerank-sweep value).
+    #[arg(long, value_delimiter = ',')]
+    nprobe_sweep: Vec<u32>,
+    /// Sweep: re-rank factors to combine with each --nprobe-sweep value.
+    #[arg(long, value_delimiter = ',')]
+    rerank_sweep: Vec<u32>,
+    /// Sweep: filter-sufficiency factors to combine with the other sweeps.
+    #[arg(long, value_delimiter = ',')]
+    safety_sweep: Vec<f32>,
+    /// Dataset name written into each JSON line (default: the --data directory's name).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Also measure the first N queries of each point with nothing cached (bytes, GETs
+    /// and invocations per query, for `squash cost`), in the --workers/--branching/--depth
+    /// fan-out of a deployment.
+    #[arg(long, default_value_t = 0)]
+    cold_queries: usize,
+    /// Logical workers W of the deployment the cold pass models.
+    #[arg(long, default_value_t = 8)]
+    workers: usize,
+    /// Children per tree node b of that deployment.
+    #[arg(long, default_value_t = 4)]
+    branching: usize,
+    /// Tree levels l of that deployment.
+    #[arg(long, default_value_t = 3)]
+    depth: usize,
     #[command(flatten)]
     knobs: Knobs,
 }
@@ -264,6 +347,8 @@ fn main() {
         Command::Groundtruth(a) => cmd_groundtruth(a),
         Command::Prepare(a) => cmd_prepare(a),
         Command::Bench(a) => cmd_bench(a),
+        Command::Synth(a) => cmd_synth(a),
+        Command::Cost(a) => cmd_cost(a),
         Command::Ping { store, wait_s } => cmd_ping(&store, wait_s),
         Command::Copy { from, to } => cmd_copy(&from, &to),
     };
@@ -391,12 +476,15 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     let store = open_store(&a.out)?;
     let report = build_index(store.as_ref(), vectors, attrs, &params)?;
     eprintln!(
-        "built {} vectors × {d} ({}) into {} partitions, {:.1} MiB, in {:.1} s -> {}",
+        "built {} vectors × {d} ({}) into {} partitions, {:.1} MiB, in {:.1} s, peak RSS {} -> {}",
         n,
         params.metric.name(),
         report.manifest.partitions(),
         report.bytes_written as f64 / (1 << 20) as f64,
         t0.elapsed().as_secs_f64(),
+        peak_rss()
+            .map(|b| format!("{:.0} MiB", b as f64 / (1 << 20) as f64))
+            .unwrap_or_else(|| "unknown".into()),
         a.out
     );
     Ok(())
@@ -583,11 +671,14 @@ fn cmd_prepare(a: PrepareArgs) -> Result<()> {
     let w = prepare(
         &input,
         &a.out,
-        a.queries,
-        a.attributes,
-        &a.selectivities,
-        metric(&a.metric)?,
-        a.seed,
+        &PrepareParams {
+            queries: a.queries,
+            attributes: a.attributes,
+            selectivities: a.selectivities.clone(),
+            metric: metric(&a.metric)?,
+            label_clusters: a.label_clusters,
+            seed: a.seed,
+        },
     )?;
     eprintln!(
         "prepared {} base vectors, {} queries, {} attributes, cases {} in {}",
@@ -600,23 +691,91 @@ fn cmd_prepare(a: PrepareArgs) -> Result<()> {
     Ok(())
 }
 
+/// One JSON line of `squash bench --json-out`: a sweep point of one case.
+#[derive(serde::Serialize)]
+struct BenchLine<'a> {
+    system: &'a str,
+    dataset: &'a str,
+    #[serde(flatten)]
+    result: &'a squash_search::bench::CaseResult,
+}
+
+/// The knob settings a bench run visits: the cartesian product of the sweeps (a missing
+/// sweep keeps the --nprobe/--rerank-factor given, or the index default).
+fn sweep_points(a: &BenchArgs) -> Vec<SearchParams> {
+    let base = a.knobs.params();
+    let nprobes: Vec<Option<u32>> = if a.nprobe_sweep.is_empty() {
+        vec![base.nprobe]
+    } else {
+        a.nprobe_sweep.iter().map(|&v| Some(v)).collect()
+    };
+    let reranks: Vec<Option<u32>> = if a.rerank_sweep.is_empty() {
+        vec![base.rerank_factor]
+    } else {
+        a.rerank_sweep.iter().map(|&v| Some(v)).collect()
+    };
+    let safeties: Vec<Option<f32>> = if a.safety_sweep.is_empty() {
+        vec![base.safety]
+    } else {
+        a.safety_sweep.iter().map(|&v| Some(v)).collect()
+    };
+    let mut out = Vec::new();
+    for &nprobe in &nprobes {
+        for &rerank_factor in &reranks {
+            for &safety in &safeties {
+                out.push(SearchParams {
+                    nprobe,
+                    rerank_factor,
+                    safety,
+                    ..base.clone()
+                });
+            }
+        }
+    }
+    out
+}
+
 fn cmd_bench(a: BenchArgs) -> Result<()> {
     let index = open_index(&a.index)?;
+    let fanout = squash_search::tree::Fanout {
+        workers: a.workers,
+        branching: a.branching,
+        depth: a.depth,
+    };
+    fanout.validate().map_err(|e| SearchError::bad("workers", e))?;
+    let cold = if a.cold_queries > 0 {
+        Some(Index::open_cold(open_store(&a.index)?, index.name(), fanout)?)
+    } else {
+        None
+    };
     let w = Workload::load(&a.data)?;
     let mut queries = read_vectors(&a.data.join(&w.queries))?;
     if let Some(limit) = a.limit {
         queries.rows = queries.rows.min(limit);
         queries.data.truncate(queries.rows * queries.cols);
     }
-    let opts = BenchOptions {
-        k: a.k,
-        threads: a.threads,
-        repeats: a.repeats,
-        params: a.knobs.params(),
-    };
+    for c in &a.cases {
+        if !w.cases.iter().any(|case| &case.label == c) {
+            return Err(SearchError::bad(
+                "cases",
+                format!(
+                    "no case '{c}' in {}; it has {}",
+                    a.data.join("workload.json").display(),
+                    w.cases.iter().map(|c| c.label.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    let dataset = a.dataset.clone().unwrap_or_else(|| {
+        a.data
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    let points = sweep_points(&a);
     let m = index.manifest();
     println!(
-        "index {}: {} vectors × {}, {}, {} partitions, {} bits/dim; {} queries per case, k = {}, {} thread(s), median of {} passes",
+        "index {}: {} vectors × {}, {}, {} partitions, {} bits/dim; {} queries per case, k = {}, {} thread(s), median of {} passes, {} knob setting(s)",
         a.index,
         m.meta.count,
         m.meta.dim,
@@ -626,10 +785,23 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         queries.rows,
         a.k,
         a.threads,
-        a.repeats
+        a.repeats,
+        points.len()
     );
+    let mut json_out = match &a.json_out {
+        Some(path) => {
+            Some(std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| {
+                SearchError::input(path.display(), format!("cannot write: {e}"))
+            })?))
+        }
+        None => None,
+    };
     let mut results = Vec::new();
-    for case in &w.cases {
+    for case in w
+        .cases
+        .iter()
+        .filter(|c| a.cases.is_empty() || a.cases.contains(&c.label))
+    {
         let mut filters = read_json_lines(&a.data.join(&case.filters))?;
         filters.truncate(queries.rows);
         let gt_path = a.data.join(&case.groundtruth);
@@ -645,30 +817,196 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         } else {
             case.label.clone()
         };
-        let r = run_case(&index, &label, &queries, &filters, &truth, &opts)?;
-        eprintln!("  {label}: recall@{} {:.4}, {:.0} QPS", a.k, r.recall, r.qps);
-        results.push(r);
+        for params in &points {
+            let opts = BenchOptions {
+                k: a.k,
+                threads: a.threads,
+                repeats: a.repeats,
+                params: params.clone(),
+                cold_queries: a.cold_queries,
+            };
+            let r = run_case(&index, cold.as_ref(), &label, &queries, &filters, &truth, &opts)?;
+            eprintln!(
+                "  {label} {}: recall@{} {:.4}, {:.0} QPS",
+                knobs_text(params),
+                a.k,
+                r.recall,
+                r.qps
+            );
+            if let Some(out) = json_out.as_mut() {
+                let line = BenchLine {
+                    system: "squash",
+                    dataset: &dataset,
+                    result: &r,
+                };
+                let text = serde_json::to_string(&line).unwrap_or_default();
+                writeln!(out, "{text}").map_err(|e| SearchError::input("--json-out", e.to_string()))?;
+                out.flush()
+                    .map_err(|e| SearchError::input("--json-out", e.to_string()))?;
+            }
+            results.push(r);
+        }
     }
     println!("{}", format_table(&results, a.k));
-    if let Some(path) = &a.json_out {
-        let text: String = results
-            .iter()
-            .map(|r| serde_json::to_string(r).unwrap_or_default() + "\n")
-            .collect();
-        std::fs::write(path, text).map_err(|e| SearchError::input(path.display(), format!("cannot write: {e}")))?;
-    }
     if let Some(min) = a.min_recall {
-        let low: Vec<String> = results
-            .iter()
-            .filter(|r| r.recall < min)
-            .map(|r| format!("{} ({:.4})", r.label, r.recall))
-            .collect();
+        let mut low: Vec<String> = Vec::new();
+        for r in &results {
+            let best = results
+                .iter()
+                .filter(|o| o.label == r.label)
+                .map(|o| o.recall)
+                .fold(0.0, f64::max);
+            if best < min && !low.iter().any(|l| l.starts_with(&format!("{} ", r.label))) {
+                low.push(format!("{} ({best:.4})", r.label));
+            }
+        }
         if !low.is_empty() {
             return Err(SearchError::bad(
                 "min-recall",
                 format!("recall@{} below {min} for {}", a.k, low.join(", ")),
             ));
         }
+    }
+    Ok(())
+}
+
+/// `nprobe=8 rerank=10 safety=100` (unset knobs: `default`).
+fn knobs_text(p: &SearchParams) -> String {
+    let show = |v: Option<u32>| v.map(|v| v.to_string()).unwrap_or_else(|| "default".into());
+    let safety = p.safety.map(|v| v.to_string()).unwrap_or_else(|| "default".into());
+    format!(
+        "nprobe={} rerank={} safety={safety}",
+        show(p.nprobe),
+        show(p.rerank_factor)
+    )
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn cmd_synth(a: SynthArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let p = squash_search::synth::SynthParams {
+        rows: a.rows,
+        dim: a.dim,
+        clusters: a.clusters,
+        queries: a.queries,
+        attributes: a.attributes,
+        selectivities: a.selectivities.clone(),
+        seed: a.seed,
+    };
+    let w = squash_search::synth::synthesize(&a.out, &p, std::io::stderr().is_terminal())?;
+    eprintln!(
+        "synthesized {} vectors × {} ({} clusters), {} queries, cases {} in {} in {:.1} s",
+        a.rows,
+        a.dim,
+        a.clusters,
+        a.queries,
+        w.cases.iter().map(|c| c.label.as_str()).collect::<Vec<_>>().join(" "),
+        a.out.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn cmd_cost(a: CostArgs) -> Result<()> {
+    use squash_search::cost::{per_million, published, Deployment, Prices, QueryWork};
+    let prices = Prices::default();
+    let deployment = Deployment {
+        memory_mb: a.memory_mb,
+        ..Deployment::default()
+    };
+    if !(128.0..=10240.0).contains(&a.memory_mb) {
+        return Err(SearchError::bad(
+            "memory-mb",
+            "Lambda memory is between 128 and 10240 MB",
+        ));
+    }
+    // (dataset, case) -> cheapest point reaching the target recall.
+    let mut best: Vec<(String, String, serde_json::Value, QueryWork, f64)> = Vec::new();
+    for path in &a.bench {
+        for (i, line) in read_json_lines(path)?.into_iter().enumerate() {
+            if line["system"] != "squash" {
+                continue;
+            }
+            let num = |v: &serde_json::Value| v.as_f64();
+            let (Some(recall), Some(cold)) = (num(&line["recall"]), line.get("cold").filter(|c| !c.is_null())) else {
+                return Err(SearchError::input(
+                    path.display(),
+                    format!(
+                        "line {}: no recall or no cold measurement; run squash bench with --cold-queries",
+                        i + 1
+                    ),
+                ));
+            };
+            if recall < a.target_recall {
+                continue;
+            }
+            let work = QueryWork {
+                plan_ms: num(&line["plan_ms"]).unwrap_or(0.0),
+                scan_ms: num(&line["scan_ms"]).unwrap_or(0.0),
+                invocations: num(&cold["invocations"]).unwrap_or(0.0),
+                gets: num(&cold["gets"]).unwrap_or(0.0),
+                bytes: num(&cold["bytes"]).unwrap_or(0.0),
+                fetch_ms: num(&cold["fetch_ms"]).unwrap_or(0.0),
+            };
+            let total = per_million(&work, &deployment, &prices, false).total();
+            let dataset = line["dataset"].as_str().unwrap_or("").to_string();
+            let case = line["label"].as_str().unwrap_or("").to_string();
+            let entry = (dataset, case, line["params"].clone(), work, recall);
+            match best.iter_mut().find(|b| b.0 == entry.0 && b.1 == entry.1) {
+                Some(b) if per_million(&b.3, &deployment, &prices, false).total() > total => *b = entry,
+                Some(_) => {}
+                None => best.push(entry),
+            }
+        }
+    }
+    if best.is_empty() {
+        return Err(SearchError::bad(
+            "target-recall",
+            format!("no squash point reaches recall {} in the given files", a.target_recall),
+        ));
+    }
+    let mut text = format!(
+        "AWS cost per million queries: cheapest point with recall@10 >= {} per dataset and case; {} MB functions, arm64 ${}/GB-s, ${:.2}/M Lambda requests, ${:.2}/M API requests, ${:.2}/M S3 GETs\n\n",
+        a.target_recall,
+        deployment.memory_mb,
+        prices.lambda_gb_s,
+        prices.lambda_request * 1e6,
+        prices.api_request * 1e6,
+        prices.s3_get * 1e6
+    );
+    text.push_str("| dataset | case | knobs | recall@10 | invocations | GETs (cold) | MB (cold) | billed ms warm / cold | $/M warm | $/M cold |\n");
+    text.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (dataset, case, params, w, recall) in &best {
+        let warm = per_million(w, &deployment, &prices, false);
+        let cold = per_million(w, &deployment, &prices, true);
+        text.push_str(&format!(
+            "| {dataset} | {case} | {} | {recall:.3} | {:.1} | {:.1} | {:.1} | {:.1} / {:.1} | {:.2} | {:.2} |\n",
+            params,
+            w.invocations,
+            w.gets,
+            w.bytes / 1e6,
+            warm.billed_ms,
+            cold.billed_ms,
+            warm.total(),
+            cold.total()
+        ));
+    }
+    text.push_str(&format!(
+        "\nPublished: SQUASH on SIFT1M ${:.2}-${:.2} per million queries; S3 Vectors ${:.2} per million queries plus data processed.\n",
+        published::SQUASH_SIFT1M.0,
+        published::SQUASH_SIFT1M.1,
+        published::S3_VECTORS
+    ));
+    print!("{text}");
+    if let Some(out) = &a.out {
+        std::fs::write(out, &text).map_err(|e| SearchError::input(out.display(), format!("cannot write: {e}")))?;
     }
     Ok(())
 }

@@ -21,6 +21,25 @@ pub struct BenchOptions {
     pub repeats: usize,
     /// Search knobs.
     pub params: SearchParams,
+    /// Queries of the cold pass that measures what a query costs when no segment is
+    /// cached (see [`run_case`]); 0 skips it.
+    pub cold_queries: usize,
+}
+
+/// What one query costs when nothing is cached: measured by searching each query
+/// through a fresh worker with an empty cache, in the deployment's fan-out shape.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ColdCost {
+    /// Queries measured.
+    pub queries: usize,
+    /// Mean bytes read from the object store per query.
+    pub bytes: f64,
+    /// Mean object-store GETs per query.
+    pub gets: f64,
+    /// Mean worker invocations per query (nodes of the fan-out tree).
+    pub invocations: f64,
+    /// Mean milliseconds the workers spent getting segments (here: from local disk).
+    pub fetch_ms: f64,
 }
 
 /// Result of one benchmark case.
@@ -44,6 +63,14 @@ pub struct CaseResult {
     pub candidates: MeanCounts,
     /// Threads used.
     pub threads: usize,
+    /// The knobs of this point.
+    pub params: SearchParams,
+    /// Mean milliseconds per query the workers spent searching segments (warm cache).
+    pub scan_ms: f64,
+    /// Mean milliseconds per query spent planning.
+    pub plan_ms: f64,
+    /// Cost of a query with nothing cached, when measured.
+    pub cold: Option<ColdCost>,
 }
 
 /// Mean per-query stage counts.
@@ -69,9 +96,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-/// Runs `queries` (with `filters[i]` and exact answers `truth[i]`) against `index`.
+/// Runs `queries` (with `filters[i]` and exact answers `truth[i]`) against `index`:
+/// one untimed pass for recall and work, then `repeats` timed passes. With `cold` (an
+/// index whose each search goes through a fresh, empty cache: see
+/// [`Index::open_cold`]) the first `opts.cold_queries` queries are also run there to
+/// measure bytes, GETs and invocations of a query with nothing cached.
 pub fn run_case(
     index: &Index,
+    cold: Option<&Index>,
     label: &str,
     queries: &Matrix,
     filters: &[serde_json::Value],
@@ -119,6 +151,36 @@ pub fn run_case(
             counts.add(&resp.stats.candidates);
             partitions += resp.stats.partitions_searched as u64;
         }
+        // A second untimed pass, now that every segment is cached, for the search time.
+        let (mut scan_us, mut plan_us) = (0u64, 0u64);
+        for req in &requests {
+            let resp = index.search(req)?;
+            scan_us += resp.stats.scan_us;
+            plan_us += resp.stats.plan_us;
+        }
+        let cold = match cold {
+            Some(cold) if opts.cold_queries > 0 => {
+                let n = opts.cold_queries.min(requests.len());
+                let mut c = ColdCost {
+                    queries: n,
+                    ..ColdCost::default()
+                };
+                for req in &requests[..n] {
+                    let s = cold.search(req)?.stats;
+                    c.bytes += s.bytes_fetched as f64;
+                    c.gets += s.gets as f64;
+                    c.invocations += s.invocations as f64;
+                    c.fetch_ms += s.fetch_us as f64 / 1e3;
+                }
+                let n = n.max(1) as f64;
+                c.bytes /= n;
+                c.gets /= n;
+                c.invocations /= n;
+                c.fetch_ms /= n;
+                Some(c)
+            }
+            _ => None,
+        };
         let mut qps_runs = Vec::new();
         let mut latencies = Vec::with_capacity(requests.len() * opts.repeats.max(1));
         for _ in 0..opts.repeats.max(1) {
@@ -150,6 +212,10 @@ pub fn run_case(
                 reranked: counts.reranked as f64 / n,
             },
             threads: opts.threads,
+            params: opts.params.clone(),
+            scan_ms: scan_us as f64 / 1e3 / n,
+            plan_ms: plan_us as f64 / 1e3 / n,
+            cold,
         })
     })
 }
@@ -157,13 +223,20 @@ pub fn run_case(
 /// Renders results as a Markdown table.
 pub fn format_table(results: &[CaseResult], k: usize) -> String {
     let mut out = format!(
-        "| selectivity | recall@{k} | QPS | p50 ms | p99 ms | partitions | scanned | after filter | after Hamming | bounded | re-ranked |\n"
+        "| case | nprobe | rerank | safety | recall@{k} | QPS | p50 ms | p99 ms | partitions | scanned | after filter | after Hamming | bounded | re-ranked |\n"
     );
-    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let show = |v: Option<u32>| v.map(|v| v.to_string()).unwrap_or_else(|| "default".into());
     for r in results {
         out.push_str(&format!(
-            "| {} | {:.4} | {:.0} | {:.3} | {:.3} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
+            "| {} | {} | {} | {} | {:.4} | {:.0} | {:.3} | {:.3} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
             r.label,
+            show(r.params.nprobe),
+            show(r.params.rerank_factor),
+            r.params
+                .safety
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "default".into()),
             r.recall,
             r.qps,
             r.p50_ms,

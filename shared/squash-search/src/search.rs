@@ -60,6 +60,19 @@ impl Index {
         ))
     }
 
+    /// Opens the index in `store` so that every search goes through a fresh worker with
+    /// an empty cache, in a tree of `fanout`'s shape: each query fetches all its
+    /// segments, as it would on cold containers. For measuring, not for serving.
+    pub fn open_cold(store: Arc<dyn ObjectStore>, name: &str, fanout: Fanout) -> Result<Index> {
+        let manifest = load_manifest(store.as_ref(), name)?;
+        Ok(Index::with_invoker(
+            name,
+            manifest,
+            Arc::new(ColdInvoker { store }),
+            fanout,
+        ))
+    }
+
     /// An index over an already loaded manifest whose partitions are spread over
     /// `fanout.workers` workers reached through `invoker`, in a tree of `fanout`'s shape.
     pub fn with_invoker(name: &str, manifest: Manifest, invoker: Arc<dyn WorkerInvoker>, fanout: Fanout) -> Index {
@@ -322,4 +335,17 @@ fn collect(
         }
     }
     failed
+}
+
+/// Invokes a new in-process worker with an empty cache for every request (see
+/// [`Index::open_cold`]).
+struct ColdInvoker {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl WorkerInvoker for ColdInvoker {
+    fn invoke_all(&self, requests: Vec<WorkerRequest>) -> Vec<std::result::Result<squash_api::WorkerResponse, String>> {
+        let worker = Arc::new(Worker::new(self.store.clone(), 0));
+        InProcessInvoker::new(worker).invoke_all(requests)
+    }
 }

@@ -8,8 +8,9 @@ use crate::io::{write_npy_f32, Matrix};
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use squash_core::distance::Metric;
+use squash_core::distance::{exact_distance, prepare_vector, Metric};
 use std::path::Path;
 
 /// One selectivity case of a workload.
@@ -53,6 +54,13 @@ impl Workload {
         })?;
         serde_json::from_str(&text).map_err(|e| SearchError::input(path.display(), format!("invalid: {e}")))
     }
+
+    /// Writes `dir/workload.json`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let path = dir.join("workload.json");
+        let json = serde_json::to_string_pretty(self).unwrap_or_default();
+        std::fs::write(&path, json).map_err(|e| SearchError::input(path.display(), format!("cannot write: {e}")))
+    }
 }
 
 /// Label of a selectivity: `100%`, `8%`, `0.1%`.
@@ -86,18 +94,31 @@ pub fn range_filter(rng: &mut impl Rng, names: &[String], selectivity: f64) -> s
     serde_json::Value::Object(map)
 }
 
-/// Prepares a workload from `input` vectors into `out`: holds out `n_queries` random
-/// rows as queries (the rest is the base), adds `n_attrs` uniform [0, 1) attributes and
-/// writes one filters file per selectivity. Ground truth is computed separately.
-pub fn prepare(
-    input: &Matrix,
-    out: &Path,
-    n_queries: usize,
-    n_attrs: usize,
-    selectivities: &[f64],
-    metric: Metric,
-    seed: u64,
-) -> Result<Workload> {
+/// Settings of [`prepare`].
+#[derive(Debug, Clone)]
+pub struct PrepareParams {
+    /// Held-out query rows (not indexed).
+    pub queries: usize,
+    /// Uniform [0, 1) attributes `a0..`.
+    pub attributes: usize,
+    /// Target selectivities of the range-filter cases.
+    pub selectivities: Vec<f64>,
+    /// Distance metric of the dataset.
+    pub metric: Metric,
+    /// When positive, a `label` attribute: the nearest of this many random base vectors
+    /// (Voronoi cells, so it is correlated with the vectors), and a `label` case whose
+    /// filter is `label == the query's own cell`.
+    pub label_clusters: usize,
+    /// Seed of every random choice.
+    pub seed: u64,
+}
+
+/// Prepares a workload from `input` vectors into `out`: holds out `p.queries` random
+/// rows as queries (the rest is the base), adds uniform attributes (and `label`, see
+/// [`PrepareParams::label_clusters`]) and writes one filters file per case. Ground
+/// truth is computed separately.
+pub fn prepare(input: &Matrix, out: &Path, p: &PrepareParams) -> Result<Workload> {
+    let (n_queries, n_attrs, metric, seed) = (p.queries, p.attributes, p.metric, p.seed);
     if n_queries == 0 || n_queries >= input.rows {
         return Err(SearchError::bad(
             "queries",
@@ -125,27 +146,49 @@ pub fn prepare(
     let n_base = input.rows - n_queries;
     write_npy_f32(&out.join("base.npy"), n_base, dim, &base)?;
     write_npy_f32(&out.join("queries.npy"), n_queries, dim, &queries)?;
-    let attrs: Vec<f32> = (0..n_base * n_attrs).map(|_| rng.gen::<f32>()).collect();
-    write_npy_f32(&out.join("attrs.npy"), n_base, n_attrs, &attrs)?;
-    let names: Vec<String> = (0..n_attrs).map(|i| format!("a{i}")).collect();
+    let labels = p.label_clusters.min(n_base);
+    let cols = n_attrs + usize::from(labels > 0);
+    let mut attrs: Vec<f32> = Vec::with_capacity(n_base * cols);
+    for _ in 0..n_base {
+        attrs.extend((0..n_attrs).map(|_| rng.gen::<f32>()));
+        if labels > 0 {
+            attrs.push(0.0);
+        }
+    }
+    let mut names: Vec<String> = (0..n_attrs).map(|i| format!("a{i}")).collect();
+    let mut query_labels = Vec::new();
+    if labels > 0 {
+        let cells = Cells::new(&base, dim, labels, metric, &mut rng);
+        let own: Vec<f32> = (0..n_base)
+            .into_par_iter()
+            .map(|i| cells.nearest(&base[i * dim..(i + 1) * dim]) as f32)
+            .collect();
+        for (i, l) in own.into_iter().enumerate() {
+            attrs[i * cols + n_attrs] = l;
+        }
+        query_labels = queries.chunks(dim).map(|q| cells.nearest(q)).collect();
+    }
+    write_npy_f32(&out.join("attrs.npy"), n_base, cols, &attrs)?;
     let mut cases = Vec::new();
-    for &s in selectivities {
+    for &s in &p.selectivities {
         let label = selectivity_label(s);
         let stem = label.trim_end_matches('%').to_string();
-        let filters = format!("filters-{stem}.jsonl");
-        let mut text = String::new();
-        for _ in 0..n_queries {
-            text.push_str(&range_filter(&mut rng, &names, s).to_string());
-            text.push('\n');
-        }
-        std::fs::write(out.join(&filters), text)
-            .map_err(|e| SearchError::input(out.join(&filters).display(), e.to_string()))?;
-        cases.push(WorkloadCase {
-            label,
-            selectivity: s,
-            filters,
-            groundtruth: format!("gt-{stem}.jsonl"),
-        });
+        let lines: Vec<serde_json::Value> = (0..n_queries).map(|_| range_filter(&mut rng, &names, s)).collect();
+        cases.push(crate::synth::write_case(out, label, s, &stem, &lines)?);
+    }
+    if labels > 0 {
+        let lines: Vec<serde_json::Value> = query_labels
+            .iter()
+            .map(|&c| serde_json::json!({ "label": { "$eq": c } }))
+            .collect();
+        cases.push(crate::synth::write_case(
+            out,
+            "label".into(),
+            1.0 / labels as f64,
+            "label",
+            &lines,
+        )?);
+        names.push("label".into());
     }
     let workload = Workload {
         metric,
@@ -156,9 +199,46 @@ pub fn prepare(
         groundtruth_k: 100,
         cases,
     };
-    let json = serde_json::to_string_pretty(&workload).unwrap_or_default();
-    std::fs::write(out.join("workload.json"), json).map_err(|e| SearchError::input(out.display(), e.to_string()))?;
+    workload.save(out)?;
     Ok(workload)
+}
+
+/// Voronoi cells of `count` random base vectors, compared under the dataset's metric.
+struct Cells {
+    dim: usize,
+    metric: Metric,
+    centers: Vec<f32>,
+}
+
+impl Cells {
+    fn new(base: &[f32], dim: usize, count: usize, metric: Metric, rng: &mut impl Rng) -> Cells {
+        let rows = base.len() / dim;
+        let mut picked = sample(rng, rows, count).into_vec();
+        picked.sort_unstable();
+        let mut centers = Vec::with_capacity(count * dim);
+        for i in picked {
+            centers.extend_from_slice(&Self::prepared(metric, &base[i * dim..(i + 1) * dim]));
+        }
+        Cells { dim, metric, centers }
+    }
+
+    fn prepared(metric: Metric, v: &[f32]) -> Vec<f32> {
+        let mut v = v.to_vec();
+        let dim = v.len();
+        // A zero vector under cosine has no cell of its own; it keeps its raw values.
+        let _ = prepare_vector(metric, &mut v, dim, "label");
+        v
+    }
+
+    fn nearest(&self, v: &[f32]) -> usize {
+        let v = Self::prepared(self.metric, v);
+        self.centers
+            .chunks(self.dim)
+            .enumerate()
+            .min_by(|(_, a), (_, b)| exact_distance(self.metric, &v, a).total_cmp(&exact_distance(self.metric, &v, b)))
+            .map(|(i, _)| i)
+            .unwrap_or(0)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,303 @@
+//! A synthetic clustered dataset for benchmarks that scales to 10M vectors: a Gaussian
+//! mixture written straight to `.npy` files in chunks (never held whole in memory), with
+//! SQUASH's four uniform range attributes plus a `label` attribute holding each vector's
+//! mixture component, so the `label` filter is correlated with the vectors.
+//! `synthesize` writes the same directory layout as [`crate::workload::prepare`].
+
+use crate::error::{Result, SearchError};
+use crate::io::write_npy_f32;
+use crate::workload::{range_filter, selectivity_label, Workload, WorkloadCase};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use squash_core::distance::Metric;
+use std::io::Write;
+use std::path::Path;
+
+/// Rows generated (and written) per chunk.
+const CHUNK: usize = 65_536;
+
+/// Settings of a synthetic dataset.
+#[derive(Debug, Clone)]
+pub struct SynthParams {
+    /// Base (indexed) vectors.
+    pub rows: usize,
+    /// Dimensions.
+    pub dim: usize,
+    /// Mixture components (the values of `label`).
+    pub clusters: usize,
+    /// Held-out query vectors drawn from the same mixture.
+    pub queries: usize,
+    /// Uniform [0, 1) range attributes `a0..`.
+    pub attributes: usize,
+    /// Target selectivities of the range-filter cases.
+    pub selectivities: Vec<f64>,
+    /// Seed of every random choice: same seed, same bytes.
+    pub seed: u64,
+}
+
+/// One standard normal draw (Box–Muller).
+fn normal(rng: &mut impl Rng) -> f32 {
+    let u1: f64 = rng.gen::<f64>().max(f64::MIN_POSITIVE);
+    let u2: f64 = rng.gen();
+    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+}
+
+/// The mixture: component centres (N(0, 1) per coordinate), spreads and weights.
+struct Mixture {
+    dim: usize,
+    centers: Vec<f32>,
+    sigma: Vec<f32>,
+    /// Cumulative weights, for drawing a component.
+    cumulative: Vec<f64>,
+}
+
+impl Mixture {
+    fn new(dim: usize, clusters: usize, seed: u64) -> Mixture {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let centers = (0..clusters * dim).map(|_| normal(&mut rng)).collect();
+        // Spreads vary by component so some neighbourhoods are tight and some overlap.
+        let sigma = (0..clusters).map(|_| rng.gen_range(0.35f32..0.75)).collect();
+        let weights: Vec<f64> = (0..clusters).map(|_| rng.gen_range(0.5..1.5)).collect();
+        let total: f64 = weights.iter().sum();
+        let mut acc = 0.0;
+        let cumulative = weights
+            .iter()
+            .map(|w| {
+                acc += w / total;
+                acc
+            })
+            .collect();
+        Mixture {
+            dim,
+            centers,
+            sigma,
+            cumulative,
+        }
+    }
+
+    /// Draws one vector into `out`; returns its component.
+    fn draw(&self, rng: &mut impl Rng, out: &mut [f32]) -> usize {
+        let u: f64 = rng.gen();
+        let c = self
+            .cumulative
+            .partition_point(|&x| x < u)
+            .min(self.cumulative.len() - 1);
+        let center = &self.centers[c * self.dim..(c + 1) * self.dim];
+        for (o, m) in out.iter_mut().zip(center) {
+            *o = m + self.sigma[c] * normal(rng);
+        }
+        c
+    }
+}
+
+/// Streams a 2-D float32 `.npy` of `rows × cols`: `fill(chunk, first_row, data)` fills
+/// each chunk (generated in parallel, written in order).
+fn write_npy_streamed(
+    path: &Path,
+    rows: usize,
+    cols: usize,
+    fill: impl Fn(usize, &mut [f32]) + Sync,
+    progress: &crate::progress::Progress,
+) -> Result<()> {
+    let err = |e: std::io::Error| SearchError::input(path.display(), format!("cannot write: {e}"));
+    let file = std::fs::File::create(path).map_err(err)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 22, file);
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let total = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    out.write_all(b"\x93NUMPY\x01\x00").map_err(err)?;
+    out.write_all(&(header.len() as u16).to_le_bytes()).map_err(err)?;
+    out.write_all(header.as_bytes()).map_err(err)?;
+    // A few chunks at a time in parallel: memory stays at a few chunks whatever `rows` is.
+    let chunks: Vec<usize> = (0..rows.div_ceil(CHUNK)).collect();
+    for batch in chunks.chunks(rayon::current_num_threads().max(1) * 2) {
+        let filled: Vec<Vec<f32>> = batch
+            .par_iter()
+            .map(|&c| {
+                let n = CHUNK.min(rows - c * CHUNK);
+                let mut data = vec![0f32; n * cols];
+                fill(c, &mut data);
+                data
+            })
+            .collect();
+        for data in filled {
+            let mut bytes = Vec::with_capacity(data.len() * 4);
+            for x in &data {
+                bytes.extend_from_slice(&x.to_le_bytes());
+            }
+            out.write_all(&bytes).map_err(err)?;
+            progress.inc((data.len() / cols.max(1)) as u64);
+        }
+    }
+    out.flush().map_err(err)
+}
+
+/// Writes a synthetic workload into `out`: `base.npy`, `queries.npy`, `attrs.npy`
+/// (`a0..` uniform, then `label`), one filters file per selectivity and a `label` case
+/// whose filter for each query is `label == the query's own component` (selectivity
+/// about 1/clusters, correlated with the vectors). Ground truth is computed separately.
+pub fn synthesize(out: &Path, p: &SynthParams, progress: bool) -> Result<Workload> {
+    if p.rows == 0 || p.dim == 0 || p.clusters == 0 || p.queries == 0 {
+        return Err(SearchError::bad(
+            "synth",
+            "rows, dim, clusters and queries must all be positive",
+        ));
+    }
+    std::fs::create_dir_all(out).map_err(|e| SearchError::input(out.display(), format!("cannot create: {e}")))?;
+    let mix = Mixture::new(p.dim, p.clusters, p.seed);
+    // Each chunk has its own stream, so chunks can be drawn in any order and in parallel.
+    let chunk_rng = |stream: u64, c: usize| ChaCha8Rng::seed_from_u64(p.seed ^ (stream << 40) ^ (c as u64 + 1));
+    let bar = crate::progress::Progress::new(progress, "synthesize", p.rows as u64 * 2);
+    let dim = p.dim;
+    write_npy_streamed(
+        &out.join("base.npy"),
+        p.rows,
+        dim,
+        |c, data| {
+            let mut rng = chunk_rng(1, c);
+            for row in data.chunks_mut(dim) {
+                mix.draw(&mut rng, row);
+            }
+        },
+        &bar,
+    )?;
+    // Attributes use their own streams; `label` replays the base chunk's stream to get
+    // each row's component without keeping it.
+    let a = p.attributes;
+    let cols = a + 1;
+    write_npy_streamed(
+        &out.join("attrs.npy"),
+        p.rows,
+        cols,
+        |c, data| {
+            let mut base_rng = chunk_rng(1, c);
+            let mut rng = chunk_rng(2, c);
+            let mut row_vec = vec![0f32; dim];
+            for row in data.chunks_mut(cols) {
+                for v in row[..a].iter_mut() {
+                    *v = rng.gen::<f32>();
+                }
+                row[a] = mix.draw(&mut base_rng, &mut row_vec) as f32;
+            }
+        },
+        &bar,
+    )?;
+    bar.finish();
+    let mut rng = chunk_rng(3, 0);
+    let mut queries = vec![0f32; p.queries * dim];
+    let mut labels = Vec::with_capacity(p.queries);
+    for row in queries.chunks_mut(dim) {
+        labels.push(mix.draw(&mut rng, row));
+    }
+    write_npy_f32(&out.join("queries.npy"), p.queries, dim, &queries)?;
+    let mut names: Vec<String> = (0..a).map(|i| format!("a{i}")).collect();
+    let mut cases = Vec::new();
+    let mut frng = chunk_rng(4, 0);
+    for &s in &p.selectivities {
+        let label = selectivity_label(s);
+        let stem = label.trim_end_matches('%').to_string();
+        let lines: Vec<serde_json::Value> = (0..p.queries).map(|_| range_filter(&mut frng, &names, s)).collect();
+        cases.push(write_case(out, label, s, &stem, &lines)?);
+    }
+    let lines: Vec<serde_json::Value> = labels
+        .iter()
+        .map(|&c| serde_json::json!({ "label": { "$eq": c } }))
+        .collect();
+    cases.push(write_case(
+        out,
+        "label".into(),
+        1.0 / p.clusters as f64,
+        "label",
+        &lines,
+    )?);
+    names.push("label".into());
+    let workload = Workload {
+        metric: Metric::L2,
+        base: "base.npy".into(),
+        queries: "queries.npy".into(),
+        attrs: "attrs.npy".into(),
+        attr_names: names,
+        groundtruth_k: 100,
+        cases,
+    };
+    workload.save(out)?;
+    Ok(workload)
+}
+
+/// Writes one case's filters file (`filters-STEM.jsonl`) and returns the case.
+pub(crate) fn write_case(
+    out: &Path,
+    label: String,
+    selectivity: f64,
+    stem: &str,
+    lines: &[serde_json::Value],
+) -> Result<WorkloadCase> {
+    let filters = format!("filters-{stem}.jsonl");
+    let text: String = lines.iter().map(|v| v.to_string() + "\n").collect();
+    std::fs::write(out.join(&filters), text)
+        .map_err(|e| SearchError::input(out.join(&filters).display(), e.to_string()))?;
+    Ok(WorkloadCase {
+        label,
+        selectivity,
+        filters,
+        groundtruth: format!("gt-{stem}.jsonl"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::{read_npy_attributes, read_vectors};
+
+    #[test]
+    fn streamed_files_hold_the_mixture_and_labels_match_it() {
+        let dir = std::env::temp_dir().join(format!("squash-synth-{}", std::process::id()));
+        let p = SynthParams {
+            rows: CHUNK + 1000,
+            dim: 8,
+            clusters: 5,
+            queries: 20,
+            attributes: 4,
+            selectivities: vec![1.0, 0.08],
+            seed: 7,
+        };
+        let w = synthesize(&dir, &p, false).unwrap();
+        let base = read_vectors(&dir.join("base.npy")).unwrap();
+        assert_eq!((base.rows, base.cols), (p.rows, 8));
+        let names: Vec<String> = w.attr_names.clone();
+        assert_eq!(names.last().map(|s| s.as_str()), Some("label"));
+        let attrs = read_npy_attributes(&dir.join("attrs.npy"), &names).unwrap();
+        assert_eq!(attrs.rows(), p.rows);
+        // Each row's label is the component nearest to it (spreads are small next to
+        // the distance between N(0, 1) centres in 8 dimensions, so nearly always).
+        let mix = Mixture::new(8, 5, 7);
+        let nearest = |row: &[f32]| {
+            (0..5)
+                .min_by(|&x, &y| {
+                    let d = |c: usize| -> f32 {
+                        row.iter()
+                            .zip(&mix.centers[c * 8..(c + 1) * 8])
+                            .map(|(a, b)| (a - b) * (a - b))
+                            .sum()
+                    };
+                    d(x).total_cmp(&d(y))
+                })
+                .unwrap()
+        };
+        let agree = (0..base.rows)
+            .filter(|&i| nearest(base.row(i)) as f64 == attrs.columns[4][i])
+            .count();
+        assert!(agree as f64 > 0.9 * base.rows as f64, "{agree} of {}", base.rows);
+        // Uniform attributes, and the same seed gives the same bytes.
+        let mean: f64 = attrs.columns[0].iter().sum::<f64>() / p.rows as f64;
+        assert!((mean - 0.5).abs() < 0.01);
+        let first = std::fs::read(dir.join("base.npy")).unwrap();
+        synthesize(&dir, &p, false).unwrap();
+        assert_eq!(first, std::fs::read(dir.join("base.npy")).unwrap());
+        assert_eq!(w.cases.len(), 3);
+        assert_eq!(w.cases[2].label, "label");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
