@@ -205,6 +205,23 @@ struct GroundtruthArgs {
     k: usize,
 }
 
+/// What every prepared workload has: held-out queries, range attributes, filter cases.
+#[derive(Args)]
+struct CaseArgs {
+    /// Held-out queries (not indexed).
+    #[arg(long, default_value_t = 1000)]
+    queries: usize,
+    /// Uniform [0, 1) range attributes per vector.
+    #[arg(long, default_value_t = 4)]
+    attributes: usize,
+    /// Target selectivities (fractions), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,0.08,0.01,0.001")]
+    selectivities: Vec<f64>,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
 #[derive(Args)]
 struct PrepareArgs {
     /// Input vectors (.npy/.fvecs).
@@ -213,15 +230,8 @@ struct PrepareArgs {
     /// Output workload directory.
     #[arg(long)]
     out: PathBuf,
-    /// Held-out queries (not indexed).
-    #[arg(long, default_value_t = 1000)]
-    queries: usize,
-    /// Uniform [0, 1) attributes per vector.
-    #[arg(long, default_value_t = 4)]
-    attributes: usize,
-    /// Target selectivities (fractions), comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,0.08,0.01,0.001")]
-    selectivities: Vec<f64>,
+    #[command(flatten)]
+    cases: CaseArgs,
     /// Distance metric of the dataset.
     #[arg(long, default_value = "cosine")]
     metric: String,
@@ -229,9 +239,6 @@ struct PrepareArgs {
     /// and a `label` case filtering on each query's own cell; 0 = none.
     #[arg(long, default_value_t = 0)]
     label_clusters: usize,
-    /// Random seed.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
 }
 
 #[derive(Args)]
@@ -248,18 +255,8 @@ struct SynthArgs {
     /// Mixture components (values of `label`).
     #[arg(long, default_value_t = 100)]
     clusters: usize,
-    /// Held-out queries.
-    #[arg(long, default_value_t = 1000)]
-    queries: usize,
-    /// Uniform [0, 1) range attributes.
-    #[arg(long, default_value_t = 4)]
-    attributes: usize,
-    /// Target selectivities (fractions), comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,0.08,0.01,0.001")]
-    selectivities: Vec<f64>,
-    /// Random seed.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    cases: CaseArgs,
 }
 
 #[derive(Args)]
@@ -672,19 +669,19 @@ fn cmd_prepare(a: PrepareArgs) -> Result<()> {
         &input,
         &a.out,
         &PrepareParams {
-            queries: a.queries,
-            attributes: a.attributes,
-            selectivities: a.selectivities.clone(),
+            queries: a.cases.queries,
+            attributes: a.cases.attributes,
+            selectivities: a.cases.selectivities.clone(),
             metric: metric(&a.metric)?,
             label_clusters: a.label_clusters,
-            seed: a.seed,
+            seed: a.cases.seed,
         },
     )?;
     eprintln!(
         "prepared {} base vectors, {} queries, {} attributes, cases {} in {}",
-        input.rows - a.queries,
-        a.queries,
-        a.attributes,
+        input.rows - a.cases.queries,
+        a.cases.queries,
+        a.cases.attributes,
         w.cases.iter().map(|c| c.label.as_str()).collect::<Vec<_>>().join(" "),
         a.out.display()
     );
@@ -895,10 +892,10 @@ fn cmd_synth(a: SynthArgs) -> Result<()> {
         rows: a.rows,
         dim: a.dim,
         clusters: a.clusters,
-        queries: a.queries,
-        attributes: a.attributes,
-        selectivities: a.selectivities.clone(),
-        seed: a.seed,
+        queries: a.cases.queries,
+        attributes: a.cases.attributes,
+        selectivities: a.cases.selectivities.clone(),
+        seed: a.cases.seed,
     };
     let w = squash_search::synth::synthesize(&a.out, &p, std::io::stderr().is_terminal())?;
     eprintln!(
@@ -906,7 +903,7 @@ fn cmd_synth(a: SynthArgs) -> Result<()> {
         a.rows,
         a.dim,
         a.clusters,
-        a.queries,
+        a.cases.queries,
         w.cases.iter().map(|c| c.label.as_str()).collect::<Vec<_>>().join(" "),
         a.out.display(),
         t0.elapsed().as_secs_f64()

@@ -6,7 +6,7 @@
 
 use crate::error::{Result, SearchError};
 use crate::io::write_npy_f32;
-use crate::workload::{range_filter, selectivity_label, Workload, WorkloadCase};
+use crate::workload::{label_case, range_cases, Workload};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -193,57 +193,10 @@ pub fn synthesize(out: &Path, p: &SynthParams, progress: bool) -> Result<Workloa
     }
     write_npy_f32(&out.join("queries.npy"), p.queries, dim, &queries)?;
     let mut names: Vec<String> = (0..a).map(|i| format!("a{i}")).collect();
-    let mut cases = Vec::new();
-    let mut frng = chunk_rng(4, 0);
-    for &s in &p.selectivities {
-        let label = selectivity_label(s);
-        let stem = label.trim_end_matches('%').to_string();
-        let lines: Vec<serde_json::Value> = (0..p.queries).map(|_| range_filter(&mut frng, &names, s)).collect();
-        cases.push(write_case(out, label, s, &stem, &lines)?);
-    }
-    let lines: Vec<serde_json::Value> = labels
-        .iter()
-        .map(|&c| serde_json::json!({ "label": { "$eq": c } }))
-        .collect();
-    cases.push(write_case(
-        out,
-        "label".into(),
-        1.0 / p.clusters as f64,
-        "label",
-        &lines,
-    )?);
+    let mut cases = range_cases(out, &mut chunk_rng(4, 0), &names, &p.selectivities, p.queries)?;
+    cases.push(label_case(out, &labels, p.clusters)?);
     names.push("label".into());
-    let workload = Workload {
-        metric: Metric::L2,
-        base: "base.npy".into(),
-        queries: "queries.npy".into(),
-        attrs: "attrs.npy".into(),
-        attr_names: names,
-        groundtruth_k: 100,
-        cases,
-    };
-    workload.save(out)?;
-    Ok(workload)
-}
-
-/// Writes one case's filters file (`filters-STEM.jsonl`) and returns the case.
-pub(crate) fn write_case(
-    out: &Path,
-    label: String,
-    selectivity: f64,
-    stem: &str,
-    lines: &[serde_json::Value],
-) -> Result<WorkloadCase> {
-    let filters = format!("filters-{stem}.jsonl");
-    let text: String = lines.iter().map(|v| v.to_string() + "\n").collect();
-    std::fs::write(out.join(&filters), text)
-        .map_err(|e| SearchError::input(out.join(&filters).display(), e.to_string()))?;
-    Ok(WorkloadCase {
-        label,
-        selectivity,
-        filters,
-        groundtruth: format!("gt-{stem}.jsonl"),
-    })
+    Workload::write(out, Metric::L2, names, cases)
 }
 
 #[cfg(test)]

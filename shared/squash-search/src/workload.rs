@@ -55,11 +55,22 @@ impl Workload {
         serde_json::from_str(&text).map_err(|e| SearchError::input(path.display(), format!("invalid: {e}")))
     }
 
-    /// Writes `dir/workload.json`.
-    pub fn save(&self, dir: &Path) -> Result<()> {
+    /// Writes `dir/workload.json` for the standard file names (`base.npy`,
+    /// `queries.npy`, `attrs.npy`, top-100 ground truth) and returns the workload.
+    pub fn write(dir: &Path, metric: Metric, attr_names: Vec<String>, cases: Vec<WorkloadCase>) -> Result<Workload> {
+        let w = Workload {
+            metric,
+            base: "base.npy".into(),
+            queries: "queries.npy".into(),
+            attrs: "attrs.npy".into(),
+            attr_names,
+            groundtruth_k: 100,
+            cases,
+        };
         let path = dir.join("workload.json");
-        let json = serde_json::to_string_pretty(self).unwrap_or_default();
-        std::fs::write(&path, json).map_err(|e| SearchError::input(path.display(), format!("cannot write: {e}")))
+        let json = serde_json::to_string_pretty(&w).unwrap_or_default();
+        std::fs::write(&path, json).map_err(|e| SearchError::input(path.display(), format!("cannot write: {e}")))?;
+        Ok(w)
     }
 }
 
@@ -169,38 +180,61 @@ pub fn prepare(input: &Matrix, out: &Path, p: &PrepareParams) -> Result<Workload
         query_labels = queries.chunks(dim).map(|q| cells.nearest(q)).collect();
     }
     write_npy_f32(&out.join("attrs.npy"), n_base, cols, &attrs)?;
-    let mut cases = Vec::new();
-    for &s in &p.selectivities {
-        let label = selectivity_label(s);
-        let stem = label.trim_end_matches('%').to_string();
-        let lines: Vec<serde_json::Value> = (0..n_queries).map(|_| range_filter(&mut rng, &names, s)).collect();
-        cases.push(crate::synth::write_case(out, label, s, &stem, &lines)?);
-    }
+    let mut cases = range_cases(out, &mut rng, &names, &p.selectivities, n_queries)?;
     if labels > 0 {
-        let lines: Vec<serde_json::Value> = query_labels
-            .iter()
-            .map(|&c| serde_json::json!({ "label": { "$eq": c } }))
-            .collect();
-        cases.push(crate::synth::write_case(
-            out,
-            "label".into(),
-            1.0 / labels as f64,
-            "label",
-            &lines,
-        )?);
+        cases.push(label_case(out, &query_labels, labels)?);
         names.push("label".into());
     }
-    let workload = Workload {
-        metric,
-        base: "base.npy".into(),
-        queries: "queries.npy".into(),
-        attrs: "attrs.npy".into(),
-        attr_names: names,
-        groundtruth_k: 100,
-        cases,
-    };
-    workload.save(out)?;
-    Ok(workload)
+    Workload::write(out, metric, names, cases)
+}
+
+/// Writes one range-filter case per selectivity over attributes `names` (`n` filters
+/// each) and returns them.
+pub(crate) fn range_cases(
+    out: &Path,
+    rng: &mut impl Rng,
+    names: &[String],
+    selectivities: &[f64],
+    n: usize,
+) -> Result<Vec<WorkloadCase>> {
+    selectivities
+        .iter()
+        .map(|&s| {
+            let label = selectivity_label(s);
+            let stem = label.trim_end_matches('%').to_string();
+            let lines: Vec<serde_json::Value> = (0..n).map(|_| range_filter(rng, names, s)).collect();
+            write_case(out, label, s, &stem, &lines)
+        })
+        .collect()
+}
+
+/// Writes the `label` case: query `i` asks for `label == labels[i]` (`count` labels in all).
+pub(crate) fn label_case(out: &Path, labels: &[usize], count: usize) -> Result<WorkloadCase> {
+    let lines: Vec<serde_json::Value> = labels
+        .iter()
+        .map(|&c| serde_json::json!({ "label": { "$eq": c } }))
+        .collect();
+    write_case(out, "label".into(), 1.0 / count.max(1) as f64, "label", &lines)
+}
+
+/// Writes one case's filters file (`filters-STEM.jsonl`) and returns the case.
+fn write_case(
+    out: &Path,
+    label: String,
+    selectivity: f64,
+    stem: &str,
+    lines: &[serde_json::Value],
+) -> Result<WorkloadCase> {
+    let filters = format!("filters-{stem}.jsonl");
+    let text: String = lines.iter().map(|v| v.to_string() + "\n").collect();
+    std::fs::write(out.join(&filters), text)
+        .map_err(|e| SearchError::input(out.join(&filters).display(), e.to_string()))?;
+    Ok(WorkloadCase {
+        label,
+        selectivity,
+        filters,
+        groundtruth: format!("gt-{stem}.jsonl"),
+    })
 }
 
 /// Voronoi cells of `count` random base vectors, compared under the dataset's metric.
