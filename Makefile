@@ -29,6 +29,7 @@ help:
 	@echo "make test   - unit, property, golden-file and end-to-end tests"
 	@echo "make lint   - cargo fmt --check and cargo clippy -D warnings"
 	@echo "make bench  - squash vs faiss, hnswlib, LanceDB on GloVe-50 and synthetic 1M (+10M): table, plots, cost (target/bench/)"
+	@echo "make bench-smoke - make bench's whole pipeline on 20k synthetic vectors (CI)"
 	@echo "make up     - local serverless stack: SeaweedFS + coordinator/workers under cargo-lambda, GloVe and golden indexes"
 	@echo "make invoke - send events/ samples and a curl request to the local stack"
 	@echo "make down   - stop the local stack"
