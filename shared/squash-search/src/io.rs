@@ -249,17 +249,25 @@ pub fn read_vectors(path: &Path) -> Result<Matrix> {
     Ok(m)
 }
 
-/// Writes a 2-D float32 `.npy` file.
-pub fn write_npy_f32(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<()> {
-    debug_assert_eq!(rows * cols, data.len());
+/// The header of a 2-D float32 `.npy` file (version 1.0, padded to 64 bytes), ready for
+/// `rows × cols` little-endian values to follow.
+pub fn npy_f32_header(rows: usize, cols: usize) -> Vec<u8> {
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     let total = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - total % 64) % 64));
     header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + data.len() * 4);
+    let mut out = Vec::with_capacity(10 + header.len());
     out.extend_from_slice(b"\x93NUMPY\x01\x00");
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
+    out
+}
+
+/// Writes a 2-D float32 `.npy` file.
+pub fn write_npy_f32(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<()> {
+    debug_assert_eq!(rows * cols, data.len());
+    let mut out = npy_f32_header(rows, cols);
+    out.reserve(data.len() * 4);
     for x in data {
         out.extend_from_slice(&x.to_le_bytes());
     }

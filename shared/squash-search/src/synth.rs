@@ -5,7 +5,7 @@
 //! `synthesize` writes the same directory layout as [`crate::workload::prepare`].
 
 use crate::error::{Result, SearchError};
-use crate::io::write_npy_f32;
+use crate::io::{npy_f32_header, write_npy_f32};
 use crate::workload::{label_case, range_cases, Workload};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -103,13 +103,7 @@ fn write_npy_streamed(
     let err = |e: std::io::Error| SearchError::input(path.display(), format!("cannot write: {e}"));
     let file = std::fs::File::create(path).map_err(err)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 22, file);
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    let total = 10 + header.len() + 1;
-    header.push_str(&" ".repeat((64 - total % 64) % 64));
-    header.push('\n');
-    out.write_all(b"\x93NUMPY\x01\x00").map_err(err)?;
-    out.write_all(&(header.len() as u16).to_le_bytes()).map_err(err)?;
-    out.write_all(header.as_bytes()).map_err(err)?;
+    out.write_all(&npy_f32_header(rows, cols)).map_err(err)?;
     // A few chunks at a time in parallel: memory stays at a few chunks whatever `rows` is.
     let chunks: Vec<usize> = (0..rows.div_ceil(CHUNK)).collect();
     for batch in chunks.chunks(rayon::current_num_threads().max(1) * 2) {
