@@ -23,7 +23,7 @@ fn coordinator() -> Coordinator {
         ("SQUASH_INDEX_ROOT", root.display().to_string()),
         ("SQUASH_WORKERS", "0".to_string()),
     ]);
-    Coordinator::new(Config::from_lookup(&|k| vars.get(k).cloned()).expect("config"), None)
+    Coordinator::new(Config::from_lookup(&|k| vars.get(k).cloned()).expect("config"), None).expect("coordinator")
 }
 
 fn good_vector() -> Value {

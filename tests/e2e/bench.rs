@@ -4,14 +4,14 @@
 //! the partitions searched; the `label` case's exact answers all carry the query's label.
 
 use squash_api::SearchParams;
+use squash_bench::bench::{run_case, BenchOptions};
+use squash_bench::groundtruth::groundtruth;
+use squash_bench::synth::{synthesize, SynthParams};
+use squash_build::build::{build_index, BuildParams};
+use squash_build::io::{read_attributes, read_json_lines, read_vectors};
 use squash_core::filter::Expr;
-use squash_search::bench::{run_case, BenchOptions};
-use squash_search::build::{build_index, BuildParams};
-use squash_search::groundtruth::groundtruth;
-use squash_search::io::{read_attributes, read_json_lines, read_vectors};
-use squash_search::search::Index;
-use squash_search::synth::{synthesize, SynthParams};
-use squash_search::tree::Fanout;
+use squash_engine::search::Index;
+use squash_engine::tree::Fanout;
 use squash_storage::Memory;
 use std::sync::Arc;
 

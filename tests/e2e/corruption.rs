@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 use serde_json::json;
 use squash_api::SearchRequest;
-use squash_search::search::Index;
+use squash_engine::search::Index;
 use squash_storage::{LocalDir, Memory, ObjectStore};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -9,11 +9,13 @@ use serde_json::json;
 use squash_api::{SearchRequest, SearchResponse};
 use squash_core::distance::{exact_distance, prepare_vector, Metric};
 use squash_core::segment::Segment;
-use squash_search::invoker::{FaultyInvoker, InProcessInvoker, InvokeFault, InvokeRule, WorkerInvoker};
-use squash_search::search::{load_manifest, Index};
-use squash_search::tree::Fanout;
-use squash_search::worker::Worker;
-use squash_search::SearchError;
+use squash_engine::in_process::InProcessInvoker;
+use squash_engine::invoker::WorkerInvoker;
+use squash_engine::search::{load_manifest, Index};
+use squash_engine::testing::{FaultyInvoker, InvokeFault, InvokeRule};
+use squash_engine::tree::Fanout;
+use squash_engine::worker::Worker;
+use squash_engine::SearchError;
 use squash_storage::{Fault, Faulty, LocalDir, Memory, ObjectStore, Retrying};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -231,7 +233,7 @@ fn when_every_partition_fails_even_allow_partial_gets_an_error() {
 struct Forgetful(Arc<dyn WorkerInvoker>);
 
 impl WorkerInvoker for Forgetful {
-    fn invoke_all(&self, requests: Vec<squash_api::WorkerRequest>) -> Vec<Result<squash_api::WorkerResponse, String>> {
+    fn invoke_all(&self, requests: &[squash_api::WorkerRequest]) -> Vec<Result<squash_api::WorkerResponse, String>> {
         let firsts: Vec<Option<u32>> = requests
             .iter()
             .map(|r| r.segments.first().map(|s| s.partition))

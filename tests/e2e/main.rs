@@ -10,13 +10,13 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 use squash_api::{SearchParams, SearchRequest};
+use squash_bench::groundtruth::{brute_force, recall_at};
+use squash_build::build::{build_index, BuildParams, MANIFEST_KEY};
+use squash_build::io::{Attributes, Matrix};
 use squash_core::distance::{prepare_vector, Metric};
 use squash_core::filter::Expr;
-use squash_search::build::{build_index, BuildParams, MANIFEST_KEY};
-use squash_search::groundtruth::{brute_force, recall_at};
-use squash_search::io::{Attributes, Matrix};
-use squash_search::search::Index;
-use squash_search::SearchError;
+use squash_engine::search::Index;
+use squash_engine::SearchError;
 use squash_storage::{LocalDir, Memory, ObjectStore};
 use squash_tests::{clustered, naive_matches, random_filter, Dataset};
 use std::path::PathBuf;
@@ -551,7 +551,7 @@ fn s3_store_conforms_and_serves_the_same_answers() {
 
 #[test]
 fn the_fan_out_tree_gives_the_single_worker_answer() {
-    use squash_search::tree::Fanout;
+    use squash_engine::tree::Fanout;
     let ds = clustered(8_000, 12, 16, 8, 53);
     let p = params(Metric::L2, 24);
     let (store, single) = build(&ds, &p);

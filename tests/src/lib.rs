@@ -4,8 +4,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
+use squash_build::io::{Attributes, Matrix};
 use squash_core::attrs::{AttrKind, AttrSpec, Schema};
-use squash_search::io::{Attributes, Matrix};
 
 /// Category names used by the generated datasets.
 pub const COLORS: [&str; 6] = ["amber", "blue", "cyan", "green", "red", "violet"];

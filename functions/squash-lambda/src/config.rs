@@ -1,7 +1,7 @@
 //! Function configuration, read once at cold start from environment variables
 //! (documented in `functions/README.md`; the infra templates set the same names).
 
-use squash_search::tree::Fanout;
+use squash_engine::tree::Fanout;
 use std::path::PathBuf;
 use std::time::Duration;
 

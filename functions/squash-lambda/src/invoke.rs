@@ -8,7 +8,7 @@ use aws_sdk_lambda::error::{DisplayErrorContext, SdkError};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use squash_api::{WireReply, WorkerPayload, WorkerRequest, WorkerResponse};
-use squash_search::invoker::WorkerInvoker;
+use squash_engine::invoker::WorkerInvoker;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Handle;
@@ -164,10 +164,10 @@ impl Inner {
 }
 
 impl WorkerInvoker for LambdaInvoker {
-    fn invoke_all(&self, requests: Vec<WorkerRequest>) -> Vec<Result<WorkerResponse, String>> {
+    fn invoke_all(&self, requests: &[WorkerRequest]) -> Vec<Result<WorkerResponse, String>> {
         let tasks: Vec<_> = requests
-            .into_iter()
-            .map(|r| self.handle.spawn(self.inner.clone().invoke(r)))
+            .iter()
+            .map(|r| self.handle.spawn(self.inner.clone().invoke(r.clone())))
             .collect();
         // Called from a blocking thread (the handler's spawn_blocking, or a tree node's
         // scoped thread), never from a runtime worker, so blocking on the handle is allowed.

@@ -1,14 +1,17 @@
 //! # squash-lambda
 //!
-//! What the `squash-coordinator` and `squash-worker` functions run, without any Lambda
-//! type: configuration from the environment ([`config`]), the coordinator's routes and
-//! the worker's handler ([`service`]), and the aws-sdk-lambda invoker that walks the
+//! What the `squash-coordinator` and `squash-worker` functions run: configuration from
+//! the environment ([`config`]), what an event is and what it answers ([`events`]: API
+//! Gateway HTTP API payload 2.0, function URLs, raw invokes), the coordinator's routes
+//! and the worker's handler ([`service`]), and the aws-sdk-lambda invoker that walks the
 //! fan-out tree ([`invoke`]). The binaries in `functions/coordinator` and
-//! `functions/worker` only adapt Lambda events to these.
+//! `functions/worker` only hand events to these; everything here runs and is tested
+//! without the Lambda runtime.
 
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod events;
 pub mod invoke;
 pub mod service;
 

@@ -3,14 +3,16 @@
 //! indexes and warm segment cache for the life of the container.
 
 use crate::config::Config;
+use serde::Serialize;
 use serde_json::{json, Value};
 use squash_api::{SearchRequest, SearchResponse, WireReply, WorkerPayload, WorkerResponse};
-use squash_search::cache::SegmentCache;
-use squash_search::invoker::{InProcessInvoker, WorkerInvoker};
-use squash_search::search::{load_manifest, Index};
-use squash_search::worker::Worker;
-use squash_search::SearchError;
-use squash_storage::{open_store, DiskTier, ObjectStore};
+use squash_engine::cache::SegmentCache;
+use squash_engine::in_process::InProcessInvoker;
+use squash_engine::invoker::WorkerInvoker;
+use squash_engine::search::{load_manifest, Index};
+use squash_engine::worker::Worker;
+use squash_engine::SearchError;
+use squash_storage::{Connector, DiskTier, ObjectStore};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -59,8 +61,11 @@ pub fn error_body(e: &SearchError) -> Value {
     json!({ "error": err })
 }
 
-fn reply(result: Result<Value, SearchError>) -> HttpReply {
-    match result {
+/// The reply for a route's outcome: 200 with the answer as JSON, or the error's status
+/// with its JSON body. An answer that does not serialise is our bug: 500, `internal`.
+pub fn json_reply<T: Serialize>(result: Result<T, SearchError>) -> HttpReply {
+    let body = result.and_then(|answer| serde_json::to_value(answer).map_err(SearchError::internal));
+    match body {
         Ok(body) => HttpReply { status: 200, body },
         Err(e) => HttpReply {
             status: e.status(),
@@ -69,11 +74,11 @@ fn reply(result: Result<Value, SearchError>) -> HttpReply {
     }
 }
 
-/// Opens the store of one index: the configured root plus the index name, with the
-/// optional `/tmp` tier in front of it.
-fn index_store(config: &Config, name: &str) -> Result<Arc<dyn ObjectStore>, SearchError> {
+/// Opens the store of one index through the container's clients: the configured root
+/// plus the index name, with the optional `/tmp` tier in front of it.
+fn index_store(connector: &Connector, config: &Config, name: &str) -> Result<Arc<dyn ObjectStore>, SearchError> {
     check_index_name(name)?;
-    let store = open_store(&config.index_location(name))?;
+    let store = connector.open(&config.index_location(name))?;
     if config.tmp_cache_bytes == 0 {
         return Ok(store);
     }
@@ -93,6 +98,8 @@ pub const ROUTES: &[&str] = &["POST /v1/indexes/{index}/search", "GET /v1/indexe
 /// The coordinator: routes, plans, fans out (or searches itself when `SQUASH_WORKERS=0`).
 pub struct Coordinator {
     config: Config,
+    /// The object-store clients, built once for the container.
+    connector: Connector,
     /// `None`: search in this process.
     invoker: Option<Arc<dyn WorkerInvoker>>,
     cache: Arc<SegmentCache>,
@@ -101,17 +108,31 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
+    /// What a coordinator container builds once, at cold start: the object-store
+    /// clients and, unless it searches by itself, the Lambda invoker of its workers.
+    pub async fn from_config(config: Config) -> Result<Coordinator, String> {
+        let invoker: Option<Arc<dyn WorkerInvoker>> = if config.search_in_coordinator {
+            None
+        } else {
+            Some(Arc::new(crate::LambdaInvoker::new(&config).await))
+        };
+        Coordinator::new(config, invoker)
+    }
+
     /// A coordinator invoking workers through `invoker`, or searching in this process
-    /// when `config.search_in_coordinator` or `invoker` is `None`.
-    pub fn new(config: Config, invoker: Option<Arc<dyn WorkerInvoker>>) -> Coordinator {
+    /// when `config.search_in_coordinator` or `invoker` is `None`. Builds the object-store
+    /// clients for `config.index_root` (one S3 client for every index it opens).
+    pub fn new(config: Config, invoker: Option<Arc<dyn WorkerInvoker>>) -> Result<Coordinator, String> {
         let invoker = if config.search_in_coordinator { None } else { invoker };
-        Coordinator {
+        let connector = Connector::for_root(&config.index_root).map_err(|e| e.to_string())?;
+        Ok(Coordinator {
             cache: Arc::new(SegmentCache::new(config.cache_bytes)),
+            connector,
             config,
             invoker,
             indexes: Mutex::new(HashMap::new()),
             served: AtomicU64::new(0),
-        }
+        })
     }
 
     /// The open index `name` (its manifest re-read once older than the TTL) and whether
@@ -126,13 +147,15 @@ impl Coordinator {
                 }
             }
         }
-        let store = index_store(&self.config, name)?;
+        // Read without holding the lock: two requests may both read an expired
+        // manifest, and the later one wins; neither waits on the other's I/O.
+        let store = index_store(&self.connector, &self.config, name)?;
         let manifest = load_manifest(store.as_ref(), name)?;
         let index = match &self.invoker {
             Some(invoker) => Index::with_invoker(name, manifest, invoker.clone(), self.config.fanout),
             None => {
                 let worker = Arc::new(Worker::with_cache(store, self.cache.clone()));
-                let fanout = squash_search::tree::Fanout {
+                let fanout = squash_engine::tree::Fanout {
                     workers: 1,
                     ..self.config.fanout
                 };
@@ -181,12 +204,10 @@ impl Coordinator {
     pub fn route(&self, method: &str, path: &str, body: &[u8]) -> HttpReply {
         let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
         match (method, parts.as_slice()) {
-            ("POST", ["", "v1", "indexes", index, "search"]) => reply(
-                self.parse_search(body)
-                    .and_then(|req| self.search(index, &req))
-                    .and_then(|r| serde_json::to_value(r).map_err(|e| SearchError::bad("response", e.to_string()))),
-            ),
-            ("GET", ["", "v1", "indexes", index]) => reply(self.describe(index)),
+            ("POST", ["", "v1", "indexes", index, "search"]) => {
+                json_reply(self.parse_search(body).and_then(|req| self.search(index, &req)))
+            }
+            ("GET", ["", "v1", "indexes", index]) => json_reply(self.describe(index)),
             (_, ["", "v1", "indexes", _, "search"]) | (_, ["", "v1", "indexes", _]) => HttpReply {
                 status: 405,
                 body: json!({"error": {"code": "method_not_allowed",
@@ -229,7 +250,7 @@ impl Coordinator {
                     SearchError::bad(field, e.message)
                 })
                 .and_then(|req| self.search(index, &req))
-                .and_then(|r| serde_json::to_value(r).map_err(|e| SearchError::bad("response", e.to_string())))
+                .and_then(|r| serde_json::to_value(r).map_err(SearchError::internal))
         } else if event.get("describe").is_some() {
             self.describe(index)
         } else {
@@ -248,6 +269,8 @@ impl Coordinator {
 /// The worker: searches its share and invokes its subtree.
 pub struct WorkerService {
     config: Config,
+    /// The object-store clients, built once for the container.
+    connector: Connector,
     invoker: Arc<dyn WorkerInvoker>,
     cache: Arc<SegmentCache>,
     workers: Mutex<HashMap<String, Arc<Worker>>>,
@@ -255,15 +278,18 @@ pub struct WorkerService {
 }
 
 impl WorkerService {
-    /// A worker service that reaches its children through `invoker`.
-    pub fn new(config: Config, invoker: Arc<dyn WorkerInvoker>) -> WorkerService {
-        WorkerService {
+    /// A worker service that reaches its children through `invoker`. Builds the
+    /// object-store clients for `config.index_root` (one S3 client for every index).
+    pub fn new(config: Config, invoker: Arc<dyn WorkerInvoker>) -> Result<WorkerService, String> {
+        let connector = Connector::for_root(&config.index_root).map_err(|e| e.to_string())?;
+        Ok(WorkerService {
             cache: Arc::new(SegmentCache::new(config.cache_bytes)),
+            connector,
             config,
             invoker,
             workers: Mutex::new(HashMap::new()),
             served: AtomicU64::new(0),
-        }
+        })
     }
 
     /// The segment cache (for tests).
@@ -272,16 +298,17 @@ impl WorkerService {
     }
 
     fn worker(&self, index: &str) -> Result<Arc<Worker>, SearchError> {
-        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(w) = workers.get(index) {
+        if let Some(w) = self.workers.lock().unwrap_or_else(|p| p.into_inner()).get(index) {
             return Ok(w.clone());
         }
-        let w = Arc::new(Worker::with_cache(
-            index_store(&self.config, index)?,
+        // Opened without holding the lock; if two requests race, the first one stored
+        // wins and both use it (they share the cache either way).
+        let opened = Arc::new(Worker::with_cache(
+            index_store(&self.connector, &self.config, index)?,
             self.cache.clone(),
         ));
-        workers.insert(index.to_string(), w.clone());
-        Ok(w)
+        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(workers.entry(index.to_string()).or_insert(opened).clone())
     }
 
     /// Serves one worker invocation.
@@ -303,5 +330,16 @@ impl WorkerService {
             .and_then(|resp| WireReply::new(&resp).map_err(|e| e.to_string()))
             .and_then(|reply| serde_json::to_value(reply).map_err(|e| e.to_string()));
         answer.unwrap_or_else(|message| json!({ "error": message }))
+    }
+
+    /// Serves one invocation and says, for the log line, how it went (never the query
+    /// or the filter).
+    pub fn handle_event(&self, event: Value) -> crate::events::Handled {
+        let answer = self.handle_json(event);
+        let summary = match answer.get("error") {
+            Some(e) => format!("error: {e}"),
+            None => "ok".to_string(),
+        };
+        crate::events::Handled { answer, summary }
     }
 }

@@ -2,13 +2,13 @@
 //! handler, and the whole fan-out over the real wire format (JSON envelope of base64
 //! bincode) with each logical worker a service of its own, all without Lambda.
 
-use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use serde_json::{json, Value};
 use squash_api::{SearchRequest, WireReply, WorkerPayload, WorkerRequest, WorkerResponse};
-use squash_lambda::service::ROUTES;
+use squash_engine::invoker::WorkerInvoker;
+use squash_engine::search::Index;
+use squash_lambda::events::{handle_event, kind, parse_http, EventKind};
+use squash_lambda::service::{json_reply, ROUTES};
 use squash_lambda::{Config, Coordinator, WorkerService};
-use squash_search::invoker::WorkerInvoker;
-use squash_search::search::Index;
 use squash_storage::{LocalDir, ObjectStore};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,11 +16,28 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 const SEARCH: &str = include_str!("../../../events/apigw-search.json");
+const SEARCH_BASE64: &str = include_str!("../../../events/apigw-search-base64.json");
+const FUNCTION_URL: &str = include_str!("../../../events/function-url-search.json");
 const DESCRIBE: &str = include_str!("../../../events/apigw-describe.json");
 const BAD: &str = include_str!("../../../events/apigw-bad-request.json");
 const MISSING: &str = include_str!("../../../events/apigw-missing-index.json");
 const RAW: &str = include_str!("../../../events/raw-search.json");
+const RAW_DESCRIBE: &str = include_str!("../../../events/raw-describe.json");
 const WORKER: &str = include_str!("../../../events/worker-request.json");
+
+/// Every sample in `events/` with the test that covers it: a new sample fails
+/// `every_sample_in_events_is_tested` until it is added here (and tested).
+const SAMPLES: &[(&str, &str)] = &[
+    ("apigw-search.json", SEARCH),
+    ("apigw-search-base64.json", SEARCH_BASE64),
+    ("function-url-search.json", FUNCTION_URL),
+    ("apigw-describe.json", DESCRIBE),
+    ("apigw-bad-request.json", BAD),
+    ("apigw-missing-index.json", MISSING),
+    ("raw-search.json", RAW),
+    ("raw-describe.json", RAW_DESCRIBE),
+    ("worker-request.json", WORKER),
+];
 
 /// A root holding the golden fixture as index `golden`.
 fn root() -> &'static Path {
@@ -53,13 +70,22 @@ fn embedded() -> Index {
     Index::open(Arc::new(LocalDir::new(root().join("golden"))), "golden").unwrap()
 }
 
-/// Routes an API Gateway v2 event the way the coordinator binary does.
+/// A coordinator searching by itself over the golden index.
+fn coordinator() -> Coordinator {
+    Coordinator::new(config("0", "4", "3"), None).unwrap()
+}
+
+/// Sends an HTTP event through what the coordinator binary runs, and reads the HTTP
+/// response it answers: status and JSON body.
 fn route(c: &Coordinator, event: &str) -> (u16, Value) {
-    let ev: ApiGatewayV2httpRequest = serde_json::from_str(event).expect("a valid API Gateway v2 event");
-    let body = ev.body.unwrap_or_default();
-    let path = ev.raw_path.unwrap_or_default();
-    let reply = c.route(ev.request_context.http.method.as_str(), &path, body.as_bytes());
-    (reply.status, reply.body)
+    let event: Value = serde_json::from_str(event).expect("a JSON event");
+    assert_eq!(kind(&event), EventKind::Http);
+    let answer = handle_event(c, event).answer;
+    assert_eq!(answer["headers"]["content-type"], json!("application/json"), "{answer}");
+    assert_eq!(answer["isBase64Encoded"], json!(false), "{answer}");
+    let status = answer["statusCode"].as_u64().expect("statusCode") as u16;
+    let body = serde_json::from_str(answer["body"].as_str().expect("a text body")).expect("a JSON body");
+    (status, body)
 }
 
 fn hits(v: &Value) -> Vec<(u64, f32)> {
@@ -73,12 +99,79 @@ fn hits(v: &Value) -> Vec<(u64, f32)> {
 
 fn body_of(event: &str) -> SearchRequest {
     let ev: Value = serde_json::from_str(event).unwrap();
-    serde_json::from_str(ev["body"].as_str().unwrap()).unwrap()
+    serde_json::from_slice(&parse_http(ev).unwrap().body).unwrap()
+}
+
+#[test]
+fn every_sample_in_events_is_tested() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../events");
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = SAMPLES.iter().map(|(n, _)| n.to_string()).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed, "events/ and this test's SAMPLES differ");
+    for (name, text) in SAMPLES {
+        let event: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let want = if name.starts_with("raw-") || *name == "worker-request.json" {
+            EventKind::Raw
+        } else {
+            EventKind::Http
+        };
+        assert_eq!(kind(&event), want, "{name}");
+    }
+}
+
+#[test]
+fn plain_base64_and_function_url_events_get_the_same_answer() {
+    let c = coordinator();
+    let (status, plain) = route(&c, SEARCH);
+    assert_eq!(status, 200, "{plain}");
+    assert_eq!(body_of(SEARCH_BASE64), body_of(SEARCH));
+    assert_eq!(body_of(FUNCTION_URL), body_of(SEARCH));
+    for event in [SEARCH_BASE64, FUNCTION_URL] {
+        let (status, body) = route(&c, event);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["hits"], plain["hits"]);
+    }
+    // A body that claims base64 but is not: 400 naming the body.
+    let mut broken: Value = serde_json::from_str(SEARCH_BASE64).unwrap();
+    broken["body"] = json!("not base64 at all!");
+    let (status, body) = route(&c, &broken.to_string());
+    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("body")), "{body}");
+    // Something with requestContext.http that is not an HTTP event: 400, never a panic.
+    let (status, body) = route(&c, r#"{"requestContext": {"http": {"method": 7}}}"#);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
+}
+
+#[test]
+fn an_answer_that_does_not_serialise_is_a_500_with_a_json_body() {
+    // JSON object keys must be strings: serde_json refuses a map keyed by pairs.
+    let unserialisable: HashMap<(u8, u8), u8> = HashMap::from([((1, 2), 3)]);
+    let reply = json_reply(Ok(unserialisable));
+    assert_eq!(reply.status, 500, "{}", reply.body);
+    assert_eq!(reply.body["error"]["code"], json!("internal"), "{}", reply.body);
+    assert!(
+        reply.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("internal error"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(json_reply(Ok(json!({"a": 1}))).status, 200);
 }
 
 #[test]
 fn sample_http_events_get_the_embedded_answers() {
-    let c = Coordinator::new(config("0", "4", "3"), None);
+    let c = coordinator();
     let (status, body) = route(&c, SEARCH);
     assert_eq!(status, 200, "{body}");
     let want = embedded().search(&body_of(SEARCH)).unwrap();
@@ -111,7 +204,7 @@ fn sample_http_events_get_the_embedded_answers() {
 
 #[test]
 fn routes_answer_bad_paths_methods_and_names_with_json_errors() {
-    let c = Coordinator::new(config("0", "4", "3"), None);
+    let c = coordinator();
     let vector = body_of(SEARCH).vector;
     let good = serde_json::to_vec(&json!({ "vector": vector })).unwrap();
     /// Method, path, body, expected status, expected field.
@@ -167,7 +260,7 @@ fn routes_answer_bad_paths_methods_and_names_with_json_errors() {
 
 #[test]
 fn every_declared_route_is_served() {
-    let c = Coordinator::new(config("0", "4", "3"), None);
+    let c = coordinator();
     let good = serde_json::to_vec(&json!({ "vector": body_of(SEARCH).vector })).unwrap();
     assert_eq!(ROUTES.len(), 2);
     for route in ROUTES {
@@ -189,16 +282,15 @@ fn every_declared_route_is_served() {
 
 #[test]
 fn raw_invokes_search_and_describe() {
-    let c = Coordinator::new(config("0", "4", "3"), None);
+    let c = coordinator();
     let raw: Value = serde_json::from_str(RAW).unwrap();
-    let got = c.raw(&raw);
+    assert_eq!(kind(&raw), EventKind::Raw);
+    let got = handle_event(&c, raw.clone()).answer;
     let req: SearchRequest = serde_json::from_value(raw["search"].clone()).unwrap();
     let want = embedded().search(&req).unwrap();
     assert_eq!(got["hits"], serde_json::to_value(&want.hits).unwrap());
-    assert_eq!(
-        c.raw(&json!({"index": "golden", "describe": true}))["count"],
-        json!(600)
-    );
+    let described = handle_event(&c, serde_json::from_str(RAW_DESCRIBE).unwrap()).answer;
+    assert_eq!(described["count"], json!(600), "{described}");
     let bad = c.raw(&json!({"search": {"vector": [1]}}));
     assert_eq!(
         (bad["status"].as_u64(), bad["error"]["field"].as_str()),
@@ -215,17 +307,17 @@ struct Loopback {
 }
 
 impl WorkerInvoker for Loopback {
-    fn invoke_all(&self, requests: Vec<WorkerRequest>) -> Vec<Result<WorkerResponse, String>> {
+    fn invoke_all(&self, requests: &[WorkerRequest]) -> Vec<Result<WorkerResponse, String>> {
         std::thread::scope(|s| {
             let handles: Vec<_> = requests
-                .into_iter()
+                .iter()
                 .map(|r| {
                     s.spawn(move || {
                         self.calls.fetch_add(1, Ordering::Relaxed);
                         if *self.fail.lock().unwrap() == Some(r.worker) {
                             return Err(format!("worker {} is down", r.worker));
                         }
-                        let sent = serde_json::to_value(WorkerPayload::wire(&r).unwrap()).unwrap();
+                        let sent = serde_json::to_value(WorkerPayload::wire(r).unwrap()).unwrap();
                         let services = self.services.get().unwrap();
                         let reply = services[r.worker as usize].handle_json(sent);
                         let reply: WireReply = serde_json::from_value(reply).map_err(|e| e.to_string())?;
@@ -249,10 +341,10 @@ fn the_wire_fan_out_matches_the_embedded_mode_and_reports_failures() {
         fail: Mutex::new(None),
     });
     let services = (0..5)
-        .map(|_| WorkerService::new(cfg.clone(), loopback.clone()))
+        .map(|_| WorkerService::new(cfg.clone(), loopback.clone()).unwrap())
         .collect();
     assert!(loopback.services.set(services).is_ok());
-    let c = Coordinator::new(cfg, Some(loopback.clone()));
+    let c = Coordinator::new(cfg, Some(loopback.clone())).unwrap();
     let index = embedded();
     let mut req = body_of(SEARCH);
     req.params.nprobe = Some(3);
@@ -287,12 +379,14 @@ fn the_wire_fan_out_matches_the_embedded_mode_and_reports_failures() {
 fn the_sample_worker_request_is_served() {
     struct NoChildren;
     impl WorkerInvoker for NoChildren {
-        fn invoke_all(&self, _: Vec<WorkerRequest>) -> Vec<Result<WorkerResponse, String>> {
+        fn invoke_all(&self, _: &[WorkerRequest]) -> Vec<Result<WorkerResponse, String>> {
             panic!("the sample has no children")
         }
     }
-    let w = WorkerService::new(config("1", "4", "3"), Arc::new(NoChildren));
-    let reply: WireReply = serde_json::from_value(w.handle_json(serde_json::from_str(WORKER).unwrap())).unwrap();
+    let w = WorkerService::new(config("1", "4", "3"), Arc::new(NoChildren)).unwrap();
+    let handled = w.handle_event(serde_json::from_str(WORKER).unwrap());
+    assert_eq!(handled.summary, "ok");
+    let reply: WireReply = serde_json::from_value(handled.answer).unwrap();
     let resp = reply.into_response().unwrap();
     assert_eq!(resp.outcomes.len(), 3);
     assert!(resp.outcomes.iter().all(|o| o.error.is_none()), "{:?}", resp.outcomes);

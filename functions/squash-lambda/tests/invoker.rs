@@ -3,8 +3,8 @@
 //! worker's refusal), and that answers come back decoded.
 
 use squash_api::{WireReply, WorkerRequest, WorkerResponse};
+use squash_engine::invoker::WorkerInvoker;
 use squash_lambda::{Config, LambdaInvoker};
-use squash_search::invoker::WorkerInvoker;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -82,7 +82,7 @@ fn invoke(script: Vec<Answer>) -> (Result<WorkerResponse, String>, Vec<String>) 
         .unwrap();
     let invoker = rt.block_on(LambdaInvoker::new(&config(&endpoint)));
     // As in the functions: invoke_all runs on a blocking thread beside the runtime.
-    let got = std::thread::spawn(move || invoker.invoke_all(vec![request()]).remove(0))
+    let got = std::thread::spawn(move || invoker.invoke_all(&[request()]).remove(0))
         .join()
         .unwrap();
     let seen = seen.lock().unwrap().clone();

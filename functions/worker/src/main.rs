@@ -1,6 +1,7 @@
 //! `squash-worker`: the worker Lambda function. Built once per container: the
-//! configuration, the Lambda client for its children and the warm segment cache; each
-//! invocation searches its share of partitions while its children search theirs.
+//! configuration, the Lambda client for its children, the object-store client and the
+//! warm segment cache; each invocation searches its share of partitions while its
+//! children search theirs.
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
@@ -12,19 +13,15 @@ use std::time::Instant;
 async fn main() -> Result<(), Error> {
     let config = Config::from_env()?;
     let invoker = Arc::new(LambdaInvoker::new(&config).await);
-    let service = Arc::new(WorkerService::new(config, invoker));
+    let service = Arc::new(WorkerService::new(config, invoker)?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let service = service.clone();
         async move {
             let t0 = Instant::now();
-            let reply = tokio::task::spawn_blocking(move || service.handle_json(event.payload)).await?;
+            let handled = tokio::task::spawn_blocking(move || service.handle_event(event.payload)).await?;
             // One log line per invocation; never the query or the filter.
-            let outcome = match reply.get("error") {
-                Some(e) => format!("error: {e}"),
-                None => "ok".to_string(),
-            };
-            eprintln!("squash-worker: {outcome} in {} ms", t0.elapsed().as_millis());
-            Ok::<Value, Error>(reply)
+            eprintln!("squash-worker: {} in {} ms", handled.summary, t0.elapsed().as_millis());
+            Ok::<Value, Error>(handled.answer)
         }
     }))
     .await

@@ -11,6 +11,9 @@ use crate::klt::Klt;
 use crate::segment::{decode_cells, encode_cells};
 use serde::{Deserialize, Serialize};
 
+/// Key of the manifest object under an index's root.
+pub const MANIFEST_KEY: &str = "manifest.sqm";
+
 /// Magic of manifest objects.
 pub const MANIFEST_MAGIC: &[u8; 8] = b"SQUASHMF";
 

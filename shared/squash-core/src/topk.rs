@@ -21,60 +21,76 @@ impl Neighbor {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct HeapItem(Neighbor);
+/// A heap entry: the neighbour (which alone decides the order) and what travels with it.
+#[derive(Debug, Clone)]
+struct HeapItem<P>(Neighbor, P);
 
-impl PartialEq for HeapItem {
+impl<P> PartialEq for HeapItem<P> {
     fn eq(&self, other: &Self) -> bool {
         self.0.cmp_key(&other.0) == Ordering::Equal
     }
 }
-impl Eq for HeapItem {}
-impl PartialOrd for HeapItem {
+impl<P> Eq for HeapItem<P> {}
+impl<P> PartialOrd for HeapItem<P> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for HeapItem {
+impl<P> Ord for HeapItem<P> {
     fn cmp(&self, other: &Self) -> Ordering {
         self.0.cmp_key(&other.0)
     }
 }
 
-/// Keeps the `k` best neighbours seen so far.
+/// Keeps the `k` best neighbours seen so far, each with a payload `P` that travels with
+/// it (a worker keeps the segment row of each hit, so it never maps ids back to rows).
 #[derive(Debug, Clone)]
-pub struct TopK {
+pub struct TopK<P = ()> {
     k: usize,
-    heap: BinaryHeap<HeapItem>,
+    heap: BinaryHeap<HeapItem<P>>,
 }
 
-impl TopK {
-    /// An empty collector for `k` results.
-    pub fn new(k: usize) -> TopK {
+impl TopK<()> {
+    /// An empty collector for `k` results without payload.
+    pub fn new(k: usize) -> TopK<()> {
+        TopK::with_payload(k)
+    }
+
+    /// Offers a neighbour; returns true if it was kept.
+    pub fn push(&mut self, n: Neighbor) -> bool {
+        self.offer(n, ())
+    }
+
+    /// The results, best first.
+    pub fn into_sorted(self) -> Vec<Neighbor> {
+        self.into_sorted_with().into_iter().map(|(n, ())| n).collect()
+    }
+}
+
+impl<P> TopK<P> {
+    /// An empty collector for `k` results, each with a payload.
+    pub fn with_payload(k: usize) -> TopK<P> {
         TopK {
             k,
             heap: BinaryHeap::with_capacity(k + 1),
         }
     }
 
-    /// Offers a neighbour; returns true if it was kept.
-    pub fn push(&mut self, n: Neighbor) -> bool {
+    /// Offers a neighbour with its payload; returns true if it was kept.
+    pub fn offer(&mut self, n: Neighbor, payload: P) -> bool {
         if self.k == 0 {
             return false;
         }
         if self.heap.len() < self.k {
-            self.heap.push(HeapItem(n));
+            self.heap.push(HeapItem(n, payload));
             return true;
         }
-        let worst = self.heap.peek().map(|h| h.0);
-        match worst {
-            Some(w) if n.cmp_key(&w) == Ordering::Less => {
-                self.heap.pop();
-                self.heap.push(HeapItem(n));
-                true
-            }
-            _ => false,
+        let better = matches!(self.heap.peek(), Some(worst) if n.cmp_key(&worst.0) == Ordering::Less);
+        if better {
+            self.heap.pop();
+            self.heap.push(HeapItem(n, payload));
         }
+        better
     }
 
     /// True once `k` results are held.
@@ -101,10 +117,10 @@ impl TopK {
         self.heap.is_empty()
     }
 
-    /// The results, best first.
-    pub fn into_sorted(self) -> Vec<Neighbor> {
-        let mut v: Vec<Neighbor> = self.heap.into_iter().map(|h| h.0).collect();
-        v.sort_by(|a, b| a.cmp_key(b));
+    /// The results with their payloads, best first.
+    pub fn into_sorted_with(self) -> Vec<(Neighbor, P)> {
+        let mut v: Vec<(Neighbor, P)> = self.heap.into_iter().map(|h| (h.0, h.1)).collect();
+        v.sort_by(|a, b| a.0.cmp_key(&b.0));
         v
     }
 }
@@ -148,6 +164,13 @@ mod tests {
             let mut top = TopK::new(k);
             for n in &all { top.push(*n); }
             prop_assert_eq!(top.into_sorted(), expected.clone());
+
+            // The payload travels with its neighbour.
+            let mut with_rows = TopK::with_payload(k);
+            for (row, n) in all.iter().enumerate() { with_rows.offer(*n, row); }
+            for (n, row) in with_rows.into_sorted_with() {
+                prop_assert_eq!(n, all[row]);
+            }
 
             let mut lists = vec![Vec::new(); splits];
             for (i, n) in all.iter().enumerate() { lists[i % splits].push(*n); }

@@ -102,28 +102,77 @@ pub trait ObjectStore: Send + Sync {
 }
 
 /// Opens the store a location names: `s3://bucket/prefix` (feature `s3`) or a local
-/// directory path.
+/// directory path. Each call builds its own S3 client; a process that opens many
+/// locations builds one [`Connector`] instead.
 pub fn open_store(location: &str) -> Result<Arc<dyn ObjectStore>> {
-    if location.starts_with("s3://") {
+    Connector::for_root(location)?.open(location)
+}
+
+/// Opens store locations with clients built once: when the root it is made for is an
+/// `s3://` location, one S3 client (and its runtime) serves every location it opens, as
+/// a Lambda container should (clients built at cold start, reused by every request).
+#[derive(Clone, Default)]
+pub struct Connector {
+    #[cfg(feature = "s3")]
+    s3: Option<Arc<s3::S3Client>>,
+}
+
+impl Connector {
+    /// Builds the clients that locations under `root` need: an S3 client for `s3://`
+    /// roots, nothing for directories.
+    pub fn for_root(root: &str) -> Result<Connector> {
+        if root.starts_with("s3://") {
+            #[cfg(feature = "s3")]
+            {
+                s3::parse_s3_uri(root)?;
+                return Ok(Connector {
+                    s3: Some(Arc::new(s3::S3Client::new(None)?)),
+                });
+            }
+        }
+        Ok(Connector::default())
+    }
+
+    /// Opens `location`: `s3://bucket/prefix` through the shared client (a client of its
+    /// own when this connector was made for a directory root), or a local directory.
+    pub fn open(&self, location: &str) -> Result<Arc<dyn ObjectStore>> {
+        if location.starts_with("s3://") {
+            #[cfg(feature = "s3")]
+            {
+                let client = match &self.s3 {
+                    Some(client) => client.clone(),
+                    None => Arc::new(s3::S3Client::new(None)?),
+                };
+                return Ok(Arc::new(Retrying::new(s3::S3Store::with_client(client, location)?)));
+            }
+            #[cfg(not(feature = "s3"))]
+            {
+                return Err(StorageError::InvalidKey {
+                    key: location.to_string(),
+                    reason: "this build has no S3 support (feature `s3`)".into(),
+                });
+            }
+        }
+        if location.contains("://") {
+            return Err(StorageError::InvalidKey {
+                key: location.to_string(),
+                reason: "unknown scheme (expected s3:// or a directory path)".into(),
+            });
+        }
+        Ok(Arc::new(LocalDir::new(location)))
+    }
+
+    /// True when S3 locations share one client.
+    pub fn shares_s3_client(&self) -> bool {
         #[cfg(feature = "s3")]
         {
-            return Ok(Arc::new(Retrying::new(s3::S3Store::open(location)?)));
+            self.s3.is_some()
         }
         #[cfg(not(feature = "s3"))]
         {
-            return Err(StorageError::InvalidKey {
-                key: location.to_string(),
-                reason: "this build has no S3 support (feature `s3`)".into(),
-            });
+            false
         }
     }
-    if location.contains("://") {
-        return Err(StorageError::InvalidKey {
-            key: location.to_string(),
-            reason: "unknown scheme (expected s3:// or a directory path)".into(),
-        });
-    }
-    Ok(Arc::new(LocalDir::new(location)))
 }
 
 /// Retries transient errors with capped exponential backoff.

@@ -12,6 +12,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Objects at or above this size are uploaded in parts.
@@ -19,10 +20,81 @@ pub const DEFAULT_MULTIPART_THRESHOLD: usize = 64 << 20;
 /// Size of each uploaded part (S3's minimum is 5 MiB except for the last part).
 pub const DEFAULT_PART_SIZE: usize = 16 << 20;
 
-/// Objects under `s3://bucket/prefix`.
-pub struct S3Store {
+/// One S3 client and the small tokio runtime it runs on. Build it once per process (or
+/// Lambda container) and open every `s3://` location through it
+/// ([`S3Store::with_client`], or `crate::Connector`): the client keeps its connection
+/// pool and credentials cache across indexes.
+pub struct S3Client {
     client: aws_sdk_s3::Client,
     runtime: tokio::runtime::Runtime,
+    endpoint: Option<String>,
+}
+
+impl S3Client {
+    /// A client with credentials and region from the usual AWS chain. The endpoint is
+    /// `endpoint` if given, else `SQUASH_S3_ENDPOINT`, else the chain's
+    /// (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, profile); with a custom endpoint,
+    /// path-style addressing is used. The region defaults to `us-east-1`.
+    pub fn new(endpoint: Option<&str>) -> Result<S3Client> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("squash-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| StorageError::Io {
+                store: "s3".to_string(),
+                key: String::new(),
+                source: e,
+            })?;
+        let sdk = block_on(&runtime, aws_config::load_from_env());
+        let endpoint = endpoint
+            .map(|e| e.to_string())
+            .or_else(|| std::env::var("SQUASH_S3_ENDPOINT").ok())
+            .filter(|e| !e.is_empty())
+            .or_else(|| sdk.endpoint_url().map(|e| e.to_string()));
+        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .operation_attempt_timeout(Duration::from_secs(60))
+            .build();
+        let mut conf = aws_sdk_s3::config::Builder::from(&sdk).timeout_config(timeouts);
+        if sdk.region().is_none() {
+            conf = conf.region(aws_sdk_s3::config::Region::new("us-east-1"));
+        }
+        if let Some(endpoint) = &endpoint {
+            conf = conf.endpoint_url(endpoint).force_path_style(true);
+        }
+        Ok(S3Client {
+            client: aws_sdk_s3::Client::from_conf(conf.build()),
+            runtime,
+            endpoint,
+        })
+    }
+
+    /// The custom endpoint in use, if any.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
+    }
+}
+
+/// Runs a future on `runtime`, from sync or async callers alike: inside another tokio
+/// runtime it hops to a scoped thread instead of blocking that runtime's worker.
+fn block_on<F: Future + Send>(runtime: &tokio::runtime::Runtime, fut: F) -> F::Output
+where
+    F::Output: Send,
+{
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|s| match s.spawn(|| runtime.block_on(fut)).join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        })
+    } else {
+        runtime.block_on(fut)
+    }
+}
+
+/// Objects under `s3://bucket/prefix`.
+pub struct S3Store {
+    shared: Arc<S3Client>,
     bucket: String,
     prefix: String,
     multipart_threshold: usize,
@@ -55,46 +127,24 @@ pub fn parse_s3_uri(uri: &str) -> Result<(String, String)> {
 }
 
 impl S3Store {
-    /// Opens `s3://bucket/prefix`. The endpoint comes from `SQUASH_S3_ENDPOINT`, else the
-    /// AWS chain (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, profile); with a custom
-    /// endpoint, path-style addressing is used. The region defaults to `us-east-1`.
+    /// Opens `s3://bucket/prefix` with a client of its own (see [`S3Client::new`] for
+    /// the endpoint and region). Opening many locations? Share one client:
+    /// [`S3Store::with_client`].
     pub fn open(uri: &str) -> Result<S3Store> {
         S3Store::open_with_endpoint(uri, None)
     }
 
     /// Like [`S3Store::open`], with an explicit endpoint (path-style) taking precedence.
     pub fn open_with_endpoint(uri: &str, endpoint: Option<&str>) -> Result<S3Store> {
+        parse_s3_uri(uri)?;
+        S3Store::with_client(Arc::new(S3Client::new(endpoint)?), uri)
+    }
+
+    /// Opens `s3://bucket/prefix` through a shared client.
+    pub fn with_client(shared: Arc<S3Client>, uri: &str) -> Result<S3Store> {
         let (bucket, prefix) = parse_s3_uri(uri)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("squash-s3")
-            .enable_all()
-            .build()
-            .map_err(|e| StorageError::Io {
-                store: uri.to_string(),
-                key: String::new(),
-                source: e,
-            })?;
-        let sdk = runtime.block_on(aws_config::load_from_env());
-        let endpoint = endpoint
-            .map(|e| e.to_string())
-            .or_else(|| std::env::var("SQUASH_S3_ENDPOINT").ok())
-            .filter(|e| !e.is_empty())
-            .or_else(|| sdk.endpoint_url().map(|e| e.to_string()));
-        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .operation_attempt_timeout(Duration::from_secs(60))
-            .build();
-        let mut conf = aws_sdk_s3::config::Builder::from(&sdk).timeout_config(timeouts);
-        if sdk.region().is_none() {
-            conf = conf.region(aws_sdk_s3::config::Region::new("us-east-1"));
-        }
-        if let Some(endpoint) = endpoint {
-            conf = conf.endpoint_url(endpoint).force_path_style(true);
-        }
         Ok(S3Store {
-            client: aws_sdk_s3::Client::from_conf(conf.build()),
-            runtime,
+            shared,
             bucket,
             prefix,
             multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
@@ -118,19 +168,12 @@ impl S3Store {
         })
     }
 
-    /// Runs a future on this store's runtime, from sync or async callers alike.
+    /// Runs a future on the shared client's runtime, from sync or async callers alike.
     fn run<F: Future + Send>(&self, fut: F) -> F::Output
     where
         F::Output: Send,
     {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            std::thread::scope(|s| match s.spawn(|| self.runtime.block_on(fut)).join() {
-                Ok(v) => v,
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-        } else {
-            self.runtime.block_on(fut)
-        }
+        block_on(&self.shared.runtime, fut)
     }
 
     fn remote<E: ProvideErrorMetadata + std::fmt::Debug>(&self, key: &str, err: SdkError<E>) -> StorageError {
@@ -163,7 +206,7 @@ impl S3Store {
 
     async fn get_async(&self, key: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
         let full = self.full_key(key)?;
-        let mut req = self.client.get_object().bucket(&self.bucket).key(&full);
+        let mut req = self.shared.client.get_object().bucket(&self.bucket).key(&full);
         if let Some((start, end)) = range {
             if end <= start {
                 return Ok(Vec::new());
@@ -182,6 +225,7 @@ impl S3Store {
 
     async fn put_multipart(&self, key: &str, full: &str, bytes: &[u8]) -> Result<()> {
         let created = self
+            .shared
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
@@ -193,6 +237,7 @@ impl S3Store {
         let mut tasks = Vec::new();
         for (i, chunk) in bytes.chunks(self.part_size).enumerate() {
             let req = self
+                .shared
                 .client
                 .upload_part()
                 .bucket(&self.bucket)
@@ -225,6 +270,7 @@ impl S3Store {
         }
         if let Some(err) = failure {
             let _ = self
+                .shared
                 .client
                 .abort_multipart_upload()
                 .bucket(&self.bucket)
@@ -235,7 +281,8 @@ impl S3Store {
             return Err(err);
         }
         parts.sort_by_key(|p| p.part_number());
-        self.client
+        self.shared
+            .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(full)
@@ -271,7 +318,15 @@ impl ObjectStore for S3Store {
     fn head(&self, key: &str) -> Result<Option<u64>> {
         let full = self.full_key(key)?;
         self.run(async {
-            match self.client.head_object().bucket(&self.bucket).key(&full).send().await {
+            match self
+                .shared
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .send()
+                .await
+            {
                 Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
                 Err(e) => match self.remote(key, e) {
                     StorageError::NotFound { .. } => Ok(None),
@@ -287,7 +342,8 @@ impl ObjectStore for S3Store {
             if bytes.len() >= self.multipart_threshold && bytes.len() > self.part_size {
                 return self.put_multipart(key, &full, bytes).await;
             }
-            self.client
+            self.shared
+                .client
                 .put_object()
                 .bucket(&self.bucket)
                 .key(&full)
@@ -310,7 +366,7 @@ impl ObjectStore for S3Store {
             let mut keys = Vec::new();
             let mut token: Option<String> = None;
             loop {
-                let mut req = self.client.list_objects_v2().bucket(&self.bucket).prefix(&full);
+                let mut req = self.shared.client.list_objects_v2().bucket(&self.bucket).prefix(&full);
                 if let Some(t) = &token {
                     req = req.continuation_token(t);
                 }

@@ -1,9 +1,9 @@
 //! Exact (brute-force) filtered top-k, multi-threaded over queries. It uses the same
 //! distance function and tie-break as the engine, so answers are comparable bit for bit.
 
-use crate::io::{Attributes, Matrix};
-use crate::progress::Progress;
 use rayon::prelude::*;
+use squash_build::io::{Attributes, Matrix};
+use squash_build::progress::Progress;
 use squash_core::distance::{exact_distance, Metric};
 use squash_core::filter::Expr;
 use squash_core::topk::{Neighbor, TopK};
@@ -69,7 +69,7 @@ pub fn neighbors_to_json(list: &[Neighbor]) -> serde_json::Value {
 
 /// Reads the `ids` of every line of a ground-truth file.
 pub fn read_groundtruth(path: &std::path::Path) -> crate::error::Result<Vec<Vec<u64>>> {
-    let lines = crate::io::read_json_lines(path)?;
+    let lines = squash_build::io::read_json_lines(path)?;
     lines
         .iter()
         .enumerate()
@@ -78,7 +78,7 @@ pub fn read_groundtruth(path: &std::path::Path) -> crate::error::Result<Vec<Vec<
                 .and_then(|ids| ids.as_array())
                 .map(|ids| ids.iter().filter_map(|x| x.as_u64()).collect())
                 .ok_or_else(|| {
-                    crate::error::SearchError::input(path.display(), format!("line {}: no \"ids\" array", i + 1))
+                    crate::error::BenchError::input(path.display(), format!("line {}: no \"ids\" array", i + 1))
                 })
         })
         .collect()

@@ -10,7 +10,7 @@ use squash_core::binary::{encode_signs, hamming};
 use squash_core::distance::exact_distance;
 use squash_core::filter::{Expr, MASK_CERTAIN, MASK_POSSIBLE};
 use squash_core::segment::Segment;
-use squash_core::topk::{merge_topk, Neighbor, TopK};
+use squash_core::topk::{Neighbor, TopK};
 use squash_storage::ObjectStore;
 use std::sync::Arc;
 use std::time::Instant;
@@ -146,8 +146,7 @@ pub fn search_segment(
 
     // 5. Exact re-rank in bound order; stop once the bound passes the k-th distance.
     let metric = seg.meta.metric;
-    let mut top = TopK::new(p.k);
-    let mut rows: std::collections::HashMap<u64, u32> = std::collections::HashMap::with_capacity(p.k * 2);
+    let mut top: TopK<u32> = TopK::with_payload(p.k);
     for &(lb, r) in &bounded {
         if top.is_full() && metric.from_l2sq(lb * (1.0 - LB_SLACK)) > top.threshold() {
             break;
@@ -163,21 +162,21 @@ pub fn search_segment(
         }
         counts.reranked += 1;
         let d = exact_distance(metric, query, &seg.vectors[row * dim..(row + 1) * dim]);
-        let id = seg.ids[row];
-        if top.push(Neighbor { id, distance: d }) {
-            rows.insert(id, r);
-        }
+        top.offer(
+            Neighbor {
+                id: seg.ids[row],
+                distance: d,
+            },
+            r,
+        );
     }
     let hits = top
-        .into_sorted()
+        .into_sorted_with()
         .into_iter()
-        .map(|nb| {
-            let row = rows.get(&nb.id).copied().unwrap_or(0);
-            RowHit {
-                row,
-                id: nb.id,
-                distance: nb.distance,
-            }
+        .map(|(nb, row)| RowHit {
+            row,
+            id: nb.id,
+            distance: nb.distance,
         })
         .collect();
     (hits, counts)
@@ -362,13 +361,12 @@ impl Worker {
         let (own, children) = if rayon::current_thread_index().is_some() {
             // Inside the rayon pool (the in-process invoker): join cooperatively, so a
             // waiting thread keeps stealing work instead of blocking the pool.
-            rayon::join(|| self.handle(req), || invoker.invoke_all(child_requests.clone()))
+            rayon::join(|| self.handle(req), || invoker.invoke_all(&child_requests))
         } else {
             // A plain thread (a function handler): the children wait on the network in a
             // thread of their own while this one searches.
             std::thread::scope(|s| {
-                let sent = child_requests.clone();
-                let pending = s.spawn(move || invoker.invoke_all(sent));
+                let pending = s.spawn(|| invoker.invoke_all(&child_requests));
                 let own = self.handle(req);
                 let children = pending
                     .join()
@@ -408,23 +406,18 @@ impl Worker {
     }
 }
 
-/// Merges worker hit lists into the best `k` (ties by id), keeping attributes.
+/// Merges worker hit lists into the best `k`, best first (ties by the smaller id, as
+/// [`squash_core::topk::merge_topk`] orders them); a vector reported twice is kept once,
+/// with its attributes.
 pub fn merge_hits(lists: Vec<Vec<WorkerHit>>, k: usize) -> Vec<WorkerHit> {
-    let neighbors: Vec<Vec<Neighbor>> = lists
-        .iter()
-        .map(|l| {
-            l.iter()
-                .map(|h| Neighbor {
-                    id: h.id,
-                    distance: h.distance,
-                })
-                .collect()
-        })
-        .collect();
-    let best = merge_topk(neighbors, k);
-    let mut by_id: std::collections::HashMap<u64, WorkerHit> = std::collections::HashMap::new();
-    for h in lists.into_iter().flatten() {
-        by_id.entry(h.id).or_insert(h);
-    }
-    best.into_iter().filter_map(|n| by_id.remove(&n.id)).collect()
+    let mut all: Vec<WorkerHit> = lists.into_iter().flatten().collect();
+    let key = |h: &WorkerHit| Neighbor {
+        id: h.id,
+        distance: h.distance,
+    };
+    all.sort_by(|a, b| key(a).cmp_key(&key(b)));
+    let mut seen = std::collections::HashSet::with_capacity(all.len());
+    all.retain(|h| seen.insert(h.id));
+    all.truncate(k);
+    all
 }

@@ -2,7 +2,7 @@
 //! `.fvecs`, and attribute tables (`.npy` columns with names, or CSV with a header).
 //! Every error names the file and what is wrong with it.
 
-use crate::error::{Result, SearchError};
+use crate::error::{BuildError, Result};
 use squash_core::attrs::{AttrSpec, Schema};
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
@@ -59,12 +59,12 @@ impl Dtype {
 }
 
 fn open(path: &Path) -> Result<std::fs::File> {
-    std::fs::File::open(path).map_err(|e| SearchError::input(path.display(), format!("cannot open: {e}")))
+    std::fs::File::open(path).map_err(|e| BuildError::input(path.display(), format!("cannot open: {e}")))
 }
 
 /// Parses an npy header; returns dtype, shape and the reader positioned at the data.
 fn npy_header(path: &Path) -> Result<(Dtype, bool, Vec<usize>, BufReader<std::fs::File>)> {
-    let bad = |m: &str| SearchError::input(path.display(), m.to_string());
+    let bad = |m: &str| BuildError::input(path.display(), m.to_string());
     let mut r = BufReader::with_capacity(1 << 20, open(path)?);
     let mut pre = [0u8; 8];
     r.read_exact(&mut pre).map_err(|_| bad("not a .npy file (too short)"))?;
@@ -132,7 +132,7 @@ pub fn read_npy_matrix(path: &Path) -> Result<Matrix> {
         [r, c] => (*r, *c),
         [r] => (*r, 1),
         other => {
-            return Err(SearchError::input(
+            return Err(BuildError::input(
                 path.display(),
                 format!("expected a 2-D array [rows, columns], got shape {other:?}"),
             ))
@@ -140,14 +140,14 @@ pub fn read_npy_matrix(path: &Path) -> Result<Matrix> {
     };
     let count = rows
         .checked_mul(cols)
-        .ok_or_else(|| SearchError::input(path.display(), "shape overflows"))?;
+        .ok_or_else(|| BuildError::input(path.display(), "shape overflows"))?;
     let mut data = Vec::with_capacity(count);
     let mut buf = vec![0u8; (1 << 20) / dtype.size() * dtype.size()];
     let mut left = count * dtype.size();
     while left > 0 {
         let take = left.min(buf.len());
         r.read_exact(&mut buf[..take]).map_err(|_| {
-            SearchError::input(
+            BuildError::input(
                 path.display(),
                 format!("file is truncated: header says {rows} × {cols} values"),
             )
@@ -190,13 +190,13 @@ pub fn read_npy_matrix(path: &Path) -> Result<Matrix> {
 
 /// Reads an `.fvecs` file (per row: little-endian i32 dimension, then that many f32).
 pub fn read_fvecs(path: &Path) -> Result<Matrix> {
-    let bytes = std::fs::read(path).map_err(|e| SearchError::input(path.display(), format!("cannot read: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| BuildError::input(path.display(), format!("cannot read: {e}")))?;
     if bytes.len() < 4 {
-        return Err(SearchError::input(path.display(), "empty or truncated .fvecs file"));
+        return Err(BuildError::input(path.display(), "empty or truncated .fvecs file"));
     }
     let dim = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     if dim <= 0 || dim > 65_536 {
-        return Err(SearchError::input(
+        return Err(BuildError::input(
             path.display(),
             format!("implausible dimension {dim} in first row"),
         ));
@@ -204,7 +204,7 @@ pub fn read_fvecs(path: &Path) -> Result<Matrix> {
     let dim = dim as usize;
     let record = 4 + 4 * dim;
     if bytes.len() % record != 0 {
-        return Err(SearchError::input(
+        return Err(BuildError::input(
             path.display(),
             format!(
                 "file length {} is not a multiple of the {record}-byte row size",
@@ -217,7 +217,7 @@ pub fn read_fvecs(path: &Path) -> Result<Matrix> {
     for (i, rec) in bytes.chunks_exact(record).enumerate() {
         let d = i32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]);
         if d as usize != dim {
-            return Err(SearchError::input(
+            return Err(BuildError::input(
                 path.display(),
                 format!("row {i} has dimension {d}, first row has {dim}"),
             ));
@@ -237,14 +237,14 @@ pub fn read_vectors(path: &Path) -> Result<Matrix> {
         Some("npy") => read_npy_matrix(path)?,
         Some("fvecs") => read_fvecs(path)?,
         _ => {
-            return Err(SearchError::input(
+            return Err(BuildError::input(
                 path.display(),
                 "unknown vector file type (expected .npy or .fvecs)",
             ))
         }
     };
     if m.rows == 0 || m.cols == 0 {
-        return Err(SearchError::input(path.display(), "file holds no vectors"));
+        return Err(BuildError::input(path.display(), "file holds no vectors"));
     }
     Ok(m)
 }
@@ -272,9 +272,9 @@ pub fn write_npy_f32(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Res
         out.extend_from_slice(&x.to_le_bytes());
     }
     let mut f =
-        std::fs::File::create(path).map_err(|e| SearchError::input(path.display(), format!("cannot create: {e}")))?;
+        std::fs::File::create(path).map_err(|e| BuildError::input(path.display(), format!("cannot create: {e}")))?;
     f.write_all(&out)
-        .map_err(|e| SearchError::input(path.display(), format!("cannot write: {e}")))
+        .map_err(|e| BuildError::input(path.display(), format!("cannot write: {e}")))
 }
 
 /// Reads numeric attributes from a 2-D `.npy` (`[rows, A]`) with the given names
@@ -287,7 +287,7 @@ pub fn read_npy_attributes(path: &Path, names: &[String]) -> Result<Attributes> 
         names.to_vec()
     };
     if names.len() != m.cols {
-        return Err(SearchError::input(
+        return Err(BuildError::input(
             path.display(),
             format!(
                 "file has {} attribute columns but {} names were given",
@@ -323,7 +323,7 @@ fn check_names(names: &[String], path: &Path) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for n in names {
         if n.is_empty() || n.starts_with('$') || n.chars().any(|c| c.is_control()) {
-            return Err(SearchError::input(
+            return Err(BuildError::input(
                 path.display(),
                 format!(
                     "invalid attribute name '{}' (non-empty, no leading '$')",
@@ -332,7 +332,7 @@ fn check_names(names: &[String], path: &Path) -> Result<()> {
             ));
         }
         if !seen.insert(n) {
-            return Err(SearchError::input(
+            return Err(BuildError::input(
                 path.display(),
                 format!("attribute '{n}' appears twice"),
             ));
@@ -348,16 +348,16 @@ pub fn read_csv_attributes(path: &Path) -> Result<Attributes> {
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(open(path)?);
     let headers: Vec<String> = reader
         .headers()
-        .map_err(|e| SearchError::input(path.display(), format!("cannot read CSV header: {e}")))?
+        .map_err(|e| BuildError::input(path.display(), format!("cannot read CSV header: {e}")))?
         .iter()
         .map(|s| s.trim().to_string())
         .collect();
     check_names(&headers, path)?;
     let mut raw: Vec<Vec<String>> = vec![Vec::new(); headers.len()];
     for (i, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| SearchError::input(path.display(), format!("row {}: {e}", i + 1)))?;
+        let record = record.map_err(|e| BuildError::input(path.display(), format!("row {}: {e}", i + 1)))?;
         if record.len() != headers.len() {
-            return Err(SearchError::input(
+            return Err(BuildError::input(
                 path.display(),
                 format!(
                     "row {} has {} fields, header has {}",
@@ -421,14 +421,14 @@ pub fn read_attributes(path: &Path, names: &[String]) -> Result<Attributes> {
         Some("npy") => read_npy_attributes(path, names),
         Some("csv") => {
             if !names.is_empty() {
-                return Err(SearchError::input(
+                return Err(BuildError::input(
                     path.display(),
                     "CSV attributes take their names from the header; drop --attr-names",
                 ));
             }
             read_csv_attributes(path)
         }
-        _ => Err(SearchError::input(
+        _ => Err(BuildError::input(
             path.display(),
             "unknown attribute file type (expected .npy or .csv)",
         )),
@@ -438,13 +438,13 @@ pub fn read_attributes(path: &Path, names: &[String]) -> Result<Attributes> {
 /// Reads one JSON value per non-empty line (`null` or `{}` for "no filter").
 pub fn read_json_lines(path: &Path) -> Result<Vec<serde_json::Value>> {
     let text =
-        std::fs::read_to_string(path).map_err(|e| SearchError::input(path.display(), format!("cannot read: {e}")))?;
+        std::fs::read_to_string(path).map_err(|e| BuildError::input(path.display(), format!("cannot read: {e}")))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
             serde_json::from_str(l)
-                .map_err(|e| SearchError::input(path.display(), format!("line {}: invalid JSON: {e}", i + 1)))
+                .map_err(|e| BuildError::input(path.display(), format!("line {}: invalid JSON: {e}", i + 1)))
         })
         .collect()
 }

@@ -4,12 +4,12 @@
 //! mixture component, so the `label` filter is correlated with the vectors.
 //! `synthesize` writes the same directory layout as [`crate::workload::prepare`].
 
-use crate::error::{Result, SearchError};
-use crate::io::{npy_f32_header, write_npy_f32};
+use crate::error::{BenchError, Result};
 use crate::workload::{label_case, range_cases, Workload};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use squash_build::io::{npy_f32_header, write_npy_f32};
 use squash_core::distance::Metric;
 use std::io::Write;
 use std::path::Path;
@@ -98,9 +98,9 @@ fn write_npy_streamed(
     rows: usize,
     cols: usize,
     fill: impl Fn(usize, &mut [f32]) + Sync,
-    progress: &crate::progress::Progress,
+    progress: &squash_build::progress::Progress,
 ) -> Result<()> {
-    let err = |e: std::io::Error| SearchError::input(path.display(), format!("cannot write: {e}"));
+    let err = |e: std::io::Error| BenchError::input(path.display(), format!("cannot write: {e}"));
     let file = std::fs::File::create(path).map_err(err)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 22, file);
     out.write_all(&npy_f32_header(rows, cols)).map_err(err)?;
@@ -134,16 +134,16 @@ fn write_npy_streamed(
 /// about 1/clusters, correlated with the vectors). Ground truth is computed separately.
 pub fn synthesize(out: &Path, p: &SynthParams, progress: bool) -> Result<Workload> {
     if p.rows == 0 || p.dim == 0 || p.clusters == 0 || p.queries == 0 {
-        return Err(SearchError::bad(
+        return Err(BenchError::bad(
             "synth",
             "rows, dim, clusters and queries must all be positive",
         ));
     }
-    std::fs::create_dir_all(out).map_err(|e| SearchError::input(out.display(), format!("cannot create: {e}")))?;
+    std::fs::create_dir_all(out).map_err(|e| BenchError::input(out.display(), format!("cannot create: {e}")))?;
     let mix = Mixture::new(p.dim, p.clusters, p.seed);
     // Each chunk has its own stream, so chunks can be drawn in any order and in parallel.
     let chunk_rng = |stream: u64, c: usize| ChaCha8Rng::seed_from_u64(p.seed ^ (stream << 40) ^ (c as u64 + 1));
-    let bar = crate::progress::Progress::new(progress, "synthesize", p.rows as u64 * 2);
+    let bar = squash_build::progress::Progress::new(progress, "synthesize", p.rows as u64 * 2);
     let dim = p.dim;
     write_npy_streamed(
         &out.join("base.npy"),
@@ -196,7 +196,7 @@ pub fn synthesize(out: &Path, p: &SynthParams, progress: bool) -> Result<Workloa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::{read_npy_attributes, read_vectors};
+    use squash_build::io::{read_npy_attributes, read_vectors};
 
     #[test]
     fn streamed_files_hold_the_mixture_and_labels_match_it() {

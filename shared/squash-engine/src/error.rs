@@ -1,10 +1,10 @@
-//! Errors of the search crate, with the HTTP status each maps to.
+//! Errors of the query engine, with the HTTP status and code each maps to.
 
 use squash_core::CoreError;
 use squash_storage::StorageError;
 use thiserror::Error;
 
-/// Everything the build and the search can report.
+/// Everything a search can report.
 // Variant fields are described by the variant docs and messages.
 #[allow(missing_docs)]
 #[derive(Debug, Error)]
@@ -15,9 +15,6 @@ pub enum SearchError {
     /// The index (or another named thing) does not exist.
     #[error("{what} not found")]
     NotFound { what: String },
-    /// An input file could not be used.
-    #[error("{path}: {message}")]
-    Input { path: String, message: String },
     /// A partition could not be searched.
     #[error("partition {partition} failed: {message}")]
     Worker { partition: u32, message: String },
@@ -27,6 +24,10 @@ pub enum SearchError {
     /// The object store failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Our own bug or an unexpected state (e.g. an answer that does not serialise):
+    /// never the caller's fault.
+    #[error("internal error: {message}")]
+    Internal { message: String },
 }
 
 impl From<CoreError> for SearchError {
@@ -49,24 +50,23 @@ impl SearchError {
         }
     }
 
-    /// Shorthand for [`SearchError::Input`].
-    pub fn input(path: impl std::fmt::Display, message: impl Into<String>) -> Self {
-        SearchError::Input {
-            path: path.to_string(),
-            message: message.into(),
+    /// Shorthand for [`SearchError::Internal`].
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        SearchError::Internal {
+            message: message.to_string(),
         }
     }
 
     /// HTTP status this error maps to.
     pub fn status(&self) -> u16 {
         match self {
-            SearchError::BadRequest { .. } | SearchError::Input { .. } => 400,
+            SearchError::BadRequest { .. } => 400,
             SearchError::NotFound { .. } | SearchError::Storage(StorageError::NotFound { .. }) => 404,
             SearchError::Storage(StorageError::InvalidKey { .. }) => 400,
             // An upstream (worker or store) that failed after retries, not our own bug.
             SearchError::Worker { .. } => 502,
             SearchError::Storage(StorageError::Remote { .. }) => 503,
-            _ => 500,
+            SearchError::Internal { .. } | SearchError::Core(_) | SearchError::Storage(_) => 500,
         }
     }
 
@@ -75,12 +75,12 @@ impl SearchError {
         match self {
             SearchError::BadRequest { .. } => "bad_request",
             SearchError::NotFound { .. } | SearchError::Storage(StorageError::NotFound { .. }) => "not_found",
-            SearchError::Input { .. } => "bad_input",
             SearchError::Worker { .. } => "worker_failed",
             SearchError::Core(CoreError::UnsupportedVersion { .. }) => "unsupported_version",
             SearchError::Core(_) => "corrupt_data",
             SearchError::Storage(StorageError::InvalidKey { .. }) => "bad_request",
             SearchError::Storage(_) => "storage_error",
+            SearchError::Internal { .. } => "internal",
         }
     }
 }

@@ -3,13 +3,13 @@
 //! selectivities. `prepare` writes everything a benchmark needs into one directory,
 //! described by `workload.json`.
 
-use crate::error::{Result, SearchError};
-use crate::io::{write_npy_f32, Matrix};
+use crate::error::{BenchError, Result};
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use squash_build::io::{write_npy_f32, Matrix};
 use squash_core::distance::{exact_distance, prepare_vector, Metric};
 use std::path::Path;
 
@@ -49,10 +49,9 @@ impl Workload {
     /// Reads `dir/workload.json`.
     pub fn load(dir: &Path) -> Result<Workload> {
         let path = dir.join("workload.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            SearchError::input(path.display(), format!("cannot read ({e}); run `squash prepare` first"))
-        })?;
-        serde_json::from_str(&text).map_err(|e| SearchError::input(path.display(), format!("invalid: {e}")))
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| BenchError::input(path.display(), format!("cannot read ({e}); run `squash prepare` first")))?;
+        serde_json::from_str(&text).map_err(|e| BenchError::input(path.display(), format!("invalid: {e}")))
     }
 
     /// Writes `dir/workload.json` for the standard file names (`base.npy`,
@@ -69,7 +68,7 @@ impl Workload {
         };
         let path = dir.join("workload.json");
         let json = serde_json::to_string_pretty(&w).unwrap_or_default();
-        std::fs::write(&path, json).map_err(|e| SearchError::input(path.display(), format!("cannot write: {e}")))?;
+        std::fs::write(&path, json).map_err(|e| BenchError::input(path.display(), format!("cannot write: {e}")))?;
         Ok(w)
     }
 }
@@ -131,12 +130,12 @@ pub struct PrepareParams {
 pub fn prepare(input: &Matrix, out: &Path, p: &PrepareParams) -> Result<Workload> {
     let (n_queries, n_attrs, metric, seed) = (p.queries, p.attributes, p.metric, p.seed);
     if n_queries == 0 || n_queries >= input.rows {
-        return Err(SearchError::bad(
+        return Err(BenchError::bad(
             "queries",
             format!("need between 1 and {} held-out queries", input.rows.saturating_sub(1)),
         ));
     }
-    std::fs::create_dir_all(out).map_err(|e| SearchError::input(out.display(), format!("cannot create: {e}")))?;
+    std::fs::create_dir_all(out).map_err(|e| BenchError::input(out.display(), format!("cannot create: {e}")))?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut held: Vec<usize> = sample(&mut rng, input.rows, n_queries).into_vec();
     held.sort_unstable();
@@ -228,7 +227,7 @@ fn write_case(
     let filters = format!("filters-{stem}.jsonl");
     let text: String = lines.iter().map(|v| v.to_string() + "\n").collect();
     std::fs::write(out.join(&filters), text)
-        .map_err(|e| SearchError::input(out.join(&filters).display(), e.to_string()))?;
+        .map_err(|e| BenchError::input(out.join(&filters).display(), e.to_string()))?;
     Ok(WorkloadCase {
         label,
         selectivity,

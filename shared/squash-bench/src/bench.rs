@@ -2,12 +2,12 @@
 //! at a time on a fixed-size thread pool, compares with exact ground truth, and reports
 //! recall, throughput, latency percentiles and work per query.
 
-use crate::error::{Result, SearchError};
+use crate::error::{BenchError, Result};
 use crate::groundtruth::recall_at;
-use crate::io::Matrix;
-use crate::search::Index;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use squash_api::{SearchParams, SearchRequest, StageCounts};
+use squash_build::io::Matrix;
+use squash_engine::search::Index;
 use std::time::Instant;
 
 /// How to run a benchmark.
@@ -28,7 +28,7 @@ pub struct BenchOptions {
 
 /// What one query costs when nothing is cached: measured by searching each query
 /// through a fresh worker with an empty cache, in the deployment's fan-out shape.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ColdCost {
     /// Queries measured.
     pub queries: usize,
@@ -43,7 +43,7 @@ pub struct ColdCost {
 }
 
 /// Result of one benchmark case.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaseResult {
     /// Case label (selectivity).
     pub label: String,
@@ -74,7 +74,7 @@ pub struct CaseResult {
 }
 
 /// Mean per-query stage counts.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MeanCounts {
     /// Vectors in searched partitions.
     pub scanned: f64,
@@ -86,6 +86,51 @@ pub struct MeanCounts {
     pub bounded: f64,
     /// Exact distances computed.
     pub reranked: f64,
+}
+
+/// One JSON line of `squash bench --json-out` (and of `make bench`'s results): which
+/// system on which dataset, then the case result's fields. `squash cost` reads these
+/// lines back with the same type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchLine {
+    /// `squash` (the peers' harness writes its own systems' names).
+    pub system: String,
+    /// Dataset name.
+    pub dataset: String,
+    /// The measured point.
+    #[serde(flatten)]
+    pub result: CaseResult,
+}
+
+impl BenchLine {
+    /// The line as written (one JSON object, no newline).
+    pub fn to_json(&self) -> String {
+        // A struct of numbers and strings always serialises.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Reads a JSON lines file of bench results, keeping the lines of `system` (other
+/// systems' lines may carry other fields); a line that is not a result of `system` is
+/// an error naming the file and line.
+pub fn read_bench_lines(path: &std::path::Path, system: &str) -> Result<Vec<BenchLine>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| BenchError::input(path.display(), format!("cannot read: {e}")))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| BenchError::input(path.display(), format!("line {}: not JSON: {e}", i + 1)))?;
+        if value.get("system").and_then(|s| s.as_str()) != Some(system) {
+            continue;
+        }
+        let parsed: BenchLine = serde_json::from_value(value)
+            .map_err(|e| BenchError::input(path.display(), format!("line {}: not a bench result: {e}", i + 1)))?;
+        out.push(parsed);
+    }
+    Ok(out)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -111,7 +156,7 @@ pub fn run_case(
     opts: &BenchOptions,
 ) -> Result<CaseResult> {
     if filters.len() != queries.rows || truth.len() != queries.rows {
-        return Err(SearchError::bad(
+        return Err(BenchError::bad(
             "workload",
             format!(
                 "case {label}: {} queries but {} filters and {} ground-truth lines",
@@ -124,7 +169,7 @@ pub fn run_case(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads.max(1))
         .build()
-        .map_err(|e| SearchError::bad("threads", e.to_string()))?;
+        .map_err(|e| BenchError::bad("threads", e.to_string()))?;
     let requests: Vec<SearchRequest> = (0..queries.rows)
         .map(|i| SearchRequest {
             vector: queries.row(i).to_vec(),
@@ -250,4 +295,67 @@ pub fn format_table(results: &[CaseResult], k: usize) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(system: &str, recall: f64, cold: Option<ColdCost>) -> BenchLine {
+        BenchLine {
+            system: system.into(),
+            dataset: "glove-50".into(),
+            result: CaseResult {
+                label: "1%".into(),
+                queries: 200,
+                recall,
+                qps: 812.5,
+                p50_ms: 1.25,
+                p99_ms: 3.5,
+                partitions: 7.0,
+                candidates: MeanCounts {
+                    scanned: 70_000.0,
+                    filtered: 700.0,
+                    hamming: 690.0,
+                    bounded: 690.0,
+                    reranked: 41.0,
+                },
+                threads: 1,
+                params: SearchParams {
+                    nprobe: Some(8),
+                    safety: Some(100.0),
+                    ..SearchParams::default()
+                },
+                scan_ms: 0.9,
+                plan_ms: 0.1,
+                cold,
+            },
+        }
+    }
+
+    #[test]
+    fn bench_lines_read_back_as_written_and_other_systems_are_skipped() {
+        let cold = ColdCost {
+            queries: 5,
+            bytes: 2.5e6,
+            gets: 7.0,
+            invocations: 3.0,
+            fetch_ms: 12.0,
+        };
+        let written = [line("squash", 0.97, Some(cold)), line("squash", 0.91, None)];
+        let dir = std::env::temp_dir().join(format!("squash-bench-lines-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("points.jsonl");
+        let mut text: String = written.iter().map(|l| l.to_json() + "\n").collect();
+        // A peer's line has fields of its own; it is skipped, not misread.
+        text.push_str("{\"system\": \"faiss-ivf\", \"dataset\": \"glove-50\", \"nlist\": 1024}\n");
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(read_bench_lines(&path, "squash").unwrap(), written);
+        let peer = read_bench_lines(&path, "faiss-ivf").unwrap_err().to_string();
+        assert!(peer.contains("line 3"), "{peer}");
+        std::fs::write(&path, "{\"system\": \"squash\", \"dataset\": \"x\"}\n").unwrap();
+        let err = read_bench_lines(&path, "squash").unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("points.jsonl"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -1,7 +1,7 @@
 //! The build pipeline: vectors and attributes in, a manifest and one segment per
 //! partition out (see `docs/ARCHITECTURE.md` for the steps, `docs/FORMAT.md` for bytes).
 
-use crate::error::{Result, SearchError};
+use crate::error::{BuildError, Result};
 use crate::io::{Attributes, Matrix};
 use crate::kmeans::balanced_kmeans;
 use crate::progress::Progress;
@@ -19,8 +19,7 @@ use squash_core::segment::{Segment, SegmentMeta};
 use squash_storage::ObjectStore;
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
-/// Key of the manifest object under the index root.
-pub const MANIFEST_KEY: &str = "manifest.sqm";
+pub use squash_core::manifest::MANIFEST_KEY;
 
 /// Build settings. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -94,19 +93,19 @@ pub fn build_index(
     let n = vectors.rows;
     let dim = vectors.cols;
     if n == 0 || dim == 0 {
-        return Err(SearchError::bad("vectors", "no vectors to index"));
+        return Err(BuildError::bad("vectors", "no vectors to index"));
     }
     if !attrs.columns.is_empty() && attrs.rows() != n {
-        return Err(SearchError::bad(
+        return Err(BuildError::bad(
             "attributes",
             format!("attribute table has {} rows but there are {n} vectors", attrs.rows()),
         ));
     }
     if !(params.partition_energy > 0.0 && params.partition_energy <= 1.0) {
-        return Err(SearchError::bad("partition_energy", "must be in (0, 1]"));
+        return Err(BuildError::bad("partition_energy", "must be in (0, 1]"));
     }
     if !(1.0..=MAX_BITS as f32).contains(&params.bits_per_dim) {
-        return Err(SearchError::bad("bits_per_dim", "must be between 1 and 8"));
+        return Err(BuildError::bad("bits_per_dim", "must be between 1 and 8"));
     }
     let metric = params.metric;
     // Validate and prepare (normalise for cosine) every vector; report the first bad row.

@@ -1,44 +1,9 @@
-//! How a coordinator reaches workers. The in-process invoker runs them on rayon; the
-//! Lambda invoker (serverless mode) implements the same trait with `Invoke` calls.
+//! Test doubles of the engine (feature `testing`): a fault-injecting invoker. The
+//! fault-injecting store is `squash_storage::Faulty`.
 
-use crate::worker::Worker;
-use rayon::prelude::*;
+use crate::invoker::WorkerInvoker;
 use squash_api::{WorkerRequest, WorkerResponse};
 use std::sync::Arc;
-
-/// Sends worker requests and collects their responses, concurrently.
-pub trait WorkerInvoker: Send + Sync {
-    /// Runs every request (request `i` goes to worker `i`'s share of partitions) and
-    /// returns the responses in the same order; a failed invocation is an `Err`
-    /// naming what went wrong.
-    fn invoke_all(&self, requests: Vec<WorkerRequest>) -> Vec<Result<WorkerResponse, String>>;
-}
-
-/// Runs workers inside this process on the rayon pool, sharing one warm cache.
-pub struct InProcessInvoker {
-    worker: Arc<Worker>,
-}
-
-impl InProcessInvoker {
-    /// An invoker over one in-process worker.
-    pub fn new(worker: Arc<Worker>) -> InProcessInvoker {
-        InProcessInvoker { worker }
-    }
-
-    /// The worker (for cache stats).
-    pub fn worker(&self) -> &Arc<Worker> {
-        &self.worker
-    }
-}
-
-impl WorkerInvoker for InProcessInvoker {
-    fn invoke_all(&self, requests: Vec<WorkerRequest>) -> Vec<Result<WorkerResponse, String>> {
-        requests
-            .par_iter()
-            .map(|r| Ok(self.worker.handle_node(r, self)))
-            .collect()
-    }
-}
 
 /// What one invocation suffers under [`FaultyInvoker`].
 #[derive(Debug, Clone, PartialEq)]
@@ -86,7 +51,7 @@ impl FaultyInvoker {
 }
 
 impl WorkerInvoker for FaultyInvoker {
-    fn invoke_all(&self, requests: Vec<WorkerRequest>) -> Vec<Result<WorkerResponse, String>> {
+    fn invoke_all(&self, requests: &[WorkerRequest]) -> Vec<Result<WorkerResponse, String>> {
         let faults: Vec<Option<InvokeFault>> = requests
             .iter()
             .map(|r| (self.rule)(r.worker, self.next_attempt(r.worker)))
@@ -97,7 +62,7 @@ impl WorkerInvoker for FaultyInvoker {
             .filter(|(_, f)| !matches!(f, Some(InvokeFault::Error(_)) | Some(InvokeFault::Timeout(_))))
             .map(|(r, _)| r.clone())
             .collect();
-        let mut answers = self.inner.invoke_all(passed).into_iter();
+        let mut answers = self.inner.invoke_all(&passed).into_iter();
         requests
             .iter()
             .zip(faults)

@@ -1,9 +1,9 @@
 //! The coordinator: validates a request, plans partitions, fans out to workers through
 //! a [`WorkerInvoker`], merges their answers and reports statistics.
 
-use crate::build::MANIFEST_KEY;
 use crate::error::{Result, SearchError};
-use crate::invoker::{InProcessInvoker, WorkerInvoker};
+use crate::in_process::{ColdInvoker, InProcessInvoker};
+use crate::invoker::WorkerInvoker;
 use crate::plan::plan;
 use crate::tree::{build_tree, Fanout};
 use crate::worker::{merge_hits, Worker};
@@ -13,7 +13,7 @@ use squash_api::{
 };
 use squash_core::distance::prepare_vector;
 use squash_core::filter::Expr;
-use squash_core::manifest::Manifest;
+use squash_core::manifest::{Manifest, MANIFEST_KEY};
 use squash_storage::{ObjectStore, StorageError};
 use std::sync::Arc;
 use std::time::Instant;
@@ -68,7 +68,7 @@ impl Index {
         Ok(Index::with_invoker(
             name,
             manifest,
-            Arc::new(ColdInvoker { store }),
+            Arc::new(ColdInvoker::new(store)),
             fanout,
         ))
     }
@@ -224,7 +224,7 @@ impl Index {
             plan_us,
             ..QueryStats::default()
         };
-        let responses = self.invoker.invoke_all(requests.clone());
+        let responses = self.invoker.invoke_all(&requests);
         let mut lists = Vec::with_capacity(responses.len());
         let mut failed = collect(responses, &requests, &mut stats, &mut lists);
         // One more round for what failed, each partition to its owner, flat: a retry
@@ -246,7 +246,7 @@ impl Index {
             let retry: Vec<WorkerRequest> = again.iter().map(|node| base.for_node(node)).collect();
             stats.invocations += retry.len() as u32;
             stats.retried_partitions = retry.iter().map(|r| r.segments.len() as u32).sum();
-            let responses = self.invoker.invoke_all(retry.clone());
+            let responses = self.invoker.invoke_all(&retry);
             failed = collect(responses, &retry, &mut stats, &mut lists);
         }
         failed.sort_by_key(|(s, _)| s.partition);
@@ -335,17 +335,4 @@ fn collect(
         }
     }
     failed
-}
-
-/// Invokes a new in-process worker with an empty cache for every request (see
-/// [`Index::open_cold`]).
-struct ColdInvoker {
-    store: Arc<dyn ObjectStore>,
-}
-
-impl WorkerInvoker for ColdInvoker {
-    fn invoke_all(&self, requests: Vec<WorkerRequest>) -> Vec<std::result::Result<squash_api::WorkerResponse, String>> {
-        let worker = Arc::new(Worker::new(self.store.clone(), 0));
-        InProcessInvoker::new(worker).invoke_all(requests)
-    }
 }

@@ -1,0 +1,115 @@
+//! Everything the coordinator decides about an incoming event, so that its binary only
+//! hands events over: whether it is an HTTP event (API Gateway HTTP API payload 2.0, or
+//! a function URL, which uses the same shape) or a raw invoke, how an HTTP body is read
+//! (plain or base64), and the HTTP response it answers. Tested with the samples in
+//! `events/`.
+
+use crate::service::{Coordinator, HttpReply};
+use base64::Engine as _;
+use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use lambda_http::aws_lambda_events::encodings::Body;
+use lambda_http::aws_lambda_events::http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use serde_json::{json, Value};
+
+/// The two shapes of event the coordinator takes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// API Gateway HTTP API (payload 2.0) or function URL: it has `requestContext.http`.
+    Http,
+    /// A raw invoke: `{"index": ..., "search": {...}}` or `{"index": ..., "describe": true}`.
+    Raw,
+}
+
+/// Which shape `event` has.
+pub fn kind(event: &Value) -> EventKind {
+    if event.pointer("/requestContext/http/method").is_some() {
+        EventKind::Http
+    } else {
+        EventKind::Raw
+    }
+}
+
+/// An HTTP request as the routes see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpRequest {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The raw path (`/v1/indexes/glove/search`).
+    pub path: String,
+    /// The body, base64-decoded when the event says it is encoded.
+    pub body: Vec<u8>,
+}
+
+/// Reads an HTTP event; an event that is not one, or a body that is not valid base64,
+/// is the 400 reply to send back.
+pub fn parse_http(event: Value) -> Result<HttpRequest, HttpReply> {
+    let req: ApiGatewayV2httpRequest = serde_json::from_value(event).map_err(|e| HttpReply {
+        status: 400,
+        body: json!({"error": {"code": "bad_request", "message": format!("unreadable HTTP event: {e}")}}),
+    })?;
+    let body = match (req.body, req.is_base64_encoded) {
+        (None, _) => Vec::new(),
+        (Some(b), false) => b.into_bytes(),
+        (Some(b), true) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map_err(|e| HttpReply {
+                status: 400,
+                body: json!({"error": {"code": "bad_request", "field": "body",
+                    "message": format!("invalid 'body': not valid base64: {e}")}}),
+            })?,
+    };
+    Ok(HttpRequest {
+        method: req.request_context.http.method.to_string(),
+        path: req.raw_path.unwrap_or_default(),
+        body,
+    })
+}
+
+/// The HTTP API / function URL response for `reply`: JSON, not base64-encoded.
+pub fn http_response(reply: &HttpReply) -> ApiGatewayV2httpResponse {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut response = ApiGatewayV2httpResponse::default();
+    response.status_code = i64::from(reply.status);
+    response.headers = headers;
+    response.body = Some(Body::Text(reply.body.to_string()));
+    response.is_base64_encoded = false;
+    response
+}
+
+/// What one event was, for the log line (never the query or the filter).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handled {
+    /// The answer to return to the Lambda runtime.
+    pub answer: Value,
+    /// `raw invoke` or `POST "/v1/indexes/x/search" -> 200`.
+    pub summary: String,
+}
+
+/// Serves one coordinator event of either shape; blocking (run it off the async
+/// runtime's threads).
+pub fn handle_event(coordinator: &Coordinator, event: Value) -> Handled {
+    if kind(&event) == EventKind::Raw {
+        return Handled {
+            answer: coordinator.raw(&event),
+            summary: "raw invoke".to_string(),
+        };
+    }
+    let (reply, summary) = match parse_http(event) {
+        Err(reply) => {
+            let summary = format!("unreadable HTTP event -> {}", reply.status);
+            (reply, summary)
+        }
+        Ok(req) => {
+            let reply = coordinator.route(&req.method, &req.path, &req.body);
+            let summary = format!("{} {:?} -> {}", req.method, req.path, reply.status);
+            (reply, summary)
+        }
+    };
+    // The response type is plain data (strings, numbers, a header map): it serialises.
+    let answer = serde_json::to_value(http_response(&reply)).unwrap_or_else(|e| {
+        json!({"statusCode": 500, "headers": {"content-type": "application/json"},
+            "body": json!({"error": {"code": "internal", "message": e.to_string()}}).to_string()})
+    });
+    Handled { answer, summary }
+}

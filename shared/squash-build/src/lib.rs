@@ -1,0 +1,18 @@
+//! # squash-build
+//!
+//! Building an index: reading vectors and attributes ([`io`]: `.npy`, `.fvecs`,
+//! `.bvecs`, CSV), balanced k-means ([`kmeans`]), then per partition the KLT, OSQ
+//! quantiser, sign bits and attribute codes, written as segments plus one manifest
+//! ([`build`]), with a progress bar on terminals ([`progress`]). The query engine never
+//! links this crate.
+
+#![warn(missing_docs)]
+
+pub mod build;
+pub mod error;
+pub mod io;
+pub mod kmeans;
+pub mod progress;
+
+pub use build::{build_index, BuildParams};
+pub use error::{BuildError, Result};

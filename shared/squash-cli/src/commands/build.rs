@@ -1,0 +1,111 @@
+//! `squash build`: vectors and attributes in, an index (segments + manifest) out.
+
+use super::{load_attrs, metric, CliError, Knobs, Result};
+use clap::Args;
+use squash_build::build::{build_index, default_search_defaults, BuildParams};
+use squash_build::io::read_vectors;
+use squash_storage::open_store;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// Vectors: .npy float32 [N, D] or .fvecs.
+    #[arg(long)]
+    vectors: PathBuf,
+    /// Attributes: .npy [N, A] (numeric; name them with --attr-names) or .csv with a header.
+    #[arg(long)]
+    attrs: Option<PathBuf>,
+    /// Comma-separated attribute names for a .npy attribute file.
+    #[arg(long, value_delimiter = ',')]
+    attr_names: Vec<String>,
+    /// Output index: a directory or s3://bucket/prefix.
+    #[arg(long)]
+    out: String,
+    /// Distance metric: l2 or cosine.
+    #[arg(long, default_value = "l2")]
+    metric: String,
+    /// Number of partitions (default: about one per 10,000 vectors).
+    #[arg(long)]
+    partitions: Option<usize>,
+    /// Average OSQ bits per dimension.
+    #[arg(long, default_value_t = 4.0)]
+    bits_per_dim: f32,
+    /// Random seed (same seed, same index bytes).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Fraction of variance kept by the global KLT that places partitions.
+    #[arg(long, default_value_t = 0.9)]
+    partition_energy: f64,
+    #[command(flatten)]
+    knobs: Knobs,
+    /// Do not draw progress bars.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+pub fn run(a: BuildArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let vectors = read_vectors(&a.vectors)?;
+    let attrs = load_attrs(a.attrs.as_deref(), &a.attr_names)?;
+    if !attrs.columns.is_empty() && attrs.rows() != vectors.rows {
+        return Err(CliError::input(
+            a.attrs.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            format!(
+                "has {} rows but {} has {} vectors",
+                attrs.rows(),
+                a.vectors.display(),
+                vectors.rows
+            ),
+        ));
+    }
+    let mut defaults = default_search_defaults();
+    let k = &a.knobs;
+    if let Some(v) = k.nprobe {
+        defaults.nprobe = v;
+    }
+    if let Some(v) = k.rerank_factor {
+        defaults.rerank_factor = v;
+    }
+    if let Some(v) = k.hamming_keep {
+        defaults.hamming_keep = v;
+    }
+    if let Some(v) = k.safety {
+        defaults.safety = v;
+    }
+    let params = BuildParams {
+        metric: metric(&a.metric)?,
+        partitions: a.partitions,
+        bits_per_dim: a.bits_per_dim,
+        seed: a.seed,
+        partition_energy: a.partition_energy,
+        defaults,
+        progress: !a.no_progress && std::io::stderr().is_terminal(),
+        ..BuildParams::default()
+    };
+    let (n, d) = (vectors.rows, vectors.cols);
+    let store = open_store(&a.out)?;
+    let report = build_index(store.as_ref(), vectors, attrs, &params)?;
+    eprintln!(
+        "built {} vectors × {d} ({}) into {} partitions, {:.1} MiB, in {:.1} s, peak RSS {} -> {}",
+        n,
+        params.metric.name(),
+        report.manifest.partitions(),
+        report.bytes_written as f64 / (1 << 20) as f64,
+        t0.elapsed().as_secs_f64(),
+        peak_rss()
+            .map(|b| format!("{:.0} MiB", b as f64 / (1 << 20) as f64))
+            .unwrap_or_else(|| "unknown".into()),
+        a.out
+    );
+    Ok(())
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
