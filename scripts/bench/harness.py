@@ -11,7 +11,7 @@ import os
 def recall_at(found, truth, k):
     """recall@k: the share of the first min(k, |truth|) true neighbours that appear
     among the first k found ids (1 when the exact answer is empty). Same definition as
-    squash_search::groundtruth::recall_at."""
+    squash_bench::groundtruth::recall_at."""
     want = min(k, len(truth))
     if want == 0:
         return 1.0
