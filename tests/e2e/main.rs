@@ -18,7 +18,7 @@ use squash_core::filter::Expr;
 use squash_engine::search::Index;
 use squash_engine::SearchError;
 use squash_storage::{LocalDir, Memory, ObjectStore};
-use squash_tests::{clustered, naive_matches, random_filter, Dataset};
+use squash_tests::{clustered, naive_matches, random_filter, value_of, Dataset};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -316,6 +316,39 @@ fn bad_requests_name_the_field() {
     let attrs = resp.hits[0].attributes.as_ref().unwrap();
     assert!(attrs.contains_key("price") && attrs["color"].is_string());
     drop(store);
+}
+
+#[test]
+fn every_hit_carries_its_own_rows_attributes() {
+    let ds = clustered(3_000, 12, 16, 6, 77);
+    let (_store, index) = build(&ds, &params(Metric::L2, 4));
+    let names: Vec<String> = ds.attrs.schema.attrs.iter().map(|a| a.name.clone()).collect();
+    let mut checked = 0;
+    for q in 0..ds.queries.rows {
+        for filter in [None, Some(json!({"price": {"$lt": 50}})), Some(json!({"color": "red"}))] {
+            let req = SearchRequest {
+                include: vec!["attributes".into()],
+                ..request(ds.queries.row(q), 25, filter)
+            };
+            for hit in index.search(&req).unwrap().hits {
+                let got = hit.attributes.as_ref().expect("attributes were asked for");
+                for name in &names {
+                    let want = value_of(&ds.attrs, name, hit.id as usize).unwrap_or(Value::Null);
+                    let same = match (&got[name], &want) {
+                        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+                        (a, b) => a == b,
+                    };
+                    assert!(
+                        same,
+                        "hit {} attribute {name}: {} but its row has {want}",
+                        hit.id, got[name]
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 500, "only {checked} hits checked");
 }
 
 fn golden_dir() -> PathBuf {

@@ -74,16 +74,44 @@ pub fn json_reply<T: Serialize>(result: Result<T, SearchError>) -> HttpReply {
     }
 }
 
-/// Opens the store of one index through the container's clients: the configured root
-/// plus the index name, with the optional `/tmp` tier in front of it.
-fn index_store(connector: &Connector, config: &Config, name: &str) -> Result<Arc<dyn ObjectStore>, SearchError> {
-    check_index_name(name)?;
-    let store = connector.open(&config.index_location(name))?;
-    if config.tmp_cache_bytes == 0 {
-        return Ok(store);
+/// What a function container builds once and every request shares: its
+/// configuration, the object-store clients, the warm segment cache, and a count of the
+/// requests it has served (the first one is the cold start).
+struct ContainerState {
+    config: Config,
+    connector: Connector,
+    cache: Arc<SegmentCache>,
+    served: AtomicU64,
+}
+
+impl ContainerState {
+    /// Builds the object-store clients for `config.index_root` (one S3 client for every
+    /// index it opens) and an empty cache of `config.cache_bytes`.
+    fn new(config: Config) -> Result<ContainerState, String> {
+        Ok(ContainerState {
+            connector: Connector::for_root(&config.index_root).map_err(|e| e.to_string())?,
+            cache: Arc::new(SegmentCache::new(config.cache_bytes)),
+            config,
+            served: AtomicU64::new(0),
+        })
     }
-    let tier = DiskTier::new(store, config.tmp_cache_dir.join(name), config.tmp_cache_bytes)?;
-    Ok(Arc::new(tier))
+
+    /// True for the first request this container serves.
+    fn first_request(&self) -> bool {
+        self.served.fetch_add(1, Ordering::Relaxed) == 0
+    }
+
+    /// Opens the store of one index: the configured root plus the index name, with the
+    /// optional `/tmp` tier in front of it.
+    fn index_store(&self, name: &str) -> Result<Arc<dyn ObjectStore>, SearchError> {
+        check_index_name(name)?;
+        let store = self.connector.open(&self.config.index_location(name))?;
+        if self.config.tmp_cache_bytes == 0 {
+            return Ok(store);
+        }
+        let dir = self.config.tmp_cache_dir.join(name);
+        Ok(Arc::new(DiskTier::new(store, dir, self.config.tmp_cache_bytes)?))
+    }
 }
 
 struct OpenIndex {
@@ -97,14 +125,10 @@ pub const ROUTES: &[&str] = &["POST /v1/indexes/{index}/search", "GET /v1/indexe
 
 /// The coordinator: routes, plans, fans out (or searches itself when `SQUASH_WORKERS=0`).
 pub struct Coordinator {
-    config: Config,
-    /// The object-store clients, built once for the container.
-    connector: Connector,
+    container: ContainerState,
     /// `None`: search in this process.
     invoker: Option<Arc<dyn WorkerInvoker>>,
-    cache: Arc<SegmentCache>,
     indexes: Mutex<HashMap<String, OpenIndex>>,
-    served: AtomicU64,
 }
 
 impl Coordinator {
@@ -124,14 +148,10 @@ impl Coordinator {
     /// clients for `config.index_root` (one S3 client for every index it opens).
     pub fn new(config: Config, invoker: Option<Arc<dyn WorkerInvoker>>) -> Result<Coordinator, String> {
         let invoker = if config.search_in_coordinator { None } else { invoker };
-        let connector = Connector::for_root(&config.index_root).map_err(|e| e.to_string())?;
         Ok(Coordinator {
-            cache: Arc::new(SegmentCache::new(config.cache_bytes)),
-            connector,
-            config,
+            container: ContainerState::new(config)?,
             invoker,
             indexes: Mutex::new(HashMap::new()),
-            served: AtomicU64::new(0),
         })
     }
 
@@ -142,22 +162,22 @@ impl Coordinator {
         {
             let open = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(o) = open.get(name) {
-                if o.opened.elapsed() < self.config.manifest_ttl {
+                if o.opened.elapsed() < self.container.config.manifest_ttl {
                     return Ok((o.index.clone(), false));
                 }
             }
         }
         // Read without holding the lock: two requests may both read an expired
         // manifest, and the later one wins; neither waits on the other's I/O.
-        let store = index_store(&self.connector, &self.config, name)?;
+        let store = self.container.index_store(name)?;
         let manifest = load_manifest(store.as_ref(), name)?;
         let index = match &self.invoker {
-            Some(invoker) => Index::with_invoker(name, manifest, invoker.clone(), self.config.fanout),
+            Some(invoker) => Index::with_invoker(name, manifest, invoker.clone(), self.container.config.fanout),
             None => {
-                let worker = Arc::new(Worker::with_cache(store, self.cache.clone()));
+                let worker = Arc::new(Worker::with_cache(store, self.container.cache.clone()));
                 let fanout = squash_engine::tree::Fanout {
                     workers: 1,
-                    ..self.config.fanout
+                    ..self.container.config.fanout
                 };
                 Index::with_invoker(name, manifest, Arc::new(InProcessInvoker::new(worker)), fanout)
             }
@@ -174,14 +194,9 @@ impl Coordinator {
         Ok((index, true))
     }
 
-    /// True for the first request this container serves.
-    fn first_request(&self) -> bool {
-        self.served.fetch_add(1, Ordering::Relaxed) == 0
-    }
-
     /// Runs one search on index `name`.
     pub fn search(&self, name: &str, req: &SearchRequest) -> Result<SearchResponse, SearchError> {
-        let cold = self.first_request();
+        let cold = self.container.first_request();
         let t0 = Instant::now();
         let (index, loaded) = self.index(name)?;
         let open_us = t0.elapsed().as_micros() as u64;
@@ -196,7 +211,7 @@ impl Coordinator {
 
     /// Describes index `name`.
     pub fn describe(&self, name: &str) -> Result<Value, SearchError> {
-        self.first_request();
+        self.container.first_request();
         Ok(self.index(name)?.0.describe())
     }
 
@@ -268,33 +283,25 @@ impl Coordinator {
 
 /// The worker: searches its share and invokes its subtree.
 pub struct WorkerService {
-    config: Config,
-    /// The object-store clients, built once for the container.
-    connector: Connector,
+    container: ContainerState,
     invoker: Arc<dyn WorkerInvoker>,
-    cache: Arc<SegmentCache>,
     workers: Mutex<HashMap<String, Arc<Worker>>>,
-    served: AtomicU64,
 }
 
 impl WorkerService {
     /// A worker service that reaches its children through `invoker`. Builds the
     /// object-store clients for `config.index_root` (one S3 client for every index).
     pub fn new(config: Config, invoker: Arc<dyn WorkerInvoker>) -> Result<WorkerService, String> {
-        let connector = Connector::for_root(&config.index_root).map_err(|e| e.to_string())?;
         Ok(WorkerService {
-            cache: Arc::new(SegmentCache::new(config.cache_bytes)),
-            connector,
-            config,
+            container: ContainerState::new(config)?,
             invoker,
             workers: Mutex::new(HashMap::new()),
-            served: AtomicU64::new(0),
         })
     }
 
     /// The segment cache (for tests).
     pub fn cache(&self) -> &SegmentCache {
-        &self.cache
+        &self.container.cache
     }
 
     fn worker(&self, index: &str) -> Result<Arc<Worker>, SearchError> {
@@ -304,8 +311,8 @@ impl WorkerService {
         // Opened without holding the lock; if two requests race, the first one stored
         // wins and both use it (they share the cache either way).
         let opened = Arc::new(Worker::with_cache(
-            index_store(&self.connector, &self.config, index)?,
-            self.cache.clone(),
+            self.container.index_store(index)?,
+            self.container.cache.clone(),
         ));
         let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
         Ok(workers.entry(index.to_string()).or_insert(opened).clone())
@@ -313,7 +320,7 @@ impl WorkerService {
 
     /// Serves one worker invocation.
     pub fn handle(&self, payload: WorkerPayload) -> Result<WorkerResponse, String> {
-        let cold = self.served.fetch_add(1, Ordering::Relaxed) == 0;
+        let cold = self.container.first_request();
         let req = payload.into_request().map_err(|e| e.to_string())?;
         let worker = self.worker(&req.index).map_err(|e| e.to_string())?;
         let mut resp = worker.handle_node(&req, self.invoker.as_ref());

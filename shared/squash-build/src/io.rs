@@ -378,34 +378,19 @@ pub fn read_csv_attributes(path: &Path) -> Result<Attributes> {
             .iter()
             .filter(|v| !v.is_empty())
             .all(|v| v.parse::<f64>().map(|x| x.is_finite()).unwrap_or(false));
+        // An empty field is a missing value (NaN) in either kind of column.
+        let column = |value_of: &dyn Fn(&str) -> f64| -> Vec<f64> {
+            values
+                .iter()
+                .map(|v| if v.is_empty() { f64::NAN } else { value_of(v) })
+                .collect()
+        };
         if numeric {
-            columns.push(
-                values
-                    .iter()
-                    .map(|v| {
-                        if v.is_empty() {
-                            f64::NAN
-                        } else {
-                            v.parse::<f64>().unwrap_or(f64::NAN)
-                        }
-                    })
-                    .collect(),
-            );
+            columns.push(column(&|v| v.parse::<f64>().unwrap_or(f64::NAN)));
             attrs.push(AttrSpec::numeric(name));
         } else {
             let spec = AttrSpec::categorical(name, values.iter().filter(|v| !v.is_empty()).cloned().collect());
-            columns.push(
-                values
-                    .iter()
-                    .map(|v| {
-                        if v.is_empty() {
-                            f64::NAN
-                        } else {
-                            spec.code_of(v).unwrap_or(f64::NAN)
-                        }
-                    })
-                    .collect(),
-            );
+            columns.push(column(&|v| spec.code_of(v).unwrap_or(f64::NAN)));
             attrs.push(spec);
         }
     }
@@ -453,10 +438,16 @@ pub fn read_json_lines(path: &Path) -> Result<Vec<serde_json::Value>> {
 mod tests {
     use super::*;
 
+    /// A fresh scratch directory for one test.
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("squash-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     #[test]
     fn npy_round_trip_and_errors() {
-        let dir = std::env::temp_dir().join(format!("squash-io-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch("io");
         let p = dir.join("m.npy");
         write_npy_f32(&p, 3, 2, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
         let m = read_vectors(&p).unwrap();
@@ -476,16 +467,10 @@ mod tests {
         assert_eq!(a.columns[1], vec![1.0, 0.0, 1.0]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
-}
-
-#[cfg(test)]
-mod fvecs_tests {
-    use super::*;
 
     #[test]
     fn fvecs_reads_and_rejects_ragged_rows() {
-        let dir = std::env::temp_dir().join(format!("squash-fvecs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch("fvecs");
         let p = dir.join("v.fvecs");
         let mut bytes = Vec::new();
         for row in [[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]] {
@@ -511,8 +496,7 @@ mod fvecs_tests {
 
     #[test]
     fn fortran_order_npy_is_transposed() {
-        let dir = std::env::temp_dir().join(format!("squash-fortran-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch("fortran");
         let p = dir.join("f.npy");
         let header = "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }";
         let mut out = b"\x93NUMPY\x01\x00".to_vec();

@@ -143,34 +143,29 @@ fn bad_input_gives_one_line_errors() {
     // Attribute rows do not match vector rows.
     write_npy(&d.join("v.npy"), "<f4", 50, 4, &vectors(50, 4));
     write_npy(&d.join("a.npy"), "<f4", 49, 1, &[0.5; 49]);
-    let out = squash(&[
-        "build",
-        "--vectors",
-        &p("v.npy"),
-        "--attrs",
-        &p("a.npy"),
-        "--attr-names",
-        "price",
-        "--out",
-        &p("i"),
-    ]);
+    let (v, a) = (p("v.npy"), p("a.npy"));
+    let build = |out: &str, more: &[&str]| {
+        let out = p(out);
+        let mut args = vec![
+            "build",
+            "--vectors",
+            &v,
+            "--attrs",
+            &a,
+            "--attr-names",
+            "price",
+            "--out",
+            &out,
+        ];
+        args.extend_from_slice(more);
+        squash(&args)
+    };
+    let out = build("i", &[]);
     assert_one_line_error(&out, &["49 rows", "50 vectors"]);
 
     // A good index for the query errors.
     write_npy(&d.join("a.npy"), "<f4", 50, 1, &[0.5; 50]);
-    let out = squash(&[
-        "build",
-        "--vectors",
-        &p("v.npy"),
-        "--attrs",
-        &p("a.npy"),
-        "--attr-names",
-        "price",
-        "--out",
-        &p("idx"),
-        "--partitions",
-        "2",
-    ]);
+    let out = build("idx", &["--partitions", "2"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // Dimension mismatch.
@@ -179,25 +174,11 @@ fn bad_input_gives_one_line_errors() {
     assert_one_line_error(&out, &["queries[0].vector", "3 dimensions, index has 4"]);
 
     // Unknown attribute and bad JSON in a filter.
-    let out = squash(&[
-        "query",
-        "--index",
-        &p("idx"),
-        "--vector",
-        "1,2,3,4",
-        "--filter",
-        "{\"colour\": \"red\"}",
-    ]);
+    let idx = p("idx");
+    let filtered = |filter: &str| squash(&["query", "--index", &idx, "--vector", "1,2,3,4", "--filter", filter]);
+    let out = filtered("{\"colour\": \"red\"}");
     assert_one_line_error(&out, &["filter.colour", "unknown attribute 'colour'", "price"]);
-    let out = squash(&[
-        "query",
-        "--index",
-        &p("idx"),
-        "--vector",
-        "1,2,3,4",
-        "--filter",
-        "{price",
-    ]);
+    let out = filtered("{price");
     assert_one_line_error(&out, &["filter", "invalid JSON"]);
 
     // k out of range, NaN in a query, missing index.

@@ -37,6 +37,26 @@ pub struct SectionOut {
     pub bytes: Vec<u8>,
 }
 
+impl SectionOut {
+    /// A section stored as it is (codes, vectors: scanned at memory speed).
+    pub fn raw(kind: u32, bytes: Vec<u8>) -> SectionOut {
+        SectionOut {
+            kind,
+            codec: Codec::Raw,
+            bytes,
+        }
+    }
+
+    /// A section stored zstd-compressed (ids, attributes, metadata).
+    pub fn zstd(kind: u32, bytes: Vec<u8>) -> SectionOut {
+        SectionOut {
+            kind,
+            codec: Codec::Zstd,
+            bytes,
+        }
+    }
+}
+
 /// Serialises sections into one object with the given magic.
 pub fn write_container(magic: &[u8; 8], sections: Vec<SectionOut>) -> Vec<u8> {
     let mut stored: Vec<(u32, Codec, Vec<u8>, u64)> = Vec::with_capacity(sections.len());

@@ -4,7 +4,7 @@
 //! Byte layout in `docs/FORMAT.md`.
 
 use crate::attrs::{AttrCells, Schema, CODES};
-use crate::container::{le, write_container, Codec, Container, SectionOut};
+use crate::container::{le, write_container, Container, SectionOut};
 use crate::distance::Metric;
 use crate::error::{CoreError, Result};
 use crate::klt::Klt;
@@ -125,31 +125,11 @@ impl Manifest {
         write_container(
             MANIFEST_MAGIC,
             vec![
-                SectionOut {
-                    kind: META,
-                    codec: Codec::Zstd,
-                    bytes: meta,
-                },
-                SectionOut {
-                    kind: GLOBAL,
-                    codec: Codec::Raw,
-                    bytes: global,
-                },
-                SectionOut {
-                    kind: CENTROIDS,
-                    codec: Codec::Raw,
-                    bytes: centroids,
-                },
-                SectionOut {
-                    kind: ATTR_CELLS,
-                    codec: Codec::Zstd,
-                    bytes: encode_cells(&self.attr_cells),
-                },
-                SectionOut {
-                    kind: HISTOGRAMS,
-                    codec: Codec::Zstd,
-                    bytes: hist,
-                },
+                SectionOut::zstd(META, meta),
+                SectionOut::raw(GLOBAL, global),
+                SectionOut::raw(CENTROIDS, centroids),
+                SectionOut::zstd(ATTR_CELLS, encode_cells(&self.attr_cells)),
+                SectionOut::zstd(HISTOGRAMS, hist),
             ],
         )
     }

@@ -2,7 +2,7 @@
 //! Section kinds and their byte layouts are documented in `docs/FORMAT.md`.
 
 use crate::attrs::AttrCells;
-use crate::container::{le, write_container, Codec, Container, SectionOut};
+use crate::container::{le, write_container, Container, SectionOut};
 use crate::distance::Metric;
 use crate::error::{CoreError, Result};
 use crate::klt::Klt;
@@ -113,56 +113,16 @@ impl Segment {
         write_container(
             SEGMENT_MAGIC,
             vec![
-                SectionOut {
-                    kind: META,
-                    codec: Codec::Zstd,
-                    bytes: meta,
-                },
-                SectionOut {
-                    kind: KLT,
-                    codec: Codec::Raw,
-                    bytes: klt,
-                },
-                SectionOut {
-                    kind: QUANT,
-                    codec: Codec::Raw,
-                    bytes: quant,
-                },
-                SectionOut {
-                    kind: CODES,
-                    codec: Codec::Raw,
-                    bytes: self.codes.clone(),
-                },
-                SectionOut {
-                    kind: SIGNS,
-                    codec: Codec::Raw,
-                    bytes: signs,
-                },
-                SectionOut {
-                    kind: ATTR_CELLS,
-                    codec: Codec::Zstd,
-                    bytes: cells,
-                },
-                SectionOut {
-                    kind: ATTR_CODES,
-                    codec: Codec::Raw,
-                    bytes: self.attr_codes.concat(),
-                },
-                SectionOut {
-                    kind: IDS,
-                    codec: Codec::Zstd,
-                    bytes: ids,
-                },
-                SectionOut {
-                    kind: ATTRS,
-                    codec: Codec::Zstd,
-                    bytes: attrs,
-                },
-                SectionOut {
-                    kind: VECTORS,
-                    codec: Codec::Raw,
-                    bytes: vectors,
-                },
+                SectionOut::zstd(META, meta),
+                SectionOut::raw(KLT, klt),
+                SectionOut::raw(QUANT, quant),
+                SectionOut::raw(CODES, self.codes.clone()),
+                SectionOut::raw(SIGNS, signs),
+                SectionOut::zstd(ATTR_CELLS, cells),
+                SectionOut::raw(ATTR_CODES, self.attr_codes.concat()),
+                SectionOut::zstd(IDS, ids),
+                SectionOut::zstd(ATTRS, attrs),
+                SectionOut::raw(VECTORS, vectors),
             ],
         )
     }

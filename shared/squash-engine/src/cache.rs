@@ -90,3 +90,70 @@ impl SegmentCache {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An empty segment: the cache never looks inside, it counts the bytes it is told.
+    fn segment() -> Arc<Segment> {
+        use squash_core::distance::Metric;
+        use squash_core::klt::Klt;
+        use squash_core::osq::Quantizer;
+        use squash_core::segment::SegmentMeta;
+        Arc::new(Segment {
+            meta: SegmentMeta {
+                partition: 0,
+                count: 0,
+                dim: 0,
+                metric: Metric::L2,
+                attrs: 0,
+            },
+            klt: Klt {
+                dim: 0,
+                mean: Vec::new(),
+                basis: Vec::new(),
+                eigenvalues: Vec::new(),
+            },
+            quantizer: Quantizer {
+                bits: Vec::new(),
+                bounds: Vec::new(),
+            },
+            codes: Vec::new(),
+            signs: Vec::new(),
+            attr_cells: Vec::new(),
+            attr_codes: Vec::new(),
+            ids: Vec::new(),
+            attr_values: Vec::new(),
+            vectors: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn evicts_least_recently_used_first_and_keeps_within_budget() {
+        let cache = SegmentCache::new(100);
+        cache.insert("a", segment(), 40);
+        cache.insert("b", segment(), 40);
+        assert!(cache.get("a").is_some(), "touch a: b is now the oldest");
+        cache.insert("c", segment(), 40);
+        assert!(cache.get("b").is_none(), "b was least recently used");
+        assert!(cache.get("a").is_some() && cache.get("c").is_some());
+        assert_eq!((cache.len(), cache.used_bytes()), (2, 80));
+        // Re-inserting a key replaces it and counts its bytes once.
+        cache.insert("c", segment(), 50);
+        assert_eq!((cache.len(), cache.used_bytes()), (2, 90));
+    }
+
+    #[test]
+    fn an_oversized_segment_is_kept_alone() {
+        let cache = SegmentCache::new(100);
+        cache.insert("a", segment(), 60);
+        cache.insert("big", segment(), 500);
+        assert_eq!((cache.len(), cache.used_bytes()), (1, 500));
+        assert!(cache.get("big").is_some() && cache.get("a").is_none());
+        let none = SegmentCache::new(0);
+        none.insert("x", segment(), 1);
+        assert_eq!(none.len(), 1, "even a zero budget holds the segment in use");
+        assert!(!none.is_empty());
+    }
+}

@@ -87,3 +87,56 @@ impl SearchError {
 
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, SearchError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_status_and_code() {
+        let cases: Vec<(SearchError, u16, &str)> = vec![
+            (SearchError::bad("k", "must be at least 1"), 400, "bad_request"),
+            (
+                SearchError::NotFound {
+                    what: "index 'x'".into(),
+                },
+                404,
+                "not_found",
+            ),
+            (
+                SearchError::Worker {
+                    partition: 3,
+                    message: "down".into(),
+                },
+                502,
+                "worker_failed",
+            ),
+            (
+                SearchError::Storage(StorageError::Remote {
+                    store: "s3://b".into(),
+                    key: "k".into(),
+                    message: "503".into(),
+                    transient: true,
+                }),
+                503,
+                "storage_error",
+            ),
+            (SearchError::internal("key must be a string"), 500, "internal"),
+            (
+                SearchError::Core(CoreError::corrupt("manifest.sqm", "bad checksum".to_string())),
+                500,
+                "corrupt_data",
+            ),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!((e.status(), e.code()), (status, code), "{e}");
+        }
+        // A filter the core rejects is the caller's mistake, named by its field.
+        let e: SearchError = CoreError::Filter {
+            field: "filter.price".into(),
+            message: "unknown".into(),
+        }
+        .into();
+        assert_eq!((e.status(), e.code()), (400, "bad_request"));
+    }
+}

@@ -421,3 +421,32 @@ pub fn merge_hits(lists: Vec<Vec<WorkerHit>>, k: usize) -> Vec<WorkerHit> {
     all.truncate(k);
     all
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(id: u64, distance: f32, attr: f64) -> WorkerHit {
+        WorkerHit {
+            id,
+            distance,
+            attrs: vec![attr],
+        }
+    }
+
+    #[test]
+    fn merge_hits_orders_by_distance_then_id_and_keeps_each_vector_once() {
+        let lists = vec![
+            vec![hit(7, 0.5, 7.0), hit(3, 0.9, 3.0)],
+            vec![hit(2, 0.5, 2.0), hit(7, 0.5, 7.0), hit(9, 0.1, 9.0)],
+            vec![],
+        ];
+        let merged = merge_hits(lists, 3);
+        let got: Vec<(u64, f32)> = merged.iter().map(|h| (h.id, h.distance)).collect();
+        assert_eq!(got, vec![(9, 0.1), (2, 0.5), (7, 0.5)]);
+        // Attributes travel with their own hit.
+        assert!(merged.iter().all(|h| h.attrs == vec![h.id as f64]));
+        assert_eq!(merge_hits(vec![vec![hit(1, 1.0, 1.0)]], 5).len(), 1);
+        assert!(merge_hits(Vec::new(), 5).is_empty());
+    }
+}

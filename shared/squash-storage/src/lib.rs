@@ -546,6 +546,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_connector_builds_one_s3_client_for_an_s3_root_and_none_for_a_directory() {
+        let dir = std::env::temp_dir().join(format!("squash-connector-{}", std::process::id()));
+        let local = Connector::for_root(dir.to_str().unwrap()).unwrap();
+        assert!(!local.shares_s3_client());
+        let store = local.open(dir.join("idx").to_str().unwrap()).unwrap();
+        assert!(store.describe().contains("idx"), "{}", store.describe());
+        #[cfg(feature = "s3")]
+        {
+            // Building the client reads configuration only; nothing is sent.
+            let s3 = Connector::for_root("s3://bucket/indexes").unwrap();
+            assert!(s3.shares_s3_client());
+            let a = s3.open("s3://bucket/indexes/a").unwrap();
+            let b = s3.open("s3://bucket/indexes/b").unwrap();
+            assert_eq!(
+                (a.describe(), b.describe()),
+                ("s3://bucket/indexes/a".into(), "s3://bucket/indexes/b".into())
+            );
+            assert!(Connector::for_root("s3://Bad_Bucket!/x").is_err());
+        }
+        for bad in ["ftp://host/x", "gs://bucket/x"] {
+            assert!(matches!(local.open(bad), Err(StorageError::InvalidKey { .. })), "{bad}");
+        }
+    }
+
+    #[test]
     fn memory_conforms() {
         testing::conformance(&Memory::new(), 3 << 20);
     }
