@@ -73,6 +73,7 @@ pub struct BenchArgs {
     knobs: Knobs,
 }
 
+/// Runs `squash bench`.
 pub fn run(a: BenchArgs) -> Result<()> {
     let index = open_index(&a.index)?;
     let fanout = squash_engine::tree::Fanout {

@@ -45,6 +45,7 @@ pub struct BuildArgs {
     no_progress: bool,
 }
 
+/// Runs `squash build`.
 pub fn run(a: BuildArgs) -> Result<()> {
     let t0 = Instant::now();
     let vectors = read_vectors(&a.vectors)?;

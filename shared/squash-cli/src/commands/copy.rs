@@ -3,6 +3,7 @@
 use super::{CliError, Result};
 use squash_storage::open_store;
 
+/// Runs `squash copy`.
 pub fn run(from: &str, to: &str) -> Result<()> {
     let (src, dst) = (open_store(from)?, open_store(to)?);
     let mut keys = src.list("")?;

@@ -21,6 +21,7 @@ pub struct CostArgs {
     out: Option<PathBuf>,
 }
 
+/// Runs `squash cost`.
 pub fn run(a: CostArgs) -> Result<()> {
     use squash_bench::cost::{per_million, published, Deployment, Prices, QueryWork};
     let prices = Prices::default();

@@ -42,6 +42,7 @@ pub struct GroundtruthArgs {
     k: usize,
 }
 
+/// Runs `squash groundtruth`.
 pub fn run(a: GroundtruthArgs) -> Result<()> {
     let progress = std::io::stderr().is_terminal();
     if let Some(dir) = &a.data {

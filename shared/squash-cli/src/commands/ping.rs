@@ -2,6 +2,7 @@
 
 use super::{CliError, Result};
 
+/// Runs `squash ping`.
 pub fn run(location: &str, wait_s: f64) -> Result<()> {
     let store = squash_storage::open_store(location)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(wait_s.max(0.0));

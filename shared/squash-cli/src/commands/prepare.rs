@@ -25,6 +25,7 @@ pub struct PrepareArgs {
     label_clusters: usize,
 }
 
+/// Runs `squash prepare`.
 pub fn run(a: PrepareArgs) -> Result<()> {
     let input = read_vectors(&a.input)?;
     let w = prepare(

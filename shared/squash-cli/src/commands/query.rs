@@ -54,6 +54,7 @@ fn parse_vector(text: &str) -> Result<Vec<f32>> {
         .collect()
 }
 
+/// Runs `squash query`.
 pub fn run(a: QueryArgs) -> Result<()> {
     let index = open_index(&a.index)?;
     let queries: Vec<Vec<f32>> = match (&a.queries, &a.vector) {

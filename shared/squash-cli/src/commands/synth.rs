@@ -24,6 +24,7 @@ pub struct SynthArgs {
     cases: CaseArgs,
 }
 
+/// Runs `squash synth`.
 pub fn run(a: SynthArgs) -> Result<()> {
     let t0 = Instant::now();
     let p = squash_bench::synth::SynthParams {
