@@ -4,12 +4,13 @@
 //! (plain or base64), and the HTTP response it answers. Tested with the samples in
 //! `events/`.
 
-use crate::service::{Coordinator, HttpReply};
+use crate::service::{json_reply, Coordinator, HttpReply};
 use base64::Engine as _;
 use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use lambda_http::aws_lambda_events::encodings::Body;
 use lambda_http::aws_lambda_events::http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use serde_json::{json, Value};
+use squash_engine::SearchError;
 
 /// The two shapes of event the coordinator takes.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,11 +53,7 @@ pub fn parse_http(event: Value) -> Result<HttpRequest, HttpReply> {
         (Some(b), false) => b.into_bytes(),
         (Some(b), true) => base64::engine::general_purpose::STANDARD
             .decode(b)
-            .map_err(|e| HttpReply {
-                status: 400,
-                body: json!({"error": {"code": "bad_request", "field": "body",
-                    "message": format!("invalid 'body': not valid base64: {e}")}}),
-            })?,
+            .map_err(|e| json_reply::<Value>(Err(SearchError::bad("body", format!("not valid base64: {e}")))))?,
     };
     Ok(HttpRequest {
         method: req.request_context.http.method.to_string(),

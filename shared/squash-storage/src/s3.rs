@@ -27,7 +27,6 @@ pub const DEFAULT_PART_SIZE: usize = 16 << 20;
 pub struct S3Client {
     client: aws_sdk_s3::Client,
     runtime: tokio::runtime::Runtime,
-    endpoint: Option<String>,
 }
 
 impl S3Client {
@@ -60,19 +59,13 @@ impl S3Client {
         if sdk.region().is_none() {
             conf = conf.region(aws_sdk_s3::config::Region::new("us-east-1"));
         }
-        if let Some(endpoint) = &endpoint {
+        if let Some(endpoint) = endpoint {
             conf = conf.endpoint_url(endpoint).force_path_style(true);
         }
         Ok(S3Client {
             client: aws_sdk_s3::Client::from_conf(conf.build()),
             runtime,
-            endpoint,
         })
-    }
-
-    /// The custom endpoint in use, if any.
-    pub fn endpoint(&self) -> Option<&str> {
-        self.endpoint.as_deref()
     }
 }
 
