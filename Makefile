@@ -86,7 +86,7 @@ BENCH_CORE ?= 0
 BENCH_10M ?= 1
 BENCH_PIN := taskset -c $(BENCH_CORE)
 SYNTH := $(DATA)/bench
-SQUASH_SWEEP ?= --nprobe-sweep 1,2,4,8,16 --safety-sweep 100,1500 --cold-queries 5
+SQUASH_SWEEP ?= --nprobe-sweep 32,64,128,256,512 --safety-sweep 100,500 --cold-queries 5
 
 $(BENCH_VENV)/.done: scripts/bench/requirements.txt
 	python3 -m venv $(BENCH_VENV)
@@ -120,7 +120,7 @@ bench: $(BENCH_DEPS)
 	  $(BENCH_PY) scripts/bench/peers.py --data $$dir --dataset $$name --out $(BENCH)/peers.jsonl --cache $(BENCH)/cache --queries $(BENCH_QUERIES) --repeats $(BENCH_REPEATS) --pin $(BENCH_CORE) $(PEERS_ARGS); \
 	done
 	@if [ "$(BENCH_10M)" = 1 ]; then echo "== squash on synth-10m"; \
-	  $(BENCH_PIN) $(SQUASH) bench --index $(SYNTH)/synth-10m-index --data $(SYNTH)/synth-10m --dataset synth-10m --repeats $(BENCH_REPEATS) --nprobe-sweep 1,4,16 --cold-queries 5 --json-out $(BENCH)/squash-synth-10m.jsonl; fi
+	  $(BENCH_PIN) $(SQUASH) bench --index $(SYNTH)/synth-10m-index --data $(SYNTH)/synth-10m --dataset synth-10m --repeats $(BENCH_REPEATS) --nprobe-sweep 256,1024,4096 --cold-queries 5 --json-out $(BENCH)/squash-synth-10m.jsonl; fi
 	$(SQUASH) cost $(BENCH)/squash-*.jsonl --target-recall 0.95 --out $(BENCH)/cost.md
 	$(BENCH_PY) scripts/bench/report.py --bench $(BENCH) --builds $(DATA) $(BENCH_CHECK)
 
@@ -134,7 +134,7 @@ $(SYNTH)/smoke/workload.json: | $(SQUASH)
 bench-smoke: $(BENCH_VENV)/.done $(SYNTH)/smoke-index/manifest.sqm
 	$(MAKE) --no-print-directory bench BENCH=target/bench-smoke BENCH_DEPS= BENCH_10M=0 BENCH_QUERIES=20 BENCH_REPEATS=1 \
 	  BENCH_SETS=smoke:$(SYNTH)/smoke:$(SYNTH)/smoke-index BENCH_CHECK=--check \
-	  SQUASH_SWEEP="--nprobe-sweep 1,16 --cold-queries 2" PEERS_ARGS="--max-points 2"
+	  SQUASH_SWEEP="--nprobe-sweep 4,64 --cold-queries 2" PEERS_ARGS="--max-points 2"
 
 # The S3 tests need a real S3-compatible server (with-s3.sh starts one); the stack test
 # runs the release binaries of the functions under cargo-lambda's emulator. The tests
@@ -158,7 +158,7 @@ up: $(SQUASH) $(GLOVE)/workload.json
 	STACK_PORT=$(STACK_PORT) $(STACK) up
 	eval "$$($(STACK) env)" && \
 	  $(SQUASH) build --vectors $(GLOVE)/base.npy --attrs $(GLOVE)/attrs.npy --attr-names $(GLOVE_ATTRS) --metric cosine --out s3://squash-local/indexes/glove && \
-	  $(SQUASH) copy --from tests/fixtures/golden-v1/index --to s3://squash-local/indexes/golden
+	  $(SQUASH) copy --from tests/fixtures/golden-v2/index --to s3://squash-local/indexes/golden
 	@echo "try: make invoke, or curl -s http://127.0.0.1:$(STACK_PORT)/lambda-url/squash-coordinator/v1/indexes/glove"
 
 down:
@@ -233,7 +233,7 @@ fuzz:
 	cd fuzz && $(CARGO) fuzz build --sanitizer none -O
 	@for t in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz/corpus/$$t; \
-	  case $$t in segment) cp tests/fixtures/golden-v1/index/manifest.sqm tests/fixtures/golden-v1/index/segments/*.sqs fuzz/corpus/$$t/;; \
+	  case $$t in segment) cp tests/fixtures/golden-v2/index/manifest.sqm tests/fixtures/golden-v2/index/segments/*.sqs fuzz/corpus/$$t/;; \
 	    *) cp fuzz/seeds/$$t/* fuzz/corpus/$$t/;; esac; \
 	  echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; \
 	  (cd fuzz && $(CARGO) fuzz run --sanitizer none -O $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=65536 2>&1 | \

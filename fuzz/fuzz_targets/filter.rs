@@ -10,9 +10,9 @@ use squash_core::manifest::Manifest;
 use squash_core::segment::Segment;
 use std::sync::OnceLock;
 
-const MANIFEST: &[u8] = include_bytes!("../../tests/fixtures/golden-v1/index/manifest.sqm");
+const MANIFEST: &[u8] = include_bytes!("../../tests/fixtures/golden-v2/index/manifest.sqm");
 const SEGMENT: &[u8] =
-    include_bytes!("../../tests/fixtures/golden-v1/index/segments/p00000-4a1eef3436a73cf1c4ec5fb8ed5d95b0.sqs");
+    include_bytes!("../../tests/fixtures/golden-v2/index/segments/p00000-be5b272c73cc751a1f77f6d6fd160740.sqs");
 
 fn golden() -> &'static (Manifest, Segment) {
     static G: OnceLock<(Manifest, Segment)> = OnceLock::new();

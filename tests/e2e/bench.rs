@@ -58,7 +58,7 @@ fn bench_recall_and_cold_costs_match_a_known_answer() {
     )
     .unwrap();
     let exhaustive = SearchParams {
-        nprobe: Some(4),
+        nprobe: Some(10_000),
         rerank_factor: Some(10_000),
         hamming_keep: Some(1.0),
         safety: None,

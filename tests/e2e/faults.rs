@@ -30,7 +30,7 @@ const FANOUT: Fanout = Fanout {
 };
 
 fn golden() -> Memory {
-    let src = LocalDir::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/golden-v1/index"));
+    let src = LocalDir::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/golden-v2/index"));
     let mem = Memory::new();
     for key in src.list("").expect("fixture") {
         mem.put(&key, &src.get(&key).expect("fixture object")).expect("put");

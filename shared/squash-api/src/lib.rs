@@ -213,6 +213,12 @@ pub struct QueryStats {
     pub partitions_total: u32,
     /// Partitions searched.
     pub partitions_searched: u32,
+    /// Fine lists in the index.
+    #[serde(default)]
+    pub lists_total: u32,
+    /// Fine lists searched.
+    #[serde(default)]
+    pub lists_searched: u32,
     /// Planner's estimate of matching vectors in the searched partitions.
     pub estimated_matches: f64,
     /// Candidate counts per stage.
@@ -281,6 +287,8 @@ pub struct SegmentRef {
     pub bytes: u64,
     /// Expected xxh3-64 of the object (16 hex digits).
     pub checksum: String,
+    /// Fine lists of the segment to scan (numbers inside the segment, ascending).
+    pub lists: Vec<u32>,
 }
 
 /// A node of the fan-out tree below a worker: the worker that serves it, the segments it
@@ -571,6 +579,7 @@ mod tests {
                 key: "segments/p3".into(),
                 bytes: 10,
                 checksum: "00".into(),
+                lists: Vec::new(),
             }],
             rerank_factor: 10,
             hamming_keep: 0.5,
@@ -599,6 +608,7 @@ mod tests {
             key: format!("segments/p{p:05}-0123456789abcdef0123456789abcdef.sqs"),
             bytes: 12_345_678,
             checksum: "0123456789abcdef".into(),
+            lists: Vec::new(),
         };
         let leaf = |w: u32| TreeNode {
             worker: w,

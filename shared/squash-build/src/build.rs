@@ -9,11 +9,11 @@ use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use squash_core::attrs::{AttrCells, CODES};
+use squash_core::attrs::AttrCells;
 use squash_core::binary::{encode_signs, words_for};
 use squash_core::distance::{prepare_vector, Metric};
 use squash_core::klt::Klt;
-use squash_core::manifest::{Manifest, ManifestMeta, PartitionInfo, SearchDefaults};
+use squash_core::manifest::{Manifest, ManifestMeta, PartitionInfo, SearchDefaults, PRESENCE_WORDS};
 use squash_core::osq::{allocate_bits, Quantizer, MAX_BITS};
 use squash_core::segment::{Segment, SegmentMeta};
 use squash_storage::ObjectStore;
@@ -30,6 +30,8 @@ pub struct BuildParams {
     pub partitions: Option<usize>,
     /// Wanted vectors per partition when `partitions` is not set.
     pub target_partition_vectors: usize,
+    /// Wanted vectors per fine list inside a partition (the unit of pruning).
+    pub list_vectors: usize,
     /// Average OSQ bits per dimension (greedy allocation, 1..=8).
     pub bits_per_dim: f32,
     /// Seed of every random choice.
@@ -52,6 +54,7 @@ impl Default for BuildParams {
             metric: Metric::L2,
             partitions: None,
             target_partition_vectors: 10_000,
+            list_vectors: DEFAULT_LIST_VECTORS,
             bits_per_dim: 4.0,
             seed: 42,
             partition_energy: 0.9,
@@ -63,13 +66,16 @@ impl Default for BuildParams {
     }
 }
 
+/// Default vectors per fine list.
+pub const DEFAULT_LIST_VECTORS: usize = 256;
+
 /// Default search knobs (see `docs/ARCHITECTURE.md` for how they were chosen).
 pub fn default_search_defaults() -> SearchDefaults {
     SearchDefaults {
         nprobe: 0,
         rerank_factor: 10,
-        hamming_keep: 0.5,
-        safety: 1500.0,
+        hamming_keep: 1.0,
+        safety: 500.0,
     }
 }
 
@@ -103,6 +109,9 @@ pub fn build_index(
     }
     if !(params.partition_energy > 0.0 && params.partition_energy <= 1.0) {
         return Err(BuildError::bad("partition_energy", "must be in (0, 1]"));
+    }
+    if params.list_vectors == 0 {
+        return Err(BuildError::bad("list_vectors", "must be at least 1"));
     }
     if !(1.0..=MAX_BITS as f32).contains(&params.bits_per_dim) {
         return Err(BuildError::bad("bits_per_dim", "must be between 1 and 8"));
@@ -153,13 +162,12 @@ pub fn build_index(
         members[p as usize].push(i);
     }
     let bar = Progress::new(params.progress, "encoding partitions", p_count as u64);
-    let results: Vec<Result<(PartitionInfo, Vec<u32>, u64)>> = members
+    let results: Vec<Result<(PartitionInfo, Encoded, u64)>> = members
         .par_iter()
         .enumerate()
         .map(|(pid, rows)| {
-            let seg = encode_partition(pid as u32, rows, &vectors, &attrs, &attr_cells, metric, params);
-            let hist = histograms(&seg);
-            let bytes = seg.encode();
+            let enc = encode_partition(pid as u32, rows, &vectors, &attrs, &attr_cells, &global, metric, params);
+            let bytes = enc.segment.encode();
             let key = format!("segments/p{pid:05}-{:032x}.sqs", xxh3_128(&bytes));
             store.put(&key, &bytes)?;
             bar.inc(1);
@@ -169,24 +177,30 @@ pub fn build_index(
                 key,
                 bytes: bytes.len() as u64,
                 checksum: format!("{:016x}", xxh3_64(&bytes)),
+                lists: enc.segment.list_count() as u32,
             };
-            Ok((info, hist, bytes.len() as u64))
+            Ok((info, enc, bytes.len() as u64))
         })
         .collect();
     bar.finish();
     let mut partitions = Vec::with_capacity(p_count);
-    let mut hist_all = Vec::with_capacity(p_count * attrs.columns.len() * CODES);
+    let mut list_centroids = Vec::new();
+    let mut list_counts = Vec::new();
+    let mut list_presence = Vec::new();
     let mut bytes_written = 0u64;
     for r in results {
-        let (info, hist, bytes) = r?;
+        let (info, enc, bytes) = r?;
         partitions.push(info);
-        hist_all.extend(hist);
+        list_centroids.extend(enc.list_centroids);
+        list_counts.extend(enc.segment.lists.windows(2).map(|w| w[1] - w[0]));
+        list_presence.extend(enc.presence);
         bytes_written += bytes;
     }
     let mut defaults = params.defaults.clone();
     if defaults.nprobe == 0 {
-        defaults.nprobe = default_nprobe(p_count);
+        defaults.nprobe = default_nprobe(list_counts.len());
     }
+    let list_start = Manifest::list_starts(&partitions);
     let manifest = Manifest {
         meta: ManifestMeta {
             dim: dim as u32,
@@ -203,7 +217,10 @@ pub fn build_index(
         global,
         centroids: part.centroids,
         attr_cells,
-        histograms: hist_all,
+        list_start,
+        list_centroids,
+        list_counts,
+        list_presence,
     };
     let bytes = manifest.encode();
     store.put(MANIFEST_KEY, &bytes)?;
@@ -214,42 +231,91 @@ pub fn build_index(
     })
 }
 
-/// Default number of partitions probed: 30% of them, at least one.
-pub fn default_nprobe(partitions: usize) -> u32 {
-    ((partitions as f64 * 0.3).ceil() as u32).max(1)
+/// Default number of fine lists probed: 7 % of them, at least one.
+pub fn default_nprobe(lists: usize) -> u32 {
+    ((lists as f64 * 0.07).ceil() as u32).max(1)
 }
 
-fn histograms(seg: &Segment) -> Vec<u32> {
-    let mut out = vec![0u32; seg.attr_codes.len() * CODES];
-    for (a, col) in seg.attr_codes.iter().enumerate() {
-        for &c in col {
-            out[a * CODES + c as usize] += 1;
+/// One encoded partition: its segment, and per fine list its centroid in the global KLT
+/// space and its attribute code-presence bitmaps.
+struct Encoded {
+    segment: Segment,
+    list_centroids: Vec<f32>,
+    presence: Vec<u64>,
+}
+
+/// Splits a partition's rows into balanced fine lists by k-means on the leading
+/// coordinates of the partition's own KLT (`rotated`, `n × dim`); returns each row's list.
+fn fine_lists(rotated: &[f32], dim: usize, energies: &[f32], pid: u32, params: &BuildParams) -> (usize, Vec<u32>) {
+    let n = rotated.len() / dim.max(1);
+    let lists = ((n as f64 / params.list_vectors as f64).round() as usize).clamp(1, n.max(1));
+    if lists == 1 || n == 0 {
+        return (1, vec![0; n]);
+    }
+    // The leading directions holding 90 % of the partition's variance (at most 64).
+    let total: f64 = energies.iter().map(|&e| e.max(0.0) as f64).sum();
+    let mut acc = 0.0;
+    let mut m = dim;
+    for (j, &e) in energies.iter().enumerate() {
+        acc += e.max(0.0) as f64;
+        if acc >= 0.9 * total {
+            m = j + 1;
+            break;
         }
     }
-    out
+    let m = m.clamp(dim.min(8), 64.min(dim));
+    let lead: Vec<f32> = rotated.chunks_exact(dim).flat_map(|r| r[..m].iter().copied()).collect();
+    let part = balanced_kmeans(
+        &lead,
+        m,
+        lists,
+        params.kmeans_iterations,
+        params.seed ^ (u64::from(pid) << 20),
+        &|| {},
+    );
+    (lists, part.assignment)
 }
 
-/// Builds the segment of one partition from its member rows.
+/// Builds the segment of one partition from its member rows: rows grouped by fine list.
+#[allow(clippy::too_many_arguments)]
 fn encode_partition(
     pid: u32,
     rows: &[usize],
     vectors: &Matrix,
     attrs: &Attributes,
     attr_cells: &[AttrCells],
+    global: &Klt,
     metric: Metric,
     params: &BuildParams,
-) -> Segment {
+) -> Encoded {
     let dim = vectors.cols;
     let n = rows.len();
-    let mut data = Vec::with_capacity(n * dim);
-    for &r in rows {
-        data.extend_from_slice(vectors.row(r));
-    }
-    let klt = Klt::fit(data.chunks_exact(dim), dim, dim);
+    let klt = Klt::fit(rows.iter().map(|&r| vectors.row(r)), dim, dim);
     let mut rotated = vec![0f32; n * dim];
     let mut scratch = vec![0f32; dim];
-    for (row, out) in data.chunks_exact(dim).zip(rotated.chunks_exact_mut(dim)) {
-        klt.apply(row, &mut scratch, out);
+    for (&r, out) in rows.iter().zip(rotated.chunks_exact_mut(dim)) {
+        klt.apply(vectors.row(r), &mut scratch, out);
+    }
+    // Order the rows list by list (stable inside a list).
+    let (lists, assignment) = fine_lists(&rotated, dim, &klt.eigenvalues, pid, params);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| assignment[i]);
+    let mut offsets = vec![0u32; lists + 1];
+    for &l in &assignment {
+        offsets[l as usize + 1] += 1;
+    }
+    for l in 0..lists {
+        offsets[l + 1] += offsets[l];
+    }
+    let rotated: Vec<f32> = order
+        .iter()
+        .flat_map(|&i| rotated[i * dim..(i + 1) * dim].iter().copied())
+        .collect();
+    let rows: Vec<usize> = order.iter().map(|&i| rows[i]).collect();
+
+    let mut data = Vec::with_capacity(n * dim);
+    for &r in &rows {
+        data.extend_from_slice(vectors.row(r));
     }
     let total_bits = (params.bits_per_dim as f64 * dim as f64).round() as usize;
     let bits = allocate_bits(&klt.eigenvalues, total_bits, MAX_BITS);
@@ -273,7 +339,30 @@ fn encode_partition(
         .zip(attr_cells)
         .map(|(col, cells)| col.iter().map(|&v| cells.encode(v)).collect())
         .collect();
-    Segment {
+    // Per list: the centroid of its vectors, in the global KLT space the planner ranks
+    // in, and which attribute codes occur.
+    let mut list_centroids = Vec::with_capacity(lists * global.out_dims());
+    let mut presence = vec![0u64; lists * attr_codes.len() * PRESENCE_WORDS];
+    for l in 0..lists {
+        let range = offsets[l] as usize..offsets[l + 1] as usize;
+        let mut mean = vec![0f64; dim];
+        for r in range.clone() {
+            for (m, &x) in mean.iter_mut().zip(&data[r * dim..(r + 1) * dim]) {
+                *m += x as f64;
+            }
+        }
+        let count = range.len().max(1) as f64;
+        let mean: Vec<f32> = mean.iter().map(|&m| (m / count) as f32).collect();
+        list_centroids.extend(global.transform(&mean));
+        for (a, col) in attr_codes.iter().enumerate() {
+            let bits = &mut presence[(l * attr_codes.len() + a) * PRESENCE_WORDS..][..PRESENCE_WORDS];
+            for &c in &col[range.clone()] {
+                bits[c as usize / 64] |= 1 << (c % 64);
+            }
+        }
+    }
+    let blocks = Segment::pack_blocks(&quantizer, &codes, &offsets);
+    let segment = Segment {
         meta: SegmentMeta {
             partition: pid,
             count: n as u64,
@@ -290,5 +379,12 @@ fn encode_partition(
         ids: rows.iter().map(|&r| r as u64).collect(),
         attr_values,
         vectors: data,
+        lists: offsets,
+        blocks,
+    };
+    Encoded {
+        segment,
+        list_centroids,
+        presence,
     }
 }

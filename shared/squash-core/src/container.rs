@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Current format version written by this build.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Size of the fixed header before the section table.
 const FIXED_HEADER: usize = 24;
 /// Size of one section-table entry.
@@ -158,7 +158,13 @@ impl<'a> Container<'a> {
         if xxh3_64(&bytes[..header_len]) != stored_sum {
             return Err(bad("header checksum mismatch".into()));
         }
-        if version == 0 || version > FORMAT_VERSION {
+        if version < FORMAT_VERSION {
+            return Err(CoreError::OutdatedVersion {
+                object: object.to_string(),
+                found: version,
+            });
+        }
+        if version > FORMAT_VERSION {
             return Err(CoreError::UnsupportedVersion {
                 object: object.to_string(),
                 found: version,

@@ -14,6 +14,9 @@ pub enum CoreError {
     /// The object was written by a newer format version than this build reads.
     #[error("object '{object}' has format version {found}; this build reads versions up to {supported}")]
     UnsupportedVersion { object: String, found: u32, supported: u32 },
+    /// The object was written by an older squash whose format this build no longer reads.
+    #[error("object '{object}' has format version {found}: it was built by an older squash; rebuild the index with `squash build`")]
+    OutdatedVersion { object: String, found: u32 },
     /// A filter could not be parsed or does not fit the index schema.
     /// `field` is a dotted path into the request, such as `filter.price.$lt`.
     #[error("invalid filter at '{field}': {message}")]

@@ -207,11 +207,12 @@ impl Expr {
     /// attribute `a` (`n` rows), `cells[a]` its cells. See [`CodeMask`].
     pub fn eval_codes(&self, cells: &[AttrCells], codes: &[&[u8]], n: usize) -> CodeMask {
         let mut out = vec![0u8; n];
-        self.eval_into(cells, codes, n, &mut out, Combine::Set);
+        self.compile(cells).eval_into(codes, &mut out);
         out
     }
 
-    fn eval_into(&self, cells: &[AttrCells], codes: &[&[u8]], n: usize, out: &mut [u8], how: Combine) {
+    /// Computes every leaf's code verdicts once, for evaluating many row ranges.
+    pub fn compile(&self, cells: &[AttrCells]) -> CodeFilter {
         match self {
             Expr::Leaf { attr, pred } => {
                 let a = *attr as usize;
@@ -224,53 +225,23 @@ impl Expr {
                         Verdict::Yes => MASK_POSSIBLE | MASK_CERTAIN,
                     };
                 }
-                let col = &codes[a][..n];
-                if let (Some(possible), Some(certain)) =
-                    (code_range(&lut, MASK_POSSIBLE), code_range(&lut, MASK_CERTAIN))
-                {
-                    // Range predicates select contiguous codes: two unsigned compares per
-                    // row, which the compiler turns into SIMD.
-                    let (plo, pspan, pbit) = possible.map_or((0, 0, 0), |(lo, hi)| (lo, hi - lo, MASK_POSSIBLE));
-                    let (clo, cspan, cbit) = certain.map_or((0, 0, 0), |(lo, hi)| (lo, hi - lo, MASK_CERTAIN));
-                    let verdict = |c: u8| -> u8 {
-                        (((c.wrapping_sub(plo) <= pspan) as u8) * pbit)
-                            | (((c.wrapping_sub(clo) <= cspan) as u8) * cbit)
-                    };
-                    match how {
-                        Combine::Set => out.iter_mut().zip(col).for_each(|(o, &c)| *o = verdict(c)),
-                        Combine::And => out.iter_mut().zip(col).for_each(|(o, &c)| *o &= verdict(c)),
-                        Combine::Or => out.iter_mut().zip(col).for_each(|(o, &c)| *o |= verdict(c)),
-                    }
-                    return;
-                }
-                match how {
-                    Combine::Set => out.iter_mut().zip(col).for_each(|(o, &c)| *o = lut[c as usize]),
-                    Combine::And => out.iter_mut().zip(col).for_each(|(o, &c)| *o &= lut[c as usize]),
-                    Combine::Or => out.iter_mut().zip(col).for_each(|(o, &c)| *o |= lut[c as usize]),
+                let ranges = match (code_range(&lut, MASK_POSSIBLE), code_range(&lut, MASK_CERTAIN)) {
+                    (Some(possible), Some(certain)) => Some((
+                        possible.map_or((0, 0, 0), |(lo, hi)| (lo, hi - lo, MASK_POSSIBLE)),
+                        certain.map_or((0, 0, 0), |(lo, hi)| (lo, hi - lo, MASK_CERTAIN)),
+                    )),
+                    _ => None,
+                };
+                CodeFilter::Leaf {
+                    attr: a,
+                    lut: Box::new(lut),
+                    ranges,
                 }
             }
-            Expr::And(children) | Expr::Or(children) => {
-                let is_and = matches!(self, Expr::And(_));
-                // Combine the children into a scratch column, then into `out`.
-                let mut scratch = vec![if is_and { MASK_POSSIBLE | MASK_CERTAIN } else { 0 }; n];
-                for child in children {
-                    child.eval_into(
-                        cells,
-                        codes,
-                        n,
-                        &mut scratch,
-                        if is_and { Combine::And } else { Combine::Or },
-                    );
-                }
-                match how {
-                    Combine::Set => out.copy_from_slice(&scratch),
-                    Combine::And => out.iter_mut().zip(&scratch).for_each(|(o, &s)| *o &= s),
-                    Combine::Or => out.iter_mut().zip(&scratch).for_each(|(o, &s)| *o |= s),
-                }
-            }
+            Expr::And(children) => CodeFilter::And(children.iter().map(|c| c.compile(cells)).collect()),
+            Expr::Or(children) => CodeFilter::Or(children.iter().map(|c| c.compile(cells)).collect()),
         }
     }
-
     /// Estimated fraction of rows matching, from per-attribute code histograms
     /// (`hist[a][code]`, `n` rows), assuming independent attributes. Exactly 0 only when
     /// no row can match.
@@ -299,6 +270,170 @@ impl Expr {
                     .map(|c| 1.0 - c.estimate_fraction(cells, hist, n))
                     .product::<f64>()
             }
+        }
+    }
+}
+
+/// A filter compiled against an index's attribute cells (see [`Expr::compile`]): each
+/// leaf's verdict per code, ready to evaluate any number of row ranges.
+#[derive(Debug, Clone)]
+pub enum CodeFilter {
+    /// All children.
+    And(Vec<CodeFilter>),
+    /// Any child.
+    Or(Vec<CodeFilter>),
+    /// One attribute's verdict table, and its `(lo, span, bit)` code ranges when the
+    /// possible and certain codes are each contiguous.
+    Leaf {
+        /// Attribute column.
+        attr: usize,
+        /// Mask bits per code.
+        lut: Box<[u8; CODES]>,
+        /// Contiguous code ranges of the possible and the certain bit.
+        ranges: Option<(CodeRange, CodeRange)>,
+    },
+}
+
+/// A contiguous run of codes that sets one mask bit: `(first code, last − first, bit)`;
+/// `bit` 0 for an empty run.
+pub type CodeRange = (u8, u8, u8);
+
+impl CodeFilter {
+    /// Writes the [`CodeMask`] of the rows whose codes are `codes[a]` (one slice per
+    /// attribute, all at least `out.len()` long) into `out`.
+    pub fn eval_into(&self, codes: &[&[u8]], out: &mut [u8]) {
+        self.eval(codes, out, Combine::Set);
+    }
+
+    fn eval(&self, codes: &[&[u8]], out: &mut [u8], how: Combine) {
+        let n = out.len();
+        match self {
+            CodeFilter::Leaf { attr, lut, ranges } => {
+                let col = &codes[*attr][..n];
+                if let Some(((plo, pspan, pbit), (clo, cspan, cbit))) = *ranges {
+                    // Range predicates select contiguous codes: two unsigned compares per
+                    // row, which the compiler turns into SIMD.
+                    let verdict = |c: u8| -> u8 {
+                        (((c.wrapping_sub(plo) <= pspan) as u8) * pbit)
+                            | (((c.wrapping_sub(clo) <= cspan) as u8) * cbit)
+                    };
+                    match how {
+                        Combine::Set => out.iter_mut().zip(col).for_each(|(o, &c)| *o = verdict(c)),
+                        Combine::And => out.iter_mut().zip(col).for_each(|(o, &c)| *o &= verdict(c)),
+                        Combine::Or => out.iter_mut().zip(col).for_each(|(o, &c)| *o |= verdict(c)),
+                    }
+                    return;
+                }
+                match how {
+                    Combine::Set => out.iter_mut().zip(col).for_each(|(o, &c)| *o = lut[c as usize]),
+                    Combine::And => out.iter_mut().zip(col).for_each(|(o, &c)| *o &= lut[c as usize]),
+                    Combine::Or => out.iter_mut().zip(col).for_each(|(o, &c)| *o |= lut[c as usize]),
+                }
+            }
+            CodeFilter::And(children) | CodeFilter::Or(children) => {
+                let is_and = matches!(self, CodeFilter::And(_));
+                // An AND into a fresh or AND-combined output needs no scratch column.
+                if is_and && matches!(how, Combine::Set | Combine::And) {
+                    if matches!(how, Combine::Set) {
+                        out.fill(MASK_POSSIBLE | MASK_CERTAIN);
+                    }
+                    for child in children {
+                        child.eval(codes, out, Combine::And);
+                    }
+                    return;
+                }
+                let mut scratch = vec![if is_and { MASK_POSSIBLE | MASK_CERTAIN } else { 0 }; n];
+                for child in children {
+                    child.eval(codes, &mut scratch, if is_and { Combine::And } else { Combine::Or });
+                }
+                match how {
+                    Combine::Set => out.copy_from_slice(&scratch),
+                    Combine::And => out.iter_mut().zip(&scratch).for_each(|(o, &s)| *o &= s),
+                    Combine::Or => out.iter_mut().zip(&scratch).for_each(|(o, &s)| *o |= s),
+                }
+            }
+        }
+    }
+}
+
+/// Per-query estimator of how many rows of a fine list match a filter, from the list's
+/// code-presence bitmaps (see [`Expr::presence_estimator`]).
+#[derive(Debug, Clone)]
+pub struct PresenceEstimator {
+    node: PresenceNode,
+}
+
+#[derive(Debug, Clone)]
+enum PresenceNode {
+    Leaf {
+        attr: usize,
+        yes: [u64; 4],
+        maybe: [u64; 4],
+    },
+    And(Vec<PresenceNode>),
+    Or(Vec<PresenceNode>),
+}
+
+impl PresenceNode {
+    fn fraction(&self, presence: &[u64]) -> f64 {
+        match self {
+            PresenceNode::Leaf { attr, yes, maybe } => {
+                let Some(present) = presence.get(attr * 4..attr * 4 + 4) else {
+                    return 1.0;
+                };
+                let (mut total, mut y, mut m) = (0u32, 0u32, 0u32);
+                for w in 0..4 {
+                    total += present[w].count_ones();
+                    y += (present[w] & yes[w]).count_ones();
+                    m += (present[w] & maybe[w] & !yes[w]).count_ones();
+                }
+                if total == 0 {
+                    return 0.0;
+                }
+                (y as f64 + 0.5 * m as f64) / total as f64
+            }
+            PresenceNode::And(children) => children.iter().map(|c| c.fraction(presence)).product(),
+            PresenceNode::Or(children) => 1.0 - children.iter().map(|c| 1.0 - c.fraction(presence)).product::<f64>(),
+        }
+    }
+}
+
+impl PresenceEstimator {
+    /// Estimated fraction of a list's rows that match, from its presence bitmaps
+    /// (`presence[a * 4..a * 4 + 4]`: bit `c` set when some row has code `c` for
+    /// attribute `a`), counting each present code as equally frequent and a "maybe" code
+    /// as half a match. Exactly 0 only when no present code can match: such a list
+    /// certainly holds no match.
+    pub fn fraction(&self, presence: &[u64]) -> f64 {
+        self.node.fraction(presence)
+    }
+}
+
+impl Expr {
+    /// The estimator of [`PresenceEstimator::fraction`] for this filter over `cells`
+    /// (code verdicts are computed once per query, not once per list).
+    pub fn presence_estimator(&self, cells: &[AttrCells]) -> PresenceEstimator {
+        fn node(e: &Expr, cells: &[AttrCells]) -> PresenceNode {
+            match e {
+                Expr::Leaf { attr, pred } => {
+                    let a = *attr as usize;
+                    let verdicts = pred.code_verdicts(&cells[a]);
+                    let (mut yes, mut maybe) = ([0u64; 4], [0u64; 4]);
+                    for (c, v) in verdicts.iter().enumerate() {
+                        match v {
+                            Verdict::Yes => yes[c / 64] |= 1 << (c % 64),
+                            Verdict::Maybe => maybe[c / 64] |= 1 << (c % 64),
+                            Verdict::No => {}
+                        }
+                    }
+                    PresenceNode::Leaf { attr: a, yes, maybe }
+                }
+                Expr::And(children) => PresenceNode::And(children.iter().map(|c| node(c, cells)).collect()),
+                Expr::Or(children) => PresenceNode::Or(children.iter().map(|c| node(c, cells)).collect()),
+            }
+        }
+        PresenceEstimator {
+            node: node(self, cells),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod binary;
 pub mod container;
 pub mod distance;
 pub mod error;
+pub mod fastscan;
 pub mod filter;
 pub mod klt;
 pub mod manifest;

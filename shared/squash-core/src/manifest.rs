@@ -1,9 +1,10 @@
 //! The manifest: the single source of truth of an index. It names every segment (by a
 //! content-hashed key, with size and checksum) and carries what the planner needs:
-//! the global KLT, partition centroids, per-partition attribute histograms.
+//! the global KLT, partition centroids, and for every fine list inside a partition its
+//! centroid, its size and which attribute codes it holds.
 //! Byte layout in `docs/FORMAT.md`.
 
-use crate::attrs::{AttrCells, Schema, CODES};
+use crate::attrs::{AttrCells, Schema};
 use crate::container::{le, write_container, Container, SectionOut};
 use crate::distance::Metric;
 use crate::error::{CoreError, Result};
@@ -21,7 +22,12 @@ const META: u32 = 1;
 const GLOBAL: u32 = 2;
 const CENTROIDS: u32 = 3;
 const ATTR_CELLS: u32 = 4;
-const HISTOGRAMS: u32 = 5;
+const LIST_CENTROIDS: u32 = 6;
+const LIST_COUNTS: u32 = 7;
+const LIST_PRESENCE: u32 = 8;
+
+/// u64 words of one attribute's code-presence bitmap (256 codes).
+pub const PRESENCE_WORDS: usize = 4;
 
 /// One partition as the manifest knows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,19 +42,21 @@ pub struct PartitionInfo {
     pub bytes: u64,
     /// xxh3-64 of the whole segment object, 16 lowercase hex digits.
     pub checksum: String,
+    /// Number of fine lists in the segment (lists are numbered partition by partition).
+    pub lists: u32,
 }
 
 /// Default search knobs, chosen at build time and overridable per query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SearchDefaults {
-    /// Fewest partitions searched (closest centroids first).
+    /// Fewest fine lists searched (closest list centroids first).
     pub nprobe: u32,
-    /// Each searched partition re-ranks at most `k × rerank_factor` candidates exactly.
+    /// Each worker re-ranks at most `k × rerank_factor` candidates exactly.
     pub rerank_factor: u32,
     /// Fraction of filtered candidates kept by the Hamming prune (1 = no prune).
     pub hamming_keep: f32,
-    /// Filter sufficiency: keep adding partitions until the estimated matching vectors
-    /// reach `safety × k` (and at least `nprobe` partitions).
+    /// Filter sufficiency: keep adding lists until the estimated matching vectors
+    /// reach `safety × k` (and at least `nprobe` lists).
     pub safety: f32,
 }
 
@@ -88,8 +96,16 @@ pub struct Manifest {
     pub centroids: Vec<f32>,
     /// Attribute cells, one per attribute.
     pub attr_cells: Vec<AttrCells>,
-    /// Code histograms, `partitions × attrs × 256` counts.
-    pub histograms: Vec<u32>,
+    /// Fine-list centroids in the global KLT space, `lists × partition_dims`; the lists
+    /// of partition 0 first, then those of partition 1, and so on.
+    pub list_centroids: Vec<f32>,
+    /// Vectors in each list.
+    pub list_counts: Vec<u32>,
+    /// Code-presence bitmaps, `lists × attrs × PRESENCE_WORDS` words: bit `c` of list
+    /// `l`, attribute `a` is set when some vector of the list has attribute code `c`.
+    pub list_presence: Vec<u64>,
+    /// First global list number of each partition, plus the total (derived, not stored).
+    pub list_start: Vec<u32>,
 }
 
 impl Manifest {
@@ -104,11 +120,39 @@ impl Manifest {
         &self.centroids[p * d..(p + 1) * d]
     }
 
-    /// Histogram of attribute `a` in partition `p` (256 counts).
-    pub fn histogram(&self, p: usize, a: usize) -> &[u32] {
-        let attrs = self.meta.schema.len();
-        let at = (p * attrs + a) * CODES;
-        &self.histograms[at..at + CODES]
+    /// Total number of fine lists.
+    pub fn lists(&self) -> usize {
+        self.list_counts.len()
+    }
+
+    /// Centroid of global list `l`.
+    pub fn list_centroid(&self, l: usize) -> &[f32] {
+        let d = self.meta.partition_dims as usize;
+        &self.list_centroids[l * d..(l + 1) * d]
+    }
+
+    /// Code-presence bitmaps of global list `l`, [`PRESENCE_WORDS`] words per attribute.
+    pub fn presence(&self, l: usize) -> &[u64] {
+        let w = self.meta.schema.len() * PRESENCE_WORDS;
+        &self.list_presence[l * w..(l + 1) * w]
+    }
+
+    /// Partition of global list `l` and its number inside the partition's segment.
+    pub fn list_home(&self, l: usize) -> (u32, u32) {
+        let p = self.list_start.partition_point(|&s| s as usize <= l).saturating_sub(1);
+        (p as u32, (l - self.list_start[p] as usize) as u32)
+    }
+
+    /// Prefix sums of the partitions' list counts (see [`Manifest::list_start`]).
+    pub fn list_starts(partitions: &[PartitionInfo]) -> Vec<u32> {
+        let mut out = Vec::with_capacity(partitions.len() + 1);
+        let mut acc = 0u32;
+        out.push(0);
+        for p in partitions {
+            acc = acc.saturating_add(p.lists);
+            out.push(acc);
+        }
+        out
     }
 
     /// Serialises the manifest.
@@ -119,8 +163,12 @@ impl Manifest {
         le::put_f32s(&mut global, &self.global.basis);
         let mut centroids = Vec::new();
         le::put_f32s(&mut centroids, &self.centroids);
-        let mut hist = Vec::new();
-        le::put_u32s(&mut hist, &self.histograms);
+        let mut list_centroids = Vec::new();
+        le::put_f32s(&mut list_centroids, &self.list_centroids);
+        let mut list_counts = Vec::new();
+        le::put_u32s(&mut list_counts, &self.list_counts);
+        let mut presence = Vec::new();
+        le::put_u64s(&mut presence, &self.list_presence);
         let meta = serde_json::to_vec(&self.meta).unwrap_or_default();
         write_container(
             MANIFEST_MAGIC,
@@ -129,7 +177,9 @@ impl Manifest {
                 SectionOut::raw(GLOBAL, global),
                 SectionOut::raw(CENTROIDS, centroids),
                 SectionOut::zstd(ATTR_CELLS, encode_cells(&self.attr_cells)),
-                SectionOut::zstd(HISTOGRAMS, hist),
+                SectionOut::raw(LIST_CENTROIDS, list_centroids),
+                SectionOut::zstd(LIST_COUNTS, list_counts),
+                SectionOut::zstd(LIST_PRESENCE, presence),
             ],
         )
     }
@@ -169,9 +219,32 @@ impl Manifest {
         let centroids = r.f32s(parts * pd)?;
         r.finish()?;
         let attr_cells = decode_cells(&c.section(ATTR_CELLS)?, object, attrs)?;
-        let hbytes = c.section(HISTOGRAMS)?;
-        let mut r = le::Reader::new(&hbytes, object, "HISTOGRAMS");
-        let histograms = r.u32s(parts * attrs * CODES)?;
+        let list_start = Manifest::list_starts(&meta.partitions);
+        let lists = *list_start.last().unwrap_or(&0) as usize;
+        if meta
+            .partitions
+            .iter()
+            .any(|p| p.lists == 0 || u64::from(p.lists) > p.count.max(1))
+        {
+            return Err(bad("a partition has no lists or more lists than vectors".into()));
+        }
+        let lbytes = c.section(LIST_CENTROIDS)?;
+        let mut r = le::Reader::new(&lbytes, object, "LIST_CENTROIDS");
+        let list_centroids = r.f32s(lists * pd)?;
+        r.finish()?;
+        let cbytes = c.section(LIST_COUNTS)?;
+        let mut r = le::Reader::new(&cbytes, object, "LIST_COUNTS");
+        let list_counts = r.u32s(lists)?;
+        r.finish()?;
+        for (p, info) in meta.partitions.iter().enumerate() {
+            let range = list_start[p] as usize..list_start[p + 1] as usize;
+            if list_counts[range].iter().map(|&c| u64::from(c)).sum::<u64>() != info.count {
+                return Err(bad(format!("list sizes of partition {p} do not add up to its count")));
+            }
+        }
+        let pbytes = c.section(LIST_PRESENCE)?;
+        let mut r = le::Reader::new(&pbytes, object, "LIST_PRESENCE");
+        let list_presence = r.u64s(lists * attrs * PRESENCE_WORDS)?;
         r.finish()?;
         Ok(Manifest {
             meta,
@@ -183,7 +256,10 @@ impl Manifest {
             },
             centroids,
             attr_cells,
-            histograms,
+            list_centroids,
+            list_counts,
+            list_presence,
+            list_start,
         })
     }
 }

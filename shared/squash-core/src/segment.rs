@@ -22,6 +22,8 @@ const ATTR_CODES: u32 = 7;
 const IDS: u32 = 8;
 const ATTRS: u32 = 9;
 const VECTORS: u32 = 10;
+const LISTS: u32 = 11;
+const BLOCKS: u32 = 12;
 
 /// Small descriptive fields of a segment (stored as zstd-compressed JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +63,12 @@ pub struct Segment {
     pub attr_values: Vec<Vec<f64>>,
     /// Full prepared vectors for re-ranking, `count × dim`, row-major.
     pub vectors: Vec<f32>,
+    /// Fine lists: rows are grouped by list, list `l` holds rows
+    /// `lists[l]..lists[l + 1]` (`lists.len()` = lists + 1, first 0, last `count`).
+    pub lists: Vec<u32>,
+    /// The OSQ codes again, list by list in the blocked nibble layout of the SIMD scan
+    /// (see [`crate::fastscan`]).
+    pub blocks: Vec<u8>,
 }
 
 impl Segment {
@@ -79,6 +87,36 @@ impl Segment {
     /// Number of u64 words of sign bits per vector.
     pub fn sign_words(&self) -> usize {
         crate::binary::words_for(self.meta.dim as usize)
+    }
+    /// Number of fine lists.
+    pub fn list_count(&self) -> usize {
+        self.lists.len().saturating_sub(1)
+    }
+    /// Rows of list `l` (empty for a list the segment does not have).
+    pub fn list_rows(&self, l: usize) -> std::ops::Range<usize> {
+        match (self.lists.get(l), self.lists.get(l + 1)) {
+            (Some(&a), Some(&b)) => a as usize..b as usize,
+            _ => 0..0,
+        }
+    }
+    /// Byte range in [`Segment::blocks`] of list `l`'s blocked codes.
+    pub fn list_blocks(&self, l: usize) -> std::ops::Range<usize> {
+        let width = self.code_width();
+        let start: usize = (0..l)
+            .map(|i| crate::fastscan::list_bytes(self.list_rows(i).len(), width))
+            .sum();
+        start..start + crate::fastscan::list_bytes(self.list_rows(l).len(), width)
+    }
+    /// Lays out `codes` (row-major, grouped by `lists`) in the blocked layout.
+    pub fn pack_blocks(quantizer: &Quantizer, codes: &[u8], lists: &[u32]) -> Vec<u8> {
+        let active: Vec<u8> = quantizer.bits.iter().copied().filter(|&b| b > 0).collect();
+        let width = active.len();
+        let mut out = Vec::new();
+        for w in lists.windows(2) {
+            let (a, b) = (w[0] as usize * width, w[1] as usize * width);
+            crate::fastscan::pack_list(&codes[a..b], width, &active, &mut out);
+        }
+        out
     }
     /// Full vector of row `i`.
     pub fn vector(&self, i: usize) -> &[f32] {
@@ -109,6 +147,8 @@ impl Segment {
         let mut vectors = Vec::with_capacity(self.vectors.len() * 4);
         le::put_f32s(&mut vectors, &self.vectors);
         debug_assert_eq!(self.klt.basis.len(), dim * dim);
+        let mut lists = Vec::new();
+        le::put_u32s(&mut lists, &self.lists);
         let meta = serde_json::to_vec(&self.meta).unwrap_or_default();
         write_container(
             SEGMENT_MAGIC,
@@ -123,6 +163,8 @@ impl Segment {
                 SectionOut::zstd(IDS, ids),
                 SectionOut::zstd(ATTRS, attrs),
                 SectionOut::raw(VECTORS, vectors),
+                SectionOut::zstd(LISTS, lists),
+                SectionOut::raw(BLOCKS, self.blocks.clone()),
             ],
         )
     }
@@ -236,6 +278,23 @@ impl Segment {
         let mut r = le::Reader::new(&vec_bytes, object, "VECTORS");
         let vectors = r.f32s(n * dim)?;
         r.finish()?;
+        let list_bytes = c.section(LISTS)?;
+        if list_bytes.len() % 4 != 0 || list_bytes.len() < 8 {
+            return Err(bad("list offsets section has the wrong length".into()));
+        }
+        let mut r = le::Reader::new(&list_bytes, object, "LISTS");
+        let lists = r.u32s(list_bytes.len() / 4)?;
+        r.finish()?;
+        if lists.first() != Some(&0)
+            || lists.last().map(|&l| l as usize) != Some(n)
+            || lists.windows(2).any(|w| w[0] > w[1])
+        {
+            return Err(bad("list offsets are not ascending from 0 to the row count".into()));
+        }
+        let blocks = c.section(BLOCKS)?.into_owned();
+        if blocks != Segment::pack_blocks(&quantizer, &codes, &lists) {
+            return Err(bad("blocked codes do not match the codes".into()));
+        }
         Ok(Segment {
             meta,
             klt,
@@ -247,6 +306,8 @@ impl Segment {
             ids,
             attr_values,
             vectors,
+            lists,
+            blocks,
         })
     }
 }

@@ -126,6 +126,8 @@ mod tests {
             ids: Vec::new(),
             attr_values: Vec::new(),
             vectors: Vec::new(),
+            lists: vec![0, 0],
+            blocks: Vec::new(),
         })
     }
 

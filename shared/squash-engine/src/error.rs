@@ -76,7 +76,9 @@ impl SearchError {
             SearchError::BadRequest { .. } => "bad_request",
             SearchError::NotFound { .. } | SearchError::Storage(StorageError::NotFound { .. }) => "not_found",
             SearchError::Worker { .. } => "worker_failed",
-            SearchError::Core(CoreError::UnsupportedVersion { .. }) => "unsupported_version",
+            SearchError::Core(CoreError::UnsupportedVersion { .. } | CoreError::OutdatedVersion { .. }) => {
+                "unsupported_version"
+            }
             SearchError::Core(_) => "corrupt_data",
             SearchError::Storage(StorageError::InvalidKey { .. }) => "bad_request",
             SearchError::Storage(_) => "storage_error",

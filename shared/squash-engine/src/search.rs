@@ -108,6 +108,7 @@ impl Index {
             "metric": m.metric,
             "count": m.count,
             "partitions": m.partitions.len(),
+            "lists": self.manifest.lists(),
             "partition_dims": m.partition_dims,
             "bits_per_dim": m.bits_per_dim,
             "attributes": m.schema.attrs.iter().map(|a| serde_json::json!({
@@ -187,13 +188,14 @@ impl Index {
         let chosen = plan(&self.manifest, &query, filter.as_ref(), req.k, nprobe, safety);
         let workers = self.fanout.workers.max(1);
         let mut groups: Vec<Vec<SegmentRef>> = vec![Vec::new(); workers];
-        for &p in &chosen.partitions {
-            let info = &m.partitions[p as usize];
-            groups[Self::owner(p, workers)].push(SegmentRef {
-                partition: p,
+        for (p, lists) in &chosen.partitions {
+            let info = &m.partitions[*p as usize];
+            groups[Self::owner(*p, workers)].push(SegmentRef {
+                partition: *p,
                 key: info.key.clone(),
                 bytes: info.bytes,
                 checksum: info.checksum.clone(),
+                lists: lists.clone(),
             });
         }
         let with_attributes = !req.include.is_empty();
@@ -219,6 +221,8 @@ impl Index {
         let mut stats = QueryStats {
             partitions_total: m.partitions.len() as u32,
             partitions_searched: chosen.partitions.len() as u32,
+            lists_total: self.manifest.lists() as u32,
+            lists_searched: chosen.lists as u32,
             estimated_matches: chosen.estimated_matches,
             invocations: requests.len() as u32,
             plan_us,

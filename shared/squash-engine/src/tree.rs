@@ -107,6 +107,7 @@ mod tests {
             key: format!("p{p}"),
             bytes: 1,
             checksum: String::new(),
+            lists: Vec::new(),
         }
     }
 

@@ -1,13 +1,15 @@
 //! The worker pipeline: for each assigned partition, fetch the segment (cache, else the
-//! object store, verified against the manifest's size and checksum), filter on attribute
-//! codes, prune by Hamming distance, bound by ADC, re-rank exactly, merge.
+//! object store, verified against the manifest's size and checksum); in the fine lists
+//! the planner chose, filter on attribute codes, prune by Hamming distance, bound by ADC;
+//! then re-rank the best bounds of all segments together, exactly.
 
 use crate::cache::SegmentCache;
 use crate::invoker::WorkerInvoker;
 use rayon::prelude::*;
 use squash_api::{PartitionOutcome, SegmentRef, StageCounts, WorkerHit, WorkerRequest, WorkerResponse};
 use squash_core::binary::{encode_signs, hamming};
-use squash_core::distance::exact_distance;
+use squash_core::distance::{exact_distance, l2sq};
+use squash_core::fastscan::{self, FastTable, BLOCK};
 use squash_core::filter::{Expr, MASK_CERTAIN, MASK_POSSIBLE};
 use squash_core::segment::Segment;
 use squash_core::topk::{Neighbor, TopK};
@@ -20,74 +22,107 @@ use xxhash_rust::xxh3::xxh3_64;
 /// candidate sets the ADC bounds are cheap and pruning would only cost recall.
 pub const HAMMING_FLOOR_FACTOR: usize = 10;
 
+/// The blocked scan is used when at least one row in `SPARSE_DIVISOR` of the scanned
+/// lists is a candidate (a block holds 32 rows: below that, exact distances for the
+/// candidates alone cost less).
+const SPARSE_DIVISOR: usize = 32;
+
 /// Relative slack applied to lower bounds before the early stop, covering f32 rounding
 /// in the rotations (the bound stays a bound, see the property tests).
 const LB_SLACK: f32 = 1e-4;
 
-/// Per-query knobs of the partition pipeline.
+/// Per-query knobs of the scan.
 #[derive(Debug, Clone, Copy)]
 pub struct PartitionParams {
     /// Results wanted.
     pub k: usize,
-    /// Exact re-rank budget is `k × rerank_factor`.
+    /// Exact re-rank budget (per worker, over all its segments) is `k × rerank_factor`.
     pub rerank_factor: usize,
     /// Fraction kept by the Hamming prune (≥ 1 disables it).
     pub hamming_keep: f32,
 }
 
-/// A hit inside one partition: row number and distance.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RowHit {
-    /// Row in the segment.
-    pub row: u32,
-    /// Vector id.
-    pub id: u64,
-    /// Distance in the index metric.
-    pub distance: f32,
+impl PartitionParams {
+    /// Candidates re-ranked exactly at most.
+    pub fn budget(&self) -> usize {
+        self.k.saturating_mul(self.rerank_factor.max(1))
+    }
 }
 
-/// Searches one segment. `query` must be prepared (normalised for cosine). Never returns
-/// a row whose exact attributes fail `filter`.
-pub fn search_segment(
+/// The given lists of `seg` (every list when `lists` is empty) with their rows.
+fn list_ranges(seg: &Segment, lists: &[u32]) -> Vec<(usize, std::ops::Range<usize>)> {
+    if lists.is_empty() {
+        return (0..seg.list_count()).map(|l| (l, seg.list_rows(l))).collect();
+    }
+    lists.iter().map(|&l| (l as usize, seg.list_rows(l as usize))).collect()
+}
+
+/// First stages of the scan of one segment, over the rows of `lists` (all rows when
+/// empty): filter on attribute codes (resolved exactly for "maybe" rows), Hamming prune
+/// on sign bits, ADC lower bounds. Returns the best `p.budget()` candidates as
+/// `(lower bound on the squared L2 distance, row)`, ascending, and the stage counts.
+/// `query` must be prepared (normalised for cosine). Never returns a row whose exact
+/// attributes fail `filter`.
+pub fn bound_segment(
     seg: &Segment,
     query: &[f32],
     filter: Option<&Expr>,
+    lists: &[u32],
     p: PartitionParams,
-) -> (Vec<RowHit>, StageCounts) {
-    let n = seg.len();
+) -> (Vec<(f32, u32)>, StageCounts) {
+    let ranges = list_ranges(seg, lists);
     let mut counts = StageCounts {
-        scanned: n as u64,
+        scanned: ranges.iter().map(|(_, r)| r.len() as u64).sum(),
         ..StageCounts::default()
     };
-    if n == 0 || p.k == 0 {
+    if counts.scanned == 0 || p.k == 0 {
         return (Vec::new(), counts);
     }
     // 1. Filter: conservative on codes, resolved exactly for the "maybe" rows.
-    let candidates: Vec<u32> = match filter {
-        None => (0..n as u32).collect(),
-        Some(f) => {
-            let code_cols: Vec<&[u8]> = seg.attr_codes.iter().map(|c| c.as_slice()).collect();
-            let mask = f.eval_codes(&seg.attr_cells, &code_cols, n);
-            let mut out = Vec::new();
-            for (row, &m) in mask.iter().enumerate() {
+    // Without a filter or a Hamming prune every row of the lists is a candidate, and the
+    // row numbers are never materialised.
+    let every_row = filter.is_none() && p.hamming_keep >= 1.0;
+    let mut candidates: Vec<u32> = Vec::new();
+    if let Some(f) = filter {
+        let compiled = f.compile(&seg.attr_cells);
+        let mut mask = Vec::new();
+        for (_, range) in &ranges {
+            let code_cols: Vec<&[u8]> = seg.attr_codes.iter().map(|col| &col[range.clone()]).collect();
+            mask.resize(range.len(), 0);
+            compiled.eval_into(&code_cols, &mut mask);
+            for (i, &m) in mask.iter().enumerate() {
+                let row = range.start + i;
                 if m & MASK_POSSIBLE != 0 && (m & MASK_CERTAIN != 0 || f.matches_row(&seg.attr_values, row)) {
-                    out.push(row as u32);
+                    candidates.push(row as u32);
                 }
             }
-            out
         }
+    } else if !every_row {
+        for (_, range) in &ranges {
+            candidates.extend(range.start as u32..range.end as u32);
+        }
+    }
+    counts.filtered = if every_row {
+        counts.scanned
+    } else {
+        candidates.len() as u64
     };
-    counts.filtered = candidates.len() as u64;
-    if candidates.is_empty() {
+    counts.hamming = counts.filtered;
+    if counts.filtered == 0 {
         return (Vec::new(), counts);
     }
     let dim = seg.meta.dim as usize;
-    let yq = seg.klt.transform(query);
-    let budget = p.k.saturating_mul(p.rerank_factor.max(1));
+    let budget = p.budget();
+    let dense = counts.filtered as usize * SPARSE_DIVISOR >= counts.scanned as usize;
+    let yq = if dense || p.hamming_keep < 1.0 {
+        seg.klt.transform(query)
+    } else {
+        Vec::new()
+    };
 
     // 2. Hamming prune on sign bits: keep the closest fraction (never fewer than
     //    HAMMING_FLOOR_FACTOR re-rank budgets).
-    let candidates = if p.hamming_keep < 1.0 {
+    if p.hamming_keep < 1.0 {
         let keep = ((candidates.len() as f64 * p.hamming_keep.max(0.0) as f64).ceil() as usize)
             .max(budget.saturating_mul(HAMMING_FLOOR_FACTOR));
         if keep < candidates.len() {
@@ -111,48 +146,111 @@ pub fn search_segment(
                     break;
                 }
             }
-            candidates
+            candidates = candidates
                 .iter()
                 .zip(&dists)
                 .filter(|(_, &h)| h <= threshold)
                 .map(|(&r, _)| r)
-                .collect()
-        } else {
-            candidates
+                .collect();
         }
+        counts.hamming = candidates.len() as u64;
+    }
+
+    // 3. Lower bounds. Where at least one row in SPARSE_DIVISOR of the lists is a
+    //    candidate, the blocked SIMD scan bounds whole blocks at once (ADC on the codes'
+    //    leading nibbles) and a reservoir keeps the best `budget`; below that, each
+    //    candidate's exact squared distance (cheaper than a table walk per row) is its bound.
+    let mut bounded: Vec<(f32, u32)> = if dense {
+        let fast = FastTable::new(&seg.quantizer, &yq);
+        let keep = budget.max(1);
+        let mut coarse: Vec<(u16, u32)> = Vec::with_capacity(keep * 2 + BLOCK);
+        let mut threshold = u16::MAX;
+        let mut sums: Vec<u16> = Vec::new();
+        let mut next = candidates.iter().copied().peekable();
+        for (l, range) in &ranges {
+            sums.resize(fastscan::blocks_for(range.len()) * BLOCK, 0);
+            fastscan::scan(&fast, &seg.blocks[seg.list_blocks(*l)], &mut sums);
+            if every_row {
+                for (i, &sum) in sums[..range.len()].iter().enumerate() {
+                    if sum <= threshold {
+                        coarse.push((sum, (range.start + i) as u32));
+                    }
+                }
+            } else {
+                while let Some(r) = next.next_if(|&r| (r as usize) < range.end) {
+                    let sum = sums[r as usize - range.start];
+                    if sum <= threshold {
+                        coarse.push((sum, r));
+                    }
+                }
+            }
+            if coarse.len() >= keep * 2 {
+                coarse.select_nth_unstable(keep - 1);
+                coarse.truncate(keep);
+                threshold = coarse.iter().map(|c| c.0).max().unwrap_or(u16::MAX);
+            }
+        }
+        counts.bounded = counts.hamming;
+        coarse.into_iter().map(|(sum, r)| (fast.bound(sum), r)).collect()
     } else {
         candidates
+            .iter()
+            .map(|&r| (l2sq(query, seg.vector(r as usize)), r))
+            .collect()
     };
-    counts.hamming = candidates.len() as u64;
-
-    // 3. ADC lower bounds.
-    let table = seg.quantizer.query_table(&yq);
-    let width = seg.code_width();
-    let mut bounded: Vec<(f32, u32)> = candidates
-        .iter()
-        .map(|&r| {
-            let codes = &seg.codes[r as usize * width..(r as usize + 1) * width];
-            (table.lower_bound(codes), r)
-        })
-        .collect();
-    counts.bounded = bounded.len() as u64;
 
     // 4. Keep the best k·R bounds, in ascending order.
-    if bounded.len() > budget {
-        bounded.select_nth_unstable_by(budget, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        bounded.truncate(budget);
-    }
-    bounded.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    best_sorted(&mut bounded, budget, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    (bounded, counts)
+}
 
-    // 5. Exact re-rank in bound order; stop once the bound passes the k-th distance.
-    let metric = seg.meta.metric;
-    let mut top: TopK<u32> = TopK::with_payload(p.k);
-    for &(lb, r) in &bounded {
+/// Truncates `v` to its `n` smallest elements under `cmp`, sorted ascending.
+fn best_sorted<T>(v: &mut Vec<T>, n: usize, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) {
+    if v.len() > n {
+        v.select_nth_unstable_by(n, &cmp);
+        v.truncate(n);
+    }
+    v.sort_unstable_by(cmp);
+}
+
+/// A hit: the segment (an index into the caller's list), its row, the vector id and the
+/// exact distance in the index metric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowHit {
+    /// Segment, as an index into the list given to [`rerank`].
+    pub segment: u32,
+    /// Row in the segment.
+    pub row: u32,
+    /// Vector id.
+    pub id: u64,
+    /// Distance in the index metric.
+    pub distance: f32,
+}
+
+/// Last stage: exact distances for the pooled candidates of several segments
+/// (`(bound, segment, row)`), the best `p.budget()` bounds first, stopping once a bound
+/// passes the k-th exact distance. Returns the top `p.k`, best first, and how many rows
+/// of each segment were re-ranked.
+pub fn rerank(
+    segs: &[&Segment],
+    mut pool: Vec<(f32, u32, u32)>,
+    query: &[f32],
+    filter: Option<&Expr>,
+    p: PartitionParams,
+) -> (Vec<RowHit>, Vec<u64>) {
+    let mut reranked = vec![0u64; segs.len()];
+    best_sorted(&mut pool, p.budget(), |a, b| {
+        a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
+    });
+    let mut top: TopK<(u32, u32)> = TopK::with_payload(p.k);
+    for &(lb, s, r) in &pool {
+        let seg = segs[s as usize];
+        let metric = seg.meta.metric;
         if top.is_full() && metric.from_l2sq(lb * (1.0 - LB_SLACK)) > top.threshold() {
             break;
         }
         let row = r as usize;
-        // Exact predicate re-check: the candidate list is exact already, so this never
+        // Exact predicate re-check: the candidates are exact already, so this never
         // rejects; it guards the invariant in release builds too.
         if let Some(f) = filter {
             if !f.matches_row(&seg.attr_values, row) {
@@ -160,25 +258,42 @@ pub fn search_segment(
                 continue;
             }
         }
-        counts.reranked += 1;
-        let d = exact_distance(metric, query, &seg.vectors[row * dim..(row + 1) * dim]);
+        reranked[s as usize] += 1;
+        let d = exact_distance(metric, query, seg.vector(row));
         top.offer(
             Neighbor {
                 id: seg.ids[row],
                 distance: d,
             },
-            r,
+            (s, r),
         );
     }
     let hits = top
         .into_sorted_with()
         .into_iter()
-        .map(|(nb, row)| RowHit {
+        .map(|(nb, (segment, row))| RowHit {
+            segment,
             row,
             id: nb.id,
             distance: nb.distance,
         })
         .collect();
+    (hits, reranked)
+}
+
+/// Searches the given lists of one segment (all lists when empty): [`bound_segment`]
+/// then [`rerank`].
+pub fn search_segment(
+    seg: &Segment,
+    query: &[f32],
+    filter: Option<&Expr>,
+    lists: &[u32],
+    p: PartitionParams,
+) -> (Vec<RowHit>, StageCounts) {
+    let (bounded, mut counts) = bound_segment(seg, query, filter, lists, p);
+    let pool = bounded.into_iter().map(|(lb, r)| (lb, 0, r)).collect();
+    let (hits, reranked) = rerank(&[seg], pool, query, filter, p);
+    counts.reranked = reranked[0];
     (hits, counts)
 }
 
@@ -274,7 +389,8 @@ impl Worker {
             .collect()
     }
 
-    /// Searches every segment of the request (in parallel) and merges the results.
+    /// Searches every segment of the request: filters and bounds them in parallel, then
+    /// re-ranks the best candidates of all of them together.
     pub fn handle(&self, req: &WorkerRequest) -> WorkerResponse {
         let params = PartitionParams {
             k: req.k as usize,
@@ -282,7 +398,8 @@ impl Worker {
             hamming_keep: req.hamming_keep,
         };
         let fetched = self.segments(&req.segments);
-        let per_segment: Vec<(Vec<WorkerHit>, PartitionOutcome)> = req
+        type Bounded = (Option<Arc<Segment>>, Vec<(f32, u32)>, PartitionOutcome);
+        let per_segment: Vec<Bounded> = req
             .segments
             .par_iter()
             .zip(fetched.into_par_iter())
@@ -305,7 +422,7 @@ impl Worker {
                     }
                     Err(e) => {
                         outcome.error = Some(e);
-                        return (Vec::new(), outcome);
+                        return (None, Vec::new(), outcome);
                     }
                 };
                 if seg.meta.dim as usize != req.query.len() {
@@ -315,35 +432,61 @@ impl Worker {
                         seg.meta.dim,
                         req.query.len()
                     ));
-                    return (Vec::new(), outcome);
+                    return (None, Vec::new(), outcome);
+                }
+                if let Some(&l) = r.lists.iter().find(|&&l| l as usize >= seg.list_count()) {
+                    outcome.error = Some(format!(
+                        "segment '{}' has {} lists, list {l} was asked for",
+                        r.key,
+                        seg.list_count()
+                    ));
+                    return (None, Vec::new(), outcome);
                 }
                 let t0 = Instant::now();
-                let (hits, counts) = search_segment(&seg, &req.query, req.filter.as_ref(), params);
+                let (bounded, counts) = bound_segment(&seg, &req.query, req.filter.as_ref(), &r.lists, params);
                 outcome.counts = counts;
                 outcome.scan_us = t0.elapsed().as_micros() as u64;
-                let hits = hits
-                    .into_iter()
-                    .map(|h| WorkerHit {
-                        id: h.id,
-                        distance: h.distance,
-                        attrs: if req.with_attributes {
-                            seg.attr_values.iter().map(|c| c[h.row as usize]).collect()
-                        } else {
-                            Vec::new()
-                        },
-                    })
-                    .collect();
-                (hits, outcome)
+                (Some(seg), bounded, outcome)
             })
             .collect();
-        let mut outcomes = Vec::with_capacity(per_segment.len());
-        let mut lists = Vec::with_capacity(per_segment.len());
-        for (hits, outcome) in per_segment {
-            lists.push(hits);
-            outcomes.push(outcome);
+        let t0 = Instant::now();
+        let mut segs: Vec<&Segment> = Vec::new();
+        let mut slots: Vec<usize> = Vec::new();
+        let mut pool = Vec::new();
+        for (i, (seg, bounded, _)) in per_segment.iter().enumerate() {
+            if let Some(seg) = seg {
+                let s = segs.len() as u32;
+                segs.push(seg);
+                slots.push(i);
+                pool.extend(bounded.iter().map(|&(lb, r)| (lb, s, r)));
+            }
+        }
+        let (hits, reranked) = rerank(&segs, pool, &req.query, req.filter.as_ref(), params);
+        let hits: Vec<WorkerHit> = hits
+            .into_iter()
+            .map(|h| WorkerHit {
+                id: h.id,
+                distance: h.distance,
+                attrs: if req.with_attributes {
+                    segs[h.segment as usize]
+                        .attr_values
+                        .iter()
+                        .map(|c| c[h.row as usize])
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        let mut outcomes: Vec<PartitionOutcome> = per_segment.into_iter().map(|(_, _, o)| o).collect();
+        // The pooled re-rank's time is shared out over the segments it covered.
+        let share = t0.elapsed().as_micros() as u64 / slots.len().max(1) as u64;
+        for (s, &i) in slots.iter().enumerate() {
+            outcomes[i].counts.reranked = reranked[s];
+            outcomes[i].scan_us += share;
         }
         WorkerResponse {
-            hits: merge_hits(lists, req.k as usize),
+            hits,
             outcomes,
             invocations: 0,
             cold_workers: 0,

@@ -2,7 +2,7 @@
 
 use super::{load_attrs, metric, CliError, Knobs, Result};
 use clap::Args;
-use squash_build::build::{build_index, default_search_defaults, BuildParams};
+use squash_build::build::{build_index, default_search_defaults, BuildParams, DEFAULT_LIST_VECTORS};
 use squash_build::io::read_vectors;
 use squash_storage::open_store;
 use std::io::IsTerminal;
@@ -29,6 +29,9 @@ pub struct BuildArgs {
     /// Number of partitions (default: about one per 10,000 vectors).
     #[arg(long)]
     partitions: Option<usize>,
+    /// Vectors per fine list inside a partition (the unit the planner prunes by).
+    #[arg(long, default_value_t = DEFAULT_LIST_VECTORS)]
+    list_size: usize,
     /// Average OSQ bits per dimension.
     #[arg(long, default_value_t = 4.0)]
     bits_per_dim: f32,
@@ -78,6 +81,7 @@ pub fn run(a: BuildArgs) -> Result<()> {
     let params = BuildParams {
         metric: metric(&a.metric)?,
         partitions: a.partitions,
+        list_vectors: a.list_size,
         bits_per_dim: a.bits_per_dim,
         seed: a.seed,
         partition_energy: a.partition_energy,
@@ -89,10 +93,11 @@ pub fn run(a: BuildArgs) -> Result<()> {
     let store = open_store(&a.out)?;
     let report = build_index(store.as_ref(), vectors, attrs, &params)?;
     eprintln!(
-        "built {} vectors × {d} ({}) into {} partitions, {:.1} MiB, in {:.1} s, peak RSS {} -> {}",
+        "built {} vectors × {d} ({}) into {} partitions of {} lists, {:.1} MiB, in {:.1} s, peak RSS {} -> {}",
         n,
         params.metric.name(),
         report.manifest.partitions(),
+        report.manifest.lists(),
         report.bytes_written as f64 / (1 << 20) as f64,
         t0.elapsed().as_secs_f64(),
         peak_rss()
