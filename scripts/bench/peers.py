@@ -11,7 +11,9 @@ vectors, held-out queries, filters and exact answers that `squash bench` uses.
 Queries run one at a time on one thread (run this under `taskset -c 0`); the filter is
 evaluated inside the timed region (a bitmap from the attribute columns for faiss and
 hnswlib, a SQL `where` for LanceDB), as a user of each system would do per query.
-Indexes are built once and kept under --cache. One JSON line per (system, case, knob).
+With --free-mask, faiss and hnswlib also run every point with the bitmap built before the
+timed region (their search alone), as `<system>+freemask`. Indexes are built once and
+kept under --cache. One JSON line per (system, case, knob).
 """
 
 import argparse
@@ -79,6 +81,19 @@ class OverBudget(Exception):
     pass
 
 
+class FreeMask:
+    """A filter whose bitmap (and faiss's packed bits) were built before the timed region."""
+
+    def __init__(self, f, data):
+        self.m = harness.mask(f, data.columns, data.rows)
+        self.bits = np.packbits(self.m, bitorder="little")
+
+
+def mask_of(f, data):
+    """The boolean row mask of filter `f`: precomputed for a FreeMask, else built now."""
+    return f.m if isinstance(f, FreeMask) else harness.mask(f, data.columns, data.rows)
+
+
 def run_point(search, queries, filters, truth, k, repeats, budget_s):
     """Untimed pass for recall (and warm-up), then timed passes; a point whose first
     pass took longer than budget_s is timed by that pass alone, and one that would take
@@ -123,8 +138,7 @@ def faiss_systems(data, cache, which):
         if f is None:
             sel = None
         else:
-            m = harness.mask(f, data.columns, data.rows)
-            bits = np.packbits(m, bitorder="little")
+            bits = f.bits if isinstance(f, FreeMask) else np.packbits(mask_of(f, data), bitorder="little")
             sel = (faiss.IDSelectorBitmap(data.rows, faiss.swig_ptr(bits)), bits)
         if ivf_nprobe is None:
             p = faiss.SearchParameters()
@@ -207,8 +221,7 @@ def hnswlib_system(data, cache):
             index.set_ef(max(ef, K))
             flt = None
             if f is not None:
-                m = harness.mask(f, data.columns, data.rows)
-                flt = m.item
+                flt = mask_of(f, data).item
             try:
                 ids, _ = index.knn_query(q.reshape(1, -1), k=K, num_threads=1, filter=flt)
                 return [int(i) for i in ids[0]]
@@ -304,6 +317,7 @@ def main():
     ap.add_argument("--max-points", type=int, help="at most this many knob settings per system (spread over the sweep)")
     ap.add_argument("--pin", type=int, help="after building the indexes, run on this CPU core only")
     ap.add_argument("--point-budget-s", type=float, default=15.0, help="time one pass only when it takes longer")
+    ap.add_argument("--free-mask", action="store_true", help="also run faiss and hnswlib with bitmaps built untimed")
     a = ap.parse_args()
     K = a.k
     which = set(a.systems.split(","))
@@ -329,11 +343,20 @@ def main():
         pin_all_threads(a.pin)
     versions = package_versions()
     cases = [c for c in data.cases if not a.cases or c[0] in a.cases.split(",")]
+    runs = [(system, built, points, False) for system, (built, points) in systems.items()]
+    if a.free_mask:
+        runs += [
+            (system + "+freemask", 0.0, points, True)
+            for system, (built, points) in systems.items()
+            if not system.startswith("lancedb")
+        ]
     with open(a.out, "a") as out:
-        for system, (built, points) in systems.items():
+        for system, built, points, free in runs:
             if built:
                 log(f"{system}: built in {built:.1f} s")
             for label, filters, truth in cases:
+                if free:
+                    filters = [None if f is None else FreeMask(f, data) for f in filters]
                 for knobs, search in points:
                     try:
                         recall, qps, lat, reps = run_point(

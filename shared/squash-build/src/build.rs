@@ -362,6 +362,7 @@ fn encode_partition(
         }
     }
     let blocks = Segment::pack_blocks(&quantizer, &codes, &offsets);
+    let scan_bounds = squash_core::fastscan::ScanBounds::new(&quantizer);
     let segment = Segment {
         meta: SegmentMeta {
             partition: pid,
@@ -381,6 +382,7 @@ fn encode_partition(
         vectors: data,
         lists: offsets,
         blocks,
+        scan_bounds,
     };
     Encoded {
         segment,

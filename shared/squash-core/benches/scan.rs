@@ -4,7 +4,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
-use squash_core::fastscan::{blocks_for, pack_list, scan, scan_scalar, FastTable, BLOCK};
+use squash_core::fastscan::{blocks_for, pack_list, scan, scan_scalar, FastTable, ScanBounds, BLOCK};
 use squash_core::klt::Klt;
 use squash_core::osq::{allocate_bits, Quantizer, MAX_BITS};
 
@@ -29,7 +29,8 @@ fn bench_scan(c: &mut Criterion) {
         let mut blocks = Vec::new();
         pack_list(&codes, width, &active, &mut blocks);
         let yq = klt.transform(&rows[..dim]);
-        let fast = FastTable::new(&q, &yq);
+        let sb = ScanBounds::new(&q);
+        let fast = FastTable::new(&sb, &yq);
         let table = q.query_table(&yq);
         let mut sums = vec![0u16; blocks_for(n) * BLOCK];
         group.throughput(Throughput::Elements(n as u64));
@@ -49,7 +50,7 @@ fn bench_scan(c: &mut Criterion) {
             })
         });
         group.bench_with_input(BenchmarkId::new("query_tables", dim), &dim, |b, _| {
-            b.iter(|| FastTable::new(&q, black_box(&yq)))
+            b.iter(|| FastTable::new(&sb, black_box(&yq)))
         });
     }
     group.finish();

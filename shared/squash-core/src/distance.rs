@@ -67,6 +67,26 @@ pub fn l2sq(a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
+/// Asks the CPU to start loading `data` into cache (a hint: no effect on results, and a
+/// no-op where no prefetch instruction is available). Random-access loops call it a few
+/// rows ahead so the memory latency overlaps the arithmetic.
+#[inline]
+pub fn prefetch<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let bytes = std::mem::size_of_val(data);
+        let base = data.as_ptr() as *const i8;
+        let mut at = 0;
+        while at < bytes {
+            // SAFETY: prefetch never faults and `base + at` lies inside `data`.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(base.add(at)) };
+            at += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
+
 /// Exact distance in `metric` between two *prepared* vectors (see [`prepare_vector`]).
 #[inline]
 pub fn exact_distance(metric: Metric, a: &[f32], b: &[f32]) -> f32 {

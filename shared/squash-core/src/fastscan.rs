@@ -65,6 +65,43 @@ pub fn pack_list(codes: &[u8], width: usize, active_bits: &[u8], out: &mut Vec<u
     }
 }
 
+/// A quantiser's cell boundaries as the blocked scan reads them, computed once per
+/// segment: per coded dimension the 17 boundaries of its 16 nibble cells (a dimension
+/// with fewer than 4 bits repeats its last boundary), and the range of each dimension
+/// without a code.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ScanBounds {
+    /// Rotated dimension of each coded column.
+    pub active: Vec<u32>,
+    /// Boundaries of each column's 16 nibble cells.
+    pub cells: Vec<[f32; 17]>,
+    /// Dimensions without a code: `(dimension, min, max)`.
+    pub inactive: Vec<(u32, f32, f32)>,
+}
+
+impl ScanBounds {
+    /// Derives the scan boundaries of `quantizer`.
+    pub fn new(quantizer: &Quantizer) -> ScanBounds {
+        let mut out = ScanBounds::default();
+        for (j, &b) in quantizer.bits.iter().enumerate() {
+            let bounds = &quantizer.bounds[j];
+            if b == 0 {
+                out.inactive.push((j as u32, bounds[0], bounds[bounds.len() - 1]));
+                continue;
+            }
+            let shift = b.saturating_sub(4);
+            let cells = 1usize << (b - shift);
+            let mut nb = [bounds[bounds.len() - 1]; 17];
+            for (h, slot) in nb.iter_mut().enumerate().take(cells + 1) {
+                *slot = bounds[h << shift];
+            }
+            out.active.push(j as u32);
+            out.cells.push(nb);
+        }
+        out
+    }
+}
+
 /// Per-query byte tables of one segment for the blocked scan.
 #[derive(Debug, Clone)]
 pub struct FastTable {
@@ -78,36 +115,28 @@ pub struct FastTable {
 }
 
 impl FastTable {
-    /// Builds the tables of `quantizer` for rotated query coordinates `yq`.
-    pub fn new(quantizer: &Quantizer, yq: &[f32]) -> FastTable {
-        let width = quantizer.bits.iter().filter(|&&b| b > 0).count();
-        let mut gaps: Vec<[f32; 16]> = Vec::with_capacity(width);
-        let mut offset = 0f64;
+    /// Builds the tables for rotated query coordinates `yq` from a segment's
+    /// [`ScanBounds`].
+    pub fn new(bounds: &ScanBounds, yq: &[f32]) -> FastTable {
         // Squared distance from `q` to the interval [lo, hi].
         let gap = |q: f32, lo: f32, hi: f32| -> f32 {
             let d = (lo - q).max(q - hi).max(0.0);
             d * d
         };
+        let mut offset: f64 = bounds
+            .inactive
+            .iter()
+            .map(|&(j, lo, hi)| gap(yq[j as usize], lo, hi) as f64)
+            .sum();
+        let mut gaps: Vec<[f32; 16]> = Vec::with_capacity(bounds.cells.len());
         let mut widest = 0f32;
-        for (j, &b) in quantizer.bits.iter().enumerate() {
-            let bounds = &quantizer.bounds[j];
-            let q = yq[j];
-            if b == 0 {
-                offset += gap(q, bounds[0], bounds[bounds.len() - 1]) as f64;
-                continue;
-            }
-            let shift = b.saturating_sub(4);
-            let cells = 1usize << (b - shift);
+        for (&j, nb) in bounds.active.iter().zip(&bounds.cells) {
+            let q = yq[j as usize];
             let mut g = [0f32; 16];
-            let mut min = f32::INFINITY;
-            for (h, slot) in g.iter_mut().enumerate().take(cells) {
-                *slot = gap(q, bounds[h << shift], bounds[(h + 1) << shift]);
-                min = min.min(*slot);
+            for (h, slot) in g.iter_mut().enumerate() {
+                *slot = gap(q, nb[h], nb[h + 1]);
             }
-            // Unused entries (codes that do not occur) repeat the minimum.
-            for slot in g.iter_mut().skip(cells) {
-                *slot = min;
-            }
+            let min = g.iter().copied().fold(f32::INFINITY, f32::min);
             offset += min as f64;
             for v in g.iter_mut() {
                 *v -= min;
@@ -329,7 +358,7 @@ mod tests {
             let query: Vec<f32> = (0..dim).map(|_| (rng.gen::<f32>() - 0.5) * scale * 3.0).collect();
             let yq = klt.transform(&query);
             let table = q.query_table(&yq);
-            let fast = FastTable::new(&q, &yq);
+            let fast = FastTable::new(&ScanBounds::new(&q), &yq);
             let mut simd = vec![0u16; blocks_for(n) * BLOCK];
             let mut plain = vec![0u16; blocks_for(n) * BLOCK];
             scan(&fast, &blocks, &mut simd);

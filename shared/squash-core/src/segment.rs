@@ -69,6 +69,8 @@ pub struct Segment {
     /// The OSQ codes again, list by list in the blocked nibble layout of the SIMD scan
     /// (see [`crate::fastscan`]).
     pub blocks: Vec<u8>,
+    /// The quantiser's boundaries as the blocked scan reads them (derived, not stored).
+    pub scan_bounds: crate::fastscan::ScanBounds,
 }
 
 impl Segment {
@@ -298,7 +300,6 @@ impl Segment {
         Ok(Segment {
             meta,
             klt,
-            quantizer,
             codes,
             signs,
             attr_cells,
@@ -308,6 +309,8 @@ impl Segment {
             vectors,
             lists,
             blocks,
+            scan_bounds: crate::fastscan::ScanBounds::new(&quantizer),
+            quantizer,
         })
     }
 }

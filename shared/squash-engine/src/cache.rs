@@ -128,6 +128,7 @@ mod tests {
             vectors: Vec::new(),
             lists: vec![0, 0],
             blocks: Vec::new(),
+            scan_bounds: Default::default(),
         })
     }
 

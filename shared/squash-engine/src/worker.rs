@@ -8,12 +8,13 @@ use crate::invoker::WorkerInvoker;
 use rayon::prelude::*;
 use squash_api::{PartitionOutcome, SegmentRef, StageCounts, WorkerHit, WorkerRequest, WorkerResponse};
 use squash_core::binary::{encode_signs, hamming};
-use squash_core::distance::{exact_distance, l2sq};
+use squash_core::distance::{exact_distance, l2sq, prefetch};
 use squash_core::fastscan::{self, FastTable, BLOCK};
-use squash_core::filter::{Expr, MASK_CERTAIN, MASK_POSSIBLE};
+use squash_core::filter::{CodeFilter, Expr, MASK_CERTAIN, MASK_POSSIBLE};
 use squash_core::segment::Segment;
 use squash_core::topk::{Neighbor, TopK};
 use squash_storage::ObjectStore;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use xxhash_rust::xxh3::xxh3_64;
@@ -26,6 +27,9 @@ pub const HAMMING_FLOOR_FACTOR: usize = 10;
 /// lists is a candidate (a block holds 32 rows: below that, exact distances for the
 /// candidates alone cost less).
 const SPARSE_DIVISOR: usize = 32;
+
+/// Rows ahead whose vectors are prefetched in random-access loops.
+const PREFETCH_AHEAD: usize = 8;
 
 /// Relative slack applied to lower bounds before the early stop, covering f32 rounding
 /// in the rotations (the bound stays a bound, see the property tests).
@@ -63,12 +67,19 @@ fn list_ranges(seg: &Segment, lists: &[u32]) -> Vec<(usize, std::ops::Range<usiz
 /// `(lower bound on the squared L2 distance, row)`, ascending, and the stage counts.
 /// `query` must be prepared (normalised for cosine). Never returns a row whose exact
 /// attributes fail `filter`.
+/// `compiled`, when given, must be `filter` compiled against cells equal to the
+/// segment's (it saves recompiling per segment); otherwise it is compiled here.
+/// `shared` holds (as f32 bits) the smallest `p.budget()`-th best bound any segment of
+/// the request has found so far: rows above it are dropped early, since the pooled
+/// re-rank could never take them. Start it at `f32::INFINITY`.
 pub fn bound_segment(
     seg: &Segment,
     query: &[f32],
     filter: Option<&Expr>,
+    compiled: Option<&CodeFilter>,
     lists: &[u32],
     p: PartitionParams,
+    shared: &AtomicU32,
 ) -> (Vec<(f32, u32)>, StageCounts) {
     let ranges = list_ranges(seg, lists);
     let mut counts = StageCounts {
@@ -84,7 +95,14 @@ pub fn bound_segment(
     let every_row = filter.is_none() && p.hamming_keep >= 1.0;
     let mut candidates: Vec<u32> = Vec::new();
     if let Some(f) = filter {
-        let compiled = f.compile(&seg.attr_cells);
+        let own;
+        let compiled = match compiled {
+            Some(c) => c,
+            None => {
+                own = f.compile(&seg.attr_cells);
+                &own
+            }
+        };
         let mut mask = Vec::new();
         for (_, range) in &ranges {
             let code_cols: Vec<&[u8]> = seg.attr_codes.iter().map(|col| &col[range.clone()]).collect();
@@ -161,19 +179,30 @@ pub fn bound_segment(
     //    leading nibbles) and a reservoir keeps the best `budget`; below that, each
     //    candidate's exact squared distance (cheaper than a table walk per row) is its bound.
     let mut bounded: Vec<(f32, u32)> = if dense {
-        let fast = FastTable::new(&seg.quantizer, &yq);
+        let fast = FastTable::new(&seg.scan_bounds, &yq);
         let keep = budget.max(1);
         let mut coarse: Vec<(u16, u32)> = Vec::with_capacity(keep * 2 + BLOCK);
-        let mut threshold = u16::MAX;
+        // A row whose bound exceeds the `keep`-th best bound already found, in this
+        // segment or another of the request (`shared`), can never reach the re-rank.
+        let global = || fast.sum_below(f32::from_bits(shared.load(Ordering::Relaxed)));
+        let mut threshold = global();
         let mut sums: Vec<u16> = Vec::new();
         let mut next = candidates.iter().copied().peekable();
         for (l, range) in &ranges {
+            threshold = threshold.min(global());
             sums.resize(fastscan::blocks_for(range.len()) * BLOCK, 0);
             fastscan::scan(&fast, &seg.blocks[seg.list_blocks(*l)], &mut sums);
             if every_row {
-                for (i, &sum) in sums[..range.len()].iter().enumerate() {
-                    if sum <= threshold {
-                        coarse.push((sum, (range.start + i) as u32));
+                for (c, chunk) in sums[..range.len()].chunks(16).enumerate() {
+                    // Most chunks hold nothing under the threshold once it has settled:
+                    // one vectorised minimum rejects them.
+                    if chunk.iter().copied().min().unwrap_or(u16::MAX) > threshold {
+                        continue;
+                    }
+                    for (i, &sum) in chunk.iter().enumerate() {
+                        if sum <= threshold {
+                            coarse.push((sum, (range.start + c * 16 + i) as u32));
+                        }
                     }
                 }
             } else {
@@ -188,14 +217,27 @@ pub fn bound_segment(
                 coarse.select_nth_unstable(keep - 1);
                 coarse.truncate(keep);
                 threshold = coarse.iter().map(|c| c.0).max().unwrap_or(u16::MAX);
+                shared.fetch_min(fast.bound(threshold).to_bits(), Ordering::Relaxed);
             }
+        }
+        if coarse.len() >= keep {
+            coarse.select_nth_unstable(keep - 1);
+            coarse.truncate(keep);
+            let kth = coarse.iter().map(|c| c.0).max().unwrap_or(u16::MAX);
+            shared.fetch_min(fast.bound(kth).to_bits(), Ordering::Relaxed);
         }
         counts.bounded = counts.hamming;
         coarse.into_iter().map(|(sum, r)| (fast.bound(sum), r)).collect()
     } else {
         candidates
             .iter()
-            .map(|&r| (l2sq(query, seg.vector(r as usize)), r))
+            .enumerate()
+            .map(|(i, &r)| {
+                if let Some(&ahead) = candidates.get(i + PREFETCH_AHEAD) {
+                    prefetch(seg.vector(ahead as usize));
+                }
+                (l2sq(query, seg.vector(r as usize)), r)
+            })
             .collect()
     };
 
@@ -290,7 +332,8 @@ pub fn search_segment(
     lists: &[u32],
     p: PartitionParams,
 ) -> (Vec<RowHit>, StageCounts) {
-    let (bounded, mut counts) = bound_segment(seg, query, filter, lists, p);
+    let shared = AtomicU32::new(f32::INFINITY.to_bits());
+    let (bounded, mut counts) = bound_segment(seg, query, filter, None, lists, p, &shared);
     let pool = bounded.into_iter().map(|(lb, r)| (lb, 0, r)).collect();
     let (hits, reranked) = rerank(&[seg], pool, query, filter, p);
     counts.reranked = reranked[0];
@@ -398,6 +441,16 @@ impl Worker {
             hamming_keep: req.hamming_keep,
         };
         let fetched = self.segments(&req.segments);
+        // Attribute cells are shared by every segment of an index: compile the filter
+        // once, against the first segment, and reuse it wherever the cells are equal.
+        let first = fetched
+            .iter()
+            .find_map(|f| f.as_ref().ok().map(|(seg, ..)| seg.clone()));
+        let shared = match (&req.filter, &first) {
+            (Some(f), Some(seg)) => Some(f.compile(&seg.attr_cells)),
+            _ => None,
+        };
+        let shared_bound = AtomicU32::new(f32::INFINITY.to_bits());
         type Bounded = (Option<Arc<Segment>>, Vec<(f32, u32)>, PartitionOutcome);
         let per_segment: Vec<Bounded> = req
             .segments
@@ -443,7 +496,18 @@ impl Worker {
                     return (None, Vec::new(), outcome);
                 }
                 let t0 = Instant::now();
-                let (bounded, counts) = bound_segment(&seg, &req.query, req.filter.as_ref(), &r.lists, params);
+                let compiled = shared
+                    .as_ref()
+                    .filter(|_| first.as_ref().is_some_and(|f| f.attr_cells == seg.attr_cells));
+                let (bounded, counts) = bound_segment(
+                    &seg,
+                    &req.query,
+                    req.filter.as_ref(),
+                    compiled,
+                    &r.lists,
+                    params,
+                    &shared_bound,
+                );
                 outcome.counts = counts;
                 outcome.scan_us = t0.elapsed().as_micros() as u64;
                 (Some(seg), bounded, outcome)
