@@ -321,8 +321,7 @@ mod arm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::klt::Klt;
-    use crate::osq::{allocate_bits, MAX_BITS};
+    use crate::osq::tests::random_partition;
     use proptest::prelude::*;
     use rand::{Rng, SeedableRng};
 
@@ -339,12 +338,8 @@ mod tests {
             scale in 0.01f32..100.0,
         ) {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            let rows: Vec<f32> = (0..n * dim).map(|i| (rng.gen::<f32>() - 0.5) * scale * (1 + i % 5) as f32).collect();
-            let klt = Klt::fit(rows.chunks_exact(dim), dim, dim);
-            let rotated: Vec<f32> = rows.chunks_exact(dim).flat_map(|r| klt.transform(r)).collect();
-            let bits = allocate_bits(&klt.eigenvalues, bits_per_dim as usize * dim, MAX_BITS);
-            let q = Quantizer::train(&rotated, dim, &bits, 1000);
-            let active: Vec<u8> = bits.iter().copied().filter(|&b| b > 0).collect();
+            let (rows, klt, rotated, q) = random_partition(&mut rng, dim, n, bits_per_dim, scale);
+            let active: Vec<u8> = q.bits.iter().copied().filter(|&b| b > 0).collect();
             let width = active.len();
             let mut codes = vec![0u8; n * width];
             for (y, out) in rotated.chunks_exact(dim).zip(codes.chunks_exact_mut(width.max(1))) {

@@ -233,10 +233,31 @@ impl QueryTable {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::klt::Klt;
     use proptest::prelude::*;
+
+    /// A random partition for the bound property tests: `n × dim` rows (varied scales per
+    /// dimension), their KLT, the rotated rows and a quantiser with `bits_per_dim` bits
+    /// per dimension on average.
+    pub(crate) fn random_partition(
+        rng: &mut rand_chacha::ChaCha8Rng,
+        dim: usize,
+        n: usize,
+        bits_per_dim: u32,
+        scale: f32,
+    ) -> (Vec<f32>, Klt, Vec<f32>, Quantizer) {
+        use rand::Rng;
+        let rows: Vec<f32> = (0..n * dim)
+            .map(|i| (rng.gen::<f32>() - 0.5) * scale * (1 + i % 5) as f32)
+            .collect();
+        let klt = Klt::fit(rows.chunks_exact(dim), dim, dim);
+        let rotated: Vec<f32> = rows.chunks_exact(dim).flat_map(|r| klt.transform(r)).collect();
+        let bits = allocate_bits(&klt.eigenvalues, bits_per_dim as usize * dim, MAX_BITS);
+        let q = Quantizer::train(&rotated, dim, &bits, 1000);
+        (rows, klt, rotated, q)
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
@@ -252,11 +273,7 @@ mod tests {
         ) {
             use rand::{Rng, SeedableRng};
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            let rows: Vec<f32> = (0..n * dim).map(|i| (rng.gen::<f32>() - 0.5) * scale * (1 + i % 5) as f32).collect();
-            let klt = Klt::fit(rows.chunks_exact(dim), dim, dim);
-            let rotated: Vec<f32> = rows.chunks_exact(dim).flat_map(|r| klt.transform(r)).collect();
-            let bits = allocate_bits(&klt.eigenvalues, bits_per_dim as usize * dim, MAX_BITS);
-            let q = Quantizer::train(&rotated, dim, &bits, 1000);
+            let (rows, klt, rotated, q) = random_partition(&mut rng, dim, n, bits_per_dim, scale);
             let width = q.active_dims().len();
             let query: Vec<f32> = (0..dim).map(|_| (rng.gen::<f32>() - 0.5) * scale * 3.0).collect();
             let table = q.query_table(&klt.transform(&query));
