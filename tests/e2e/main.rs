@@ -517,11 +517,11 @@ fn every_pipeline_stage_does_its_share() {
     let resp = index.search(&req).unwrap();
     let c = resp.stats.candidates;
     assert_eq!(resp.stats.partitions_total, 8);
-    // About ten fine lists of ~250 vectors per partition of 2,500. nprobe is 7 % of the
-    // lists (6), but the sufficiency rule wants safety × k = 5,000 candidates: the
+    // About ten fine lists of ~250 vectors per partition of 2,500. nprobe is 8 % of the
+    // lists (7), but the sufficiency rule wants safety × k = 5,000 candidates: the
     // planner stops at the first list that reaches them, wherever its partition.
     assert!((75..=85).contains(&resp.stats.lists_total), "{:?}", resp.stats);
-    assert!(resp.stats.lists_searched > 6, "{:?}", resp.stats);
+    assert!(resp.stats.lists_searched > 7, "{:?}", resp.stats);
     let searched = resp.stats.partitions_searched;
     assert!(searched >= 2, "{:?}", resp.stats);
     assert!(c.scanned >= 5_000 && c.scanned < 5_000 + 400, "{c:?}");

@@ -231,9 +231,9 @@ pub fn build_index(
     })
 }
 
-/// Default number of fine lists probed: 7 % of them, at least one.
+/// Default number of fine lists probed: 8 % of them, at least one.
 pub fn default_nprobe(lists: usize) -> u32 {
-    ((lists as f64 * 0.07).ceil() as u32).max(1)
+    ((lists as f64 * 0.08).ceil() as u32).max(1)
 }
 
 /// One encoded partition: its segment, and per fine list its centroid in the global KLT
