@@ -242,36 +242,6 @@ impl Expr {
             Expr::Or(children) => CodeFilter::Or(children.iter().map(|c| c.compile(cells)).collect()),
         }
     }
-    /// Estimated fraction of rows matching, from per-attribute code histograms
-    /// (`hist[a][code]`, `n` rows), assuming independent attributes. Exactly 0 only when
-    /// no row can match.
-    pub fn estimate_fraction(&self, cells: &[AttrCells], hist: &[&[u32]], n: u64) -> f64 {
-        if n == 0 {
-            return 0.0;
-        }
-        match self {
-            Expr::Leaf { attr, pred } => {
-                let a = *attr as usize;
-                let verdicts = pred.code_verdicts(&cells[a]);
-                let mut est = 0.0;
-                for (code, &count) in hist[a].iter().enumerate() {
-                    est += match verdicts[code] {
-                        Verdict::No => 0.0,
-                        Verdict::Maybe => 0.5 * count as f64,
-                        Verdict::Yes => count as f64,
-                    };
-                }
-                est / n as f64
-            }
-            Expr::And(children) => children.iter().map(|c| c.estimate_fraction(cells, hist, n)).product(),
-            Expr::Or(children) => {
-                1.0 - children
-                    .iter()
-                    .map(|c| 1.0 - c.estimate_fraction(cells, hist, n))
-                    .product::<f64>()
-            }
-        }
-    }
 }
 
 /// A filter compiled against an index's attribute cells (see [`Expr::compile`]): each
@@ -682,7 +652,7 @@ mod tests {
 
     proptest! {
         /// Code-level evaluation never drops a matching row and never calls a
-        /// non-matching row certain; the histogram estimate is zero only without matches.
+        /// non-matching row certain; the presence estimate is zero only without matches.
         #[test]
         fn codes_are_conservative(
             expr in arb_expr(),
@@ -714,12 +684,12 @@ mod tests {
                     prop_assert!(exact, "row {} called certain but does not match", row);
                 }
             }
-            let mut hist = vec![vec![0u32; CODES]; 2];
+            // The planner's estimate, with all rows as one list.
+            let mut presence = vec![0u64; 2 * 4];
             for (a, col) in codes.iter().enumerate() {
-                for &c in col { hist[a][c as usize] += 1; }
+                for &c in col { presence[a * 4 + c as usize / 64] |= 1 << (c % 64); }
             }
-            let hist_refs: Vec<&[u32]> = hist.iter().map(|h| h.as_slice()).collect();
-            let est = expr.estimate_fraction(&cells, &hist_refs, n as u64);
+            let est = expr.presence_estimator(&cells).fraction(&presence);
             if matches > 0 {
                 prop_assert!(est > 0.0, "estimate 0 but {} rows match", matches);
             }

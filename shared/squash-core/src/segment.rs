@@ -101,13 +101,18 @@ impl Segment {
             _ => 0..0,
         }
     }
-    /// Byte range in [`Segment::blocks`] of list `l`'s blocked codes.
-    pub fn list_blocks(&self, l: usize) -> std::ops::Range<usize> {
+    /// Where each list's blocked codes start in [`Segment::blocks`], plus the end:
+    /// list `l` is `blocks[starts[l]..starts[l + 1]]`.
+    pub fn block_starts(&self) -> Vec<usize> {
         let width = self.code_width();
-        let start: usize = (0..l)
-            .map(|i| crate::fastscan::list_bytes(self.list_rows(i).len(), width))
-            .sum();
-        start..start + crate::fastscan::list_bytes(self.list_rows(l).len(), width)
+        let mut out = Vec::with_capacity(self.lists.len());
+        let mut at = 0;
+        out.push(0);
+        for w in self.lists.windows(2) {
+            at += crate::fastscan::list_bytes((w[1] - w[0]) as usize, width);
+            out.push(at);
+        }
+        out
     }
     /// Lays out `codes` (row-major, grouped by `lists`) in the blocked layout.
     pub fn pack_blocks(quantizer: &Quantizer, codes: &[u8], lists: &[u32]) -> Vec<u8> {

@@ -53,12 +53,18 @@ impl PartitionParams {
     }
 }
 
-/// The given lists of `seg` (every list when `lists` is empty) with their rows.
+/// The given lists of `seg` (every list when `lists` is empty; numbers past its last
+/// list are ignored) with their rows.
 fn list_ranges(seg: &Segment, lists: &[u32]) -> Vec<(usize, std::ops::Range<usize>)> {
     if lists.is_empty() {
         return (0..seg.list_count()).map(|l| (l, seg.list_rows(l))).collect();
     }
-    lists.iter().map(|&l| (l as usize, seg.list_rows(l as usize))).collect()
+    lists
+        .iter()
+        .map(|&l| l as usize)
+        .filter(|&l| l < seg.list_count())
+        .map(|l| (l, seg.list_rows(l)))
+        .collect()
 }
 
 /// First stages of the scan of one segment, over the rows of `lists` (all rows when
@@ -187,11 +193,12 @@ pub fn bound_segment(
         let global = || fast.sum_below(f32::from_bits(shared.load(Ordering::Relaxed)));
         let mut threshold = global();
         let mut sums: Vec<u16> = Vec::new();
+        let starts = seg.block_starts();
         let mut next = candidates.iter().copied().peekable();
         for (l, range) in &ranges {
             threshold = threshold.min(global());
             sums.resize(fastscan::blocks_for(range.len()) * BLOCK, 0);
-            fastscan::scan(&fast, &seg.blocks[seg.list_blocks(*l)], &mut sums);
+            fastscan::scan(&fast, &seg.blocks[starts[*l]..starts[*l + 1]], &mut sums);
             if every_row {
                 for (c, chunk) in sums[..range.len()].chunks(16).enumerate() {
                     // Most chunks hold nothing under the threshold once it has settled:
