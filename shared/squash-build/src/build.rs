@@ -1,6 +1,7 @@
 //! The build pipeline: vectors and attributes in, a manifest and one segment per
 //! partition out (see `docs/ARCHITECTURE.md` for the steps, `docs/FORMAT.md` for bytes).
 
+use crate::calibrate::{calibrate, CalibrationInput};
 use crate::error::{BuildError, Result};
 use crate::io::{Attributes, Matrix};
 use crate::kmeans::balanced_kmeans;
@@ -42,8 +43,13 @@ pub struct BuildParams {
     pub kmeans_iterations: usize,
     /// Values per dimension used to fit Lloyd-Max boundaries.
     pub lloyd_sample: usize,
-    /// Search defaults written to the manifest.
+    /// Search defaults written to the manifest; `nprobe` or `safety` 0 means "measure
+    /// it on the data" ([`crate::calibrate`]; the static fallbacks for an index too small
+    /// to calibrate, or with `calibrate` off, are 8 % of the lists and
+    /// [`FALLBACK_SAFETY`]).
     pub defaults: SearchDefaults,
+    /// Calibrate the knobs left at 0 on sample queries drawn from the data.
+    pub calibrate: bool,
     /// Show progress bars on stderr.
     pub progress: bool,
 }
@@ -61,6 +67,7 @@ impl Default for BuildParams {
             kmeans_iterations: 12,
             lloyd_sample: 20_000,
             defaults: default_search_defaults(),
+            calibrate: true,
             progress: false,
         }
     }
@@ -69,13 +76,19 @@ impl Default for BuildParams {
 /// Default vectors per fine list.
 pub const DEFAULT_LIST_VECTORS: usize = 256;
 
-/// Default search knobs (see `docs/ARCHITECTURE.md` for how they were chosen).
+/// Filter-sufficiency factor of an index whose `safety` was not calibrated.
+pub const FALLBACK_SAFETY: f32 = 500.0;
+
+/// Default search knobs (see `docs/ARCHITECTURE.md` for how they were chosen); `nprobe`
+/// and `safety` 0: measured at build time.
 pub fn default_search_defaults() -> SearchDefaults {
     SearchDefaults {
         nprobe: 0,
         rerank_factor: 10,
         hamming_keep: 1.0,
-        safety: 500.0,
+        safety: 0.0,
+        safety_curve: Vec::new(),
+        calibration: None,
     }
 }
 
@@ -188,8 +201,15 @@ pub fn build_index(
     let mut list_counts = Vec::new();
     let mut list_presence = Vec::new();
     let mut bytes_written = 0u64;
+    let mut row_list = vec![0u32; n];
     for r in results {
         let (info, enc, bytes) = r?;
+        let first = list_counts.len() as u32;
+        for (l, w) in enc.segment.lists.windows(2).enumerate() {
+            for &row in &enc.segment.ids[w[0] as usize..w[1] as usize] {
+                row_list[row as usize] = first + l as u32;
+            }
+        }
         partitions.push(info);
         list_centroids.extend(enc.list_centroids);
         list_counts.extend(enc.segment.lists.windows(2).map(|w| w[1] - w[0]));
@@ -197,8 +217,38 @@ pub fn build_index(
         bytes_written += bytes;
     }
     let mut defaults = params.defaults.clone();
+    defaults.calibration = None;
+    if defaults.safety > 0.0 {
+        defaults.safety_curve.clear();
+    }
+    if params.calibrate && (defaults.nprobe == 0 || defaults.safety <= 0.0) {
+        let bar = Progress::new(params.progress, "calibrating", 1);
+        let calibrated = calibrate(&CalibrationInput {
+            vectors: &vectors,
+            global: &global,
+            list_centroids: &list_centroids,
+            list_counts: &list_counts,
+            row_list: &row_list,
+            seed: params.seed,
+        });
+        bar.finish();
+        if let Some(c) = calibrated {
+            if defaults.nprobe == 0 {
+                defaults.nprobe = c.nprobe;
+            }
+            if defaults.safety <= 0.0 {
+                defaults.safety = c.safety;
+                defaults.safety_curve = c.safety_curve;
+            }
+            defaults.calibration = Some(c.report);
+        }
+    }
+    drop(row_list);
     if defaults.nprobe == 0 {
         defaults.nprobe = default_nprobe(list_counts.len());
+    }
+    if defaults.safety <= 0.0 {
+        defaults.safety = FALLBACK_SAFETY;
     }
     let list_start = Manifest::list_starts(&partitions);
     let manifest = Manifest {

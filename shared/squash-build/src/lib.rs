@@ -3,12 +3,13 @@
 //! Building an index: reading vectors and attributes ([`io`]: `.npy`, `.fvecs`,
 //! `.bvecs`, CSV), balanced k-means ([`kmeans`]), then per partition the KLT, OSQ
 //! quantiser, sign bits and attribute codes, written as segments plus one manifest
-//! ([`build`]), with a progress bar on terminals ([`progress`]). The query engine never
+//! ([`build`]), the default search knobs measured on the data ([`calibrate`]), with a progress bar on terminals ([`progress`]). The query engine never
 //! links this crate.
 
 #![warn(missing_docs)]
 
 pub mod build;
+pub mod calibrate;
 pub mod error;
 pub mod io;
 pub mod kmeans;

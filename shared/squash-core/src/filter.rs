@@ -398,9 +398,38 @@ impl Expr {
                     }
                     PresenceNode::Leaf { attr: a, yes, maybe }
                 }
-                Expr::And(children) => PresenceNode::And(children.iter().map(|c| node(c, cells)).collect()),
-                Expr::Or(children) => PresenceNode::Or(children.iter().map(|c| node(c, cells)).collect()),
+                Expr::And(children) => PresenceNode::And(merge(children.iter().map(|c| node(c, cells)), true)),
+                Expr::Or(children) => PresenceNode::Or(merge(children.iter().map(|c| node(c, cells)), false)),
             }
+        }
+        // Leaves on the same attribute under one And (or Or) become one leaf whose code
+        // verdicts are combined first: `{"price": {"$gte": 10, "$lt": 20}}` is one range,
+        // not two independent conditions whose fractions multiply (which overestimates).
+        fn merge(children: impl Iterator<Item = PresenceNode>, and: bool) -> Vec<PresenceNode> {
+            let mut out: Vec<PresenceNode> = Vec::new();
+            for child in children {
+                if let PresenceNode::Leaf { attr, yes, maybe } = &child {
+                    let same = out
+                        .iter_mut()
+                        .find(|n| matches!(n, PresenceNode::Leaf { attr: a, .. } if a == attr));
+                    if let Some(PresenceNode::Leaf { yes: y0, maybe: m0, .. }) = same {
+                        for w in 0..4 {
+                            let (y, m) = if and {
+                                let y = y0[w] & yes[w];
+                                (y, (y0[w] | m0[w]) & (yes[w] | maybe[w]) & !y)
+                            } else {
+                                let y = y0[w] | yes[w];
+                                (y, (m0[w] | maybe[w]) & !y)
+                            };
+                            y0[w] = y;
+                            m0[w] = m;
+                        }
+                        continue;
+                    }
+                }
+                out.push(child);
+            }
+            out
         }
         PresenceEstimator {
             node: node(self, cells),
@@ -731,6 +760,34 @@ mod tests {
         assert!(!f.matches(&|a| [0.0, 0.0][a]));
         assert_eq!(Expr::parse(&json!({}), &s).unwrap(), None);
         assert_eq!(Expr::parse(&Value::Null, &s).unwrap(), None);
+    }
+
+    #[test]
+    fn a_range_on_one_attribute_is_estimated_as_one_range() {
+        // 10,000 distinct prices in 255 equi-depth cells, every code present in the list.
+        let prices: Vec<f64> = (0..10_000).map(|i| i as f64).collect();
+        let cells = vec![AttrCells::build(&prices), AttrCells::build(&[0.0, 1.0, 2.0])];
+        let mut presence = vec![0u64; 2 * 4];
+        for &p in &prices {
+            let c = cells[0].encode(p);
+            presence[c as usize / 64] |= 1 << (c % 64);
+        }
+        presence[4] = 0b111;
+        let s = schema();
+        let f = Expr::parse(&json!({"price": {"$gte": 4_000, "$lt": 5_000}}), &s)
+            .unwrap()
+            .unwrap();
+        let est = f.presence_estimator(&cells).fraction(&presence);
+        // 10 % of the rows; two independent halves would say 0.6 × 0.5 = 30 %.
+        assert!((est - 0.1).abs() < 0.01, "{est}");
+        let f = Expr::parse(
+            &json!({"$or": [{"price": {"$lt": 1_000}}, {"price": {"$gte": 9_000}}]}),
+            &s,
+        )
+        .unwrap()
+        .unwrap();
+        let est = f.presence_estimator(&cells).fraction(&presence);
+        assert!((est - 0.2).abs() < 0.01, "{est}");
     }
 
     #[test]

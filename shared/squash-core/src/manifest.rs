@@ -56,8 +56,34 @@ pub struct SearchDefaults {
     /// Fraction of filtered candidates kept by the Hamming prune (1 = no prune).
     pub hamming_keep: f32,
     /// Filter sufficiency: keep adding lists until the estimated matching vectors
-    /// reach `safety × k` (and at least `nprobe` lists).
+    /// reach `safety × k` (and at least `nprobe` lists). With a `safety_curve`, the
+    /// largest factor on it (what a client that ignores the curve should use).
     pub safety: f32,
+    /// `(selectivity, safety)` points measured at build time, ascending in selectivity:
+    /// the factor a random filter of that selectivity needed. The planner reads the
+    /// factor off this curve at each filter's estimated selectivity; empty: `safety`
+    /// everywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub safety_curve: Vec<(f64, f64)>,
+    /// How the build measured `nprobe` and `safety` on the data; absent when they were
+    /// set by hand or the index was too small to calibrate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+}
+
+/// The measurement behind calibrated search defaults: sample queries drawn from the
+/// base vectors, their exact neighbours, and the share of those held by the lists the
+/// planner would search (the coverage).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Sample queries.
+    pub queries: u32,
+    /// Neighbours per query.
+    pub k: u32,
+    /// Coverage the knobs were chosen to reach.
+    pub target_coverage: f64,
+    /// Coverage of the unfiltered top-k at the chosen `nprobe`.
+    pub nprobe_coverage: f64,
 }
 
 /// Descriptive fields of a manifest (stored as zstd-compressed JSON).

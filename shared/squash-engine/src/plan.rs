@@ -2,8 +2,10 @@
 //! the (globally rotated) query to their centroids; the planner takes at least `nprobe`
 //! of them and, under a filter, keeps adding lists until the estimated number of
 //! matching vectors (from each list's attribute code-presence bitmaps) reaches
-//! `safety × k` (the filter-sufficiency rule). Lists that certainly hold no match are
-//! skipped. The chosen lists are grouped by partition: a segment is fetched and cached
+//! `safety × k` (the filter-sufficiency rule). The factor is either fixed or, for a
+//! calibrated index, read off the index's safety curve at the filter's selectivity as
+//! estimated in the `nprobe` nearest lists (a sparser filter needs more vectors scanned,
+//! but far fewer than in proportion). Lists that certainly hold no match are skipped. The chosen lists are grouped by partition: a segment is fetched and cached
 //! whole, and scanned only in the lists chosen from it.
 
 use squash_core::distance::l2sq;
@@ -22,8 +24,58 @@ pub struct Plan {
     pub estimated_matches: f64,
 }
 
+/// The factor of the filter-sufficiency rule.
+#[derive(Debug, Clone, Copy)]
+pub enum Safety<'a> {
+    /// The same factor at every selectivity.
+    Fixed(f64),
+    /// `(selectivity, factor)` points measured at build time, ascending in selectivity
+    /// (`SearchDefaults::safety_curve`).
+    Curve(&'a [(f64, f64)]),
+}
+
+impl Safety<'_> {
+    /// The factor for a filter of estimated selectivity `s`. Between two points of a
+    /// curve, the vectors to scan (`factor / s`) are interpolated linearly in log-log
+    /// space; below the first point the first segment's slope goes on; above the last
+    /// point the vectors to scan stay at the last point's (a denser filter never needs
+    /// more). A selectivity under a tenth of the first point counts as that tenth.
+    pub fn at(&self, s: f64) -> f64 {
+        let points = match self {
+            Safety::Fixed(f) => return *f,
+            Safety::Curve(points) => *points,
+        };
+        let Some(&(s0, f0)) = points.first() else {
+            return 1.0;
+        };
+        let s = if s.is_finite() { s.clamp(s0 / 10.0, 1.0) } else { s0 };
+        // Work in (ln s, ln(vectors to scan)).
+        let at = |i: usize| (points[i].0.ln(), (points[i].1 / points[i].0).ln());
+        let x = s.ln();
+        let n = points.len();
+        let g = if n == 1 {
+            (f0 / s0).ln()
+        } else if s >= points[n - 1].0 {
+            at(n - 1).1
+        } else {
+            let i = points.partition_point(|p| p.0 <= s).clamp(1, n - 1);
+            let (x0, y0) = at(i - 1);
+            let (x1, y1) = at(i);
+            y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+        };
+        g.exp() * s
+    }
+}
+
 /// Chooses lists for a prepared `query`.
-pub fn plan(manifest: &Manifest, query: &[f32], filter: Option<&Expr>, k: usize, nprobe: usize, safety: f64) -> Plan {
+pub fn plan(
+    manifest: &Manifest,
+    query: &[f32],
+    filter: Option<&Expr>,
+    k: usize,
+    nprobe: usize,
+    safety: Safety,
+) -> Plan {
     let yq = manifest.global.transform(query);
     let total = manifest.lists();
     let mut order: Vec<(f32, u32)> = (0..total)
@@ -37,7 +89,12 @@ pub fn plan(manifest: &Manifest, query: &[f32], filter: Option<&Expr>, k: usize,
     }
     order[..prefix].sort_unstable_by(cmp);
     let estimator = filter.map(|f| f.presence_estimator(&manifest.attr_cells));
-    let target = safety * k as f64;
+    let mut target = match safety {
+        Safety::Fixed(f) => f * k as f64,
+        // Set once the nearest `nprobe` lists have given a selectivity estimate.
+        Safety::Curve(_) => f64::INFINITY,
+    };
+    let (mut near_rows, mut near_matches) = (0.0, 0.0);
     let mut chosen: Vec<u32> = Vec::new();
     let mut estimated = 0.0;
     let mut i = 0;
@@ -52,6 +109,16 @@ pub fn plan(manifest: &Manifest, query: &[f32], filter: Option<&Expr>, k: usize,
             None => count,
             Some(e) => count * e.fraction(manifest.presence(l)),
         };
+        if i <= nprobe {
+            near_rows += count;
+            near_matches += est;
+            if i == nprobe || i == order.len() {
+                if let Safety::Curve(_) = safety {
+                    let s = if near_rows > 0.0 { near_matches / near_rows } else { 0.0 };
+                    target = safety.at(s) * k as f64;
+                }
+            }
+        }
         if est <= 0.0 {
             continue;
         }
@@ -79,5 +146,44 @@ pub fn plan(manifest: &Manifest, query: &[f32], filter: Option<&Expr>, k: usize,
         partitions,
         lists: chosen.len(),
         estimated_matches: estimated,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Safety;
+
+    #[test]
+    fn a_fixed_safety_is_the_same_at_every_selectivity() {
+        for s in [0.0, 1e-4, 0.01, 1.0] {
+            assert_eq!(Safety::Fixed(500.0).at(s), 500.0);
+        }
+    }
+
+    #[test]
+    fn the_safety_curve_interpolates_vectors_to_scan_in_log_log_space() {
+        let curve = [(0.001, 20.0), (0.01, 120.0), (0.08, 640.0)];
+        let c = Safety::Curve(&curve);
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+        for &(s, f) in &curve {
+            assert!(close(c.at(s), f), "{s}: {} != {f}", c.at(s));
+        }
+        // Vectors to scan (factor / s) are monotone: more for sparser filters.
+        let scan = |s: f64| c.at(s) / s;
+        let mut last = f64::INFINITY;
+        for s in [0.0005, 0.001, 0.003, 0.01, 0.03, 0.08, 0.2, 1.0] {
+            assert!(scan(s) <= last * (1.0 + 1e-12), "{s}");
+            last = scan(s);
+        }
+        // Geometric midpoint between two points: the geometric mean of their scans.
+        let mid = (0.01f64 * 0.08).sqrt();
+        assert!(close(scan(mid), (12_000.0f64 * 8_000.0).sqrt()));
+        // Above the last point the scan stays at the last point's.
+        assert!(close(scan(0.5), 8_000.0));
+        // Zero, NaN and tiny estimates are clamped, never 0 or NaN.
+        for s in [0.0, f64::NAN, 1e-9] {
+            assert!(c.at(s).is_finite() && c.at(s) > 0.0);
+        }
+        assert_eq!(Safety::Curve(&[]).at(0.5), 1.0);
     }
 }

@@ -4,7 +4,7 @@
 use crate::error::{Result, SearchError};
 use crate::in_process::{ColdInvoker, InProcessInvoker};
 use crate::invoker::WorkerInvoker;
-use crate::plan::plan;
+use crate::plan::{plan, Safety};
 use crate::tree::{build_tree, Fanout};
 use crate::worker::{merge_hits, Worker};
 use squash_api::{
@@ -184,7 +184,11 @@ impl Index {
         let m = &self.manifest.meta;
         let d = &m.defaults;
         let nprobe = req.params.nprobe.unwrap_or(d.nprobe).max(1) as usize;
-        let safety = req.params.safety.unwrap_or(d.safety) as f64;
+        let safety = match req.params.safety {
+            Some(f) => Safety::Fixed(f as f64),
+            None if !d.safety_curve.is_empty() => Safety::Curve(&d.safety_curve),
+            None => Safety::Fixed(d.safety as f64),
+        };
         let chosen = plan(&self.manifest, &query, filter.as_ref(), req.k, nprobe, safety);
         let workers = self.fanout.workers.max(1);
         let mut groups: Vec<Vec<SegmentRef>> = vec![Vec::new(); workers];

@@ -105,6 +105,18 @@ pub fn run(a: BuildArgs) -> Result<()> {
             .unwrap_or_else(|| "unknown".into()),
         a.out
     );
+    let d = &report.manifest.meta.defaults;
+    match &d.calibration {
+        Some(c) => eprintln!(
+            "search defaults measured on {} sample queries: nprobe {} (its lists hold {:.1} % of their {} nearest neighbours), safety {}",
+            c.queries,
+            d.nprobe,
+            c.nprobe_coverage * 100.0,
+            c.k,
+            d.safety
+        ),
+        None => eprintln!("search defaults: nprobe {}, safety {}", d.nprobe, d.safety),
+    }
     Ok(())
 }
 

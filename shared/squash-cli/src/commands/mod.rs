@@ -91,16 +91,17 @@ pub type Result<T> = std::result::Result<T, CliError>;
 /// override them.
 #[derive(Args, Clone, Default)]
 pub struct Knobs {
-    /// Fewest partitions searched.
+    /// Fewest fine lists searched (default: measured on the data at build time).
     #[arg(long)]
     nprobe: Option<u32>,
-    /// Exact re-rank budget per partition as a multiple of k.
+    /// Exact re-rank budget per worker as a multiple of k.
     #[arg(long)]
     rerank_factor: Option<u32>,
     /// Fraction of candidates kept by the Hamming prune, (0, 1].
     #[arg(long)]
     hamming_keep: Option<f32>,
-    /// Filter sufficiency: search until estimated matches reach safety × k.
+    /// Filter sufficiency: search until estimated matches reach safety × k, at every
+    /// selectivity (default: a curve measured on the data at build time).
     #[arg(long)]
     safety: Option<f32>,
 }

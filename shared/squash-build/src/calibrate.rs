@@ -1,0 +1,269 @@
+//! Build-time calibration of the default search knobs from the data itself.
+//!
+//! One `nprobe` and one `safety` cannot serve every dataset: on GloVe-50 the ten nearest
+//! neighbours of a query are spread over many lists, on Fashion-MNIST they sit in one or
+//! two. So the build measures it. It draws sample queries from the base vectors (each
+//! query's own row excluded from its answers), finds their exact neighbours by brute
+//! force, ranks the fine lists for each query exactly as the planner does, and then picks:
+//!
+//! - `nprobe`: the fewest lists whose union holds at least `target` of the sample's
+//!   top-`k` neighbours, on average (the *coverage*: which lists hold the answers);
+//! - `safety`, per selectivity (8 %, 1 %, 0.1 %: the safety curve): the smallest
+//!   sufficiency factor whose lists hold at least `target` of the top-`k` *matching*
+//!   neighbours under a random filter of that selectivity (a filter independent of the
+//!   vectors is the hard case: a filter correlated with them, like a cluster label, puts
+//!   its matches in fewer lists). A selectivity with matches too rare to measure on this
+//!   many vectors is left out.
+//!
+//! Coverage is an upper bound on recall: the search also loses the few true neighbours
+//! whose quantised bounds fall behind `k × rerank_factor` others, so `target` sits above
+//! the recall the defaults promise. Everything is seeded: the same data and seed give
+//! the same knobs.
+
+use crate::io::Matrix;
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use squash_core::distance::l2sq;
+use squash_core::klt::Klt;
+use squash_core::manifest::Calibration;
+
+/// Coverage the defaults are calibrated to.
+pub const TARGET_COVERAGE: f64 = 0.98;
+/// Neighbours per sample query the knobs are calibrated for.
+pub const CALIBRATION_K: usize = 10;
+/// Selectivities of the random filters `safety` is calibrated on.
+pub const CALIBRATION_SELECTIVITIES: [f64; 3] = [0.08, 0.01, 0.001];
+/// Fewest lists (and vectors) an index needs before calibrating pays off; smaller
+/// indexes keep the static defaults.
+pub const MIN_LISTS: usize = 16;
+/// Smallest index (vectors) that is calibrated.
+pub const MIN_VECTORS: usize = 4_000;
+
+/// What calibration sees of a built index.
+pub struct CalibrationInput<'a> {
+    /// The prepared vectors (normalised for cosine), row `i` = vector `i`.
+    pub vectors: &'a Matrix,
+    /// The global KLT the list centroids live in.
+    pub global: &'a Klt,
+    /// List centroids, `lists × global.out_dims()`.
+    pub list_centroids: &'a [f32],
+    /// Vectors per list.
+    pub list_counts: &'a [u32],
+    /// Global list number of each vector.
+    pub row_list: &'a [u32],
+    /// Seed of the query sample and of the random filters.
+    pub seed: u64,
+}
+
+/// The knobs calibration chose.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calibrated {
+    /// Fewest lists searched.
+    pub nprobe: u32,
+    /// Filter-sufficiency factor: the largest any measured filter needed.
+    pub safety: f32,
+    /// `(selectivity, safety)` measured, ascending in selectivity, ending with
+    /// `(1, vectors in nprobe lists / k)`.
+    pub safety_curve: Vec<(f64, f64)>,
+    /// How they were measured (recorded in the manifest).
+    pub report: Calibration,
+}
+
+/// One sample query's view of the index: the list rank of each of its nearest
+/// neighbours (nearest first) and the rows held by its first `i + 1` ranked lists.
+struct QueryView {
+    /// Rows of the nearest neighbours, nearest first.
+    rows: Vec<u32>,
+    /// Rank (in the query's list order) of each neighbour's list.
+    ranks: Vec<u32>,
+    /// `cum[i]`: vectors in the query's `i + 1` nearest lists.
+    cum: Vec<u64>,
+}
+
+/// Calibrates `nprobe` and `safety`, or `None` for an index too small to need it.
+pub fn calibrate(input: &CalibrationInput) -> Option<Calibrated> {
+    let n = input.vectors.rows;
+    let dim = input.vectors.cols;
+    let lists = input.list_counts.len();
+    if lists < MIN_LISTS || n < MIN_VECTORS || dim == 0 {
+        return None;
+    }
+    let k = CALIBRATION_K;
+    // About 2·10^10 multiply-adds of brute force at most: 200 queries up to 10^8 values.
+    let queries = ((2e10 / (n as f64 * dim as f64)) as usize).clamp(50, 200).min(n / 20);
+    let mut rng = ChaCha8Rng::seed_from_u64(input.seed ^ 0xca11_b8a7e);
+    let mut picks = sample(&mut rng, n, queries).into_vec();
+    picks.sort_unstable();
+    let smallest = CALIBRATION_SELECTIVITIES.iter().copied().fold(1.0, f64::min);
+    // Deep enough to hold k matches of the sparsest random filter four times over.
+    let depth = ((4.0 * k as f64 / smallest) as usize).min(n - 1);
+    let pd = input.global.out_dims();
+    let views: Vec<QueryView> = picks
+        .par_iter()
+        .map(|&qi| {
+            let q = input.vectors.row(qi);
+            let mut d: Vec<(f32, u32)> = (0..n)
+                .filter(|&i| i != qi)
+                .map(|i| (l2sq(q, input.vectors.row(i)), i as u32))
+                .collect();
+            let cmp = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+            if depth < d.len() {
+                d.select_nth_unstable_by(depth, cmp);
+                d.truncate(depth);
+            }
+            d.sort_unstable_by(cmp);
+            let yq = input.global.transform(q);
+            let mut order: Vec<(f32, u32)> = (0..lists)
+                .map(|l| (l2sq(&yq, &input.list_centroids[l * pd..(l + 1) * pd]), l as u32))
+                .collect();
+            order.sort_unstable_by(cmp);
+            let mut rank = vec![0u32; lists];
+            let mut cum = Vec::with_capacity(lists);
+            let mut acc = 0u64;
+            for (r, &(_, l)) in order.iter().enumerate() {
+                rank[l as usize] = r as u32;
+                acc += u64::from(input.list_counts[l as usize]);
+                cum.push(acc);
+            }
+            QueryView {
+                rows: d.iter().map(|&(_, i)| i).collect(),
+                ranks: d
+                    .iter()
+                    .map(|&(_, i)| rank[input.row_list[i as usize] as usize])
+                    .collect(),
+                cum,
+            }
+        })
+        .collect();
+
+    // nprobe: the smallest p with mean coverage ≥ target over the unfiltered top-k.
+    let mut hits: Vec<u32> = views.iter().flat_map(|v| v.ranks.iter().take(k).copied()).collect();
+    hits.sort_unstable();
+    let need = ((TARGET_COVERAGE * hits.len() as f64).ceil() as usize).clamp(1, hits.len());
+    let nprobe = (hits[need - 1] + 1).min(lists as u32);
+    let unfiltered = hits.iter().filter(|&&r| r < nprobe).count() as f64 / hits.len() as f64;
+
+    // safety: per selectivity, the smallest factor reaching the target; the largest wins.
+    let mut by_selectivity = Vec::new();
+    for (si, &s) in CALIBRATION_SELECTIVITIES.iter().enumerate() {
+        let salt = input.seed ^ (0x5e1ec7 + si as u64);
+        // Each query's top-k matching neighbours under the random filter, as list ranks.
+        let filtered: Vec<(&QueryView, Vec<u32>)> = views
+            .iter()
+            .filter_map(|v| {
+                let ranks: Vec<u32> = v
+                    .rows
+                    .iter()
+                    .zip(&v.ranks)
+                    .filter(|(&row, _)| passes(row, salt, s))
+                    .map(|(_, &r)| r)
+                    .take(k)
+                    .collect();
+                (ranks.len() == k).then_some((v, ranks))
+            })
+            .collect();
+        // Too few vectors for this selectivity: the queries left would be a biased few.
+        if filtered.len() < views.len() / 2 {
+            continue;
+        }
+        let coverage = |f: f64| -> f64 {
+            let rows_needed = f * k as f64 / s;
+            let mut covered = 0usize;
+            for (v, ranks) in &filtered {
+                // Lists the planner takes: at least nprobe, then until s·rows ≥ f·k.
+                let by_rows = v.cum.partition_point(|&c| (c as f64) < rows_needed) + 1;
+                let taken = by_rows.max(nprobe as usize) as u32;
+                covered += ranks.iter().filter(|&&r| r < taken).count();
+            }
+            covered as f64 / (filtered.len() * k) as f64
+        };
+        // Coverage grows with the factor; bisect in log space between "k estimated
+        // matches" and "every list".
+        let (mut lo, mut hi) = (1.0f64, (n as f64 * s / k as f64).max(1.0));
+        let needed = if coverage(hi) < TARGET_COVERAGE {
+            hi
+        } else if coverage(lo) >= TARGET_COVERAGE {
+            lo
+        } else {
+            for _ in 0..40 {
+                let mid = (lo * hi).sqrt();
+                if coverage(mid) >= TARGET_COVERAGE {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+            hi
+        };
+        by_selectivity.push((s, round_up_2(needed)));
+    }
+    // A filter that matches (almost) everything needs no more than the unfiltered search:
+    // the `nprobe` lists, about `nprobe × n / lists` vectors.
+    by_selectivity.push((1.0, round_up_2(nprobe as f64 * n as f64 / lists as f64 / k as f64)));
+    by_selectivity.sort_by(|a: &(f64, f64), b| a.0.total_cmp(&b.0));
+    // A sparser filter never scans fewer vectors (`safety / s`) than a denser one: where
+    // the measured points disagree (the `nprobe` floor decided a dense one), the sparser
+    // point takes the denser one's vectors.
+    for i in (0..by_selectivity.len().saturating_sub(1)).rev() {
+        let (s0, f0) = by_selectivity[i];
+        let (s1, f1) = by_selectivity[i + 1];
+        if f0 / s0 < f1 / s1 {
+            by_selectivity[i].1 = round_up_2(f1 / s1 * s0);
+        }
+    }
+    // The fixed factor that serves every measured filter: the largest (1, k matches, if
+    // none could be measured).
+    let safety = by_selectivity[..by_selectivity.len() - 1]
+        .iter()
+        .map(|p| p.1)
+        .fold(1.0, f64::max) as f32;
+    debug_assert!(by_selectivity.iter().all(|p| p.1 >= 1.0 || p.0 == 1.0));
+    Some(Calibrated {
+        nprobe,
+        safety,
+        safety_curve: by_selectivity,
+        report: Calibration {
+            queries: queries as u32,
+            k: k as u32,
+            target_coverage: TARGET_COVERAGE,
+            nprobe_coverage: (unfiltered * 1e4).round() / 1e4,
+        },
+    })
+}
+
+/// The random filter of selectivity `s`: a hash of the row, independent of the vector.
+fn passes(row: u32, salt: u64, s: f64) -> bool {
+    let h = xxhash_rust::xxh3::xxh3_64_with_seed(&row.to_le_bytes(), salt);
+    (h >> 11) as f64 / (1u64 << 53) as f64 <= s
+}
+
+/// Rounds up to two significant digits (37.2 → 38, 1234 → 1300).
+fn round_up_2(x: f64) -> f64 {
+    if x <= 0.0 {
+        return x;
+    }
+    let scale = 10f64.powi(x.log10().floor() as i32 - 1);
+    (x / scale).ceil() * scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_up_to_two_significant_digits() {
+        assert_eq!(round_up_2(37.2), 38.0);
+        assert!((round_up_2(1234.0) - 1300.0).abs() < 1e-9);
+        assert!((round_up_2(0.512) - 0.52).abs() < 1e-9);
+        assert_eq!(round_up_2(50.0), 50.0);
+    }
+
+    #[test]
+    fn the_random_filter_has_its_selectivity() {
+        let s = 0.08;
+        let hits = (0..100_000u32).filter(|&r| passes(r, 7, s)).count();
+        assert!((hits as f64 / 100_000.0 - s).abs() < 0.005, "{hits}");
+    }
+}
