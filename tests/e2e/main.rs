@@ -135,6 +135,13 @@ fn the_build_measures_the_search_defaults_and_keeps_given_knobs() {
     assert!(cal.queries >= 50 && cal.k == 10, "{cal:?}");
     assert!(cal.nprobe_coverage >= cal.target_coverage, "{cal:?}");
     assert!(d.nprobe >= 1 && (d.nprobe as usize) < m.lists(), "{d:?}");
+    // The re-rank factor was searched for with the real pipeline.
+    assert!(
+        squash_build::calibrate::RERANK_FACTORS.contains(&d.rerank_factor),
+        "{d:?}"
+    );
+    let rerank_recall = cal.rerank_recall.expect("re-rank factor calibrated");
+    assert!(rerank_recall > 0.9 && rerank_recall <= 1.0, "{cal:?}");
     // The curve: ascending selectivities ending at 1, positive factors; `safety` is the
     // largest factor a filter needed.
     let curve = &d.safety_curve;
@@ -155,9 +162,10 @@ fn the_build_measures_the_search_defaults_and_keeps_given_knobs() {
     let mut given = params(Metric::L2, 8);
     given.defaults.nprobe = 9;
     given.defaults.safety = 300.0;
+    given.defaults.rerank_factor = 7;
     let (_, fixed) = build(&ds, &given);
     let d = &fixed.manifest().meta.defaults;
-    assert_eq!((d.nprobe, d.safety), (9, 300.0));
+    assert_eq!((d.nprobe, d.safety, d.rerank_factor), (9, 300.0, 7));
     assert!(d.safety_curve.is_empty() && d.calibration.is_none(), "{d:?}");
     // Without calibration, the static defaults.
     let (_, off) = build(
@@ -171,6 +179,7 @@ fn the_build_measures_the_search_defaults_and_keeps_given_knobs() {
     let lists = off.manifest().lists();
     assert_eq!(d.nprobe, squash_build::build::default_nprobe(lists));
     assert_eq!(d.safety, squash_build::build::FALLBACK_SAFETY);
+    assert_eq!(d.rerank_factor, squash_build::build::FALLBACK_RERANK_FACTOR);
     assert!(d.safety_curve.is_empty() && d.calibration.is_none(), "{d:?}");
 }
 

@@ -1,7 +1,7 @@
 //! The build pipeline: vectors and attributes in, a manifest and one segment per
 //! partition out (see `docs/ARCHITECTURE.md` for the steps, `docs/FORMAT.md` for bytes).
 
-use crate::calibrate::{calibrate, CalibrationInput};
+use crate::calibrate::{calibrate, calibrate_rerank, CalibrationInput};
 use crate::error::{BuildError, Result};
 use crate::io::{Attributes, Matrix};
 use crate::kmeans::balanced_kmeans;
@@ -43,10 +43,10 @@ pub struct BuildParams {
     pub kmeans_iterations: usize,
     /// Values per dimension used to fit Lloyd-Max boundaries.
     pub lloyd_sample: usize,
-    /// Search defaults written to the manifest; `nprobe` or `safety` 0 means "measure
-    /// it on the data" ([`crate::calibrate`]; the static fallbacks for an index too small
-    /// to calibrate, or with `calibrate` off, are 8 % of the lists and
-    /// [`FALLBACK_SAFETY`]).
+    /// Search defaults written to the manifest; `nprobe`, `safety` or `rerank_factor` 0
+    /// means "measure it on the data" ([`crate::calibrate`]; the static fallbacks for an
+    /// index too small to calibrate, or with `calibrate` off, are 8 % of the lists,
+    /// [`FALLBACK_SAFETY`] and [`FALLBACK_RERANK_FACTOR`]).
     pub defaults: SearchDefaults,
     /// Calibrate the knobs left at 0 on sample queries drawn from the data.
     pub calibrate: bool,
@@ -79,12 +79,15 @@ pub const DEFAULT_LIST_VECTORS: usize = 256;
 /// Filter-sufficiency factor of an index whose `safety` was not calibrated.
 pub const FALLBACK_SAFETY: f32 = 500.0;
 
-/// Default search knobs (see `docs/ARCHITECTURE.md` for how they were chosen); `nprobe`
-/// and `safety` 0: measured at build time.
+/// Re-rank factor of an index whose `rerank_factor` was not calibrated.
+pub const FALLBACK_RERANK_FACTOR: u32 = 10;
+
+/// Default search knobs (see `docs/ARCHITECTURE.md` for how they were chosen); `nprobe`,
+/// `safety` and `rerank_factor` 0: measured at build time.
 pub fn default_search_defaults() -> SearchDefaults {
     SearchDefaults {
         nprobe: 0,
-        rerank_factor: 10,
+        rerank_factor: 0,
         hamming_keep: 1.0,
         safety: 0.0,
         safety_curve: Vec::new(),
@@ -202,6 +205,7 @@ pub fn build_index(
     let mut list_presence = Vec::new();
     let mut bytes_written = 0u64;
     let mut row_list = vec![0u32; n];
+    let mut segments = Vec::with_capacity(p_count);
     for r in results {
         let (info, enc, bytes) = r?;
         let first = list_counts.len() as u32;
@@ -214,6 +218,7 @@ pub fn build_index(
         list_centroids.extend(enc.list_centroids);
         list_counts.extend(enc.segment.lists.windows(2).map(|w| w[1] - w[0]));
         list_presence.extend(enc.presence);
+        segments.push(enc.segment);
         bytes_written += bytes;
     }
     let mut defaults = params.defaults.clone();
@@ -221,7 +226,8 @@ pub fn build_index(
     if defaults.safety > 0.0 {
         defaults.safety_curve.clear();
     }
-    if params.calibrate && (defaults.nprobe == 0 || defaults.safety <= 0.0) {
+    let mut samples = Vec::new();
+    if params.calibrate && (defaults.nprobe == 0 || defaults.safety <= 0.0 || defaults.rerank_factor == 0) {
         let bar = Progress::new(params.progress, "calibrating", 1);
         let calibrated = calibrate(&CalibrationInput {
             vectors: &vectors,
@@ -241,9 +247,14 @@ pub fn build_index(
                 defaults.safety_curve = c.safety_curve;
             }
             defaults.calibration = Some(c.report);
+            samples = c.samples;
         }
     }
     drop(row_list);
+    let calibrate_rerank_factor = defaults.rerank_factor == 0 && !samples.is_empty();
+    if defaults.rerank_factor == 0 {
+        defaults.rerank_factor = FALLBACK_RERANK_FACTOR;
+    }
     if defaults.nprobe == 0 {
         defaults.nprobe = default_nprobe(list_counts.len());
     }
@@ -272,6 +283,20 @@ pub fn build_index(
         list_counts,
         list_presence,
     };
+    let mut manifest = manifest;
+    if calibrate_rerank_factor {
+        let bar = Progress::new(params.progress, "calibrating re-rank", 1);
+        let refs: Vec<&Segment> = segments.iter().collect();
+        if let Some((factor, recall)) = calibrate_rerank(&manifest, &refs, &vectors, &samples) {
+            let d = &mut manifest.meta.defaults;
+            d.rerank_factor = factor;
+            if let Some(c) = d.calibration.as_mut() {
+                c.rerank_recall = Some(recall);
+            }
+        }
+        bar.finish();
+    }
+    drop(segments);
     let bytes = manifest.encode();
     store.put(MANIFEST_KEY, &bytes)?;
     bytes_written += bytes.len() as u64;

@@ -27,7 +27,11 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use squash_core::distance::l2sq;
 use squash_core::klt::Klt;
-use squash_core::manifest::Calibration;
+use squash_core::manifest::{Calibration, Manifest};
+use squash_core::segment::Segment;
+use squash_engine::plan::{plan, Safety};
+use squash_engine::worker::{bound_segment, rerank, PartitionParams};
+use std::sync::atomic::AtomicU32;
 
 /// Coverage the defaults are calibrated to.
 pub const TARGET_COVERAGE: f64 = 0.98;
@@ -69,6 +73,9 @@ pub struct Calibrated {
     pub safety_curve: Vec<(f64, f64)>,
     /// How they were measured (recorded in the manifest).
     pub report: Calibration,
+    /// The sample queries (base rows) and the rows of their `CALIBRATION_K` exact
+    /// nearest neighbours, nearest first, for [`calibrate_rerank`].
+    pub samples: Vec<(usize, Vec<u32>)>,
 }
 
 /// One sample query's view of the index: the list rank of each of its nearest
@@ -224,11 +231,17 @@ pub fn calibrate(input: &CalibrationInput) -> Option<Calibrated> {
         nprobe,
         safety,
         safety_curve: by_selectivity,
+        samples: picks
+            .iter()
+            .zip(&views)
+            .map(|(&q, v)| (q, v.rows.iter().take(k).copied().collect()))
+            .collect(),
         report: Calibration {
             queries: queries as u32,
             k: k as u32,
             target_coverage: TARGET_COVERAGE,
             nprobe_coverage: (unfiltered * 1e4).round() / 1e4,
+            rerank_recall: None,
         },
     })
 }
@@ -246,6 +259,85 @@ fn round_up_2(x: f64) -> f64 {
     }
     let scale = 10f64.powi(x.log10().floor() as i32 - 1);
     (x / scale).ceil() * scale
+}
+
+/// Re-rank factors tried by [`calibrate_rerank`], ascending. None below 10: filtered
+/// queries pool fewer, less even candidates than the unfiltered samples measure (on
+/// GloVe-50 a factor of 5 served the samples but left the `label` case at recall 0.951).
+pub const RERANK_FACTORS: [u32; 11] = [10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500];
+
+/// Re-rank loss tolerated: the factor chosen loses at most this much recall@k against
+/// the largest factor tried, or reaches [`RERANK_RECALL`].
+pub const RERANK_LOSS: f64 = 0.005;
+
+/// Recall@k of the sample queries that is enough for the re-rank factor.
+pub const RERANK_RECALL: f64 = 0.97;
+
+/// Calibrates `rerank_factor` by searching: up to 100 of the sample queries run through
+/// the real planner and worker pipeline (`manifest`'s `nprobe`, no filter) over the
+/// built `segments` (by partition id), at each of [`RERANK_FACTORS`]; the smallest
+/// factor whose recall@k is within [`RERANK_LOSS`] of the largest's, or at least
+/// [`RERANK_RECALL`], wins. The bounds'
+/// quality decides it: tight on GloVe-50 (the bound order finds the neighbours early),
+/// loose on a Gaussian mixture in 128 dimensions, where distances concentrate. Returns
+/// the factor and its recall, or `None` without samples.
+pub fn calibrate_rerank(
+    manifest: &Manifest,
+    segments: &[&Segment],
+    vectors: &Matrix,
+    samples: &[(usize, Vec<u32>)],
+) -> Option<(u32, f64)> {
+    let samples = &samples[..samples.len().min(100)];
+    if samples.is_empty() {
+        return None;
+    }
+    let k = samples[0].1.len();
+    let nprobe = manifest.meta.defaults.nprobe.max(1) as usize;
+    // Each query's lists, planned once.
+    let plans: Vec<Vec<(u32, Vec<u32>)>> = samples
+        .par_iter()
+        .map(|(q, _)| plan(manifest, vectors.row(*q), None, k + 1, nprobe, Safety::Fixed(1.0)).partitions)
+        .collect();
+    let recall_at = |factor: u32| -> f64 {
+        let found: usize = samples
+            .par_iter()
+            .zip(&plans)
+            .map(|((q, truth), chosen)| {
+                let query = vectors.row(*q);
+                // k + 1: the query's own row is in the index and is not an answer.
+                let p = PartitionParams {
+                    k: k + 1,
+                    rerank_factor: factor as usize,
+                    hamming_keep: 1.0,
+                };
+                let shared = AtomicU32::new(f32::INFINITY.to_bits());
+                let mut segs: Vec<&Segment> = Vec::new();
+                let mut pool = Vec::new();
+                for (pid, lists) in chosen {
+                    let seg = segments[*pid as usize];
+                    let (bounded, _) = bound_segment(seg, query, None, None, lists, p, &shared);
+                    let s = segs.len() as u32;
+                    segs.push(seg);
+                    pool.extend(bounded.into_iter().map(|(lb, r)| (lb, s, r)));
+                }
+                let (hits, _) = rerank(&segs, pool, query, None, p);
+                hits.iter()
+                    .filter(|h| h.id != *q as u64)
+                    .take(k)
+                    .filter(|h| truth.contains(&(h.id as u32)))
+                    .count()
+            })
+            .sum();
+        found as f64 / (samples.len() * k) as f64
+    };
+    let ceiling = recall_at(RERANK_FACTORS[RERANK_FACTORS.len() - 1]);
+    for &f in &RERANK_FACTORS {
+        let r = recall_at(f);
+        if r >= (ceiling - RERANK_LOSS).min(RERANK_RECALL) {
+            return Some((f, (r * 1e4).round() / 1e4));
+        }
+    }
+    Some((RERANK_FACTORS[RERANK_FACTORS.len() - 1], ceiling))
 }
 
 #[cfg(test)]

@@ -84,6 +84,10 @@ pub struct Calibration {
     pub target_coverage: f64,
     /// Coverage of the unfiltered top-k at the chosen `nprobe`.
     pub nprobe_coverage: f64,
+    /// Recall@k of the sample queries searched at the chosen `nprobe` and
+    /// `rerank_factor` (when the factor was calibrated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerank_recall: Option<f64>,
 }
 
 /// Descriptive fields of a manifest (stored as zstd-compressed JSON).

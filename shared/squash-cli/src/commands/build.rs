@@ -108,14 +108,21 @@ pub fn run(a: BuildArgs) -> Result<()> {
     let d = &report.manifest.meta.defaults;
     match &d.calibration {
         Some(c) => eprintln!(
-            "search defaults measured on {} sample queries: nprobe {} (its lists hold {:.1} % of their {} nearest neighbours), safety {}",
+            "search defaults measured on {} sample queries: nprobe {} (its lists hold {:.1} % of their {} nearest neighbours), safety {}, rerank factor {}{}",
             c.queries,
             d.nprobe,
             c.nprobe_coverage * 100.0,
             c.k,
-            d.safety
+            d.safety,
+            d.rerank_factor,
+            c.rerank_recall
+                .map(|r| format!(" (recall@{} {r:.3})", c.k))
+                .unwrap_or_default()
         ),
-        None => eprintln!("search defaults: nprobe {}, safety {}", d.nprobe, d.safety),
+        None => eprintln!(
+            "search defaults: nprobe {}, safety {}, rerank factor {}",
+            d.nprobe, d.safety, d.rerank_factor
+        ),
     }
     Ok(())
 }
