@@ -80,6 +80,13 @@ pub struct ScanBounds {
 }
 
 impl ScanBounds {
+    /// Leading rotated coordinates the blocked scan needs: up to the last coded
+    /// dimension. The KLT orders directions by variance and bits go to the largest, so
+    /// the dimensions without a code are mostly a suffix that need not be rotated.
+    pub fn rotated_dims(&self) -> usize {
+        self.active.iter().map(|&j| j as usize + 1).max().unwrap_or(0)
+    }
+
     /// Derives the scan boundaries of `quantizer`.
     pub fn new(quantizer: &Quantizer) -> ScanBounds {
         let mut out = ScanBounds::default();
@@ -116,7 +123,9 @@ pub struct FastTable {
 
 impl FastTable {
     /// Builds the tables for rotated query coordinates `yq` from a segment's
-    /// [`ScanBounds`].
+    /// [`ScanBounds`]. `yq` needs at least [`ScanBounds::rotated_dims`] coordinates;
+    /// uncoded dimensions past its end count 0 towards the bound (still a lower bound,
+    /// a little looser).
     pub fn new(bounds: &ScanBounds, yq: &[f32]) -> FastTable {
         // Squared distance from `q` to the interval [lo, hi].
         let gap = |q: f32, lo: f32, hi: f32| -> f32 {
@@ -126,7 +135,7 @@ impl FastTable {
         let mut offset: f64 = bounds
             .inactive
             .iter()
-            .map(|&(j, lo, hi)| gap(yq[j as usize], lo, hi) as f64)
+            .filter_map(|&(j, lo, hi)| yq.get(j as usize).map(|&q| gap(q, lo, hi) as f64))
             .sum();
         let mut gaps: Vec<[f32; 16]> = Vec::with_capacity(bounds.cells.len());
         let mut widest = 0f32;
@@ -359,6 +368,16 @@ mod tests {
             scan(&fast, &blocks, &mut simd);
             scan_scalar(&fast, &blocks, &mut plain);
             prop_assert_eq!(&simd, &plain);
+            // Rotating only up to the last coded dimension gives the same sums and a bound
+            // no higher (the uncoded dimensions past it count 0).
+            let sb = ScanBounds::new(&q);
+            let short = FastTable::new(&sb, &yq[..sb.rotated_dims()]);
+            let mut short_sums = vec![0u16; blocks_for(n) * BLOCK];
+            scan(&short, &blocks, &mut short_sums);
+            prop_assert_eq!(&short_sums, &simd);
+            for &sum in &simd[..n] {
+                prop_assert!(short.bound(sum) <= fast.bound(sum) * (1.0 + 1e-6) + 1e-9);
+            }
             for (r, row) in rows.chunks_exact(dim).enumerate() {
                 let fine = table.lower_bound(&codes[r * width..(r + 1) * width]);
                 let coarse = fast.bound(simd[r]);

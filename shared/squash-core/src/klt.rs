@@ -110,7 +110,8 @@ impl Klt {
         self.eigenvalues.len()
     }
 
-    /// Applies the transform to `x` (length `dim`), writing `out_dims` values to `out`.
+    /// Applies the transform to `x` (length `dim`), writing the leading `out.len()` (at
+    /// most `out_dims`) coordinates to `out`.
     /// `scratch` must be `dim` long; it holds the centred input.
     pub fn apply(&self, x: &[f32], scratch: &mut [f32], out: &mut [f32]) {
         debug_assert_eq!(x.len(), self.dim);

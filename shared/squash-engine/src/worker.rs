@@ -138,8 +138,15 @@ pub fn bound_segment(
     let dim = seg.meta.dim as usize;
     let budget = p.budget();
     let dense = counts.filtered as usize * SPARSE_DIVISOR >= counts.scanned as usize;
-    let yq = if dense || p.hamming_keep < 1.0 {
+    let yq = if p.hamming_keep < 1.0 {
         seg.klt.transform(query)
+    } else if dense {
+        // Only the coordinates the scan reads (at 784 dimensions the rotation is most
+        // of a query's cost).
+        let mut scratch = vec![0f32; dim];
+        let mut yq = vec![0f32; seg.scan_bounds.rotated_dims().min(seg.klt.out_dims())];
+        seg.klt.apply(query, &mut scratch, &mut yq);
+        yq
     } else {
         Vec::new()
     };
