@@ -109,7 +109,8 @@ BENCH_CORE ?= 0
 BENCH_10M ?= 1
 BENCH_PIN := taskset -c $(BENCH_CORE)
 SYNTH := $(DATA)/bench
-SQUASH_SWEEP ?= --nprobe-sweep 32,64,128,256,512 --safety-sweep 100,500 --cold-queries 5
+# 0: the index's calibrated default.
+SQUASH_SWEEP ?= --nprobe-sweep 0,32,64,128,256,512 --safety-sweep 0,100,500 --cold-queries 5
 # faiss and hnswlib run twice: filter bitmap built per query inside the timed region, and
 # handed to them untimed (`<system>+freemask`).
 PEERS_ARGS ?= --free-mask

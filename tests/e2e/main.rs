@@ -155,6 +155,11 @@ fn the_build_measures_the_search_defaults_and_keeps_given_knobs() {
         curve.windows(2).all(|w| w[0].1 / w[0].0 >= w[1].1 / w[1].0),
         "{curve:?}"
     );
+    // Without a filter the curve does not widen the search: a smaller nprobe asked for
+    // is what is searched.
+    let mut few = request(ds.queries.row(0), 10, None);
+    few.params.nprobe = Some(3);
+    assert_eq!(index.search(&few).unwrap().stats.lists_searched, 3);
     // Measured the same way twice.
     let (_, again) = build(&ds, &params(Metric::L2, 8));
     assert_eq!(&again.manifest().meta.defaults, d);

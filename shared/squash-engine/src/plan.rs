@@ -91,6 +91,9 @@ pub fn plan(
     let estimator = filter.map(|f| f.presence_estimator(&manifest.attr_cells));
     let mut target = match safety {
         Safety::Fixed(f) => f * k as f64,
+        // Without a filter `nprobe` alone decides (the curve's point at selectivity 1 is
+        // the calibrated `nprobe`; a smaller one asked for is honoured).
+        Safety::Curve(_) if estimator.is_none() => 0.0,
         // Set once the nearest `nprobe` lists have given a selectivity estimate.
         Safety::Curve(_) => f64::INFINITY,
     };
@@ -113,7 +116,7 @@ pub fn plan(
             near_rows += count;
             near_matches += est;
             if i == nprobe || i == order.len() {
-                if let Safety::Curve(_) = safety {
+                if let (Safety::Curve(_), Some(_)) = (safety, &estimator) {
                     let s = if near_rows > 0.0 { near_matches / near_rows } else { 0.0 };
                     target = safety.at(s) * k as f64;
                 }

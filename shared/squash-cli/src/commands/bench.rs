@@ -43,7 +43,8 @@ pub struct BenchArgs {
     /// Only these cases (labels from workload.json, e.g. `100%,label`).
     #[arg(long, value_delimiter = ',')]
     cases: Vec<String>,
-    /// Sweep: run every case once per value of nprobe (with each --rerank-sweep value).
+    /// Sweep: run every case once per value of nprobe (with each --rerank-sweep value);
+    /// 0 in any sweep stands for the index's default.
     #[arg(long, value_delimiter = ',')]
     nprobe_sweep: Vec<u32>,
     /// Sweep: re-rank factors to combine with each --nprobe-sweep value.
@@ -209,23 +210,24 @@ pub fn run(a: BenchArgs) -> Result<()> {
 }
 
 /// The knob settings a bench run visits: the cartesian product of the sweeps (a missing
-/// sweep keeps the --nprobe/--rerank-factor given, or the index default).
+/// sweep keeps the --nprobe/--rerank-factor given, or the index default; a 0 in a sweep
+/// is the index default).
 fn sweep_points(a: &BenchArgs) -> Vec<SearchParams> {
     let base = a.knobs.params();
     let nprobes: Vec<Option<u32>> = if a.nprobe_sweep.is_empty() {
         vec![base.nprobe]
     } else {
-        a.nprobe_sweep.iter().map(|&v| Some(v)).collect()
+        a.nprobe_sweep.iter().map(|&v| (v > 0).then_some(v)).collect()
     };
     let reranks: Vec<Option<u32>> = if a.rerank_sweep.is_empty() {
         vec![base.rerank_factor]
     } else {
-        a.rerank_sweep.iter().map(|&v| Some(v)).collect()
+        a.rerank_sweep.iter().map(|&v| (v > 0).then_some(v)).collect()
     };
     let safeties: Vec<Option<f32>> = if a.safety_sweep.is_empty() {
         vec![base.safety]
     } else {
-        a.safety_sweep.iter().map(|&v| Some(v)).collect()
+        a.safety_sweep.iter().map(|&v| (v > 0.0).then_some(v)).collect()
     };
     let mut out = Vec::new();
     for &nprobe in &nprobes {
