@@ -262,7 +262,7 @@ pub fn build_index(
         defaults.safety = FALLBACK_SAFETY;
     }
     let list_start = Manifest::list_starts(&partitions);
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         meta: ManifestMeta {
             dim: dim as u32,
             metric,
@@ -283,7 +283,6 @@ pub fn build_index(
         list_counts,
         list_presence,
     };
-    let mut manifest = manifest;
     if calibrate_rerank_factor {
         let bar = Progress::new(params.progress, "calibrating re-rank", 1);
         let refs: Vec<&Segment> = segments.iter().collect();

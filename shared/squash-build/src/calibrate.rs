@@ -1,6 +1,6 @@
 //! Build-time calibration of the default search knobs from the data itself.
 //!
-//! One `nprobe` and one `safety` cannot serve every dataset: on GloVe-50 the ten nearest
+//! One `nprobe`, `safety` or `rerank_factor` cannot serve every dataset: on GloVe-50 the ten nearest
 //! neighbours of a query are spread over many lists, on Fashion-MNIST they sit in one or
 //! two. So the build measures it. It draws sample queries from the base vectors (each
 //! query's own row excluded from its answers), finds their exact neighbours by brute
@@ -15,10 +15,11 @@
 //!   its matches in fewer lists). A selectivity with matches too rare to measure on this
 //!   many vectors is left out.
 //!
-//! Coverage is an upper bound on recall: the search also loses the few true neighbours
-//! whose quantised bounds fall behind `k × rerank_factor` others, so `target` sits above
-//! the recall the defaults promise. Everything is seeded: the same data and seed give
-//! the same knobs.
+//! Coverage is an upper bound on recall: the search also loses the true neighbours whose
+//! quantised bounds fall behind `k × rerank_factor` others, so `target` sits above the
+//! recall the defaults promise, and [`calibrate_rerank`] then picks `rerank_factor` by
+//! running the real search over the built segments. Everything is seeded: the same data
+//! and seed give the same knobs.
 
 use crate::io::Matrix;
 use rand::seq::index::sample;

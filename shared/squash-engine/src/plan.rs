@@ -5,8 +5,9 @@
 //! `safety × k` (the filter-sufficiency rule). The factor is either fixed or, for a
 //! calibrated index, read off the index's safety curve at the filter's selectivity as
 //! estimated in the `nprobe` nearest lists (a sparser filter needs more vectors scanned,
-//! but far fewer than in proportion). Lists that certainly hold no match are skipped. The chosen lists are grouped by partition: a segment is fetched and cached
-//! whole, and scanned only in the lists chosen from it.
+//! but far fewer than in proportion). Lists that certainly hold no match are skipped.
+//! The chosen lists are grouped by partition: a segment is fetched and cached whole, and
+//! scanned only in the lists chosen from it.
 
 use squash_core::distance::l2sq;
 use squash_core::filter::Expr;
@@ -92,7 +93,8 @@ pub fn plan(
     let mut target = match safety {
         Safety::Fixed(f) => f * k as f64,
         // Without a filter `nprobe` alone decides (the curve's point at selectivity 1 is
-        // the calibrated `nprobe`; a smaller one asked for is honoured).
+        // the calibrated `nprobe`; a smaller one asked for is honoured), with at least k
+        // vectors.
         Safety::Curve(_) if estimator.is_none() => 0.0,
         // Set once the nearest `nprobe` lists have given a selectivity estimate.
         Safety::Curve(_) => f64::INFINITY,
@@ -127,7 +129,9 @@ pub fn plan(
         }
         chosen.push(l as u32);
         estimated += est;
-        if chosen.len() >= nprobe && estimated >= target {
+        // Never stop before k estimated matches: a query may ask for more than the
+        // nprobe lists hold.
+        if chosen.len() >= nprobe && estimated >= target.max(k as f64) {
             break;
         }
     }
