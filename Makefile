@@ -185,7 +185,7 @@ up: $(SQUASH) $(GLOVE)/workload.json
 	STACK_PORT=$(STACK_PORT) $(STACK) up
 	eval "$$($(STACK) env)" && \
 	  $(SQUASH) build --vectors $(GLOVE)/base.npy --attrs $(GLOVE)/attrs.npy --attr-names $(GLOVE_ATTRS) --metric cosine --out s3://squash-local/indexes/glove && \
-	  $(SQUASH) copy --from tests/fixtures/golden-v2/index --to s3://squash-local/indexes/golden
+	  $(SQUASH) copy --from tests/fixtures/golden-v3/index --to s3://squash-local/indexes/golden
 	@echo "try: make invoke, or curl -s http://127.0.0.1:$(STACK_PORT)/lambda-url/squash-coordinator/v1/indexes/glove"
 
 down:
@@ -260,7 +260,7 @@ fuzz:
 	cd fuzz && $(CARGO) fuzz build --sanitizer none -O
 	@for t in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz/corpus/$$t; \
-	  case $$t in segment) cp tests/fixtures/golden-v2/index/manifest.sqm tests/fixtures/golden-v2/index/segments/*.sqs fuzz/corpus/$$t/;; \
+	  case $$t in segment) cp tests/fixtures/golden-v3/index/manifest.sqm tests/fixtures/golden-v3/index/segments/*.sqs fuzz/corpus/$$t/;; \
 	    *) cp fuzz/seeds/$$t/* fuzz/corpus/$$t/;; esac; \
 	  echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; \
 	  (cd fuzz && $(CARGO) fuzz run --sanitizer none -O $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=65536 2>&1 | \

@@ -31,7 +31,7 @@ for f in coordinator worker; do
     file "$dir/$f/bootstrap" | grep -q "ARM aarch64" || { echo "lambda-smoke: squash-$f is not an arm64 binary" >&2; exit 1; }
 done
 mkdir -p "$dir/indexes"
-cp -r tests/fixtures/golden-v2/index "$dir/indexes/golden"
+cp -r tests/fixtures/golden-v3/index "$dir/indexes/golden"
 
 # Emulators: the coordinator's on $port, worker 0's on $port+1.
 for p in "$port" $((port + 1)); do

@@ -10,9 +10,9 @@ use squash_core::manifest::Manifest;
 use squash_core::segment::Segment;
 use std::sync::OnceLock;
 
-const MANIFEST: &[u8] = include_bytes!("../../tests/fixtures/golden-v2/index/manifest.sqm");
+const MANIFEST: &[u8] = include_bytes!("../../tests/fixtures/golden-v3/index/manifest.sqm");
 const SEGMENT: &[u8] =
-    include_bytes!("../../tests/fixtures/golden-v2/index/segments/p00000-be5b272c73cc751a1f77f6d6fd160740.sqs");
+    include_bytes!("../../tests/fixtures/golden-v3/index/segments/p00000-cc621e456761c4da341f08c81c41096f.sqs");
 
 fn golden() -> &'static (Manifest, Segment) {
     static G: OnceLock<(Manifest, Segment)> = OnceLock::new();
@@ -28,10 +28,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(json) = serde_json::from_slice::<serde_json::Value>(data) else { return };
     let (manifest, seg) = golden();
     let Ok(Some(expr)) = Expr::parse(&json, &manifest.meta.schema) else { return };
-    let codes: Vec<&[u8]> = seg.attr_codes.iter().map(Vec::as_slice).collect();
-    let mask = expr.eval_codes(&seg.attr_cells, &codes, seg.len());
+    let codes: Vec<&[u8]> = (0..seg.meta().attrs as usize).map(|a| seg.attr_codes(a)).collect();
+    let mask = expr.eval_codes(seg.attr_cells(), &codes, seg.len());
+    let columns = seg.attr_columns();
     for (row, m) in mask.iter().enumerate() {
-        let exact = expr.matches_row(&seg.attr_values, row);
+        let exact = expr.matches_row(&columns, row);
         assert!(!exact || m & MASK_POSSIBLE != 0, "row {row} matches but the codes rule it out: {json}");
         assert!(exact || m & MASK_CERTAIN == 0, "row {row} does not match but the codes say certain: {json}");
     }

@@ -7,7 +7,7 @@ use squash_core::manifest::Manifest;
 use squash_core::segment::Segment;
 
 fuzz_target!(|data: &[u8]| {
-    if let Err(e) = Segment::decode("fuzz.sqs", data) {
+    if let Err(e) = Segment::decode("fuzz.sqs", data.to_vec()) {
         assert!(e.to_string().contains("fuzz.sqs"), "{e}");
     }
     if let Err(e) = Manifest::decode("fuzz.sqm", data) {

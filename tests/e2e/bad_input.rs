@@ -14,7 +14,7 @@ const RAW: &str = include_str!("../../events/raw-search.json");
 /// price and stock numeric, color categorical), searching by itself.
 fn coordinator() -> Coordinator {
     let root = std::env::temp_dir().join(format!("squash-bad-input-{}", std::process::id()));
-    let src = LocalDir::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/golden-v2/index"));
+    let src = LocalDir::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/golden-v3/index"));
     let dst = LocalDir::new(root.join("golden"));
     for key in src.list("").expect("fixture") {
         dst.put(&key, &src.get(&key).expect("fixture object")).expect("copy");

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 fn golden() -> Vec<(String, Vec<u8>)> {
-    let src = LocalDir::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/golden-v2/index"));
+    let src = LocalDir::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/golden-v3/index"));
     let mut objects: Vec<(String, Vec<u8>)> = src
         .list("")
         .expect("fixture")

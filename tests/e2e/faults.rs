@@ -30,7 +30,7 @@ const FANOUT: Fanout = Fanout {
 };
 
 fn golden() -> Memory {
-    let src = LocalDir::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/golden-v2/index"));
+    let src = LocalDir::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/golden-v3/index"));
     let mem = Memory::new();
     for key in src.list("").expect("fixture") {
         mem.put(&key, &src.get(&key).expect("fixture object")).expect("put");
@@ -73,8 +73,8 @@ fn check_partial(store: &Memory, resp: &SearchResponse, missing_keys: &[String])
     let mut exact: Vec<(f32, u64)> = Vec::new();
     let mut missing_ids = Vec::new();
     for key in segment_keys(store) {
-        let seg = Segment::decode(&key, &store.get(&key).expect("segment")).expect("decode");
-        for (i, &id) in seg.ids.iter().enumerate() {
+        let seg = Segment::decode(&key, store.get(&key).expect("segment")).expect("decode");
+        for (i, &id) in seg.ids().iter().enumerate() {
             if missing_keys.contains(&key) {
                 missing_ids.push(id);
             } else {

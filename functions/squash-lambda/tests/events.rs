@@ -46,7 +46,7 @@ fn root() -> &'static Path {
         let root = std::env::temp_dir().join(format!("squash-lambda-events-{}", std::process::id()));
         let src = LocalDir::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/fixtures/golden-v2/index"
+            "/../../tests/fixtures/golden-v3/index"
         ));
         let dst = LocalDir::new(root.join("golden"));
         for key in src.list("").unwrap() {

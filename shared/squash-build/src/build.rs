@@ -16,8 +16,9 @@ use squash_core::distance::{prepare_vector, Metric};
 use squash_core::klt::Klt;
 use squash_core::manifest::{Manifest, ManifestMeta, PartitionInfo, SearchDefaults, PRESENCE_WORDS};
 use squash_core::osq::{allocate_bits, Quantizer, MAX_BITS};
-use squash_core::segment::{Segment, SegmentMeta};
+use squash_core::segment::{Segment, SegmentMeta, SegmentParts};
 use squash_storage::ObjectStore;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 pub use squash_core::manifest::MANIFEST_KEY;
@@ -178,6 +179,10 @@ pub fn build_index(
         members[p as usize].push(i);
     }
     let bar = Progress::new(params.progress, "encoding partitions", p_count as u64);
+    // Encoded segments are kept for the re-rank calibration while they fit
+    // RETAIN_SEGMENT_BYTES; the rest are read back from the store when it runs (mapped,
+    // for a local index), so a large build never holds its whole index in memory.
+    let retained_bytes = AtomicU64::new(0);
     let results: Vec<Result<(PartitionInfo, Encoded, u64)>> = members
         .par_iter()
         .enumerate()
@@ -193,9 +198,29 @@ pub fn build_index(
                 key,
                 bytes: bytes.len() as u64,
                 checksum: format!("{:016x}", xxh3_64(&bytes)),
-                lists: enc.segment.list_count() as u32,
+                lists: (enc.segment.lists.len() - 1) as u32,
             };
-            Ok((info, enc, bytes.len() as u64))
+            let len = bytes.len() as u64;
+            let keep = retained_bytes.fetch_add(len, AtomicOrdering::Relaxed) + len <= RETAIN_SEGMENT_BYTES;
+            let kept = if keep {
+                Some(Segment::decode(&info.key, bytes)?)
+            } else {
+                None
+            };
+            // Only what the manifest and the calibration need survives the partition.
+            let enc = Encoded {
+                segment: SegmentParts {
+                    codes: Vec::new(),
+                    signs: Vec::new(),
+                    attr_codes: Vec::new(),
+                    attr_values: Vec::new(),
+                    vectors: Vec::new(),
+                    ..enc.segment
+                },
+                kept,
+                ..enc
+            };
+            Ok((info, enc, len))
         })
         .collect();
     bar.finish();
@@ -205,7 +230,7 @@ pub fn build_index(
     let mut list_presence = Vec::new();
     let mut bytes_written = 0u64;
     let mut row_list = vec![0u32; n];
-    let mut segments = Vec::with_capacity(p_count);
+    let mut segments: Vec<Option<Segment>> = Vec::with_capacity(p_count);
     for r in results {
         let (info, enc, bytes) = r?;
         let first = list_counts.len() as u32;
@@ -218,7 +243,7 @@ pub fn build_index(
         list_centroids.extend(enc.list_centroids);
         list_counts.extend(enc.segment.lists.windows(2).map(|w| w[1] - w[0]));
         list_presence.extend(enc.presence);
-        segments.push(enc.segment);
+        segments.push(enc.kept);
         bytes_written += bytes;
     }
     let mut defaults = params.defaults.clone();
@@ -276,7 +301,6 @@ pub fn build_index(
             created_by: format!("squash {}", env!("CARGO_PKG_VERSION")),
         },
         global,
-        centroids: part.centroids,
         attr_cells,
         list_start,
         list_centroids,
@@ -285,6 +309,7 @@ pub fn build_index(
     };
     if calibrate_rerank_factor {
         let bar = Progress::new(params.progress, "calibrating re-rank", 1);
+        let segments = read_back(store, &manifest.meta.partitions, segments)?;
         let refs: Vec<&Segment> = segments.iter().collect();
         if let Some((factor, recall)) = calibrate_rerank(&manifest, &refs, &vectors, &samples) {
             let d = &mut manifest.meta.defaults;
@@ -294,8 +319,9 @@ pub fn build_index(
             }
         }
         bar.finish();
+    } else {
+        drop(segments);
     }
-    drop(segments);
     let bytes = manifest.encode();
     store.put(MANIFEST_KEY, &bytes)?;
     bytes_written += bytes.len() as u64;
@@ -303,6 +329,38 @@ pub fn build_index(
         manifest,
         bytes_written,
     })
+}
+
+/// Encoded segments a build keeps in memory for the re-rank calibration; beyond this
+/// they are read back from the store.
+const RETAIN_SEGMENT_BYTES: u64 = 1 << 30;
+
+/// The segments of `partitions`: those kept (`kept[i]`), the others read from `store`.
+fn read_back(
+    store: &dyn ObjectStore,
+    partitions: &[PartitionInfo],
+    kept: Vec<Option<Segment>>,
+) -> Result<Vec<Segment>> {
+    let missing: Vec<&str> = partitions
+        .iter()
+        .zip(&kept)
+        .filter(|(_, k)| k.is_none())
+        .map(|(p, _)| p.key.as_str())
+        .collect();
+    let mut fetched = store.get_many_shared(&missing).into_iter();
+    let mut out = Vec::with_capacity(kept.len());
+    for (p, k) in partitions.iter().zip(kept) {
+        match k {
+            Some(seg) => out.push(seg),
+            None => {
+                let blob = fetched
+                    .next()
+                    .ok_or_else(|| BuildError::bad("segments", "a segment was not read back"))??;
+                out.push(Segment::decode(&p.key, blob.bytes)?);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Default number of fine lists probed: 8 % of them, at least one.
@@ -313,7 +371,9 @@ pub fn default_nprobe(lists: usize) -> u32 {
 /// One encoded partition: its segment, and per fine list its centroid in the global KLT
 /// space and its attribute code-presence bitmaps.
 struct Encoded {
-    segment: Segment,
+    segment: SegmentParts,
+    /// The encoded segment, when kept for the re-rank calibration.
+    kept: Option<Segment>,
     list_centroids: Vec<f32>,
     presence: Vec<u64>,
 }
@@ -435,9 +495,7 @@ fn encode_partition(
             }
         }
     }
-    let blocks = Segment::pack_blocks(&quantizer, &codes, &offsets);
-    let scan_bounds = squash_core::fastscan::ScanBounds::new(&quantizer);
-    let segment = Segment {
+    let segment = SegmentParts {
         meta: SegmentMeta {
             partition: pid,
             count: n as u64,
@@ -455,11 +513,10 @@ fn encode_partition(
         attr_values,
         vectors: data,
         lists: offsets,
-        blocks,
-        scan_bounds,
     };
     Encoded {
         segment,
+        kept: None,
         list_centroids,
         presence,
     }

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Current format version written by this build.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Size of the fixed header before the section table.
 const FIXED_HEADER: usize = 24;
 /// Size of one section-table entry.
@@ -119,6 +119,8 @@ pub struct Container<'a> {
     object: String,
     bytes: &'a [u8],
     entries: Vec<Entry>,
+    /// Whether section checksums are checked when a section is read.
+    verify: bool,
     /// Format version found in the object.
     pub version: u32,
 }
@@ -209,22 +211,48 @@ impl<'a> Container<'a> {
             object: object.to_string(),
             bytes,
             entries,
+            verify: true,
             version,
         })
     }
 
-    /// Returns the verified, decompressed payload of section `kind`.
-    pub fn section(&self, kind: u32) -> Result<Cow<'a, [u8]>> {
+    /// Stops checking section checksums on read: for callers that have verified the
+    /// whole object's checksum already (against the manifest), so no byte is hashed twice.
+    pub fn trust_section_checksums(&mut self) {
+        self.verify = false;
+    }
+
+    fn entry(&self, kind: u32) -> Result<(Entry, &'a [u8])> {
         let bad = |reason: String| CoreError::corrupt(&self.object, reason);
-        let e = self
+        let e = *self
             .entries
             .iter()
             .find(|e| e.kind == kind)
             .ok_or_else(|| bad(format!("section {kind} is missing")))?;
         let data = &self.bytes[e.offset as usize..(e.offset + e.len) as usize];
-        if xxh3_64(data) != e.checksum {
+        if self.verify && xxh3_64(data) != e.checksum {
             return Err(bad(format!("section {kind} checksum mismatch")));
         }
+        Ok((e, data))
+    }
+
+    /// Where the payload of raw section `kind` lies in the object, after verifying it:
+    /// for reading it in place.
+    pub fn raw_range(&self, kind: u32) -> Result<std::ops::Range<usize>> {
+        let (e, _) = self.entry(kind)?;
+        if e.codec != Codec::Raw as u32 || e.raw_len != e.len {
+            return Err(CoreError::corrupt(
+                &self.object,
+                format!("section {kind} is not stored raw"),
+            ));
+        }
+        Ok(e.offset as usize..(e.offset + e.len) as usize)
+    }
+
+    /// Returns the verified, decompressed payload of section `kind`.
+    pub fn section(&self, kind: u32) -> Result<Cow<'a, [u8]>> {
+        let bad = |reason: String| CoreError::corrupt(&self.object, reason);
+        let (e, data) = self.entry(kind)?;
         match e.codec {
             0 => {
                 if e.raw_len != e.len {

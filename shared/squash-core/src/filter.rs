@@ -199,8 +199,8 @@ impl Expr {
     }
 
     /// Exact evaluation on row `row` of column-major attribute values (`columns[a][row]`).
-    pub fn matches_row(&self, columns: &[Vec<f64>], row: usize) -> bool {
-        self.matches(&|a| columns[a][row])
+    pub fn matches_row<C: AsRef<[f64]>>(&self, columns: &[C], row: usize) -> bool {
+        self.matches(&|a| columns[a].as_ref()[row])
     }
 
     /// Conservative evaluation on attribute codes: `codes[a]` is the code column of

@@ -1,6 +1,6 @@
 //! The manifest: the single source of truth of an index. It names every segment (by a
 //! content-hashed key, with size and checksum) and carries what the planner needs:
-//! the global KLT, partition centroids, and for every fine list inside a partition its
+//! the global KLT, and for every fine list inside a partition its
 //! centroid, its size and which attribute codes it holds.
 //! Byte layout in `docs/FORMAT.md`.
 
@@ -20,7 +20,6 @@ pub const MANIFEST_MAGIC: &[u8; 8] = b"SQUASHMF";
 
 const META: u32 = 1;
 const GLOBAL: u32 = 2;
-const CENTROIDS: u32 = 3;
 const ATTR_CELLS: u32 = 4;
 const LIST_CENTROIDS: u32 = 6;
 const LIST_COUNTS: u32 = 7;
@@ -122,8 +121,6 @@ pub struct Manifest {
     pub meta: ManifestMeta,
     /// Global KLT truncated to `partition_dims` directions.
     pub global: Klt,
-    /// Partition centroids in the global KLT space, `partitions × partition_dims`.
-    pub centroids: Vec<f32>,
     /// Attribute cells, one per attribute.
     pub attr_cells: Vec<AttrCells>,
     /// Fine-list centroids in the global KLT space, `lists × partition_dims`; the lists
@@ -142,12 +139,6 @@ impl Manifest {
     /// Number of partitions.
     pub fn partitions(&self) -> usize {
         self.meta.partitions.len()
-    }
-
-    /// Centroid of partition `p`.
-    pub fn centroid(&self, p: usize) -> &[f32] {
-        let d = self.meta.partition_dims as usize;
-        &self.centroids[p * d..(p + 1) * d]
     }
 
     /// Total number of fine lists.
@@ -191,8 +182,6 @@ impl Manifest {
         le::put_f32s(&mut global, &self.global.mean);
         le::put_f32s(&mut global, &self.global.eigenvalues);
         le::put_f32s(&mut global, &self.global.basis);
-        let mut centroids = Vec::new();
-        le::put_f32s(&mut centroids, &self.centroids);
         let mut list_centroids = Vec::new();
         le::put_f32s(&mut list_centroids, &self.list_centroids);
         let mut list_counts = Vec::new();
@@ -205,7 +194,6 @@ impl Manifest {
             vec![
                 SectionOut::zstd(META, meta),
                 SectionOut::raw(GLOBAL, global),
-                SectionOut::raw(CENTROIDS, centroids),
                 SectionOut::zstd(ATTR_CELLS, encode_cells(&self.attr_cells)),
                 SectionOut::raw(LIST_CENTROIDS, list_centroids),
                 SectionOut::zstd(LIST_COUNTS, list_counts),
@@ -222,7 +210,6 @@ impl Manifest {
             .map_err(|e| bad(format!("manifest metadata is not valid: {e}")))?;
         let dim = meta.dim as usize;
         let pd = meta.partition_dims as usize;
-        let parts = meta.partitions.len();
         let attrs = meta.schema.len();
         if dim == 0 || dim > 65_536 || pd == 0 || pd > dim {
             return Err(bad(format!("implausible dimensions {dim} / {pd}")));
@@ -243,10 +230,6 @@ impl Manifest {
         let mean = r.f32s(dim)?;
         let eigenvalues = r.f32s(pd)?;
         let basis = r.f32s(pd * dim)?;
-        r.finish()?;
-        let cbytes = c.section(CENTROIDS)?;
-        let mut r = le::Reader::new(&cbytes, object, "CENTROIDS");
-        let centroids = r.f32s(parts * pd)?;
         r.finish()?;
         let attr_cells = decode_cells(&c.section(ATTR_CELLS)?, object, attrs)?;
         let list_start = Manifest::list_starts(&meta.partitions);
@@ -284,7 +267,6 @@ impl Manifest {
                 basis,
                 eigenvalues,
             },
-            centroids,
             attr_cells,
             list_centroids,
             list_counts,

@@ -1,5 +1,10 @@
 //! Segment objects: everything one partition needs to answer a query on its own.
 //! Section kinds and their byte layouts are documented in `docs/FORMAT.md`.
+//!
+//! A [`Segment`] is a view over its object's bytes: the scanned sections (blocked codes,
+//! sign bits, attribute codes, exact attributes, ids, vectors) are read where they lie
+//! in one buffer (a memory map for local indexes, the fetched body otherwise), and only
+//! the small per-segment parameters (KLT, quantiser, cells, list offsets) are decoded.
 
 use crate::attrs::AttrCells;
 use crate::container::{le, write_container, Container, SectionOut};
@@ -7,7 +12,12 @@ use crate::distance::Metric;
 use crate::error::{CoreError, Result};
 use crate::klt::Klt;
 use crate::osq::{Quantizer, MAX_BITS};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
+
+#[cfg(target_endian = "big")]
+compile_error!("squash reads its little-endian sections in place: big-endian targets are not supported");
 
 /// Magic of segment objects.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"SQUASHSG";
@@ -15,7 +25,6 @@ pub const SEGMENT_MAGIC: &[u8; 8] = b"SQUASHSG";
 const META: u32 = 1;
 const KLT: u32 = 2;
 const QUANT: u32 = 3;
-const CODES: u32 = 4;
 const SIGNS: u32 = 5;
 const ATTR_CELLS: u32 = 6;
 const ATTR_CODES: u32 = 7;
@@ -40,16 +49,18 @@ pub struct SegmentMeta {
     pub attrs: u32,
 }
 
-/// A decoded partition segment, held in memory by workers.
+/// A partition as the build produces it, in owned vectors; [`SegmentParts::encode`]
+/// lays it out as a segment object.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Segment {
+pub struct SegmentParts {
     /// Descriptive fields.
     pub meta: SegmentMeta,
     /// Local KLT (full rotation, `dim × dim`).
     pub klt: Klt,
     /// OSQ quantiser over the rotated coordinates.
     pub quantizer: Quantizer,
-    /// OSQ codes, `count × active_dims` bytes, row-major (one row per vector).
+    /// OSQ codes, `count × active_dims` bytes, row-major, rows grouped by list (packed
+    /// into the blocked layout on encode; not stored as they are).
     pub codes: Vec<u8>,
     /// Sign bits, `count × sign_words` words, row-major.
     pub signs: Vec<u64>,
@@ -63,24 +74,139 @@ pub struct Segment {
     pub attr_values: Vec<Vec<f64>>,
     /// Full prepared vectors for re-ranking, `count × dim`, row-major.
     pub vectors: Vec<f32>,
-    /// Fine lists: rows are grouped by list, list `l` holds rows
-    /// `lists[l]..lists[l + 1]` (`lists.len()` = lists + 1, first 0, last `count`).
+    /// Fine lists: list `l` holds rows `lists[l]..lists[l + 1]` (first 0, last `count`).
     pub lists: Vec<u32>,
-    /// The OSQ codes again, list by list in the blocked nibble layout of the SIMD scan
-    /// (see [`crate::fastscan`]).
-    pub blocks: Vec<u8>,
-    /// The quantiser's boundaries as the blocked scan reads them (derived, not stored).
-    pub scan_bounds: crate::fastscan::ScanBounds,
+}
+
+impl SegmentParts {
+    /// Serialises the segment: small parameters first, then the sections a scan reads
+    /// list by list (blocked codes, signs, attribute codes, exact attributes, ids), the
+    /// full vectors last.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut klt = Vec::new();
+        le::put_f32s(&mut klt, &self.klt.mean);
+        le::put_f32s(&mut klt, &self.klt.eigenvalues);
+        le::put_f32s(&mut klt, &self.klt.basis);
+        let mut quant = self.quantizer.bits.clone();
+        for b in &self.quantizer.bounds {
+            le::put_f32s(&mut quant, b);
+        }
+        let mut lists = Vec::new();
+        le::put_u32s(&mut lists, &self.lists);
+        let blocks = pack_blocks(&self.quantizer, &self.codes, &self.lists);
+        let mut signs = Vec::new();
+        le::put_u64s(&mut signs, &self.signs);
+        let mut attrs = Vec::new();
+        for col in &self.attr_values {
+            le::put_f64s(&mut attrs, col);
+        }
+        let mut ids = Vec::new();
+        le::put_u64s(&mut ids, &self.ids);
+        let mut vectors = Vec::with_capacity(self.vectors.len() * 4);
+        le::put_f32s(&mut vectors, &self.vectors);
+        let meta = serde_json::to_vec(&self.meta).unwrap_or_default();
+        write_container(
+            SEGMENT_MAGIC,
+            vec![
+                SectionOut::zstd(META, meta),
+                SectionOut::raw(KLT, klt),
+                SectionOut::raw(QUANT, quant),
+                SectionOut::zstd(ATTR_CELLS, encode_cells(&self.attr_cells)),
+                SectionOut::raw(LISTS, lists),
+                SectionOut::raw(BLOCKS, blocks),
+                SectionOut::raw(SIGNS, signs),
+                SectionOut::raw(ATTR_CODES, self.attr_codes.concat()),
+                SectionOut::raw(ATTRS, attrs),
+                SectionOut::raw(IDS, ids),
+                SectionOut::raw(VECTORS, vectors),
+            ],
+        )
+    }
+}
+
+/// Lays out `codes` (row-major, grouped by `lists`) in the blocked layout of
+/// [`crate::fastscan`], list after list.
+pub fn pack_blocks(quantizer: &Quantizer, codes: &[u8], lists: &[u32]) -> Vec<u8> {
+    let active: Vec<u8> = quantizer.bits.iter().copied().filter(|&b| b > 0).collect();
+    let width = active.len();
+    let mut out = Vec::new();
+    for w in lists.windows(2) {
+        let (a, b) = (w[0] as usize * width, w[1] as usize * width);
+        crate::fastscan::pack_list(&codes[a..b], width, &active, &mut out);
+    }
+    out
+}
+
+/// An 8-byte aligned copy of bytes whose buffer was not aligned.
+struct Aligned {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl AsRef<[u8]> for Aligned {
+    fn as_ref(&self) -> &[u8] {
+        &bytemuck::cast_slice::<u64, u8>(&self.words)[..self.len]
+    }
+}
+
+/// A segment read in place from its object's bytes (see the module documentation).
+/// Cheap to share behind an `Arc`; every accessor is a slice into the one buffer.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    buf: Bytes,
+    meta: SegmentMeta,
+    klt: Klt,
+    quantizer: Quantizer,
+    scan_bounds: crate::fastscan::ScanBounds,
+    attr_cells: Vec<AttrCells>,
+    lists: Vec<u32>,
+    block_starts: Vec<usize>,
+    blocks: Range<usize>,
+    signs: Range<usize>,
+    attr_codes: Range<usize>,
+    attr_values: Range<usize>,
+    ids: Range<usize>,
+    vectors: Range<usize>,
+}
+
+impl PartialEq for Segment {
+    fn eq(&self, other: &Segment) -> bool {
+        self.buf == other.buf
+    }
 }
 
 impl Segment {
     /// Number of vectors.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.meta.count as usize
     }
     /// True when the segment holds no vectors.
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.meta.count == 0
+    }
+    /// Descriptive fields.
+    pub fn meta(&self) -> &SegmentMeta {
+        &self.meta
+    }
+    /// The partition's KLT.
+    pub fn klt(&self) -> &Klt {
+        &self.klt
+    }
+    /// The partition's OSQ quantiser.
+    pub fn quantizer(&self) -> &Quantizer {
+        &self.quantizer
+    }
+    /// The quantiser's boundaries as the blocked scan reads them (derived at load).
+    pub fn scan_bounds(&self) -> &crate::fastscan::ScanBounds {
+        &self.scan_bounds
+    }
+    /// Attribute cells (shared by all partitions of the index).
+    pub fn attr_cells(&self) -> &[AttrCells] {
+        &self.attr_cells
+    }
+    /// List offsets: list `l` holds rows `lists()[l]..lists()[l + 1]`.
+    pub fn lists(&self) -> &[u32] {
+        &self.lists
     }
     /// Number of dimensions that carry OSQ codes.
     pub fn code_width(&self) -> usize {
@@ -95,90 +221,99 @@ impl Segment {
         self.lists.len().saturating_sub(1)
     }
     /// Rows of list `l` (empty for a list the segment does not have).
-    pub fn list_rows(&self, l: usize) -> std::ops::Range<usize> {
+    pub fn list_rows(&self, l: usize) -> Range<usize> {
         match (self.lists.get(l), self.lists.get(l + 1)) {
             (Some(&a), Some(&b)) => a as usize..b as usize,
             _ => 0..0,
         }
     }
-    /// Where each list's blocked codes start in [`Segment::blocks`], plus the end:
-    /// list `l` is `blocks[starts[l]..starts[l + 1]]`.
-    pub fn block_starts(&self) -> Vec<usize> {
-        let width = self.code_width();
-        let mut out = Vec::with_capacity(self.lists.len());
-        let mut at = 0;
-        out.push(0);
-        for w in self.lists.windows(2) {
-            at += crate::fastscan::list_bytes((w[1] - w[0]) as usize, width);
-            out.push(at);
+    /// List `l`'s codes in the blocked layout of [`crate::fastscan`] (empty for a list
+    /// the segment does not have).
+    pub fn list_blocks(&self, l: usize) -> &[u8] {
+        match (self.block_starts.get(l), self.block_starts.get(l + 1)) {
+            (Some(&a), Some(&b)) => &self.buf[self.blocks.start + a..self.blocks.start + b],
+            _ => &[],
         }
-        out
     }
-    /// Lays out `codes` (row-major, grouped by `lists`) in the blocked layout.
-    pub fn pack_blocks(quantizer: &Quantizer, codes: &[u8], lists: &[u32]) -> Vec<u8> {
-        let active: Vec<u8> = quantizer.bits.iter().copied().filter(|&b| b > 0).collect();
-        let width = active.len();
-        let mut out = Vec::new();
-        for w in lists.windows(2) {
-            let (a, b) = (w[0] as usize * width, w[1] as usize * width);
-            crate::fastscan::pack_list(&codes[a..b], width, &active, &mut out);
-        }
-        out
+    /// Sign bits of row `row` ([`Segment::sign_words`] words).
+    pub fn signs(&self, row: usize) -> &[u64] {
+        let w = self.sign_words();
+        &self.words_u64(&self.signs)[row * w..(row + 1) * w]
     }
-    /// Full vector of row `i`.
-    pub fn vector(&self, i: usize) -> &[f32] {
+    /// Attribute codes of attribute `a`, one byte per row.
+    pub fn attr_codes(&self, a: usize) -> &[u8] {
+        let n = self.len();
+        &self.buf[self.attr_codes.start + a * n..self.attr_codes.start + (a + 1) * n]
+    }
+    /// Exact values of attribute `a`, one per row (`NaN` = missing).
+    pub fn attr_column(&self, a: usize) -> &[f64] {
+        let n = self.len();
+        &bytemuck::cast_slice::<u8, f64>(&self.buf[self.attr_values.clone()])[a * n..(a + 1) * n]
+    }
+    /// Every attribute's exact values, column by column (for [`crate::filter::Expr::matches_row`]).
+    pub fn attr_columns(&self) -> Vec<&[f64]> {
+        (0..self.meta.attrs as usize).map(|a| self.attr_column(a)).collect()
+    }
+    /// Vector ids, one per row.
+    pub fn ids(&self) -> &[u64] {
+        self.words_u64(&self.ids)
+    }
+    /// Id of row `row`.
+    pub fn id(&self, row: usize) -> u64 {
+        self.ids()[row]
+    }
+    /// Full prepared vector of row `row`.
+    pub fn vector(&self, row: usize) -> &[f32] {
         let d = self.meta.dim as usize;
-        &self.vectors[i * d..(i + 1) * d]
+        &bytemuck::cast_slice::<u8, f32>(&self.buf[self.vectors.clone()])[row * d..(row + 1) * d]
+    }
+    /// The encoded object this segment reads from.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+    /// Bytes this segment holds on the heap besides its object buffer (decoded
+    /// parameters and tables), for cache accounting.
+    pub fn decoded_bytes(&self) -> u64 {
+        let f = std::mem::size_of::<f32>();
+        let klt = (self.klt.mean.len() + self.klt.eigenvalues.len() + self.klt.basis.len()) * f;
+        let quant: usize = self.quantizer.bounds.iter().map(|b| b.len() * f + 1).sum();
+        let cells: usize = self.attr_cells.iter().map(|c| c.len() * 16).sum();
+        let scan = self.scan_bounds.cells.len() * 17 * f;
+        (klt + quant + cells + scan + self.lists.len() * 4 + self.block_starts.len() * 8) as u64
+            + std::mem::size_of::<Segment>() as u64
     }
 
-    /// Serialises the segment.
-    pub fn encode(&self) -> Vec<u8> {
-        let dim = self.meta.dim as usize;
-        let mut klt = Vec::new();
-        le::put_f32s(&mut klt, &self.klt.mean);
-        le::put_f32s(&mut klt, &self.klt.eigenvalues);
-        le::put_f32s(&mut klt, &self.klt.basis);
-        let mut quant = self.quantizer.bits.clone();
-        for b in &self.quantizer.bounds {
-            le::put_f32s(&mut quant, b);
-        }
-        let mut signs = Vec::new();
-        le::put_u64s(&mut signs, &self.signs);
-        let cells = encode_cells(&self.attr_cells);
-        let mut ids = Vec::new();
-        le::put_u64s(&mut ids, &self.ids);
-        let mut attrs = Vec::new();
-        for col in &self.attr_values {
-            le::put_f64s(&mut attrs, col);
-        }
-        let mut vectors = Vec::with_capacity(self.vectors.len() * 4);
-        le::put_f32s(&mut vectors, &self.vectors);
-        debug_assert_eq!(self.klt.basis.len(), dim * dim);
-        let mut lists = Vec::new();
-        le::put_u32s(&mut lists, &self.lists);
-        let meta = serde_json::to_vec(&self.meta).unwrap_or_default();
-        write_container(
-            SEGMENT_MAGIC,
-            vec![
-                SectionOut::zstd(META, meta),
-                SectionOut::raw(KLT, klt),
-                SectionOut::raw(QUANT, quant),
-                SectionOut::raw(CODES, self.codes.clone()),
-                SectionOut::raw(SIGNS, signs),
-                SectionOut::zstd(ATTR_CELLS, cells),
-                SectionOut::raw(ATTR_CODES, self.attr_codes.concat()),
-                SectionOut::zstd(IDS, ids),
-                SectionOut::zstd(ATTRS, attrs),
-                SectionOut::raw(VECTORS, vectors),
-                SectionOut::zstd(LISTS, lists),
-                SectionOut::raw(BLOCKS, self.blocks.clone()),
-            ],
-        )
+    fn words_u64(&self, r: &Range<usize>) -> &[u64] {
+        bytemuck::cast_slice::<u8, u64>(&self.buf[r.clone()])
     }
 
-    /// Decodes and verifies a segment; `object` names it in errors.
-    pub fn decode(object: &str, bytes: &[u8]) -> Result<Segment> {
-        let c = Container::parse(object, SEGMENT_MAGIC, bytes)?;
+    /// Decodes and verifies a segment, checking every section's checksum; `object`
+    /// names it in errors.
+    pub fn decode(object: &str, bytes: impl Into<Bytes>) -> Result<Segment> {
+        Segment::open(object, bytes.into(), true)
+    }
+
+    /// As [`Segment::decode`], for bytes whose whole-object checksum the caller has
+    /// already checked against the manifest: section checksums are not recomputed
+    /// (the structure is still validated).
+    pub fn decode_verified(object: &str, bytes: impl Into<Bytes>) -> Result<Segment> {
+        Segment::open(object, bytes.into(), false)
+    }
+
+    fn open(object: &str, buf: Bytes, sums: bool) -> Result<Segment> {
+        // Sections are 8-byte aligned within the object: read them in place once the
+        // buffer itself is aligned (copy it once when it is not).
+        let buf = if (buf.as_ptr() as usize).is_multiple_of(8) {
+            buf
+        } else {
+            let mut words = vec![0u64; buf.len().div_ceil(8)];
+            bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..buf.len()].copy_from_slice(&buf);
+            Bytes::from_owner(Aligned { words, len: buf.len() })
+        };
+        let mut c = Container::parse(object, SEGMENT_MAGIC, &buf)?;
+        if !sums {
+            c.trust_section_checksums();
+        }
         let bad = |reason: String| CoreError::corrupt(object, reason);
         let meta: SegmentMeta = serde_json::from_slice(&c.section(META)?)
             .map_err(|e| bad(format!("segment metadata is not valid: {e}")))?;
@@ -189,9 +324,9 @@ impl Segment {
             return Err(bad(format!("implausible dimension {dim}")));
         }
         // Every section length below is n × something: reject counts that could overflow
-        // before they reach an allocation.
+        // before they reach a multiplication.
         if n.checked_mul(dim.max(a).max(1) * 8)
-            .is_none_or(|total| total > bytes.len().saturating_mul(64))
+            .is_none_or(|total| total > buf.len().saturating_mul(64))
         {
             return Err(bad(format!("implausible vector count {n}")));
         }
@@ -228,63 +363,7 @@ impl Segment {
         let quantizer = Quantizer { bits, bounds };
         let width = quantizer.bits.iter().filter(|&&b| b > 0).count();
 
-        let codes = c.section(CODES)?.into_owned();
-        if codes.len() != n * width {
-            return Err(bad(format!(
-                "codes section holds {} bytes, expected {}",
-                codes.len(),
-                n * width
-            )));
-        }
-        for (row, chunk) in codes
-            .chunks_exact(width.max(1))
-            .enumerate()
-            .take(if width == 0 { 0 } else { n })
-        {
-            for (k, (&code, &b)) in chunk.iter().zip(quantizer.bits.iter().filter(|&&b| b > 0)).enumerate() {
-                if (code as usize) >= (1usize << b) {
-                    return Err(bad(format!(
-                        "code {code} of row {row} dimension {k} exceeds its {b} bits"
-                    )));
-                }
-            }
-        }
-        let words = crate::binary::words_for(dim);
-        let sign_bytes = c.section(SIGNS)?;
-        let mut r = le::Reader::new(&sign_bytes, object, "SIGNS");
-        let signs = r.u64s(n * words)?;
-        r.finish()?;
-
         let attr_cells = decode_cells(&c.section(ATTR_CELLS)?, object, a)?;
-        let codes_all = c.section(ATTR_CODES)?;
-        if codes_all.len() != n * a {
-            return Err(bad("attribute codes section has the wrong length".into()));
-        }
-        let attr_codes: Vec<Vec<u8>> = (0..a).map(|i| codes_all[i * n..(i + 1) * n].to_vec()).collect();
-        for (i, col) in attr_codes.iter().enumerate() {
-            let cells = attr_cells[i].len();
-            if col
-                .iter()
-                .any(|&c| c != crate::attrs::MISSING_CODE && c as usize >= cells)
-            {
-                return Err(bad(format!("attribute {i} has a code beyond its {cells} cells")));
-            }
-        }
-        let id_bytes = c.section(IDS)?;
-        let mut r = le::Reader::new(&id_bytes, object, "IDS");
-        let ids = r.u64s(n)?;
-        r.finish()?;
-        let attr_bytes = c.section(ATTRS)?;
-        let mut r = le::Reader::new(&attr_bytes, object, "ATTRS");
-        let mut attr_values = Vec::with_capacity(a);
-        for _ in 0..a {
-            attr_values.push(r.f64s(n)?);
-        }
-        r.finish()?;
-        let vec_bytes = c.section(VECTORS)?;
-        let mut r = le::Reader::new(&vec_bytes, object, "VECTORS");
-        let vectors = r.f32s(n * dim)?;
-        r.finish()?;
         let list_bytes = c.section(LISTS)?;
         if list_bytes.len() % 4 != 0 || list_bytes.len() < 8 {
             return Err(bad("list offsets section has the wrong length".into()));
@@ -298,24 +377,59 @@ impl Segment {
         {
             return Err(bad("list offsets are not ascending from 0 to the row count".into()));
         }
-        let blocks = c.section(BLOCKS)?.into_owned();
-        if blocks != Segment::pack_blocks(&quantizer, &codes, &lists) {
-            return Err(bad("blocked codes do not match the codes".into()));
+        let mut block_starts = Vec::with_capacity(lists.len());
+        let mut at = 0;
+        block_starts.push(0);
+        for w in lists.windows(2) {
+            at += crate::fastscan::list_bytes((w[1] - w[0]) as usize, width);
+            block_starts.push(at);
         }
+
+        // The scanned sections, read in place: each must be raw, 8-byte aligned and
+        // exactly as long as the counts say.
+        let words = crate::binary::words_for(dim);
+        let placed = |kind: u32, name: &str, len: usize| -> Result<Range<usize>> {
+            let r = c.raw_range(kind)?;
+            if r.len() != len {
+                return Err(bad(format!("{name} section holds {} bytes, expected {len}", r.len())));
+            }
+            if !r.start.is_multiple_of(8) {
+                return Err(bad(format!("{name} section is not 8-byte aligned")));
+            }
+            Ok(r)
+        };
+        let blocks = placed(BLOCKS, "BLOCKS", at)?;
+        let signs = placed(SIGNS, "SIGNS", n * words * 8)?;
+        let attr_codes = placed(ATTR_CODES, "ATTR_CODES", n * a)?;
+        for i in 0..a {
+            let cells = attr_cells[i].len();
+            let col = &buf[attr_codes.start + i * n..attr_codes.start + (i + 1) * n];
+            if col
+                .iter()
+                .any(|&c| c != crate::attrs::MISSING_CODE && c as usize >= cells)
+            {
+                return Err(bad(format!("attribute {i} has a code beyond its {cells} cells")));
+            }
+        }
+        let attr_values = placed(ATTRS, "ATTRS", n * a * 8)?;
+        let ids = placed(IDS, "IDS", n * 8)?;
+        let vectors = placed(VECTORS, "VECTORS", n * dim * 4)?;
+        drop(c);
         Ok(Segment {
             meta,
             klt,
-            codes,
-            signs,
-            attr_cells,
-            attr_codes,
-            ids,
-            attr_values,
-            vectors,
-            lists,
-            blocks,
             scan_bounds: crate::fastscan::ScanBounds::new(&quantizer),
             quantizer,
+            attr_cells,
+            lists,
+            block_starts,
+            blocks,
+            signs,
+            attr_codes,
+            attr_values,
+            ids,
+            vectors,
+            buf,
         })
     }
 }
@@ -349,4 +463,139 @@ pub fn decode_cells(bytes: &[u8], object: &str, attrs: usize) -> Result<Vec<Attr
     }
     r.finish()?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small segment with every section populated: 70 rows in lists of 0, 33 and 37
+    /// rows, 5 dimensions (one without bits, one with 6), two attributes.
+    fn parts() -> SegmentParts {
+        let (n, dim) = (70usize, 5usize);
+        let bits = vec![4u8, 6, 0, 2, 1];
+        let bounds: Vec<Vec<f32>> = bits
+            .iter()
+            .map(|&b| (0..=(1usize << b)).map(|i| i as f32).collect())
+            .collect();
+        let quantizer = Quantizer { bits, bounds };
+        let width = 4;
+        let codes: Vec<u8> = (0..n * width)
+            .map(|i| (i * 7 % 64) as u8 & [15u8, 63, 3, 1][i % width])
+            .collect();
+        SegmentParts {
+            meta: SegmentMeta {
+                partition: 3,
+                count: n as u64,
+                dim: dim as u32,
+                metric: Metric::L2,
+                attrs: 2,
+            },
+            klt: Klt {
+                dim,
+                mean: vec![0.5; dim],
+                basis: (0..dim * dim)
+                    .map(|i| if i % (dim + 1) == 0 { 1.0 } else { 0.0 })
+                    .collect(),
+                eigenvalues: vec![1.0; dim],
+            },
+            quantizer,
+            codes,
+            signs: (0..n as u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect(),
+            attr_cells: vec![
+                AttrCells {
+                    min: vec![0.0, 10.0],
+                    max: vec![9.0, 99.0],
+                },
+                AttrCells {
+                    min: vec![1.0],
+                    max: vec![1.0],
+                },
+            ],
+            attr_codes: vec![
+                (0..n).map(|i| (i % 2) as u8).collect(),
+                (0..n)
+                    .map(|i| if i % 5 == 0 { crate::attrs::MISSING_CODE } else { 0 })
+                    .collect(),
+            ],
+            ids: (0..n as u64).map(|i| 1000 + i).collect(),
+            attr_values: vec![
+                (0..n).map(|i| (i % 2) as f64 * 50.0).collect(),
+                (0..n).map(|i| if i % 5 == 0 { f64::NAN } else { 1.0 }).collect(),
+            ],
+            vectors: (0..n * dim).map(|i| i as f32 * 0.25).collect(),
+            lists: vec![0, 0, 33, 70],
+        }
+    }
+
+    fn check(seg: &Segment, p: &SegmentParts) {
+        assert_eq!(seg.meta(), &p.meta);
+        assert_eq!(seg.klt(), &p.klt);
+        assert_eq!(seg.quantizer(), &p.quantizer);
+        assert_eq!(seg.lists(), &p.lists[..]);
+        assert_eq!(seg.ids(), &p.ids[..]);
+        assert_eq!(seg.list_count(), 3);
+        let width = seg.code_width();
+        for l in 0..3 {
+            let rows = seg.list_rows(l);
+            let mut want = Vec::new();
+            let active: Vec<u8> = p.quantizer.bits.iter().copied().filter(|&b| b > 0).collect();
+            crate::fastscan::pack_list(
+                &p.codes[rows.start * width..rows.end * width],
+                width,
+                &active,
+                &mut want,
+            );
+            assert_eq!(seg.list_blocks(l), &want[..], "list {l}");
+        }
+        assert!(seg.list_blocks(3).is_empty() && seg.list_rows(3).is_empty());
+        for row in 0..seg.len() {
+            assert_eq!(seg.signs(row), &p.signs[row..row + 1]);
+            assert_eq!(seg.vector(row), &p.vectors[row * 5..(row + 1) * 5]);
+            assert_eq!(seg.id(row), p.ids[row]);
+        }
+        for a in 0..2 {
+            assert_eq!(seg.attr_codes(a), &p.attr_codes[a][..]);
+            let got: Vec<u64> = seg.attr_column(a).iter().map(|v| v.to_bits()).collect();
+            let want: Vec<u64> = p.attr_values[a].iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want);
+        }
+        assert_eq!(seg.attr_columns().len(), 2);
+    }
+
+    #[test]
+    fn a_segment_reads_its_sections_in_place_from_aligned_and_unaligned_buffers() {
+        let p = parts();
+        let bytes = p.encode();
+        let seg = Segment::decode("s", bytes.clone()).expect("decodes");
+        check(&seg, &p);
+        assert_eq!(seg.as_bytes(), &bytes[..]);
+        // The same object one byte into a buffer: copied once to an aligned one.
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(&bytes);
+        let unaligned = Bytes::from(shifted).slice(1..);
+        let seg2 = Segment::decode_verified("s", unaligned).expect("decodes unaligned");
+        check(&seg2, &p);
+        assert_eq!(seg, seg2);
+        assert!(seg.decoded_bytes() > 0 && seg.decoded_bytes() < bytes.len() as u64);
+    }
+
+    #[test]
+    fn a_flipped_byte_or_a_bad_attribute_code_is_reported_with_the_object_name() {
+        let p = parts();
+        let bytes = p.encode();
+        let mut flipped = bytes.clone();
+        let at = flipped.len() - 9;
+        flipped[at] ^= 1;
+        let err = Segment::decode("segments/p3.sqs", flipped).expect_err("checksum");
+        assert!(err.to_string().contains("segments/p3.sqs"), "{err}");
+        let mut bad = p.clone();
+        bad.attr_codes[1][4] = 7;
+        let err = Segment::decode("p3", bad.encode()).expect_err("code beyond cells");
+        assert!(err.to_string().contains("beyond its 1 cells"), "{err}");
+        let mut short = p;
+        short.ids.pop();
+        let err = Segment::decode("p3", short.encode()).expect_err("short ids");
+        assert!(err.to_string().contains("IDS section holds"), "{err}");
+    }
 }

@@ -100,24 +100,24 @@ mod tests {
         use squash_core::distance::Metric;
         use squash_core::klt::Klt;
         use squash_core::osq::Quantizer;
-        use squash_core::segment::SegmentMeta;
-        Arc::new(Segment {
+        use squash_core::segment::{SegmentMeta, SegmentParts};
+        let parts = SegmentParts {
             meta: SegmentMeta {
                 partition: 0,
                 count: 0,
-                dim: 0,
+                dim: 1,
                 metric: Metric::L2,
                 attrs: 0,
             },
             klt: Klt {
-                dim: 0,
-                mean: Vec::new(),
-                basis: Vec::new(),
-                eigenvalues: Vec::new(),
+                dim: 1,
+                mean: vec![0.0],
+                basis: vec![1.0],
+                eigenvalues: vec![0.0],
             },
             quantizer: Quantizer {
-                bits: Vec::new(),
-                bounds: Vec::new(),
+                bits: vec![0],
+                bounds: vec![vec![0.0, 0.0]],
             },
             codes: Vec::new(),
             signs: Vec::new(),
@@ -127,9 +127,8 @@ mod tests {
             attr_values: Vec::new(),
             vectors: Vec::new(),
             lists: vec![0, 0],
-            blocks: Vec::new(),
-            scan_bounds: Default::default(),
-        })
+        };
+        Arc::new(Segment::decode("empty", parts.encode()).expect("an empty segment decodes"))
     }
 
     #[test]

@@ -13,7 +13,7 @@ use squash_core::fastscan::{self, FastTable, BLOCK};
 use squash_core::filter::{CodeFilter, Expr, MASK_CERTAIN, MASK_POSSIBLE};
 use squash_core::segment::Segment;
 use squash_core::topk::{Neighbor, TopK};
-use squash_storage::ObjectStore;
+use squash_storage::{Blob, ObjectStore};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -105,18 +105,20 @@ pub fn bound_segment(
         let compiled = match compiled {
             Some(c) => c,
             None => {
-                own = f.compile(&seg.attr_cells);
+                own = f.compile(seg.attr_cells());
                 &own
             }
         };
         let mut mask = Vec::new();
+        let columns = seg.attr_columns();
+        let attrs = seg.meta().attrs as usize;
         for (_, range) in &ranges {
-            let code_cols: Vec<&[u8]> = seg.attr_codes.iter().map(|col| &col[range.clone()]).collect();
+            let code_cols: Vec<&[u8]> = (0..attrs).map(|a| &seg.attr_codes(a)[range.clone()]).collect();
             mask.resize(range.len(), 0);
             compiled.eval_into(&code_cols, &mut mask);
             for (i, &m) in mask.iter().enumerate() {
                 let row = range.start + i;
-                if m & MASK_POSSIBLE != 0 && (m & MASK_CERTAIN != 0 || f.matches_row(&seg.attr_values, row)) {
+                if m & MASK_POSSIBLE != 0 && (m & MASK_CERTAIN != 0 || f.matches_row(&columns, row)) {
                     candidates.push(row as u32);
                 }
             }
@@ -135,17 +137,17 @@ pub fn bound_segment(
     if counts.filtered == 0 {
         return (Vec::new(), counts);
     }
-    let dim = seg.meta.dim as usize;
+    let dim = seg.meta().dim as usize;
     let budget = p.budget();
     let dense = counts.filtered as usize * SPARSE_DIVISOR >= counts.scanned as usize;
     let yq = if p.hamming_keep < 1.0 {
-        seg.klt.transform(query)
+        seg.klt().transform(query)
     } else if dense {
         // Only the coordinates the scan reads (at 784 dimensions the rotation is most
         // of a query's cost).
         let mut scratch = vec![0f32; dim];
-        let mut yq = vec![0f32; seg.scan_bounds.rotated_dims().min(seg.klt.out_dims())];
-        seg.klt.apply(query, &mut scratch, &mut yq);
+        let mut yq = vec![0f32; seg.scan_bounds().rotated_dims().min(seg.klt().out_dims())];
+        seg.klt().apply(query, &mut scratch, &mut yq);
         yq
     } else {
         Vec::new()
@@ -162,7 +164,7 @@ pub fn bound_segment(
             encode_signs(&yq, &mut qsign);
             let dists: Vec<u32> = candidates
                 .iter()
-                .map(|&r| hamming(&qsign, &seg.signs[r as usize * words..(r as usize + 1) * words]))
+                .map(|&r| hamming(&qsign, seg.signs(r as usize)))
                 .collect();
             let mut hist = vec![0usize; dim + 2];
             for &h in &dists {
@@ -192,7 +194,7 @@ pub fn bound_segment(
     //    leading nibbles) and a reservoir keeps the best `budget`; below that, each
     //    candidate's exact squared distance (cheaper than a table walk per row) is its bound.
     let mut bounded: Vec<(f32, u32)> = if dense {
-        let fast = FastTable::new(&seg.scan_bounds, &yq);
+        let fast = FastTable::new(seg.scan_bounds(), &yq);
         let keep = budget.max(1);
         let mut coarse: Vec<(u16, u32)> = Vec::with_capacity(keep * 2 + BLOCK);
         // A row whose bound exceeds the `keep`-th best bound already found, in this
@@ -200,12 +202,11 @@ pub fn bound_segment(
         let global = || fast.sum_below(f32::from_bits(shared.load(Ordering::Relaxed)));
         let mut threshold = global();
         let mut sums: Vec<u16> = Vec::new();
-        let starts = seg.block_starts();
         let mut next = candidates.iter().copied().peekable();
         for (l, range) in &ranges {
             threshold = threshold.min(global());
             sums.resize(fastscan::blocks_for(range.len()) * BLOCK, 0);
-            fastscan::scan(&fast, &seg.blocks[starts[*l]..starts[*l + 1]], &mut sums);
+            fastscan::scan(&fast, seg.list_blocks(*l), &mut sums);
             if every_row {
                 for (c, chunk) in sums[..range.len()].chunks(16).enumerate() {
                     // Most chunks hold nothing under the threshold once it has settled:
@@ -301,7 +302,7 @@ pub fn rerank(
     let mut top: TopK<(u32, u32)> = TopK::with_payload(p.k);
     for &(lb, s, r) in &pool {
         let seg = segs[s as usize];
-        let metric = seg.meta.metric;
+        let metric = seg.meta().metric;
         if top.is_full() && metric.from_l2sq(lb * (1.0 - LB_SLACK)) > top.threshold() {
             break;
         }
@@ -309,7 +310,7 @@ pub fn rerank(
         // Exact predicate re-check: the candidates are exact already, so this never
         // rejects; it guards the invariant in release builds too.
         if let Some(f) = filter {
-            if !f.matches_row(&seg.attr_values, row) {
+            if !f.matches(&|a| seg.attr_column(a)[row]) {
                 debug_assert!(false, "filter let a non-matching row through");
                 continue;
             }
@@ -318,7 +319,7 @@ pub fn rerank(
         let d = exact_distance(metric, query, seg.vector(row));
         top.offer(
             Neighbor {
-                id: seg.ids[row],
+                id: seg.id(row),
                 distance: d,
             },
             (s, r),
@@ -381,9 +382,11 @@ impl Worker {
         &self.cache
     }
 
-    /// Verifies fetched bytes against the manifest's size and checksum, decodes them and
-    /// caches the segment.
-    fn admit(&self, r: &SegmentRef, bytes: &[u8]) -> Result<Arc<Segment>, String> {
+    /// Verifies fetched bytes against the manifest's size and checksum, opens the segment
+    /// over them and caches it. A mapped file is charged to the cache only for what the
+    /// segment decodes onto the heap: its pages are the operating system's to keep or drop.
+    fn admit(&self, r: &SegmentRef, blob: Blob) -> Result<Arc<Segment>, String> {
+        let bytes = &blob.bytes[..];
         if bytes.len() as u64 != r.bytes {
             return Err(format!(
                 "segment '{}' is {} bytes, the manifest says {}",
@@ -399,15 +402,18 @@ impl Worker {
                 r.key, r.checksum
             ));
         }
-        let seg = Segment::decode(&r.key, bytes).map_err(|e| e.to_string())?;
-        if seg.meta.partition != r.partition {
+        let seg = Segment::decode_verified(&r.key, blob.bytes.clone()).map_err(|e| e.to_string())?;
+        if seg.meta().partition != r.partition {
             return Err(format!(
                 "segment '{}' holds partition {}, expected {}",
-                r.key, seg.meta.partition, r.partition
+                r.key,
+                seg.meta().partition,
+                r.partition
             ));
         }
         let seg = Arc::new(seg);
-        self.cache.insert(&r.key, seg.clone(), bytes.len() as u64);
+        let charge = seg.decoded_bytes() + if blob.mapped { 0 } else { r.bytes };
+        self.cache.insert(&r.key, seg.clone(), charge);
         Ok(seg)
     }
 
@@ -422,7 +428,7 @@ impl Worker {
         if !missing.is_empty() {
             let keys: Vec<&str> = missing.iter().map(|&i| refs[i].key.as_str()).collect();
             let t0 = Instant::now();
-            let fetched = self.store.get_many(&keys);
+            let fetched = self.store.get_many_shared(&keys);
             // The misses are fetched together: each gets an equal share of the wall time.
             let share_us = t0.elapsed().as_micros() as u64 / missing.len() as u64;
             let decoded: Vec<Fetched> = missing
@@ -430,10 +436,11 @@ impl Worker {
                 .zip(fetched.into_par_iter())
                 .map(|(&i, bytes)| {
                     let t1 = Instant::now();
-                    let bytes = bytes.map_err(|e| e.to_string())?;
-                    self.admit(&refs[i], &bytes).map(|seg| {
+                    let blob = bytes.map_err(|e| e.to_string())?;
+                    let len = blob.bytes.len() as u64;
+                    self.admit(&refs[i], blob).map(|seg| {
                         let us = share_us + t1.elapsed().as_micros() as u64;
-                        (seg, false, bytes.len() as u64, us)
+                        (seg, false, len, us)
                     })
                 })
                 .collect();
@@ -461,7 +468,7 @@ impl Worker {
             .iter()
             .find_map(|f| f.as_ref().ok().map(|(seg, ..)| seg.clone()));
         let shared = match (&req.filter, &first) {
-            (Some(f), Some(seg)) => Some(f.compile(&seg.attr_cells)),
+            (Some(f), Some(seg)) => Some(f.compile(seg.attr_cells())),
             _ => None,
         };
         let shared_bound = AtomicU32::new(f32::INFINITY.to_bits());
@@ -492,11 +499,11 @@ impl Worker {
                         return (None, Vec::new(), outcome);
                     }
                 };
-                if seg.meta.dim as usize != req.query.len() {
+                if seg.meta().dim as usize != req.query.len() {
                     outcome.error = Some(format!(
                         "segment '{}' has dimension {}, query has {}",
                         r.key,
-                        seg.meta.dim,
+                        seg.meta().dim,
                         req.query.len()
                     ));
                     return (None, Vec::new(), outcome);
@@ -512,7 +519,7 @@ impl Worker {
                 let t0 = Instant::now();
                 let compiled = shared
                     .as_ref()
-                    .filter(|_| first.as_ref().is_some_and(|f| f.attr_cells == seg.attr_cells));
+                    .filter(|_| first.as_ref().is_some_and(|f| f.attr_cells() == seg.attr_cells()));
                 let (bounded, counts) = bound_segment(
                     &seg,
                     &req.query,
@@ -546,10 +553,9 @@ impl Worker {
                 id: h.id,
                 distance: h.distance,
                 attrs: if req.with_attributes {
-                    segs[h.segment as usize]
-                        .attr_values
-                        .iter()
-                        .map(|c| c[h.row as usize])
+                    let seg = segs[h.segment as usize];
+                    (0..seg.meta().attrs as usize)
+                        .map(|a| seg.attr_column(a)[h.row as usize])
                         .collect()
                 } else {
                     Vec::new()

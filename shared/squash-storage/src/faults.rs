@@ -2,7 +2,7 @@
 //! chosen keys fail transiently (a 5xx), are throttled (S3's 503 SlowDown), time out,
 //! answer slowly, or fail for good (a 403), on the attempts a rule picks.
 
-use crate::{ObjectStore, Result, StorageError};
+use crate::{Blob, ObjectStore, Result, StorageError};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -93,6 +93,18 @@ impl<S: ObjectStore> ObjectStore for Faulty<S> {
     }
     fn get_many(&self, keys: &[&str]) -> Vec<Result<Vec<u8>>> {
         keys.iter().map(|k| self.get(k)).collect()
+    }
+    fn get_many_shared(&self, keys: &[&str]) -> Vec<Result<Blob>> {
+        keys.iter()
+            .map(|k| {
+                self.inject(k, || {
+                    self.inner
+                        .get_many_shared(&[k])
+                        .pop()
+                        .unwrap_or_else(|| Err(crate::not_fetched(k)))
+                })
+            })
+            .collect()
     }
     fn head(&self, key: &str) -> Result<Option<u64>> {
         self.inject(key, || self.inner.head(key))

@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -70,6 +71,34 @@ impl StorageError {
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, StorageError>;
 
+/// An object's bytes in a shared buffer, read in place by whoever holds it.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    /// The bytes.
+    pub bytes: Bytes,
+    /// True when the buffer maps a local file: its pages belong to the operating
+    /// system's page cache (shared, evictable), not to this process's heap.
+    pub mapped: bool,
+}
+
+impl Blob {
+    /// A blob over bytes read into memory.
+    pub fn owned(bytes: Vec<u8>) -> Blob {
+        Blob {
+            bytes: Bytes::from(bytes),
+            mapped: false,
+        }
+    }
+}
+
+/// The error for a key a batch read returned nothing for.
+pub(crate) fn not_fetched(key: &str) -> StorageError {
+    StorageError::InvalidKey {
+        key: key.to_string(),
+        reason: "not fetched".into(),
+    }
+}
+
 /// A flat namespace of immutable byte objects.
 pub trait ObjectStore: Send + Sync {
     /// Reads a whole object.
@@ -84,6 +113,11 @@ pub trait ObjectStore: Send + Sync {
     /// Reads several objects; stores with network latency fetch them concurrently.
     fn get_many(&self, keys: &[&str]) -> Vec<Result<Vec<u8>>> {
         keys.iter().map(|k| self.get(k)).collect()
+    }
+    /// Reads several objects as shared buffers (see [`Blob`]); local directories map
+    /// their files instead of reading them.
+    fn get_many_shared(&self, keys: &[&str]) -> Vec<Result<Blob>> {
+        self.get_many(keys).into_iter().map(|r| r.map(Blob::owned)).collect()
     }
     /// Size of an object, or `None` when it does not exist.
     fn head(&self, key: &str) -> Result<Option<u64>> {
@@ -231,6 +265,20 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
         }
         out
     }
+    fn get_many_shared(&self, keys: &[&str]) -> Vec<Result<Blob>> {
+        let mut out = self.inner.get_many_shared(keys);
+        for (r, k) in out.iter_mut().zip(keys) {
+            if matches!(r, Err(e) if e.is_transient()) {
+                *r = self.retry(|| {
+                    self.inner
+                        .get_many_shared(&[k])
+                        .pop()
+                        .unwrap_or_else(|| Err(not_fetched(k)))
+                });
+            }
+        }
+        out
+    }
     fn head(&self, key: &str) -> Result<Option<u64>> {
         self.retry(|| self.inner.head(key))
     }
@@ -318,6 +366,16 @@ impl<S: ObjectStore> ObjectStore for Counting<S> {
         out.iter().for_each(|r| self.read(r));
         out
     }
+    fn get_many_shared(&self, keys: &[&str]) -> Vec<Result<Blob>> {
+        let out = self.inner.get_many_shared(keys);
+        for r in &out {
+            self.gets.fetch_add(1, Ordering::Relaxed);
+            if let Ok(b) = r {
+                self.bytes_read.fetch_add(b.bytes.len() as u64, Ordering::Relaxed);
+            }
+        }
+        out
+    }
     fn head(&self, key: &str) -> Result<Option<u64>> {
         self.other.fetch_add(1, Ordering::Relaxed);
         self.inner.head(key)
@@ -345,6 +403,9 @@ impl<T: ObjectStore + ?Sized> ObjectStore for Arc<T> {
     }
     fn get_many(&self, keys: &[&str]) -> Vec<Result<Vec<u8>>> {
         (**self).get_many(keys)
+    }
+    fn get_many_shared(&self, keys: &[&str]) -> Vec<Result<Blob>> {
+        (**self).get_many_shared(keys)
     }
     fn head(&self, key: &str) -> Result<Option<u64>> {
         (**self).head(key)
@@ -405,6 +466,25 @@ impl LocalDir {
         Ok(self.root.join(key))
     }
 
+    /// Maps an object's file. Objects are never changed in place (a write replaces the
+    /// file by a rename, and segment keys name their content), so the mapped bytes stay
+    /// what they were when mapped. Empty files are read, not mapped.
+    fn map(&self, key: &str) -> Result<Blob> {
+        let path = self.path(key)?;
+        let file = std::fs::File::open(&path).map_err(|e| self.io(key, e))?;
+        let len = file.metadata().map_err(|e| self.io(key, e))?.len();
+        if len == 0 {
+            return Ok(Blob::owned(Vec::new()));
+        }
+        // SAFETY: the file is never modified in place while mapped (see above); a
+        // concurrent truncation by another program is outside what squash supports.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| self.io(key, e))?;
+        Ok(Blob {
+            bytes: Bytes::from_owner(map),
+            mapped: true,
+        })
+    }
+
     fn io(&self, key: &str, source: std::io::Error) -> StorageError {
         if source.kind() == std::io::ErrorKind::NotFound {
             StorageError::NotFound {
@@ -439,6 +519,10 @@ impl ObjectStore for LocalDir {
             Ok(buf)
         };
         read().map_err(|e| self.io(key, e))
+    }
+
+    fn get_many_shared(&self, keys: &[&str]) -> Vec<Result<Blob>> {
+        keys.iter().map(|k| self.map(k)).collect()
     }
 
     fn head(&self, key: &str) -> Result<Option<u64>> {

@@ -45,6 +45,28 @@ pub fn conformance(store: &dyn ObjectStore, large: usize) {
         "{d}: get_many missing"
     );
     assert_eq!(many[2].as_deref().ok(), Some(&b"three"[..]));
+    let shared = store.get_many_shared(&["conformance/z", "conformance/nope", "conformance/empty"]);
+    assert_eq!(shared.len(), 3);
+    assert_eq!(
+        shared[0].as_ref().ok().map(|b| &b.bytes[..]),
+        Some(&b"three"[..]),
+        "{d}: get_many_shared"
+    );
+    assert!(
+        matches!(shared[1], Err(StorageError::NotFound { .. })),
+        "{d}: get_many_shared missing"
+    );
+    assert_eq!(
+        shared[2].as_ref().ok().map(|b| b.bytes.len()),
+        Some(0),
+        "{d}: shared empty"
+    );
+    // A mapped object keeps its bytes when the key is overwritten (writes replace files).
+    let before = store.get_many_shared(&["conformance/z"]).pop().unwrap().unwrap();
+    store.put("conformance/z", b"drei").unwrap();
+    assert_eq!(&before.bytes[..], b"three", "{d}: shared bytes survive an overwrite");
+    assert_eq!(store.get("conformance/z").unwrap(), b"drei");
+    store.put("conformance/z", b"three").unwrap();
     let big: Vec<u8> = (0..large).map(|i| (i * 31 % 251) as u8).collect();
     store.put("conformance/big", &big).unwrap();
     assert_eq!(
