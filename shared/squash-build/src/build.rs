@@ -4,7 +4,7 @@
 use crate::calibrate::{calibrate, calibrate_rerank, CalibrationInput};
 use crate::error::{BuildError, Result};
 use crate::io::{Attributes, Matrix};
-use crate::kmeans::balanced_kmeans;
+use crate::kmeans::{balanced_kmeans, Bf16Points, F32Points};
 use crate::progress::Progress;
 use rand::seq::index::sample;
 use rand::SeedableRng;
@@ -153,16 +153,13 @@ pub fn build_index(
     let full = Klt::fit(sample_rows.iter().map(|&i| vectors.row(i)), dim, dim);
     let pd = full.dims_for_energy(params.partition_energy).max(dim.min(8));
     let global = full.truncated(pd);
-    let projected: Vec<f32> = vectors
-        .data
-        .par_chunks(dim)
-        .flat_map_iter(|row| global.transform(row))
-        .collect();
+    // Partitioning runs on the leading global KLT coordinates, held in bfloat16: at
+    // 10M × 81 that is 1.6 GB instead of 3.2 GB next to the vectors themselves.
+    let projected = Bf16Points::from_rows(vectors.data.par_chunks(dim).map(|row| global.transform(row)), pd);
 
     let bar = Progress::new(params.progress, "partitioning", (params.kmeans_iterations + 2) as u64);
     let part = balanced_kmeans(
         &projected,
-        pd,
         p_count,
         params.kmeans_iterations,
         params.seed ^ 0x5eed,
@@ -356,7 +353,9 @@ fn read_back(
                 let blob = fetched
                     .next()
                     .ok_or_else(|| BuildError::bad("segments", "a segment was not read back"))??;
-                out.push(Segment::decode(&p.key, blob.bytes)?);
+                // Bytes this build wrote moments ago: structure checked, not re-hashed
+                // (hashing would read every page of a mapped 10M-vector index).
+                out.push(Segment::decode_verified(&p.key, blob.bytes)?);
             }
         }
     }
@@ -400,8 +399,7 @@ fn fine_lists(rotated: &[f32], dim: usize, energies: &[f32], pid: u32, params: &
     let m = m.clamp(dim.min(8), 64.min(dim));
     let lead: Vec<f32> = rotated.chunks_exact(dim).flat_map(|r| r[..m].iter().copied()).collect();
     let part = balanced_kmeans(
-        &lead,
-        m,
+        &F32Points { data: &lead, d: m },
         lists,
         params.kmeans_iterations,
         params.seed ^ (u64::from(pid) << 20),

@@ -1,5 +1,7 @@
 //! Balanced k-means: Lloyd iterations on a sample, then a capacity-constrained
 //! assignment of every point so each partition holds within ±10% of `n / k` points.
+//! Points come through [`Points`], so a large build can hold them compactly
+//! ([`Bf16Points`]: half the bytes of f32).
 
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
@@ -25,6 +27,79 @@ pub fn size_bounds(n: usize, k: usize) -> (usize, usize) {
     (lo, hi)
 }
 
+/// `n` points of dimension `d`, loaded one at a time as f32.
+pub trait Points: Sync {
+    /// Number of points.
+    fn count(&self) -> usize;
+    /// Dimension.
+    fn dim(&self) -> usize;
+    /// Writes point `i` into `out` (`dim` values).
+    fn load(&self, i: usize, out: &mut [f32]);
+}
+
+/// Points stored as f32, row-major.
+pub struct F32Points<'a> {
+    /// `n × d` values.
+    pub data: &'a [f32],
+    /// Dimension.
+    pub d: usize,
+}
+
+impl Points for F32Points<'_> {
+    fn count(&self) -> usize {
+        self.data.len() / self.d.max(1)
+    }
+    fn dim(&self) -> usize {
+        self.d
+    }
+    fn load(&self, i: usize, out: &mut [f32]) {
+        out.copy_from_slice(&self.data[i * self.d..(i + 1) * self.d]);
+    }
+}
+
+/// Points stored as bfloat16 (the top 16 bits of an f32, rounded to nearest even):
+/// a relative error below 2^-8 per coordinate, which moves only points already on a
+/// partition boundary, for half the memory of f32 (1.6 GB less at 10M × 81).
+pub struct Bf16Points {
+    data: Vec<u16>,
+    d: usize,
+}
+
+impl Bf16Points {
+    /// Packs rows of `d` f32 values produced by `rows` (in parallel, in order).
+    pub fn from_rows<I>(rows: I, d: usize) -> Bf16Points
+    where
+        I: IndexedParallelIterator<Item = Vec<f32>>,
+    {
+        let data: Vec<u16> = rows.flat_map_iter(|row| row.into_iter().map(to_bf16)).collect();
+        Bf16Points { data, d }
+    }
+}
+
+impl Points for Bf16Points {
+    fn count(&self) -> usize {
+        self.data.len() / self.d.max(1)
+    }
+    fn dim(&self) -> usize {
+        self.d
+    }
+    fn load(&self, i: usize, out: &mut [f32]) {
+        for (o, &b) in out.iter_mut().zip(&self.data[i * self.d..(i + 1) * self.d]) {
+            *o = f32::from_bits(u32::from(b) << 16);
+        }
+    }
+}
+
+/// Rounds an f32 to bfloat16 bits (nearest, ties to even; NaN stays NaN).
+fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) | 0x40) as u16;
+    }
+    let round = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(round) >> 16) as u16
+}
+
 fn nearest(point: &[f32], centroids: &[f32], d: usize) -> (usize, f32) {
     let mut best = (0usize, f32::INFINITY);
     for (c, centroid) in centroids.chunks_exact(d).enumerate() {
@@ -36,13 +111,16 @@ fn nearest(point: &[f32], centroids: &[f32], d: usize) -> (usize, f32) {
     best
 }
 
-fn means(points: &[f32], d: usize, k: usize, assignment: &[u32], fallback: &[f32]) -> Vec<f32> {
+fn means(points: &dyn Points, k: usize, assignment: &[u32], fallback: &[f32]) -> Vec<f32> {
+    let d = points.dim();
     let mut sums = vec![0f64; k * d];
     let mut counts = vec![0usize; k];
-    for (p, &c) in points.chunks_exact(d).zip(assignment) {
+    let mut p = vec![0f32; d];
+    for (i, &c) in assignment.iter().enumerate() {
+        points.load(i, &mut p);
         let c = c as usize;
         counts[c] += 1;
-        for (s, &x) in sums[c * d..(c + 1) * d].iter_mut().zip(p) {
+        for (s, &x) in sums[c * d..(c + 1) * d].iter_mut().zip(&p) {
             *s += x as f64;
         }
     }
@@ -57,27 +135,26 @@ fn means(points: &[f32], d: usize, k: usize, assignment: &[u32], fallback: &[f32
     out
 }
 
-/// Partitions `n` points (`points`, `n × d`) into `k` balanced groups. Deterministic for
-/// a given seed. `on_iteration` is called after each of the `iterations + 2` steps.
+/// Partitions the points into `k` balanced groups. Deterministic for a given seed.
+/// `on_iteration` is called after each of the `iterations + 2` steps.
 pub fn balanced_kmeans(
-    points: &[f32],
-    d: usize,
+    points: &dyn Points,
     k: usize,
     iterations: usize,
     seed: u64,
     on_iteration: &(dyn Fn() + Sync),
 ) -> Partitioning {
-    let n = points.len() / d;
+    let (n, d) = (points.count(), points.dim());
     assert!(k >= 1 && k <= n, "need 1 <= k <= n");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // Train on a sample: enough points per centroid, bounded total.
     let sample_size = n.min((k * 256).max(20_000)).min(200_000);
     let mut sample_idx: Vec<usize> = sample(&mut rng, n, sample_size).into_vec();
     sample_idx.sort_unstable();
-    let train: Vec<f32> = sample_idx
-        .iter()
-        .flat_map(|&i| points[i * d..(i + 1) * d].iter().copied())
-        .collect();
+    let mut train = vec![0f32; sample_size * d];
+    for (row, &i) in train.chunks_exact_mut(d).zip(&sample_idx) {
+        points.load(i, row);
+    }
 
     // k-means++ seeding on the sample.
     let mut centroids = Vec::with_capacity(k * d);
@@ -116,7 +193,7 @@ pub fn balanced_kmeans(
             .par_chunks_exact(d)
             .map(|p| nearest(p, &centroids, d).0 as u32)
             .collect();
-        centroids = means(&train, d, k, &assign, &centroids);
+        centroids = means(&F32Points { data: &train, d }, k, &assign, &centroids);
         on_iteration();
     }
 
@@ -124,8 +201,8 @@ pub fn balanced_kmeans(
     let (lo, hi) = size_bounds(n, k);
     let mut assignment = vec![0u32; n];
     for _ in 0..2 {
-        assignment = constrained_assign(points, d, &centroids, lo, hi);
-        centroids = means(points, d, k, &assignment, &centroids);
+        assignment = constrained_assign(points, &centroids, lo, hi);
+        centroids = means(points, k, &assignment, &centroids);
         on_iteration();
     }
     Partitioning { centroids, assignment }
@@ -134,30 +211,33 @@ pub fn balanced_kmeans(
 /// Assigns each point to its nearest centroid with room (at most `hi` per centroid),
 /// points with the most to lose first; then tops up centroids below `lo` with the
 /// cheapest points from centroids above `lo`.
-fn constrained_assign(points: &[f32], d: usize, centroids: &[f32], lo: usize, hi: usize) -> Vec<u32> {
-    let n = points.len() / d;
+fn constrained_assign(points: &dyn Points, centroids: &[f32], lo: usize, hi: usize) -> Vec<u32> {
+    let (n, d) = (points.count(), points.dim());
     let k = centroids.len() / d;
     let top = k.min(8);
     // Nearest `top` centroids of each point, flat: `top` (centroid, distance) pairs per point.
-    let candidates: Vec<(u32, f32)> = points
-        .par_chunks_exact(d)
-        .flat_map_iter(|p| {
-            let mut all: Vec<(u32, f32)> = centroids
-                .chunks_exact(d)
-                .enumerate()
-                .map(|(c, cen)| (c as u32, l2sq(p, cen)))
-                .collect();
+    let mut candidates: Vec<(u32, f32)> = vec![(0, 0.0); n * top];
+    candidates.par_chunks_mut(top).enumerate().for_each_init(
+        || (vec![0f32; d], Vec::with_capacity(k)),
+        |(p, all), (i, out)| {
+            points.load(i, p);
+            all.clear();
+            all.extend(
+                centroids
+                    .chunks_exact(d)
+                    .enumerate()
+                    .map(|(c, cen)| (c as u32, l2sq(p, cen))),
+            );
             // The `top` nearest in (distance, id) order: a selection, then a sort of just
             // those (a full sort of k candidates per point dominated 10M-vector builds).
             let order = |a: &(u32, f32), b: &(u32, f32)| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0));
             if all.len() > top {
                 all.select_nth_unstable_by(top - 1, order);
-                all.truncate(top);
             }
-            all.sort_by(order);
-            all
-        })
-        .collect();
+            all[..top].sort_by(order);
+            out.copy_from_slice(&all[..top]);
+        },
+    );
     let nearest_of = |i: usize| &candidates[i * top..(i + 1) * top];
     let regret = |i: usize| -> f32 {
         let c = nearest_of(i);
@@ -180,11 +260,12 @@ fn constrained_assign(points: &[f32], d: usize, centroids: &[f32], lo: usize, hi
             Some(c) => c,
             None => {
                 // All nearby centroids are full: nearest centroid with room.
-                let p = &points[i * d..(i + 1) * d];
+                let mut p = vec![0f32; d];
+                points.load(i, &mut p);
                 let mut best = (u32::MAX, f32::INFINITY);
                 for (c, cen) in centroids.chunks_exact(d).enumerate() {
                     if sizes[c] < hi {
-                        let dist = l2sq(p, cen);
+                        let dist = l2sq(&p, cen);
                         if dist < best.1 {
                             best = (c as u32, dist);
                         }
@@ -205,11 +286,14 @@ fn constrained_assign(points: &[f32], d: usize, centroids: &[f32], lo: usize, hi
         let mut movable: Vec<(f32, usize)> = (0..n)
             .into_par_iter()
             .filter(|&i| assignment[i] as usize != c && sizes[assignment[i] as usize] > lo)
-            .map(|i| {
-                let p = &points[i * d..(i + 1) * d];
-                let own = &centroids[assignment[i] as usize * d..(assignment[i] as usize + 1) * d];
-                (l2sq(p, cen) - l2sq(p, own), i)
-            })
+            .map_init(
+                || vec![0f32; d],
+                |p, i| {
+                    points.load(i, p);
+                    let own = &centroids[assignment[i] as usize * d..(assignment[i] as usize + 1) * d];
+                    (l2sq(p, cen) - l2sq(p, own), i)
+                },
+            )
             .collect();
         // Cheapest moves first, in (cost, index) order. Only a few times the shortfall
         // is usually looked at, so sort that prefix (a selection first) and sort the
@@ -259,7 +343,7 @@ mod tests {
                 (0..d).map(|_| centre + rng.gen::<f32>()).collect::<Vec<_>>()
             })
             .collect();
-        let part = balanced_kmeans(&points, d, 7, 5, 3, &|| {});
+        let part = balanced_kmeans(&F32Points { data: &points, d }, 7, 5, 3, &|| {});
         let (lo, hi) = size_bounds(5000, 7);
         let mut sizes = vec![0usize; 7];
         for &a in &part.assignment {
@@ -268,7 +352,55 @@ mod tests {
         for s in sizes {
             assert!(s >= lo && s <= hi, "size {s} outside [{lo}, {hi}]");
         }
-        let again = balanced_kmeans(&points, d, 7, 5, 3, &|| {});
+        let again = balanced_kmeans(&F32Points { data: &points, d }, 7, 5, 3, &|| {});
         assert_eq!(again.assignment, part.assignment, "deterministic for a seed");
+        // The same points in bfloat16: as balanced, and as tight as f32 partitions are
+        // from one seed to another (the sum of squared distances to the partitions'
+        // means, on the f32 points, no worse than the worst of 6 f32 seeds).
+        let rows: Vec<Vec<f32>> = points.chunks(d).map(|r| r.to_vec()).collect();
+        let half = Bf16Points::from_rows(rows.into_par_iter(), d);
+        let f32_points = F32Points { data: &points, d };
+        let cost = |assignment: &[u32]| -> f64 {
+            let m = means(&f32_points, 7, assignment, &vec![0.0; 7 * d]);
+            points
+                .chunks(d)
+                .zip(assignment)
+                .map(|(p, &a)| l2sq(p, &m[a as usize * d..(a as usize + 1) * d]) as f64)
+                .sum()
+        };
+        let worst = (1..=6)
+            .map(|seed| cost(&balanced_kmeans(&f32_points, 7, 5, seed, &|| {}).assignment))
+            .fold(0.0, f64::max);
+        for seed in 1..=3 {
+            let b = balanced_kmeans(&half, 7, 5, seed, &|| {});
+            let mut sizes = vec![0usize; 7];
+            b.assignment.iter().for_each(|&a| sizes[a as usize] += 1);
+            assert!(sizes.iter().all(|&s| s >= lo && s <= hi), "bf16 sizes {sizes:?}");
+            let c = cost(&b.assignment);
+            assert!(
+                c <= worst * 1.001,
+                "bf16 partitions (seed {seed}) cost {c}, f32 ones up to {worst}"
+            );
+        }
+    }
+
+    #[test]
+    fn bf16_rounds_to_nearest_and_keeps_specials() {
+        for x in [0.0f32, -0.0, 1.0, -2.5, 3.3333333, 1e-30, 6.0e37, f32::INFINITY] {
+            let mut out = [0f32];
+            Bf16Points {
+                data: vec![to_bf16(x)],
+                d: 1,
+            }
+            .load(0, &mut out);
+            assert!(
+                out[0] == x || (out[0] - x).abs() <= x.abs() / 256.0,
+                "{x} -> {}",
+                out[0]
+            );
+        }
+        assert!(f32::from_bits(u32::from(to_bf16(f32::NAN)) << 16).is_nan());
+        // 1 + 2^-8 is a tie between 1 and 1 + 2^-7: rounds to even (1.0).
+        assert_eq!(to_bf16(1.0 + 1.0 / 256.0), to_bf16(1.0));
     }
 }

@@ -30,7 +30,7 @@ fn bench_scan(c: &mut Criterion) {
         pack_list(&codes, width, &active, &mut blocks);
         let yq = klt.transform(&rows[..dim]);
         let sb = ScanBounds::new(&q);
-        let fast = FastTable::new(&sb, &yq);
+        let fast = FastTable::new(&sb, &yq, 0.0);
         let table = q.query_table(&yq);
         let mut sums = vec![0u16; blocks_for(n) * BLOCK];
         group.throughput(Throughput::Elements(n as u64));
@@ -50,7 +50,7 @@ fn bench_scan(c: &mut Criterion) {
             })
         });
         group.bench_with_input(BenchmarkId::new("query_tables", dim), &dim, |b, _| {
-            b.iter(|| FastTable::new(&sb, black_box(&yq)))
+            b.iter(|| FastTable::new(&sb, black_box(&yq), 0.0))
         });
     }
     group.finish();

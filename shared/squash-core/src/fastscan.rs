@@ -126,7 +126,15 @@ impl FastTable {
     /// [`ScanBounds`]. `yq` needs at least [`ScanBounds::rotated_dims`] coordinates;
     /// uncoded dimensions past its end count 0 towards the bound (still a lower bound,
     /// a little looser).
-    pub fn new(bounds: &ScanBounds, yq: &[f32]) -> FastTable {
+    ///
+    /// `reach`, when positive and finite, is the squared distance the scan must resolve:
+    /// byte entries are scaled so that `reach` maps to 255 and larger gaps saturate
+    /// there. A saturated entry is still at or below its gap, so the bound stays a lower
+    /// bound; it only stops telling apart rows that are already farther than `reach` on
+    /// one dimension alone. Without it the widest gap sets the scale, and at 100+
+    /// dimensions the one far cell of the leading dimension leaves the others a byte
+    /// unit or two, so the sums no longer rank near neighbours.
+    pub fn new(bounds: &ScanBounds, yq: &[f32], reach: f32) -> FastTable {
         // Squared distance from `q` to the interval [lo, hi].
         let gap = |q: f32, lo: f32, hi: f32| -> f32 {
             let d = (lo - q).max(q - hi).max(0.0);
@@ -156,6 +164,9 @@ impl FastTable {
         // Entries are rounded down after shrinking the scale by a relative 2^-16, far more
         // than the f32 rounding of the subtraction and the product: every byte times
         // 1/scale stays at or below its gap.
+        if reach > 0.0 && reach.is_finite() {
+            widest = widest.min(reach);
+        }
         let scale = if widest > 0.0 { 255.0 / widest } else { 1.0 };
         let down = scale * (1.0 - 1.0 / 65_536.0);
         let luts = gaps
@@ -345,6 +356,7 @@ mod tests {
             n in 1usize..200,
             bits_per_dim in 1u32..8,
             scale in 0.01f32..100.0,
+            reach_frac in 0.0f32..2.0,
         ) {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
             let (rows, klt, rotated, q) = random_partition(&mut rng, dim, n, bits_per_dim, scale);
@@ -362,7 +374,7 @@ mod tests {
             let query: Vec<f32> = (0..dim).map(|_| (rng.gen::<f32>() - 0.5) * scale * 3.0).collect();
             let yq = klt.transform(&query);
             let table = q.query_table(&yq);
-            let fast = FastTable::new(&ScanBounds::new(&q), &yq);
+            let fast = FastTable::new(&ScanBounds::new(&q), &yq, 0.0);
             let mut simd = vec![0u16; blocks_for(n) * BLOCK];
             let mut plain = vec![0u16; blocks_for(n) * BLOCK];
             scan(&fast, &blocks, &mut simd);
@@ -371,7 +383,7 @@ mod tests {
             // Rotating only up to the last coded dimension gives the same sums and a bound
             // no higher (the uncoded dimensions past it count 0).
             let sb = ScanBounds::new(&q);
-            let short = FastTable::new(&sb, &yq[..sb.rotated_dims()]);
+            let short = FastTable::new(&sb, &yq[..sb.rotated_dims()], 0.0);
             let mut short_sums = vec![0u16; blocks_for(n) * BLOCK];
             scan(&short, &blocks, &mut short_sums);
             prop_assert_eq!(&short_sums, &simd);
@@ -384,6 +396,17 @@ mod tests {
                 prop_assert!(coarse <= fine * (1.0 + 1e-6) + 1e-9, "coarse {} > fine {}", coarse, fine);
                 let exact: f32 = row.iter().zip(&query).map(|(a, b)| (a - b) * (a - b)).sum();
                 prop_assert!(fine * (1.0 - 1e-4) <= exact + 1e-6 * scale * scale, "fine {} > exact {}", fine, exact);
+            }
+            // A table scaled to a reach (entries saturating past it) still bounds from
+            // below, whatever the reach.
+            let reach = reach_frac * (scale * scale * dim as f32);
+            let reached = FastTable::new(&sb, &yq, reach);
+            let mut reached_sums = vec![0u16; blocks_for(n) * BLOCK];
+            scan(&reached, &blocks, &mut reached_sums);
+            for r in 0..n {
+                let fine = table.lower_bound(&codes[r * width..(r + 1) * width]);
+                let coarse = reached.bound(reached_sums[r]);
+                prop_assert!(coarse <= fine * (1.0 + 1e-6) + 1e-9, "reach {}: coarse {} > fine {}", reach, coarse, fine);
             }
         }
     }

@@ -194,7 +194,11 @@ pub fn bound_segment(
     //    leading nibbles) and a reservoir keeps the best `budget`; below that, each
     //    candidate's exact squared distance (cheaper than a table walk per row) is its bound.
     let mut bounded: Vec<(f32, u32)> = if dense {
-        let fast = FastTable::new(seg.scan_bounds(), &yq);
+        let fast = FastTable::new(
+            seg.scan_bounds(),
+            &yq,
+            reach(seg, query, &ranges, &candidates, every_row),
+        );
         let keep = budget.max(1);
         let mut coarse: Vec<(u16, u32)> = Vec::with_capacity(keep * 2 + BLOCK);
         // A row whose bound exceeds the `keep`-th best bound already found, in this
@@ -259,6 +263,61 @@ pub fn bound_segment(
     // 4. Keep the best k·R bounds, in ascending order.
     best_sorted(&mut bounded, budget, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     (bounded, counts)
+}
+
+/// Candidate rows sampled to set a query's reach (see [`reach`]).
+const REACH_SAMPLE: usize = 64;
+/// The reach is the nearest sampled row's squared distance over this.
+const REACH_DIVISOR: f32 = 4.0;
+
+/// The squared distance one dimension's entry of the blocked scan's tables must resolve
+/// (see [`FastTable::new`]): the nearest of [`REACH_SAMPLE`] candidate rows spread over
+/// the lists, divided by [`REACH_DIVISOR`]. A true neighbour is nearer than that row and
+/// spreads its distance over many dimensions, so its per-dimension gaps stay below the
+/// reach and are resolved in full; only rows already far on one dimension saturate,
+/// which keeps their bound a lower bound. Measured with the re-rank factor at 10:
+/// recall@10 on synth-1m 0.60 → 0.99 unfiltered, Fashion-MNIST 0.98 → 0.99, GloVe-50
+/// 0.975 → 0.994 (the widest gap as the scale, as before, vs this reach; divisors 1, 2,
+/// 8 and 16 were worse on one of them). With too few candidates to sample, the widest
+/// gap sets the scale.
+fn reach(
+    seg: &Segment,
+    query: &[f32],
+    ranges: &[(usize, std::ops::Range<usize>)],
+    candidates: &[u32],
+    every_row: bool,
+) -> f32 {
+    let total = if every_row {
+        ranges.iter().map(|(_, r)| r.len()).sum()
+    } else {
+        candidates.len()
+    };
+    if total <= REACH_SAMPLE {
+        return f32::INFINITY;
+    }
+    let step = total / REACH_SAMPLE;
+    let mut ranges = ranges.iter().map(|(_, r)| r.clone());
+    let mut current = ranges.next().unwrap_or(0..0);
+    let mut passed = 0usize;
+    let mut dists: Vec<f32> = Vec::with_capacity(REACH_SAMPLE);
+    for i in 0..REACH_SAMPLE {
+        let at = i * step;
+        let row = if every_row {
+            // The `at`-th row over the lists, in order.
+            while at >= passed + current.len() {
+                passed += current.len();
+                match ranges.next() {
+                    Some(r) => current = r,
+                    None => break,
+                }
+            }
+            current.start + (at - passed)
+        } else {
+            candidates[at] as usize
+        };
+        dists.push(l2sq(query, seg.vector(row)));
+    }
+    dists.iter().copied().fold(f32::INFINITY, f32::min) / REACH_DIVISOR
 }
 
 /// Truncates `v` to its `n` smallest elements under `cmp`, sorted ascending.
