@@ -279,9 +279,9 @@ const REACH_DIVISOR: f32 = 4.0;
 /// synth-1m 0.60 → 0.98 unfiltered, Fashion-MNIST 0.98 → 0.98–0.99, GloVe-50 0.975 →
 /// 0.986 (the widest gap as the scale, as before, vs this reach; divisors 1, 2, 8 and 16
 /// were worse on one of them). The rows are the first candidates, contiguous in memory:
-/// rows spread over all the lists ranked synth-1m a little better (0.990) but touched a
-/// page per row, which at 10M vectors is 3 GB of mapped pages per 50 queries. With too
-/// few candidates to sample, the widest gap sets the scale.
+/// rows spread over all the lists ranked synth-1m a little better (0.990) but read up to
+/// a page per row (64 per segment and query, against 8 for 64 contiguous rows at 128
+/// dimensions). With too few candidates to sample, the widest gap sets the scale.
 fn reach(
     seg: &Segment,
     query: &[f32],
