@@ -180,7 +180,7 @@ pub fn build_index(
     // RETAIN_SEGMENT_BYTES; the rest are read back from the store when it runs (mapped,
     // for a local index), so a large build never holds its whole index in memory.
     let retained_bytes = AtomicU64::new(0);
-    let results: Vec<Result<(PartitionInfo, Encoded, u64)>> = members
+    let results: Vec<Result<(PartitionInfo, Written, u64)>> = members
         .par_iter()
         .enumerate()
         .map(|(pid, rows)| {
@@ -199,25 +199,21 @@ pub fn build_index(
             };
             let len = bytes.len() as u64;
             let keep = retained_bytes.fetch_add(len, AtomicOrdering::Relaxed) + len <= RETAIN_SEGMENT_BYTES;
+            // Bytes encoded just above: structure checked, sections not re-hashed.
             let kept = if keep {
-                Some(Segment::decode(&info.key, bytes)?)
+                Some(Segment::decode_verified(&info.key, bytes)?)
             } else {
                 None
             };
             // Only what the manifest and the calibration need survives the partition.
-            let enc = Encoded {
-                segment: SegmentParts {
-                    codes: Vec::new(),
-                    signs: Vec::new(),
-                    attr_codes: Vec::new(),
-                    attr_values: Vec::new(),
-                    vectors: Vec::new(),
-                    ..enc.segment
-                },
+            let written = Written {
+                lists: enc.segment.lists,
+                ids: enc.segment.ids,
+                list_centroids: enc.list_centroids,
+                presence: enc.presence,
                 kept,
-                ..enc
             };
-            Ok((info, enc, len))
+            Ok((info, written, len))
         })
         .collect();
     bar.finish();
@@ -229,18 +225,18 @@ pub fn build_index(
     let mut row_list = vec![0u32; n];
     let mut segments: Vec<Option<Segment>> = Vec::with_capacity(p_count);
     for r in results {
-        let (info, enc, bytes) = r?;
+        let (info, written, bytes) = r?;
         let first = list_counts.len() as u32;
-        for (l, w) in enc.segment.lists.windows(2).enumerate() {
-            for &row in &enc.segment.ids[w[0] as usize..w[1] as usize] {
+        for (l, w) in written.lists.windows(2).enumerate() {
+            for &row in &written.ids[w[0] as usize..w[1] as usize] {
                 row_list[row as usize] = first + l as u32;
             }
         }
         partitions.push(info);
-        list_centroids.extend(enc.list_centroids);
-        list_counts.extend(enc.segment.lists.windows(2).map(|w| w[1] - w[0]));
-        list_presence.extend(enc.presence);
-        segments.push(enc.kept);
+        list_centroids.extend(written.list_centroids);
+        list_counts.extend(written.lists.windows(2).map(|w| w[1] - w[0]));
+        list_presence.extend(written.presence);
+        segments.push(written.kept);
         bytes_written += bytes;
     }
     let mut defaults = params.defaults.clone();
@@ -371,10 +367,19 @@ pub fn default_nprobe(lists: usize) -> u32 {
 /// space and its attribute code-presence bitmaps.
 struct Encoded {
     segment: SegmentParts,
-    /// The encoded segment, when kept for the re-rank calibration.
-    kept: Option<Segment>,
     list_centroids: Vec<f32>,
     presence: Vec<u64>,
+}
+
+/// What the rest of the build needs of a partition once its segment is written: its
+/// list offsets and ids, the lists' centroids and presence bitmaps, and the segment
+/// itself when kept for the re-rank calibration.
+struct Written {
+    lists: Vec<u32>,
+    ids: Vec<u64>,
+    list_centroids: Vec<f32>,
+    presence: Vec<u64>,
+    kept: Option<Segment>,
 }
 
 /// Splits a partition's rows into balanced fine lists by k-means on the leading
@@ -514,7 +519,6 @@ fn encode_partition(
     };
     Encoded {
         segment,
-        kept: None,
         list_centroids,
         presence,
     }

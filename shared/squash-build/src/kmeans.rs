@@ -12,8 +12,6 @@ use squash_core::distance::l2sq;
 /// Result of [`balanced_kmeans`].
 #[derive(Debug, Clone)]
 pub struct Partitioning {
-    /// `k × d` centroids (means of the assigned points).
-    pub centroids: Vec<f32>,
     /// Partition of each point.
     pub assignment: Vec<u32>,
 }
@@ -200,12 +198,15 @@ pub fn balanced_kmeans(
     // Two rounds of capacity-constrained assignment of every point, re-centring between.
     let (lo, hi) = size_bounds(n, k);
     let mut assignment = vec![0u32; n];
-    for _ in 0..2 {
+    for round in 0..2 {
         assignment = constrained_assign(points, &centroids, lo, hi);
-        centroids = means(points, k, &assignment, &centroids);
+        // Only the assignment is returned: the last round needs no new centres.
+        if round == 0 {
+            centroids = means(points, k, &assignment, &centroids);
+        }
         on_iteration();
     }
-    Partitioning { centroids, assignment }
+    Partitioning { assignment }
 }
 
 /// Assigns each point to its nearest centroid with room (at most `hi` per centroid),
