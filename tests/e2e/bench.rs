@@ -55,6 +55,7 @@ fn bench_recall_and_cold_costs_match_a_known_answer() {
             branching: 4,
             depth: 1,
         },
+        squash_engine::worker::RangeReads::Off,
     )
     .unwrap();
     let exhaustive = SearchParams {

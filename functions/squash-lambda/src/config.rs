@@ -2,6 +2,7 @@
 //! (documented in `functions/README.md`; the infra templates set the same names).
 
 use squash_engine::tree::Fanout;
+use squash_engine::worker::RangeReads;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ pub const ENV_VARS: &[&str] = &[
     "SQUASH_INVOKE_ATTEMPTS",
     "SQUASH_INVOKE_TIMEOUT_MS",
     "SQUASH_MANIFEST_TTL_S",
+    "SQUASH_RANGE_READS",
     // Read by squash-storage's S3 store, not by `Config`.
     "SQUASH_S3_ENDPOINT",
     "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
@@ -61,6 +63,9 @@ pub struct Config {
     /// How long an open index's manifest is reused before it is read again
     /// (`SQUASH_MANIFEST_TTL_S`, default 60; 0 reads it for every request).
     pub manifest_ttl: Duration,
+    /// Whether workers read missed segments by byte ranges (`SQUASH_RANGE_READS`: `off`,
+    /// the default, or `on`; see [`RangeReads`]).
+    pub range_reads: RangeReads,
 }
 
 /// Segment cache budget for a function of `memory_mb` MB: 60 % of it, less 64 MiB for
@@ -131,6 +136,12 @@ impl Config {
             invoke_attempts,
             invoke_timeout: Duration::from_millis(number(get, "SQUASH_INVOKE_TIMEOUT_MS", 60_000)?),
             manifest_ttl: Duration::from_secs(number(get, "SQUASH_MANIFEST_TTL_S", 60)?),
+            range_reads: match get("SQUASH_RANGE_READS") {
+                Some(v) if !v.trim().is_empty() => {
+                    v.trim().parse().map_err(|e| format!("SQUASH_RANGE_READS={v:?}: {e}"))?
+                }
+                _ => RangeReads::Off,
+            },
         })
     }
 
@@ -191,6 +202,10 @@ mod tests {
         assert!(config(&[]).unwrap_err().contains("SQUASH_INDEX_ROOT"));
         let e = config(&[("SQUASH_INDEX_ROOT", "/d"), ("SQUASH_BRANCHING", "x")]).unwrap_err();
         assert!(e.contains("SQUASH_BRANCHING"), "{e}");
+        let e = config(&[("SQUASH_INDEX_ROOT", "/d"), ("SQUASH_RANGE_READS", "maybe")]).unwrap_err();
+        assert!(e.contains("SQUASH_RANGE_READS") && e.contains("on or off"), "{e}");
+        let c = config(&[("SQUASH_INDEX_ROOT", "/d"), ("SQUASH_RANGE_READS", "on")]).unwrap();
+        assert_eq!(c.range_reads, RangeReads::On);
         let e = config(&[("SQUASH_INDEX_ROOT", "/d"), ("SQUASH_DEPTH", "0")]).unwrap_err();
         assert!(e.contains("depth"), "{e}");
     }

@@ -174,7 +174,10 @@ impl Coordinator {
         let index = match &self.invoker {
             Some(invoker) => Index::with_invoker(name, manifest, invoker.clone(), self.container.config.fanout),
             None => {
-                let worker = Arc::new(Worker::with_cache(store, self.container.cache.clone()));
+                let worker = Arc::new(
+                    Worker::with_cache(store, self.container.cache.clone())
+                        .with_range_reads(self.container.config.range_reads),
+                );
                 let fanout = squash_engine::tree::Fanout {
                     workers: 1,
                     ..self.container.config.fanout
@@ -310,10 +313,10 @@ impl WorkerService {
         }
         // Opened without holding the lock; if two requests race, the first one stored
         // wins and both use it (they share the cache either way).
-        let opened = Arc::new(Worker::with_cache(
-            self.container.index_store(index)?,
-            self.container.cache.clone(),
-        ));
+        let opened = Arc::new(
+            Worker::with_cache(self.container.index_store(index)?, self.container.cache.clone())
+                .with_range_reads(self.container.config.range_reads),
+        );
         let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
         Ok(workers.entry(index.to_string()).or_insert(opened).clone())
     }

@@ -289,6 +289,10 @@ pub struct SegmentRef {
     pub checksum: String,
     /// Fine lists of the segment to scan (numbers inside the segment, ascending).
     pub lists: Vec<u32>,
+    /// Bytes of the segment's parameters, fetched first when it is read by ranges (0:
+    /// read it whole).
+    #[serde(default)]
+    pub head: u64,
 }
 
 /// A node of the fan-out tree below a worker: the worker that serves it, the segments it
@@ -410,6 +414,10 @@ pub struct PartitionOutcome {
     /// Microseconds searching the segment.
     #[serde(default)]
     pub scan_us: u64,
+    /// GET requests made for it (1 for a whole object; its head and ranges when read by
+    /// ranges; 0 on a cache hit that needed nothing more).
+    #[serde(default)]
+    pub gets: u64,
 }
 
 /// What a worker answers: its merged top-k and the outcome of each partition.
@@ -580,6 +588,7 @@ mod tests {
                 bytes: 10,
                 checksum: "00".into(),
                 lists: Vec::new(),
+                head: 0,
             }],
             rerank_factor: 10,
             hamming_keep: 0.5,
@@ -609,6 +618,7 @@ mod tests {
             bytes: 12_345_678,
             checksum: "0123456789abcdef".into(),
             lists: Vec::new(),
+            head: 0,
         };
         let leaf = |w: u32| TreeNode {
             worker: w,
@@ -668,6 +678,7 @@ mod tests {
                     bytes_fetched: u64::MAX,
                     fetch_us: u64::MAX,
                     scan_us: u64::MAX,
+                    gets: u64::MAX,
                 })
                 .collect(),
             invocations: 84,

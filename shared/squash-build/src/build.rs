@@ -189,6 +189,7 @@ pub fn build_index(
             let key = format!("segments/p{pid:05}-{:032x}.sqs", xxh3_128(&bytes));
             store.put(&key, &bytes)?;
             bar.inc(1);
+            let head = squash_core::segment::head_len_of(&key, &bytes)?;
             let info = PartitionInfo {
                 id: pid as u32,
                 count: rows.len() as u64,
@@ -196,6 +197,7 @@ pub fn build_index(
                 bytes: bytes.len() as u64,
                 checksum: format!("{:016x}", xxh3_64(&bytes)),
                 lists: (enc.segment.lists.len() - 1) as u32,
+                head,
             };
             let len = bytes.len() as u64;
             let keep = retained_bytes.fetch_add(len, AtomicOrdering::Relaxed) + len <= RETAIN_SEGMENT_BYTES;

@@ -249,6 +249,28 @@ impl<'a> Container<'a> {
         Ok(e.offset as usize..(e.offset + e.len) as usize)
     }
 
+    /// As [`Container::raw_range`], without hashing the payload: for a buffer that does
+    /// not hold it yet (a segment read by ranges verifies its parts as they arrive).
+    pub fn raw_range_unverified(&self, kind: u32) -> Result<std::ops::Range<usize>> {
+        let e = *self
+            .entries
+            .iter()
+            .find(|e| e.kind == kind)
+            .ok_or_else(|| CoreError::corrupt(&self.object, format!("section {kind} is missing")))?;
+        if e.codec != Codec::Raw as u32 || e.raw_len != e.len {
+            return Err(CoreError::corrupt(
+                &self.object,
+                format!("section {kind} is not stored raw"),
+            ));
+        }
+        Ok(e.offset as usize..(e.offset + e.len) as usize)
+    }
+
+    /// True when the object has a section of kind `kind`.
+    pub fn has_section(&self, kind: u32) -> bool {
+        self.entries.iter().any(|e| e.kind == kind)
+    }
+
     /// Returns the verified, decompressed payload of section `kind`.
     pub fn section(&self, kind: u32) -> Result<Cow<'a, [u8]>> {
         let bad = |reason: String| CoreError::corrupt(&self.object, reason);

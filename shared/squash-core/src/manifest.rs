@@ -43,6 +43,11 @@ pub struct PartitionInfo {
     pub checksum: String,
     /// Number of fine lists in the segment (lists are numbered partition by partition).
     pub lists: u32,
+    /// Bytes before the segment's first scanned section (its parameters): what a worker
+    /// reading it by ranges fetches first. 0 for segments written before ranged reads,
+    /// which are read whole.
+    #[serde(default)]
+    pub head: u64,
 }
 
 /// Default search knobs, chosen at build time and overridable per query.

@@ -15,6 +15,8 @@ use crate::osq::{Quantizer, MAX_BITS};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
+use std::sync::Arc;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 #[cfg(target_endian = "big")]
 compile_error!("squash reads its little-endian sections in place: big-endian targets are not supported");
@@ -33,6 +35,55 @@ const ATTRS: u32 = 9;
 const VECTORS: u32 = 10;
 const LISTS: u32 = 11;
 const BLOCKS: u32 = 12;
+const SUMS: u32 = 13;
+
+/// Target size of one vector block of the SUMS section: the unit in which a ranged read
+/// fetches full vectors for the exact re-rank (one page).
+const VECTOR_BLOCK_BYTES: usize = 4096;
+
+/// Ranges of a fetch plan closer than this are fetched as one (the gap's bytes cost less
+/// than another request).
+const COALESCE_GAP: u64 = 8192;
+
+/// Rows per vector block of a segment of dimension `dim` (see [`VECTOR_BLOCK_BYTES`]).
+pub fn vector_block_rows(dim: usize) -> usize {
+    (VECTOR_BLOCK_BYTES / (dim.max(1) * 4)).max(1)
+}
+
+/// Byte ranges of one list's scanned data relative to each section's start, in the order
+/// its SUMS checksum covers them: blocked codes, sign bits, each attribute's codes, each
+/// attribute's values, ids.
+fn list_parts(
+    rows: Range<usize>,
+    blocks: Range<usize>,
+    n: usize,
+    attrs: usize,
+    words: usize,
+) -> Vec<(u32, Range<usize>)> {
+    let mut v = Vec::with_capacity(3 + 2 * attrs);
+    v.push((BLOCKS, blocks));
+    v.push((SIGNS, rows.start * words * 8..rows.end * words * 8));
+    for a in 0..attrs {
+        v.push((ATTR_CODES, a * n + rows.start..a * n + rows.end));
+    }
+    for a in 0..attrs {
+        v.push((ATTRS, (a * n + rows.start) * 8..(a * n + rows.end) * 8));
+    }
+    v.push((IDS, rows.start * 8..rows.end * 8));
+    v
+}
+
+/// Offsets of each list's blocked codes within BLOCKS (one more than there are lists).
+fn block_starts(lists: &[u32], width: usize) -> Vec<usize> {
+    let mut out = Vec::with_capacity(lists.len());
+    let mut at = 0;
+    out.push(0);
+    for w in lists.windows(2) {
+        at += crate::fastscan::list_bytes((w[1] - w[0]) as usize, width);
+        out.push(at);
+    }
+    out
+}
 
 /// Small descriptive fields of a segment (stored as zstd-compressed JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,6 +156,8 @@ impl SegmentParts {
         let mut vectors = Vec::with_capacity(self.vectors.len() * 4);
         le::put_f32s(&mut vectors, &self.vectors);
         let meta = serde_json::to_vec(&self.meta).unwrap_or_default();
+        let codes = self.attr_codes.concat();
+        let sums = self.sums(&blocks, &signs, &codes, &attrs, &ids, &vectors);
         write_container(
             SEGMENT_MAGIC,
             vec![
@@ -113,15 +166,65 @@ impl SegmentParts {
                 SectionOut::raw(QUANT, quant),
                 SectionOut::zstd(ATTR_CELLS, encode_cells(&self.attr_cells)),
                 SectionOut::raw(LISTS, lists),
+                SectionOut::raw(SUMS, sums),
                 SectionOut::raw(BLOCKS, blocks),
                 SectionOut::raw(SIGNS, signs),
-                SectionOut::raw(ATTR_CODES, self.attr_codes.concat()),
+                SectionOut::raw(ATTR_CODES, codes),
                 SectionOut::raw(ATTRS, attrs),
                 SectionOut::raw(IDS, ids),
                 SectionOut::raw(VECTORS, vectors),
             ],
         )
     }
+}
+
+impl SegmentParts {
+    /// The SUMS section: `u32` rows per vector block, `u32` list count, one xxh3-64 per
+    /// list over its scanned data ([`list_parts`]) and one per vector block, so that a
+    /// reader fetching byte ranges can verify exactly what it fetched.
+    fn sums(&self, blocks: &[u8], signs: &[u8], codes: &[u8], attrs: &[u8], ids: &[u8], vectors: &[u8]) -> Vec<u8> {
+        let n = self.meta.count as usize;
+        let dim = self.meta.dim as usize;
+        let width = self.quantizer.bits.iter().filter(|&&b| b > 0).count();
+        let starts = block_starts(&self.lists, width);
+        let words = crate::binary::words_for(dim);
+        let rows_per_block = vector_block_rows(dim);
+        let lists = self.lists.len().saturating_sub(1);
+        let mut out = Vec::new();
+        le::put_u32s(&mut out, &[rows_per_block as u32, lists as u32]);
+        let mut hashes = Vec::with_capacity(lists + n.div_ceil(rows_per_block));
+        for l in 0..lists {
+            let rows = self.lists[l] as usize..self.lists[l + 1] as usize;
+            let mut h = Xxh3::new();
+            for (kind, r) in list_parts(rows, starts[l]..starts[l + 1], n, self.attr_codes.len(), words) {
+                let section = match kind {
+                    BLOCKS => blocks,
+                    SIGNS => signs,
+                    ATTR_CODES => codes,
+                    ATTRS => attrs,
+                    _ => ids,
+                };
+                // (Parts whose columns are shorter than `count` hash what they have:
+                // their segment fails to open anyway.)
+                h.update(section.get(r).unwrap_or(&[]));
+            }
+            hashes.push(h.digest());
+        }
+        let row_bytes = dim * 4;
+        for b in 0..n.div_ceil(rows_per_block) {
+            let (a, e) = (b * rows_per_block, ((b + 1) * rows_per_block).min(n));
+            hashes.push(xxh3_64(vectors.get(a * row_bytes..e * row_bytes).unwrap_or(&[])));
+        }
+        le::put_u64s(&mut out, &hashes);
+        out
+    }
+}
+
+/// Bytes before the first scanned section of an encoded segment (what
+/// [`Segment::open_head`] needs), read from its container header; `object` names it in errors.
+pub fn head_len_of(object: &str, bytes: &[u8]) -> Result<u64> {
+    let c = Container::parse(object, SEGMENT_MAGIC, bytes)?;
+    Ok(c.raw_range_unverified(BLOCKS)?.start as u64)
 }
 
 /// Lays out `codes` (row-major, grouped by `lists`) in the blocked layout of
@@ -167,6 +270,57 @@ pub struct Segment {
     attr_values: Range<usize>,
     ids: Range<usize>,
     vectors: Range<usize>,
+    /// Decoded SUMS section (absent in segments written before it existed: those are
+    /// only ever read whole).
+    sums: Option<Arc<Sums>>,
+    /// For a segment read by ranges: which lists and vector blocks its buffer holds (the
+    /// rest of the buffer is zeros, never read). `None` for a whole segment.
+    present: Option<Arc<Present>>,
+}
+
+/// The SUMS section, decoded.
+#[derive(Debug)]
+struct Sums {
+    block_rows: usize,
+    lists: Vec<u64>,
+    blocks: Vec<u64>,
+}
+
+/// What a segment read by ranges holds.
+#[derive(Debug, Clone)]
+struct Present {
+    lists: Vec<bool>,
+    blocks: Vec<bool>,
+}
+
+/// Byte ranges of a segment object to fetch so that a partially read segment holds the
+/// lists and vector rows asked of [`Segment::fetch_plan`]; pass the fetched bodies to
+/// [`Segment::extend`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FetchPlan {
+    /// Object byte ranges, ascending and disjoint.
+    pub ranges: Vec<Range<u64>>,
+    lists: Vec<usize>,
+    blocks: Vec<usize>,
+}
+
+impl FetchPlan {
+    /// True when nothing needs fetching.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+    /// Lists the plan adds.
+    pub fn lists(&self) -> &[usize] {
+        &self.lists
+    }
+    /// Vector blocks the plan adds.
+    pub fn blocks(&self) -> &[usize] {
+        &self.blocks
+    }
+    /// Bytes the plan fetches.
+    pub fn bytes(&self) -> u64 {
+        self.ranges.iter().map(|r| r.end - r.start).sum()
+    }
 }
 
 impl PartialEq for Segment {
@@ -283,6 +437,229 @@ impl Segment {
             + std::mem::size_of::<Segment>() as u64
     }
 
+    /// Bytes before the first scanned section: the parameters a ranged read fetches first.
+    pub fn head_len(&self) -> usize {
+        self.blocks.start
+    }
+    /// True when the segment carries the per-list and per-block checksums that reading
+    /// it by ranges needs.
+    pub fn supports_ranges(&self) -> bool {
+        self.sums.is_some()
+    }
+    /// True when the segment was read by ranges and holds only some lists and vectors.
+    pub fn is_partial(&self) -> bool {
+        self.present.is_some()
+    }
+    /// True when list `l`'s scanned data is held (always, for a whole segment).
+    pub fn has_list(&self, l: usize) -> bool {
+        self.present
+            .as_ref()
+            .is_none_or(|p| p.lists.get(l).copied().unwrap_or(false))
+    }
+    /// True when row `row`'s full vector is held (always, for a whole segment).
+    pub fn has_vector(&self, row: usize) -> bool {
+        match (&self.present, &self.sums) {
+            (Some(p), Some(s)) => p.blocks.get(row / s.block_rows).copied().unwrap_or(false),
+            _ => true,
+        }
+    }
+    /// Bytes of the object this segment holds: all of it when whole, the head and the
+    /// fetched parts when read by ranges.
+    pub fn resident_bytes(&self) -> u64 {
+        match &self.present {
+            None => self.buf.len() as u64,
+            Some(p) => {
+                let lists: usize = (0..self.list_count())
+                    .filter(|&l| p.lists[l])
+                    .map(|l| self.list_ranges(l).iter().map(|r| r.len()).sum::<usize>())
+                    .sum();
+                let blocks: usize = (0..p.blocks.len())
+                    .filter(|&b| p.blocks[b])
+                    .map(|b| self.block_range(b).len())
+                    .sum();
+                (self.head_len() + lists + blocks) as u64
+            }
+        }
+    }
+
+    /// Object byte ranges of list `l`'s scanned data, in checksum order.
+    fn list_ranges(&self, l: usize) -> Vec<Range<usize>> {
+        let base = |kind: u32| match kind {
+            BLOCKS => self.blocks.start,
+            SIGNS => self.signs.start,
+            ATTR_CODES => self.attr_codes.start,
+            ATTRS => self.attr_values.start,
+            _ => self.ids.start,
+        };
+        list_parts(
+            self.list_rows(l),
+            self.block_starts[l]..self.block_starts[l + 1],
+            self.len(),
+            self.meta.attrs as usize,
+            self.sign_words(),
+        )
+        .into_iter()
+        .map(|(kind, r)| base(kind) + r.start..base(kind) + r.end)
+        .collect()
+    }
+
+    /// Object byte range of vector block `b`.
+    fn block_range(&self, b: usize) -> Range<usize> {
+        let rows = self.sums.as_ref().map_or(1, |s| s.block_rows);
+        let row_bytes = self.meta.dim as usize * 4;
+        let (a, e) = (b * rows, ((b + 1) * rows).min(self.len()));
+        self.vectors.start + a * row_bytes..self.vectors.start + e * row_bytes
+    }
+
+    /// What to fetch so that this (partially read) segment holds lists `lists` and the
+    /// full vectors of rows `rows`: the missing parts, in ascending byte ranges, with
+    /// ranges less than a few KiB apart merged. Empty for a whole segment.
+    pub fn fetch_plan(&self, lists: &[usize], rows: &[usize]) -> FetchPlan {
+        let (Some(p), Some(s)) = (&self.present, &self.sums) else {
+            return FetchPlan::default();
+        };
+        let mut want_lists: Vec<usize> = lists
+            .iter()
+            .copied()
+            .filter(|&l| l < self.list_count() && !p.lists[l])
+            .collect();
+        want_lists.sort_unstable();
+        want_lists.dedup();
+        let mut want_blocks: Vec<usize> = rows
+            .iter()
+            .filter(|&&r| r < self.len())
+            .map(|&r| r / s.block_rows)
+            .filter(|&b| !p.blocks[b])
+            .collect();
+        want_blocks.sort_unstable();
+        want_blocks.dedup();
+        let mut ranges: Vec<Range<u64>> = want_lists
+            .iter()
+            .flat_map(|&l| self.list_ranges(l))
+            .chain(want_blocks.iter().map(|&b| self.block_range(b)))
+            .filter(|r| !r.is_empty())
+            .map(|r| r.start as u64..r.end as u64)
+            .collect();
+        ranges.sort_unstable_by_key(|r| r.start);
+        let mut merged: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            match merged.last_mut() {
+                Some(last) if r.start <= last.end + COALESCE_GAP => last.end = last.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        FetchPlan {
+            ranges: merged,
+            lists: want_lists,
+            blocks: want_blocks,
+        }
+    }
+
+    /// Opens a segment from its first [`Segment::head_len`] bytes (or more) and its
+    /// total size, for reading the rest by ranges: parameters are decoded and their
+    /// section checksums verified; no list or vector is held yet ([`Segment::fetch_plan`]).
+    /// Fails for a segment without the SUMS section (read it whole instead).
+    pub fn open_head(object: &str, head: &[u8], total: u64) -> Result<Segment> {
+        let bad = |reason: String| CoreError::corrupt(object, reason);
+        let total = usize::try_from(total).map_err(|_| bad("object too large".into()))?;
+        if head.len() > total {
+            return Err(bad(format!(
+                "head of {} bytes exceeds the object's {total}",
+                head.len()
+            )));
+        }
+        // Zeroed pages are allocated lazily: only what is copied in becomes resident.
+        let mut words = vec![0u64; total.div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..head.len()].copy_from_slice(head);
+        let buf = Bytes::from_owner(Aligned { words, len: total });
+        let mut seg = Segment::open(object, buf, Open::Head)?;
+        if seg.sums.is_none() {
+            return Err(bad("segment has no SUMS section: it can only be read whole".into()));
+        }
+        if head.len() < seg.head_len() {
+            return Err(bad(format!(
+                "head of {} bytes is shorter than the segment's parameters ({} bytes)",
+                head.len(),
+                seg.head_len()
+            )));
+        }
+        seg.present = Some(Arc::new(Present {
+            lists: vec![false; seg.list_count()],
+            blocks: vec![false; seg.sums.as_ref().map_or(0, |s| s.blocks.len())],
+        }));
+        Ok(seg)
+    }
+
+    /// This partially read segment with `plan`'s ranges added (`bodies[i]` holds
+    /// `plan.ranges[i]`): a new buffer holding what this one held plus the new lists and
+    /// vector blocks, each verified against its SUMS checksum.
+    /// `object` names the segment in errors.
+    pub fn extend(&self, object: &str, plan: &FetchPlan, bodies: &[impl AsRef<[u8]>]) -> Result<Segment> {
+        let (Some(p), Some(s)) = (&self.present, &self.sums) else {
+            return Ok(self.clone());
+        };
+        let bad = |reason: String| CoreError::corrupt(object, reason);
+        if bodies.len() != plan.ranges.len() {
+            return Err(bad("fetched ranges do not match the plan".into()));
+        }
+        let total = self.buf.len();
+        let mut words = vec![0u64; total.div_ceil(8)];
+        let out = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..total];
+        let head = self.head_len();
+        out[..head].copy_from_slice(&self.buf[..head]);
+        let mut copy = |r: Range<usize>, from: &[u8]| out[r].copy_from_slice(from);
+        for l in (0..self.list_count()).filter(|&l| p.lists[l]) {
+            for r in self.list_ranges(l) {
+                copy(r.clone(), &self.buf[r]);
+            }
+        }
+        for b in (0..p.blocks.len()).filter(|&b| p.blocks[b]) {
+            let r = self.block_range(b);
+            copy(r.clone(), &self.buf[r]);
+        }
+        for (r, body) in plan.ranges.iter().zip(bodies) {
+            let body = body.as_ref();
+            let (a, e) = (r.start as usize, r.end as usize);
+            if body.len() != e - a || e > total {
+                return Err(bad(format!("range {a}..{e} came back with {} bytes", body.len())));
+            }
+            copy(a..e, body);
+        }
+        let mut present = (**p).clone();
+        let n = self.len();
+        for &l in &plan.lists {
+            let mut h = Xxh3::new();
+            for r in self.list_ranges(l) {
+                h.update(&out[r]);
+            }
+            if h.digest() != s.lists[l] {
+                return Err(bad(format!("list {l} checksum mismatch")));
+            }
+            let rows = self.list_rows(l);
+            for a in 0..self.meta.attrs as usize {
+                let cells = self.attr_cells[a].len();
+                let at = self.attr_codes.start + a * n;
+                if out[at + rows.start..at + rows.end]
+                    .iter()
+                    .any(|&c| c != crate::attrs::MISSING_CODE && c as usize >= cells)
+                {
+                    return Err(bad(format!("attribute {a} has a code beyond its {cells} cells")));
+                }
+            }
+            present.lists[l] = true;
+        }
+        for &b in &plan.blocks {
+            if xxh3_64(&out[self.block_range(b)]) != s.blocks[b] {
+                return Err(bad(format!("vector block {b} checksum mismatch")));
+            }
+            present.blocks[b] = true;
+        }
+        let mut seg = self.clone();
+        seg.buf = Bytes::from_owner(Aligned { words, len: total });
+        seg.present = Some(Arc::new(present));
+        Ok(seg)
+    }
+
     fn words_u64(&self, r: &Range<usize>) -> &[u64] {
         bytemuck::cast_slice::<u8, u64>(&self.buf[r.clone()])
     }
@@ -290,17 +667,17 @@ impl Segment {
     /// Decodes and verifies a segment, checking every section's checksum; `object`
     /// names it in errors.
     pub fn decode(object: &str, bytes: impl Into<Bytes>) -> Result<Segment> {
-        Segment::open(object, bytes.into(), true)
+        Segment::open(object, bytes.into(), Open::Verify)
     }
 
     /// As [`Segment::decode`], for bytes whose whole-object checksum the caller has
     /// already checked against the manifest: section checksums are not recomputed
     /// (the structure is still validated).
     pub fn decode_verified(object: &str, bytes: impl Into<Bytes>) -> Result<Segment> {
-        Segment::open(object, bytes.into(), false)
+        Segment::open(object, bytes.into(), Open::Trusted)
     }
 
-    fn open(object: &str, buf: Bytes, sums: bool) -> Result<Segment> {
+    fn open(object: &str, buf: Bytes, mode: Open) -> Result<Segment> {
         // Sections are 8-byte aligned within the object: read them in place once the
         // buffer itself is aligned (copy it once when it is not).
         let buf = if (buf.as_ptr() as usize).is_multiple_of(8) {
@@ -311,7 +688,7 @@ impl Segment {
             Bytes::from_owner(Aligned { words, len: buf.len() })
         };
         let mut c = Container::parse(object, SEGMENT_MAGIC, &buf)?;
-        if !sums {
+        if mode == Open::Trusted {
             c.trust_section_checksums();
         }
         let bad = |reason: String| CoreError::corrupt(object, reason);
@@ -377,19 +754,39 @@ impl Segment {
         {
             return Err(bad("list offsets are not ascending from 0 to the row count".into()));
         }
-        let mut block_starts = Vec::with_capacity(lists.len());
-        let mut at = 0;
-        block_starts.push(0);
-        for w in lists.windows(2) {
-            at += crate::fastscan::list_bytes((w[1] - w[0]) as usize, width);
-            block_starts.push(at);
-        }
+        let block_starts = block_starts(&lists, width);
+        let at = block_starts.last().copied().unwrap_or(0);
+        let sums = match c.has_section(SUMS) {
+            false => None,
+            true => {
+                let bytes = c.section(SUMS)?;
+                let mut r = le::Reader::new(&bytes, object, "SUMS");
+                let block_rows = r.u32()? as usize;
+                let list_count = r.u32()? as usize;
+                if block_rows == 0 || list_count + 1 != lists.len() {
+                    return Err(bad("SUMS section does not match the lists".into()));
+                }
+                let lists = r.u64s(list_count)?;
+                let blocks = r.u64s(n.div_ceil(block_rows))?;
+                r.finish()?;
+                Some(Arc::new(Sums {
+                    block_rows,
+                    lists,
+                    blocks,
+                }))
+            }
+        };
 
         // The scanned sections, read in place: each must be raw, 8-byte aligned and
         // exactly as long as the counts say.
         let words = crate::binary::words_for(dim);
         let placed = |kind: u32, name: &str, len: usize| -> Result<Range<usize>> {
-            let r = c.raw_range(kind)?;
+            // Read by ranges, the scanned sections are not in the buffer yet: their
+            // lists and blocks are verified as they arrive (SUMS).
+            let r = match mode {
+                Open::Head => c.raw_range_unverified(kind)?,
+                _ => c.raw_range(kind)?,
+            };
             if r.len() != len {
                 return Err(bad(format!("{name} section holds {} bytes, expected {len}", r.len())));
             }
@@ -401,7 +798,7 @@ impl Segment {
         let blocks = placed(BLOCKS, "BLOCKS", at)?;
         let signs = placed(SIGNS, "SIGNS", n * words * 8)?;
         let attr_codes = placed(ATTR_CODES, "ATTR_CODES", n * a)?;
-        for i in 0..a {
+        for i in (0..a).filter(|_| mode != Open::Head) {
             let cells = attr_cells[i].len();
             let col = &buf[attr_codes.start + i * n..attr_codes.start + (i + 1) * n];
             if col
@@ -429,9 +826,22 @@ impl Segment {
             attr_values,
             ids,
             vectors,
+            sums,
+            present: None,
             buf,
         })
     }
+}
+
+/// How [`Segment::open`] treats its buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    /// A whole object: every section's checksum verified.
+    Verify,
+    /// A whole object whose checksum the caller verified.
+    Trusted,
+    /// Only the head is in the buffer (the rest zeros): head sections verified.
+    Head,
 }
 
 /// Encodes attribute cells: per attribute `u32 count`, `count` f64 minima, `count` f64 maxima.
@@ -597,5 +1007,76 @@ mod tests {
         short.ids.pop();
         let err = Segment::decode("p3", short.encode()).expect_err("short ids");
         assert!(err.to_string().contains("IDS section holds"), "{err}");
+    }
+
+    #[test]
+    fn a_segment_read_by_ranges_holds_exactly_what_it_fetched_verified() {
+        let p = parts();
+        let bytes = p.encode();
+        let whole = Segment::decode("s", bytes.clone()).expect("decodes");
+        assert!(whole.supports_ranges() && !whole.is_partial());
+        assert!(whole.fetch_plan(&[1], &[3]).is_empty(), "a whole segment needs nothing");
+        let head = &bytes[..whole.head_len()];
+        let seg = Segment::open_head("s", head, bytes.len() as u64).expect("head opens");
+        assert!(seg.is_partial() && !seg.has_list(1) && !seg.has_vector(40));
+        assert_eq!(seg.meta(), whole.meta());
+        assert_eq!(seg.klt(), whole.klt());
+        // List 2 and the vectors of rows 40 and 41.
+        let plan = seg.fetch_plan(&[2, 2], &[41, 40]);
+        assert!(!plan.is_empty() && plan.bytes() < (bytes.len() - head.len()) as u64);
+        let bodies: Vec<&[u8]> = plan
+            .ranges
+            .iter()
+            .map(|r| &bytes[r.start as usize..r.end as usize])
+            .collect();
+        let got = seg.extend("s", &plan, &bodies).expect("extends");
+        assert!(got.has_list(2) && !got.has_list(1) && got.has_vector(40) && got.has_vector(41));
+        for row in got.list_rows(2) {
+            assert_eq!(got.signs(row), whole.signs(row));
+            assert_eq!(got.id(row), whole.id(row));
+            for a in 0..2 {
+                assert_eq!(got.attr_codes(a)[row], whole.attr_codes(a)[row]);
+                assert_eq!(got.attr_column(a)[row].to_bits(), whole.attr_column(a)[row].to_bits());
+            }
+        }
+        assert_eq!(got.list_blocks(2), whole.list_blocks(2));
+        assert_eq!(got.vector(40), whole.vector(40));
+        assert!(got.resident_bytes() < bytes.len() as u64);
+        // Extending again keeps what was held and adds the rest; nothing is fetched twice.
+        let plan2 = got.fetch_plan(&[1, 2], &[40, 0]);
+        assert_eq!((plan2.lists(), plan2.blocks()), (&[1usize][..], &[][..]));
+        let bodies2: Vec<&[u8]> = plan2
+            .ranges
+            .iter()
+            .map(|r| &bytes[r.start as usize..r.end as usize])
+            .collect();
+        let more = got.extend("s", &plan2, &bodies2).expect("extends again");
+        assert!(more.has_list(1) && more.has_list(2) && more.has_vector(0) && more.has_vector(40));
+        assert_eq!(more.list_blocks(1), whole.list_blocks(1));
+        assert_eq!(more.vector(40), whole.vector(40));
+        // A flipped byte in any fetched part (list 2's codes, signs, attributes, ids;
+        // the vector block) is caught by its checksum.
+        let targets: Vec<usize> = whole
+            .list_ranges(2)
+            .into_iter()
+            .chain([whole.block_range(0)])
+            .flat_map(|r| [r.start, r.end - 1])
+            .collect();
+        for at in targets {
+            let i = plan
+                .ranges
+                .iter()
+                .position(|r| (r.start as usize..r.end as usize).contains(&at))
+                .expect("a planned part is fetched");
+            let mut bad: Vec<Vec<u8>> = bodies.iter().map(|b| b.to_vec()).collect();
+            bad[i][at - plan.ranges[i].start as usize] ^= 0x10;
+            let Err(err) = seg.extend("segments/p3.sqs", &plan, &bad) else {
+                panic!("a flipped byte at {at} went unnoticed");
+            };
+            let msg = err.to_string();
+            assert!(msg.contains("segments/p3.sqs") && msg.contains("checksum"), "{msg}");
+        }
+        // A head cut short, or a segment written without sums, is refused.
+        assert!(Segment::open_head("s", &bytes[..head.len() - 8], bytes.len() as u64).is_err());
     }
 }

@@ -3,7 +3,7 @@
 //! containers use [`ColdInvoker`].
 
 use crate::invoker::WorkerInvoker;
-use crate::worker::Worker;
+use crate::worker::{RangeReads, Worker};
 use rayon::prelude::*;
 use squash_api::{WorkerRequest, WorkerResponse};
 use squash_storage::ObjectStore;
@@ -40,18 +40,19 @@ impl WorkerInvoker for InProcessInvoker {
 /// measuring, not for serving.
 pub struct ColdInvoker {
     store: Arc<dyn ObjectStore>,
+    ranges: RangeReads,
 }
 
 impl ColdInvoker {
-    /// Cold workers reading from `store`.
-    pub fn new(store: Arc<dyn ObjectStore>) -> ColdInvoker {
-        ColdInvoker { store }
+    /// Cold workers reading from `store`, by ranges or whole.
+    pub fn new(store: Arc<dyn ObjectStore>, ranges: RangeReads) -> ColdInvoker {
+        ColdInvoker { store, ranges }
     }
 }
 
 impl WorkerInvoker for ColdInvoker {
     fn invoke_all(&self, requests: &[WorkerRequest]) -> Vec<Result<WorkerResponse, String>> {
-        let worker = Arc::new(Worker::new(self.store.clone(), 0));
+        let worker = Arc::new(Worker::new(self.store.clone(), 0).with_range_reads(self.ranges));
         InProcessInvoker::new(worker).invoke_all(requests)
     }
 }

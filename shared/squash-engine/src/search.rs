@@ -63,12 +63,17 @@ impl Index {
     /// Opens the index in `store` so that every search goes through a fresh worker with
     /// an empty cache, in a tree of `fanout`'s shape: each query fetches all its
     /// segments, as it would on cold containers. For measuring, not for serving.
-    pub fn open_cold(store: Arc<dyn ObjectStore>, name: &str, fanout: Fanout) -> Result<Index> {
+    pub fn open_cold(
+        store: Arc<dyn ObjectStore>,
+        name: &str,
+        fanout: Fanout,
+        ranges: crate::worker::RangeReads,
+    ) -> Result<Index> {
         let manifest = load_manifest(store.as_ref(), name)?;
         Ok(Index::with_invoker(
             name,
             manifest,
-            Arc::new(ColdInvoker::new(store)),
+            Arc::new(ColdInvoker::new(store, ranges)),
             fanout,
         ))
     }
@@ -200,6 +205,7 @@ impl Index {
                 bytes: info.bytes,
                 checksum: info.checksum.clone(),
                 lists: lists.clone(),
+                head: info.head,
             });
         }
         let with_attributes = !req.include.is_empty();
@@ -317,6 +323,7 @@ fn collect(
                 for o in &r.outcomes {
                     stats.candidates.add(&o.counts);
                     stats.bytes_fetched += o.bytes_fetched;
+                    stats.gets += o.gets;
                     stats.fetch_us += o.fetch_us;
                     stats.scan_us += o.scan_us;
                     if let Some(error) = &o.error {
@@ -327,7 +334,6 @@ fn collect(
                         stats.cache_hits += 1;
                     } else {
                         stats.cache_misses += 1;
-                        stats.gets += 1;
                     }
                 }
                 // A segment the answer says nothing about was not searched: never let it

@@ -108,6 +108,7 @@ mod tests {
             bytes: 1,
             checksum: String::new(),
             lists: Vec::new(),
+            head: 0,
         }
     }
 

@@ -67,33 +67,55 @@ fn list_ranges(seg: &Segment, lists: &[u32]) -> Vec<(usize, std::ops::Range<usiz
         .collect()
 }
 
+/// Rows of one segment that passed the filter and the Hamming prune, ready for
+/// [`bound_selected`]: the first two stages of [`bound_segment`], split from the third so
+/// that a worker reading the segment by ranges can fetch the vectors the bounds read
+/// ([`Selected::vector_rows`]) in between.
+#[derive(Debug, Clone, Default)]
+pub struct Selected {
+    ranges: Vec<(usize, std::ops::Range<usize>)>,
+    candidates: Vec<u32>,
+    every_row: bool,
+    dense: bool,
+    yq: Vec<f32>,
+    counts: StageCounts,
+}
+
+impl Selected {
+    /// Rows whose full vectors [`bound_selected`] reads: the reach sample of the blocked
+    /// scan, or every candidate when they are few enough to get exact distances.
+    pub fn vector_rows(&self) -> Vec<usize> {
+        if self.counts.hamming == 0 {
+            Vec::new()
+        } else if self.dense {
+            reach_rows(&self.ranges, &self.candidates, self.every_row)
+        } else {
+            self.candidates.iter().map(|&r| r as usize).collect()
+        }
+    }
+}
+
 /// First stages of the scan of one segment, over the rows of `lists` (all rows when
-/// empty): filter on attribute codes (resolved exactly for "maybe" rows), Hamming prune
-/// on sign bits, ADC lower bounds. Returns the best `p.budget()` candidates as
-/// `(lower bound on the squared L2 distance, row)`, ascending, and the stage counts.
-/// `query` must be prepared (normalised for cosine). Never returns a row whose exact
-/// attributes fail `filter`.
-/// `compiled`, when given, must be `filter` compiled against cells equal to the
-/// segment's (it saves recompiling per segment); otherwise it is compiled here.
-/// `shared` holds (as f32 bits) the smallest `p.budget()`-th best bound any segment of
-/// the request has found so far: rows above it are dropped early, since the pooled
-/// re-rank could never take them. Start it at `f32::INFINITY`.
-pub fn bound_segment(
+/// empty): filter on attribute codes (resolved exactly for "maybe" rows) and Hamming
+/// prune on sign bits. See [`bound_segment`] for the arguments.
+pub fn select_rows(
     seg: &Segment,
     query: &[f32],
     filter: Option<&Expr>,
     compiled: Option<&CodeFilter>,
     lists: &[u32],
     p: PartitionParams,
-    shared: &AtomicU32,
-) -> (Vec<(f32, u32)>, StageCounts) {
+) -> Selected {
     let ranges = list_ranges(seg, lists);
     let mut counts = StageCounts {
         scanned: ranges.iter().map(|(_, r)| r.len() as u64).sum(),
         ..StageCounts::default()
     };
     if counts.scanned == 0 || p.k == 0 {
-        return (Vec::new(), counts);
+        return Selected {
+            counts,
+            ..Selected::default()
+        };
     }
     // 1. Filter: conservative on codes, resolved exactly for the "maybe" rows.
     // Without a filter or a Hamming prune every row of the lists is a candidate, and the
@@ -135,7 +157,10 @@ pub fn bound_segment(
     };
     counts.hamming = counts.filtered;
     if counts.filtered == 0 {
-        return (Vec::new(), counts);
+        return Selected {
+            counts,
+            ..Selected::default()
+        };
     }
     let dim = seg.meta().dim as usize;
     let budget = p.budget();
@@ -189,6 +214,60 @@ pub fn bound_segment(
         counts.hamming = candidates.len() as u64;
     }
 
+    Selected {
+        ranges,
+        candidates,
+        every_row,
+        dense,
+        yq,
+        counts,
+    }
+}
+
+/// Scans one segment: [`select_rows`], then [`bound_selected`]. Returns the best
+/// `p.budget()` candidates as `(lower bound on the squared L2 distance, row)`, ascending,
+/// and the stage counts. `query` must be prepared (normalised for cosine). Never returns
+/// a row whose exact attributes fail `filter`.
+/// `compiled`, when given, must be `filter` compiled against cells equal to the
+/// segment's (it saves recompiling per segment); otherwise it is compiled here.
+/// `shared` holds (as f32 bits) the smallest `p.budget()`-th best bound any segment of
+/// the request has found so far: rows above it are dropped early, since the pooled
+/// re-rank could never take them. Start it at `f32::INFINITY`.
+pub fn bound_segment(
+    seg: &Segment,
+    query: &[f32],
+    filter: Option<&Expr>,
+    compiled: Option<&CodeFilter>,
+    lists: &[u32],
+    p: PartitionParams,
+    shared: &AtomicU32,
+) -> (Vec<(f32, u32)>, StageCounts) {
+    let selected = select_rows(seg, query, filter, compiled, lists, p);
+    bound_selected(seg, query, selected, p, shared)
+}
+
+/// Last scan stage of one segment: lower bounds for the selected rows (the blocked scan,
+/// or exact distances when candidates are sparse), the best `p.budget()` kept, ascending.
+/// The vectors of [`Selected::vector_rows`] must be held.
+pub fn bound_selected(
+    seg: &Segment,
+    query: &[f32],
+    selected: Selected,
+    p: PartitionParams,
+    shared: &AtomicU32,
+) -> (Vec<(f32, u32)>, StageCounts) {
+    let Selected {
+        ranges,
+        candidates,
+        every_row,
+        dense,
+        yq,
+        mut counts,
+    } = selected;
+    if counts.hamming == 0 {
+        return (Vec::new(), counts);
+    }
+    let budget = p.budget();
     // 3. Lower bounds. Where at least one row in SPARSE_DIVISOR of the lists is a
     //    candidate, the blocked SIMD scan bounds whole blocks at once (ADC on the codes'
     //    leading nibbles) and a reservoir keeps the best `budget`; below that, each
@@ -289,24 +368,33 @@ fn reach(
     candidates: &[u32],
     every_row: bool,
 ) -> f32 {
+    let rows = reach_rows(ranges, candidates, every_row);
+    if rows.is_empty() {
+        return f32::INFINITY;
+    }
+    let nearest = rows
+        .iter()
+        .map(|&row| l2sq(query, seg.vector(row)))
+        .fold(f32::INFINITY, f32::min);
+    nearest / REACH_DIVISOR
+}
+
+/// The rows [`reach`] samples: the first [`REACH_SAMPLE`] candidates, none when there
+/// are no more than that.
+fn reach_rows(ranges: &[(usize, std::ops::Range<usize>)], candidates: &[u32], every_row: bool) -> Vec<usize> {
     let total = if every_row {
         ranges.iter().map(|(_, r)| r.len()).sum()
     } else {
         candidates.len()
     };
     if total <= REACH_SAMPLE {
-        return f32::INFINITY;
+        return Vec::new();
     }
-    let rows: Vec<usize> = if every_row {
+    if every_row {
         ranges.iter().flat_map(|(_, r)| r.clone()).take(REACH_SAMPLE).collect()
     } else {
         candidates.iter().take(REACH_SAMPLE).map(|&r| r as usize).collect()
-    };
-    let nearest = rows
-        .iter()
-        .map(|&row| l2sq(query, seg.vector(row)))
-        .fold(f32::INFINITY, f32::min);
-    nearest / REACH_DIVISOR
+    }
 }
 
 /// Truncates `v` to its `n` smallest elements under `cmp`, sorted ascending.
@@ -403,14 +491,56 @@ pub fn search_segment(
     (hits, counts)
 }
 
-/// A segment as the worker got it: the decoded segment, whether it came from the cache,
-/// the bytes fetched and the microseconds spent getting it; or why it could not be had.
-type Fetched = Result<(Arc<Segment>, bool, u64, u64), String>;
+/// A segment as the worker got it: the segment, whether it came from the cache, the
+/// bytes fetched, the microseconds spent getting it and the GET requests made; or why
+/// it could not be had.
+type Fetched = Result<(Arc<Segment>, bool, u64, u64, u64), String>;
+
+/// Whether a worker reads a missed segment by byte ranges (its parameters, then the
+/// lists a query scans and the vector blocks it re-ranks) or whole.
+///
+/// Off by default: at today's segment sizes (a few MB) a whole-object GET costs less.
+/// Read by ranges, a cold query on synth-1m fetches 5–21 % of the bytes but makes 30–40
+/// times the requests (3 + 2 per attribute ranges per list, a range per vector block);
+/// at S3's request fee those cost more than the bytes saved (docs/BENCHMARKS.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RangeReads {
+    /// Every segment is fetched whole.
+    #[default]
+    Off,
+    /// Segments that carry range checksums are read by ranges.
+    On,
+}
+
+impl std::str::FromStr for RangeReads {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RangeReads, String> {
+        match s {
+            "on" => Ok(RangeReads::On),
+            "off" => Ok(RangeReads::Off),
+            other => Err(format!("expected on or off, got '{other}'")),
+        }
+    }
+}
+
+/// A segment read by ranges is fetched whole instead once what it would hold after a
+/// fetch passes this fraction of the object: the rest costs little more than the ranges,
+/// in one request, and later queries find it all.
+const WHOLE_FRACTION: f64 = 0.5;
+
+/// What a segment still needs for one stage of a query: lists to scan, rows whose
+/// vectors are read.
+struct Need {
+    segment: usize,
+    lists: Vec<usize>,
+    rows: Vec<usize>,
+}
 
 /// A worker: searches segments for [`WorkerRequest`]s, keeping decoded segments warm.
 pub struct Worker {
     store: Arc<dyn ObjectStore>,
     cache: Arc<SegmentCache>,
+    ranges: RangeReads,
 }
 
 impl Worker {
@@ -422,12 +552,26 @@ impl Worker {
     /// A worker reading from `store` that shares `cache` with other workers of the
     /// process (one per index; keys are content-hashed, so indexes never collide).
     pub fn with_cache(store: Arc<dyn ObjectStore>, cache: Arc<SegmentCache>) -> Worker {
-        Worker { store, cache }
+        Worker {
+            store,
+            cache,
+            ranges: RangeReads::Off,
+        }
+    }
+
+    /// This worker with range reads set to `ranges`.
+    pub fn with_range_reads(mut self, ranges: RangeReads) -> Worker {
+        self.ranges = ranges;
+        self
     }
 
     /// The segment cache (for stats and tests).
     pub fn cache(&self) -> &SegmentCache {
         &self.cache
+    }
+
+    fn reads_ranges(&self) -> bool {
+        self.ranges == RangeReads::On
     }
 
     /// Verifies fetched bytes against the manifest's size and checksum, opens the segment
@@ -451,35 +595,42 @@ impl Worker {
             ));
         }
         let seg = Segment::decode_verified(&r.key, blob.bytes.clone()).map_err(|e| e.to_string())?;
-        if seg.meta().partition != r.partition {
-            return Err(format!(
-                "segment '{}' holds partition {}, expected {}",
-                r.key,
-                seg.meta().partition,
-                r.partition
-            ));
-        }
+        check_partition(r, &seg)?;
         let seg = Arc::new(seg);
         let charge = seg.decoded_bytes() + if blob.mapped { 0 } else { r.bytes };
         self.cache.insert(&r.key, seg.clone(), charge);
         Ok(seg)
     }
 
+    /// Caches a segment read by ranges, charged for what it holds.
+    fn admit_partial(&self, r: &SegmentRef, seg: Segment) -> Arc<Segment> {
+        let seg = Arc::new(seg);
+        self.cache
+            .insert(&r.key, seg.clone(), seg.decoded_bytes() + seg.resident_bytes());
+        seg
+    }
+
     /// Gets every requested segment: cache hits first, then all misses fetched together
-    /// (concurrently on stores with latency) and decoded in parallel.
-    fn segments(&self, refs: &[SegmentRef]) -> Vec<Fetched> {
+    /// (concurrently on stores with latency) and decoded in parallel. Read by ranges
+    /// (see [`RangeReads`]), a missed segment's parameters are fetched first, then the
+    /// lists the request scans (and, without a filter, the vectors of the scan's reach
+    /// sample), all segments' ranges together.
+    fn segments(&self, req: &WorkerRequest) -> Vec<Fetched> {
+        let refs = &req.segments;
         let mut out: Vec<Option<Fetched>> = refs
             .iter()
-            .map(|r| self.cache.get(&r.key).map(|s| Ok((s, true, 0, 0))))
+            .map(|r| self.cache.get(&r.key).map(|s| Ok((s, true, 0, 0, 0))))
             .collect();
+        let ranged = self.reads_ranges();
         let missing: Vec<usize> = (0..refs.len()).filter(|&i| out[i].is_none()).collect();
-        if !missing.is_empty() {
-            let keys: Vec<&str> = missing.iter().map(|&i| refs[i].key.as_str()).collect();
+        let (heads, whole): (Vec<usize>, Vec<usize>) = missing.into_iter().partition(|&i| ranged && refs[i].head > 0);
+        if !whole.is_empty() {
+            let keys: Vec<&str> = whole.iter().map(|&i| refs[i].key.as_str()).collect();
             let t0 = Instant::now();
             let fetched = self.store.get_many_shared(&keys);
             // The misses are fetched together: each gets an equal share of the wall time.
-            let share_us = t0.elapsed().as_micros() as u64 / missing.len() as u64;
-            let decoded: Vec<Fetched> = missing
+            let share_us = t0.elapsed().as_micros() as u64 / whole.len() as u64;
+            let decoded: Vec<Fetched> = whole
                 .par_iter()
                 .zip(fetched.into_par_iter())
                 .map(|(&i, bytes)| {
@@ -488,17 +639,135 @@ impl Worker {
                     let len = blob.bytes.len() as u64;
                     self.admit(&refs[i], blob).map(|seg| {
                         let us = share_us + t1.elapsed().as_micros() as u64;
-                        (seg, false, len, us)
+                        (seg, false, len, us, 1)
                     })
                 })
                 .collect();
-            for (&i, d) in missing.iter().zip(decoded) {
+            for (&i, d) in whole.iter().zip(decoded) {
                 out[i] = Some(d);
             }
         }
-        out.into_iter()
+        if !heads.is_empty() {
+            let asked: Vec<(&str, u64, u64)> = heads
+                .iter()
+                .map(|&i| (refs[i].key.as_str(), 0, refs[i].head.min(refs[i].bytes)))
+                .collect();
+            let t0 = Instant::now();
+            let fetched = self.store.get_ranges(&asked);
+            let share_us = t0.elapsed().as_micros() as u64 / heads.len() as u64;
+            for (&i, got) in heads.iter().zip(fetched) {
+                let r = &refs[i];
+                out[i] = Some(got.map_err(|e| e.to_string()).and_then(|head| {
+                    let len = head.len() as u64;
+                    let seg = Segment::open_head(&r.key, &head, r.bytes).map_err(|e| e.to_string())?;
+                    check_partition(r, &seg)?;
+                    Ok((Arc::new(seg), false, len, share_us, 1))
+                }));
+            }
+        }
+        let mut out: Vec<Fetched> = out
+            .into_iter()
             .map(|o| o.unwrap_or_else(|| Err("segment was not fetched".to_string())))
-            .collect()
+            .collect();
+        let every_row = req.filter.is_none() && req.hamming_keep >= 1.0;
+        let needs: Vec<Need> = out
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| {
+                let seg = &f.as_ref().ok()?.0;
+                if !seg.is_partial() {
+                    return None;
+                }
+                let r = &refs[i];
+                let lists: Vec<usize> = if r.lists.is_empty() {
+                    (0..seg.list_count()).collect()
+                } else {
+                    r.lists.iter().map(|&l| l as usize).collect()
+                };
+                let rows = if every_row {
+                    reach_rows(&list_ranges(seg, &r.lists), &[], true)
+                } else {
+                    Vec::new()
+                };
+                Some(Need {
+                    segment: i,
+                    lists,
+                    rows,
+                })
+            })
+            .collect();
+        self.complete(refs, &mut out, needs);
+        out
+    }
+
+    /// Fetches what segments read by ranges still lack for a stage of the query (all
+    /// segments' ranges in one batch), or the whole object where that is nearly as
+    /// cheap ([`WHOLE_FRACTION`]); replaces them in `fetched` and in the cache, adding the
+    /// bytes and time to their counts. A segment whose fetch fails becomes an error.
+    fn complete(&self, refs: &[SegmentRef], fetched: &mut [Fetched], needs: Vec<Need>) {
+        let mut plans = Vec::new();
+        let mut whole = Vec::new();
+        for need in needs {
+            let Ok((seg, ..)) = &fetched[need.segment] else {
+                continue;
+            };
+            let plan = seg.fetch_plan(&need.lists, &need.rows);
+            if plan.is_empty() {
+                continue;
+            }
+            let after = (seg.resident_bytes() + plan.bytes()) as f64;
+            if after > WHOLE_FRACTION * refs[need.segment].bytes as f64 {
+                whole.push(need.segment);
+            } else {
+                plans.push((need.segment, plan));
+            }
+        }
+        if plans.is_empty() && whole.is_empty() {
+            return;
+        }
+        let t0 = Instant::now();
+        let asked: Vec<(&str, u64, u64)> = plans
+            .iter()
+            .flat_map(|(i, plan)| plan.ranges.iter().map(|r| (refs[*i].key.as_str(), r.start, r.end)))
+            .collect();
+        let mut bodies = self.store.get_ranges(&asked).into_iter();
+        let keys: Vec<&str> = whole.iter().map(|&i| refs[i].key.as_str()).collect();
+        let blobs = if keys.is_empty() {
+            Vec::new()
+        } else {
+            self.store.get_many_shared(&keys)
+        };
+        let share_us = t0.elapsed().as_micros() as u64 / (plans.len() + whole.len()) as u64;
+        for (i, plan) in &plans {
+            let got: Result<Vec<Vec<u8>>, String> = bodies
+                .by_ref()
+                .take(plan.ranges.len())
+                .map(|b| b.map_err(|e| e.to_string()))
+                .collect();
+            let r = &refs[*i];
+            let slot = &mut fetched[*i];
+            let Ok((seg, hit, bytes, us, gets)) = slot else {
+                continue;
+            };
+            let result = got.and_then(|bodies| {
+                let fetched_bytes: u64 = bodies.iter().map(|b| b.len() as u64).sum();
+                let extended = seg.extend(&r.key, plan, &bodies).map_err(|e| e.to_string())?;
+                Ok((self.admit_partial(r, extended), fetched_bytes))
+            });
+            let requests = plan.ranges.len() as u64;
+            *slot = result.map(|(new, got)| (new, *hit, *bytes + got, *us + share_us, *gets + requests));
+        }
+        for (&i, blob) in whole.iter().zip(blobs) {
+            let r = &refs[i];
+            let slot = &mut fetched[i];
+            let Ok((_, hit, bytes, us, gets)) = slot else { continue };
+            let (hit, bytes, us, gets) = (*hit, *bytes, *us, *gets);
+            *slot = blob.map_err(|e| e.to_string()).and_then(|blob| {
+                let len = blob.bytes.len() as u64;
+                self.admit(r, blob)
+                    .map(|seg| (seg, hit, bytes + len, us + share_us, gets + 1))
+            });
+        }
     }
 
     /// Searches every segment of the request: filters and bounds them in parallel, then
@@ -509,7 +778,28 @@ impl Worker {
             rerank_factor: req.rerank_factor as usize,
             hamming_keep: req.hamming_keep,
         };
-        let fetched = self.segments(&req.segments);
+        let mut fetched = self.segments(req);
+        for (r, f) in req.segments.iter().zip(fetched.iter_mut()) {
+            let problem = match f {
+                Ok((seg, ..)) if seg.meta().dim as usize != req.query.len() => Some(format!(
+                    "segment '{}' has dimension {}, query has {}",
+                    r.key,
+                    seg.meta().dim,
+                    req.query.len()
+                )),
+                Ok((seg, ..)) => r.lists.iter().find(|&&l| l as usize >= seg.list_count()).map(|l| {
+                    format!(
+                        "segment '{}' has {} lists, list {l} was asked for",
+                        r.key,
+                        seg.list_count()
+                    )
+                }),
+                Err(_) => None,
+            };
+            if let Some(p) = problem {
+                *f = Err(p);
+            }
+        }
         // Attribute cells are shared by every segment of an index: compile the filter
         // once, against the first segment, and reuse it wherever the cells are equal.
         let first = fetched
@@ -519,81 +809,93 @@ impl Worker {
             (Some(f), Some(seg)) => Some(f.compile(seg.attr_cells())),
             _ => None,
         };
-        let shared_bound = AtomicU32::new(f32::INFINITY.to_bits());
-        type Bounded = (Option<Arc<Segment>>, Vec<(f32, u32)>, PartitionOutcome);
-        let per_segment: Vec<Bounded> = req
+        let mut scan_us = vec![0u64; req.segments.len()];
+        // 1. Filter and Hamming prune, every segment in parallel.
+        let selected: Vec<(Option<Selected>, u64)> = req
             .segments
             .par_iter()
-            .zip(fetched.into_par_iter())
-            .map(|(r, fetched)| {
-                let mut outcome = PartitionOutcome {
-                    partition: r.partition,
-                    error: None,
-                    counts: StageCounts::default(),
-                    cache_hit: false,
-                    bytes_fetched: 0,
-                    fetch_us: 0,
-                    scan_us: 0,
-                };
-                let seg = match fetched {
-                    Ok((seg, hit, fetched, us)) => {
-                        outcome.cache_hit = hit;
-                        outcome.bytes_fetched = fetched;
-                        outcome.fetch_us = us;
-                        seg
-                    }
-                    Err(e) => {
-                        outcome.error = Some(e);
-                        return (None, Vec::new(), outcome);
-                    }
-                };
-                if seg.meta().dim as usize != req.query.len() {
-                    outcome.error = Some(format!(
-                        "segment '{}' has dimension {}, query has {}",
-                        r.key,
-                        seg.meta().dim,
-                        req.query.len()
-                    ));
-                    return (None, Vec::new(), outcome);
-                }
-                if let Some(&l) = r.lists.iter().find(|&&l| l as usize >= seg.list_count()) {
-                    outcome.error = Some(format!(
-                        "segment '{}' has {} lists, list {l} was asked for",
-                        r.key,
-                        seg.list_count()
-                    ));
-                    return (None, Vec::new(), outcome);
-                }
+            .zip(fetched.par_iter())
+            .map(|(r, f)| {
+                let Ok((seg, ..)) = f else { return (None, 0) };
                 let t0 = Instant::now();
                 let compiled = shared
                     .as_ref()
                     .filter(|_| first.as_ref().is_some_and(|f| f.attr_cells() == seg.attr_cells()));
-                let (bounded, counts) = bound_segment(
-                    &seg,
-                    &req.query,
-                    req.filter.as_ref(),
-                    compiled,
-                    &r.lists,
-                    params,
-                    &shared_bound,
-                );
-                outcome.counts = counts;
-                outcome.scan_us = t0.elapsed().as_micros() as u64;
-                (Some(seg), bounded, outcome)
+                let sel = select_rows(seg, &req.query, req.filter.as_ref(), compiled, &r.lists, params);
+                (Some(sel), t0.elapsed().as_micros() as u64)
             })
             .collect();
+        // Segments read by ranges fetch the vectors the bounds read.
+        let needs: Vec<Need> = selected
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| fetched[*i].as_ref().is_ok_and(|(seg, ..)| seg.is_partial()))
+            .filter_map(|(i, (sel, _))| {
+                sel.as_ref().map(|sel| Need {
+                    segment: i,
+                    lists: Vec::new(),
+                    rows: sel.vector_rows(),
+                })
+            })
+            .collect();
+        self.complete(&req.segments, &mut fetched, needs);
+        // 2. Bounds, every segment in parallel.
+        let shared_bound = AtomicU32::new(f32::INFINITY.to_bits());
+        type Bounded = (Vec<(f32, u32)>, StageCounts, u64);
+        let bounded: Vec<Bounded> = fetched
+            .par_iter()
+            .zip(selected.into_par_iter())
+            .map(|(f, (sel, us))| match (f, sel) {
+                (Ok((seg, ..)), Some(sel)) => {
+                    let t0 = Instant::now();
+                    let (b, counts) = bound_selected(seg, &req.query, sel, params, &shared_bound);
+                    (b, counts, us + t0.elapsed().as_micros() as u64)
+                }
+                _ => (Vec::new(), StageCounts::default(), us),
+            })
+            .collect();
+        let mut counts = Vec::with_capacity(bounded.len());
+        let mut pool = Vec::new();
+        for (i, (b, c, us)) in bounded.into_iter().enumerate() {
+            scan_us[i] = us;
+            counts.push(c);
+            pool.extend(b.into_iter().map(|(lb, r)| (lb, i as u32, r)));
+        }
+        // 3. The pooled re-rank reads the best `budget` candidates' vectors.
+        best_sorted(&mut pool, params.budget(), |a, b| {
+            a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
+        });
+        let mut rows: Vec<Vec<usize>> = vec![Vec::new(); req.segments.len()];
+        for &(_, s, r) in &pool {
+            rows[s as usize].push(r as usize);
+        }
+        let needs: Vec<Need> = rows
+            .into_iter()
+            .enumerate()
+            .filter(|(i, rows)| !rows.is_empty() && fetched[*i].as_ref().is_ok_and(|(seg, ..)| seg.is_partial()))
+            .map(|(segment, rows)| Need {
+                segment,
+                lists: Vec::new(),
+                rows,
+            })
+            .collect();
+        self.complete(&req.segments, &mut fetched, needs);
         let t0 = Instant::now();
         let mut segs: Vec<&Segment> = Vec::new();
         let mut slots: Vec<usize> = Vec::new();
-        let mut pool = Vec::new();
-        for (i, (seg, bounded, _)) in per_segment.iter().enumerate() {
-            if let Some(seg) = seg {
-                let s = segs.len() as u32;
+        let mut slot_of = vec![u32::MAX; req.segments.len()];
+        for (i, f) in fetched.iter().enumerate() {
+            if let Ok((seg, ..)) = f {
+                slot_of[i] = segs.len() as u32;
                 segs.push(seg);
                 slots.push(i);
-                pool.extend(bounded.iter().map(|&(lb, r)| (lb, s, r)));
             }
         }
+        let pool: Vec<(f32, u32, u32)> = pool
+            .into_iter()
+            .filter(|&(_, s, _)| slot_of[s as usize] != u32::MAX)
+            .map(|(lb, s, r)| (lb, slot_of[s as usize], r))
+            .collect();
         let (hits, reranked) = rerank(&segs, pool, &req.query, req.filter.as_ref(), params);
         let hits: Vec<WorkerHit> = hits
             .into_iter()
@@ -610,7 +912,36 @@ impl Worker {
                 },
             })
             .collect();
-        let mut outcomes: Vec<PartitionOutcome> = per_segment.into_iter().map(|(_, _, o)| o).collect();
+        let mut outcomes: Vec<PartitionOutcome> = req
+            .segments
+            .iter()
+            .zip(&fetched)
+            .zip(counts)
+            .enumerate()
+            .map(|(i, ((r, f), counts))| {
+                let mut o = PartitionOutcome {
+                    partition: r.partition,
+                    error: None,
+                    counts: StageCounts::default(),
+                    cache_hit: false,
+                    bytes_fetched: 0,
+                    fetch_us: 0,
+                    scan_us: scan_us[i],
+                    gets: 0,
+                };
+                match f {
+                    Ok((_, hit, bytes, us, gets)) => {
+                        o.gets = *gets;
+                        o.counts = counts;
+                        o.cache_hit = *hit;
+                        o.bytes_fetched = *bytes;
+                        o.fetch_us = *us;
+                    }
+                    Err(e) => o.error = Some(e.clone()),
+                }
+                o
+            })
+            .collect();
         // The pooled re-rank's time is shared out over the segments it covered.
         let share = t0.elapsed().as_micros() as u64 / slots.len().max(1) as u64;
         for (s, &i) in slots.iter().enumerate() {
@@ -669,6 +1000,7 @@ impl Worker {
                     bytes_fetched: 0,
                     fetch_us: 0,
                     scan_us: 0,
+                    gets: 0,
                 })),
             }
         }
@@ -679,6 +1011,19 @@ impl Worker {
             cold_workers,
         }
     }
+}
+
+/// Checks that a segment holds the partition the manifest says it does.
+fn check_partition(r: &SegmentRef, seg: &Segment) -> Result<(), String> {
+    if seg.meta().partition != r.partition {
+        return Err(format!(
+            "segment '{}' holds partition {}, expected {}",
+            r.key,
+            seg.meta().partition,
+            r.partition
+        ));
+    }
+    Ok(())
 }
 
 /// Merges worker hit lists into the best `k`, best first (ties by the smaller id, as

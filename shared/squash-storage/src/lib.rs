@@ -119,6 +119,11 @@ pub trait ObjectStore: Send + Sync {
     fn get_many_shared(&self, keys: &[&str]) -> Vec<Result<Blob>> {
         self.get_many(keys).into_iter().map(|r| r.map(Blob::owned)).collect()
     }
+    /// Reads several byte ranges `(key, start, end)`, results in input order; stores with
+    /// network latency fetch them concurrently.
+    fn get_ranges(&self, ranges: &[(&str, u64, u64)]) -> Vec<Result<Vec<u8>>> {
+        ranges.iter().map(|&(k, s, e)| self.get_range(k, s, e)).collect()
+    }
     /// Size of an object, or `None` when it does not exist.
     fn head(&self, key: &str) -> Result<Option<u64>> {
         match self.get(key) {
@@ -279,6 +284,15 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
         }
         out
     }
+    fn get_ranges(&self, ranges: &[(&str, u64, u64)]) -> Vec<Result<Vec<u8>>> {
+        let mut out = self.inner.get_ranges(ranges);
+        for (r, &(k, s, e)) in out.iter_mut().zip(ranges) {
+            if matches!(r, Err(e) if e.is_transient()) {
+                *r = self.get_range(k, s, e);
+            }
+        }
+        out
+    }
     fn head(&self, key: &str) -> Result<Option<u64>> {
         self.retry(|| self.inner.head(key))
     }
@@ -376,6 +390,11 @@ impl<S: ObjectStore> ObjectStore for Counting<S> {
         }
         out
     }
+    fn get_ranges(&self, ranges: &[(&str, u64, u64)]) -> Vec<Result<Vec<u8>>> {
+        let out = self.inner.get_ranges(ranges);
+        out.iter().for_each(|r| self.read(r));
+        out
+    }
     fn head(&self, key: &str) -> Result<Option<u64>> {
         self.other.fetch_add(1, Ordering::Relaxed);
         self.inner.head(key)
@@ -406,6 +425,9 @@ impl<T: ObjectStore + ?Sized> ObjectStore for Arc<T> {
     }
     fn get_many_shared(&self, keys: &[&str]) -> Vec<Result<Blob>> {
         (**self).get_many_shared(keys)
+    }
+    fn get_ranges(&self, ranges: &[(&str, u64, u64)]) -> Vec<Result<Vec<u8>>> {
+        (**self).get_ranges(ranges)
     }
     fn head(&self, key: &str) -> Result<Option<u64>> {
         (**self).head(key)

@@ -308,6 +308,16 @@ impl ObjectStore for S3Store {
         })
     }
 
+    fn get_ranges(&self, ranges: &[(&str, u64, u64)]) -> Vec<Result<Vec<u8>>> {
+        self.run(async {
+            let futures: Vec<_> = ranges
+                .iter()
+                .map(|&(k, s, e)| self.get_async(k, Some((s, e))))
+                .collect();
+            join_all(futures).await
+        })
+    }
+
     fn head(&self, key: &str) -> Result<Option<u64>> {
         let full = self.full_key(key)?;
         self.run(async {

@@ -61,6 +61,10 @@ pub struct BenchArgs {
     /// fan-out of a deployment.
     #[arg(long, default_value_t = 0)]
     cold_queries: usize,
+    /// How the cold pass's workers read segments: `off` (whole objects, the deployed
+    /// default) or `on` (by byte ranges, as `SQUASH_RANGE_READS=on`).
+    #[arg(long, default_value = "off", value_parser = parse_range_reads)]
+    cold_range_reads: squash_engine::worker::RangeReads,
     /// Logical workers W of the deployment the cold pass models.
     #[arg(long, default_value_t = 8)]
     workers: usize,
@@ -74,6 +78,10 @@ pub struct BenchArgs {
     knobs: Knobs,
 }
 
+fn parse_range_reads(s: &str) -> std::result::Result<squash_engine::worker::RangeReads, String> {
+    s.parse()
+}
+
 /// Runs `squash bench`.
 pub fn run(a: BenchArgs) -> Result<()> {
     let index = open_index(&a.index)?;
@@ -84,7 +92,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     fanout.validate().map_err(|e| CliError::bad("workers", e))?;
     let cold = if a.cold_queries > 0 {
-        Some(Index::open_cold(open_store(&a.index)?, index.name(), fanout)?)
+        Some(Index::open_cold(
+            open_store(&a.index)?,
+            index.name(),
+            fanout,
+            a.cold_range_reads,
+        )?)
     } else {
         None
     };
