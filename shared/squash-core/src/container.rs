@@ -239,14 +239,8 @@ impl<'a> Container<'a> {
     /// Where the payload of raw section `kind` lies in the object, after verifying it:
     /// for reading it in place.
     pub fn raw_range(&self, kind: u32) -> Result<std::ops::Range<usize>> {
-        let (e, _) = self.entry(kind)?;
-        if e.codec != Codec::Raw as u32 || e.raw_len != e.len {
-            return Err(CoreError::corrupt(
-                &self.object,
-                format!("section {kind} is not stored raw"),
-            ));
-        }
-        Ok(e.offset as usize..(e.offset + e.len) as usize)
+        self.entry(kind)?;
+        self.raw_range_unverified(kind)
     }
 
     /// As [`Container::raw_range`], without hashing the payload: for a buffer that does

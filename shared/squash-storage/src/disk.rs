@@ -120,18 +120,12 @@ impl<S: ObjectStore> DiskTier<S> {
     }
 
     fn read_kept_range(&self, key: &str, start: u64, end: u64) -> Option<Vec<u8>> {
-        use std::io::{Read, Seek, SeekFrom};
         if !key.starts_with(IMMUTABLE_PREFIX) {
             return None;
         }
-        let mut f = std::fs::File::open(self.path(key)).ok()?;
-        let len = f.metadata().ok()?.len();
-        let (s, e) = (start.min(len), end.min(len).max(start.min(len)));
-        f.seek(SeekFrom::Start(s)).ok()?;
-        let mut buf = vec![0u8; (e - s) as usize];
-        f.read_exact(&mut buf).ok()?;
+        let bytes = crate::read_file_range(&self.path(key), start, end).ok()?;
         self.hits.fetch_add(1, Ordering::Relaxed);
-        Some(buf)
+        Some(bytes)
     }
 
     /// The directory of the tier.

@@ -91,6 +91,17 @@ impl Blob {
     }
 }
 
+/// Reads bytes `start..end` of a file (clamped to its length).
+pub(crate) fn read_file_range(path: &Path, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let (s, e) = (start.min(len), end.min(len).max(start.min(len)));
+    f.seek(SeekFrom::Start(s))?;
+    let mut buf = vec![0u8; (e - s) as usize];
+    f.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
 /// The error for a key a batch read returned nothing for.
 pub(crate) fn not_fetched(key: &str) -> StorageError {
     StorageError::InvalidKey {
@@ -531,16 +542,7 @@ impl ObjectStore for LocalDir {
 
     fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Vec<u8>> {
         let path = self.path(key)?;
-        let read = || -> std::io::Result<Vec<u8>> {
-            let mut f = std::fs::File::open(&path)?;
-            let len = f.metadata()?.len();
-            let (s, e) = (start.min(len), end.min(len).max(start.min(len)));
-            f.seek(SeekFrom::Start(s))?;
-            let mut buf = vec![0u8; (e - s) as usize];
-            f.read_exact(&mut buf)?;
-            Ok(buf)
-        };
-        read().map_err(|e| self.io(key, e))
+        read_file_range(&path, start, end).map_err(|e| self.io(key, e))
     }
 
     fn get_many_shared(&self, keys: &[&str]) -> Vec<Result<Blob>> {
