@@ -15,7 +15,18 @@ nothing). Both stacks are then compared with the code's contract, read from the 
   - worker names: SQUASH_WORKER_FUNCTION with {i} = 0..W-1 is each worker's name.
 
 The SAM template's worker slots must be Worker0..WorkerN-1, each WorkerN created under
-condition HasWorkerN, with WorkerCount allowing exactly 1..N.
+condition HasWorkerN, with WorkerCount allowing exactly 0..N.
+
+Both stacks must also deploy with W = 0 and W = 8 ("on paper"): the SAM template's
+conditions are evaluated for every combination of WorkerCount (0, 8), Endpoints and
+Authorization, and every Ref, GetAtt and ${X} of a resource that exists must name one that
+exists too, and every IAM statement must have a Resource; in Terraform a policy statement
+whose resources come from worker_count may only sit in a document counted by worker_count
+(IAM rejects an empty Resource as MalformedPolicyDocument), and a counted resource is never
+read without an index. And: function names fit Lambda's 64 characters at the longest name
+prefix allowed; the worker invoke timeout is shorter than the function timeout for every
+timeout allowed; the coordinator's default memory holds a 1M x 128 index; the coordinator
+has an AWS_IAM function URL, and neither stack offers an unauthenticated endpoint.
 
 `--self-test` breaks copies of the templates in known ways and fails unless the check
 catches each one. `--tools DIR` also runs cfn-lint, `sam validate --lint` and checkov
@@ -40,6 +51,26 @@ from cfnlint.decode import cfn_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOYED = ["SQUASH_INDEX_ROOT", "SQUASH_WORKERS", "SQUASH_BRANCHING", "SQUASH_DEPTH", "SQUASH_WORKER_FUNCTION"]
+# Lambda's limit on a function name.
+MAX_FUNCTION_NAME = 64
+# Bytes of a 1M x 128 index with five attributes (synth-1m: 630 MiB), with headroom: the
+# coordinator's default memory must give a segment cache at least this large.
+INDEX_1M_128_BYTES = 700 << 20
+
+
+def cache_budget(memory_mb: int) -> int:
+    """squash_lambda::config::cache_budget: 60 % of the memory less 64 MiB."""
+    return max(memory_mb * (1 << 20) // 10 * 6 - (64 << 20), 32 << 20)
+
+
+def check_memory(where: str, name: str, memory_mb, problems: Problems) -> None:
+    try:
+        mb = int(float(str(memory_mb)))
+    except ValueError:
+        problems.add(where, f"{name} has no numeric default")
+        return
+    if cache_budget(mb) < INDEX_1M_128_BYTES:
+        problems.add(where, f"{name} defaults to {mb} MB: its cache ({cache_budget(mb) >> 20} MiB) cannot hold a 1M x 128 index ({INDEX_1M_128_BYTES >> 20} MiB) when the coordinator searches alone")
 
 
 class Problems(list):
@@ -220,6 +251,97 @@ def check_terraform(tf_dir: Path, code: dict, problems: Problems) -> None:
     worker = functions.get("aws_lambda_function.worker", {})
     if str(worker.get("function_name")) != "${local.worker_names[count.index]}":
         problems.add("lambda.tf", "the worker functions must be named local.worker_names[count.index]")
+    check_terraform_w0(parsed, resources, data, locals_, where, problems)
+    check_terraform_limits(variables, locals_, resources, problems)
+
+
+def tf_default(variables: dict, name: str):
+    v = variables.get(name, {}).get("default")
+    return unquote(v) if isinstance(v, str) else v
+
+
+def check_terraform_w0(parsed: dict, resources: dict, data: dict, locals_: dict, where: dict, problems: Problems) -> None:
+    """With worker_count = 0: no IAM statement without resources, no counted resource read
+    without an index."""
+    blocks_ = {**resources, **data}
+    counted = {k for k, b in blocks_.items() if "var.worker_count" in str(b.get("count", ""))}
+    # Locals whose value grows with worker_count (transitively).
+    by_workers = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, value in locals_.items():
+            s = str(value)
+            if name not in by_workers and ("var.worker_count" in s or any(re.search(rf"\blocal\.{n}\b", s) for n in by_workers) or any(c in s for c in counted)):
+                by_workers.add(name)
+                changed = True
+    for key, body in blocks_.items():
+        if key in counted:
+            continue
+        fname = where.get(key, "data")
+        for s in strings({k: v for k, v in body.items() if k != "count"}):
+            for c in counted:
+                bare = c[len("data."):] if c.startswith("data.") else c
+                for m in re.finditer(rf"(?<![\w.]){re.escape(c if c.startswith('data.') else bare)}(\[\d+\]|\.\w+)", s):
+                    if m.group(1) != ".*" and not m.group(1).startswith("[*"):
+                        problems.add(fname, f"{key} reads {c}{m.group(1)}, which does not exist when worker_count = 0 (give {key} the same count)")
+        if key.startswith("data.aws_iam_policy_document."):
+            for st in body.get("statement", []):
+                res = str(st.get("resources", ""))
+                grows = [c for c in counted if (c[len('data.'):] if c.startswith('data.') else c) in res] + [
+                    f"local.{n}" for n in by_workers if re.search(rf"\blocal\.{n}\b", res)
+                ]
+                if grows:
+                    problems.add(fname, f"{key}: statement {st.get('sid', '?')} takes its resources from {grows[0]}, so with worker_count = 0 it has none (IAM: MalformedPolicyDocument); count the document by worker_count")
+
+
+def tf_eval(expr: str, locals_: dict, values: dict, depth: int = 0):
+    """Evaluates a small arithmetic Terraform expression (var.X, local.X, floor, min, max,
+    tostring) for the given variable values."""
+    if depth > 10:
+        raise ValueError("locals nest too deep")
+    e = expr.strip()
+    if e.startswith("${") and e.endswith("}"):
+        e = e[2:-1]
+    e = re.sub(r"\blocal\.(\w+)", lambda m: f"({tf_eval(str(locals_[m.group(1)]), locals_, values, depth + 1)})", e)
+    e = re.sub(r"\bvar\.(\w+)", lambda m: repr(values[m.group(1)]), e)
+    import math
+    return eval(e, {"__builtins__": {}}, {"floor": math.floor, "min": min, "max": max, "tostring": lambda x: x})
+
+
+def check_terraform_limits(variables: dict, locals_: dict, resources: dict, problems: Problems) -> None:
+    # Function names at the longest name allowed.
+    cond = str(variables.get("name", {}).get("validation", [{}])[0].get("condition", ""))
+    m = re.search(r"\{0,(\d+)\}", cond)
+    longest = 1 + int(m.group(1)) if m else None
+    if longest is None:
+        problems.add("variables.tf", "var.name must be limited in length by its validation ({0,N})")
+    else:
+        for local in ("coordinator_name", "worker_pattern"):
+            name = unquote(str(locals_.get(local, ""))).replace("${var.name}", "x" * longest).replace("{i}", "255")
+            if len(name) > MAX_FUNCTION_NAME:
+                problems.add("lambda.tf", f"local.{local} is {len(name)} characters at the longest var.name ({longest}); Lambda allows {MAX_FUNCTION_NAME}")
+    # The invoke timeout is shorter than the function timeout, for every timeout allowed.
+    env = locals_.get("function_env", {})
+    expr = str(env.get("SQUASH_INVOKE_TIMEOUT_MS", ""))
+    for timeout in (3, 10, 30, 900):
+        try:
+            ms = float(tf_eval(expr, locals_, {"timeout_s": timeout}))
+        except Exception as e:  # noqa: BLE001 - any failure to evaluate is the finding
+            problems.add("lambda.tf", f"SQUASH_INVOKE_TIMEOUT_MS = {expr!r} cannot be evaluated: {e}")
+            break
+        if ms >= timeout * 1000:
+            problems.add("lambda.tf", f"the invoke timeout ({ms:.0f} ms at timeout_s = {timeout}) must be shorter than the worker's timeout, so a timed-out child can be retried")
+            break
+    check_memory("variables.tf", "coordinator_memory_mb", tf_default(variables, "coordinator_memory_mb"), problems)
+    urls = {k: v for k, v in resources.items() if k.startswith("aws_lambda_function_url.")}
+    if not urls:
+        problems.add("api.tf", "no aws_lambda_function_url for the coordinator")
+    for k, v in urls.items():
+        if unquote(str(v.get("authorization_type", ""))) != "AWS_IAM":
+            problems.add("api.tf", f"{k}: the function URL must use authorization_type AWS_IAM")
+    if tf_default(variables, "endpoints") != "both":
+        problems.add("variables.tf", "var.endpoints must default to both (HTTP API and function URL)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -275,21 +397,21 @@ def check_sam(path: Path, code: dict, problems: Problems) -> None:
                 continue
             n = int(m.group(1))
             slots.append(n)
-            want = f"HasWorker{n}" if n else None
+            want = f"HasWorker{n}"
             if f.get("Condition") != want:
                 problems.add(path.name, f"{name} must have Condition {want} (exists when WorkerCount > {n})")
     for name, r in resources.items():
         m = re.fullmatch(r"WorkerLogGroup(\d+)", name)
-        want = f"HasWorker{m.group(1)}" if m and m.group(1) != "0" else None
+        want = f"HasWorker{m.group(1)}" if m else None
         if m and r.get("Condition") != want:
             problems.add(path.name, f"{name} must have Condition {want}, as Worker{m.group(1)} does")
-    for n in range(1, len(slots)):
+    for n in range(len(slots)):
         if f"HasWorker{n}" not in t.get("Conditions", {}):
             problems.add(path.name, f"condition HasWorker{n} is missing")
     allowed = [int(v) for v in t.get("Parameters", {}).get("WorkerCount", {}).get("AllowedValues", [])]
     if sorted(slots) != list(range(len(slots))) or not slots:
         problems.add(path.name, f"worker slots {sorted(slots)} must be Worker0..WorkerN-1")
-    elif allowed != list(range(1, len(slots) + 1)):
+    elif allowed != list(range(0, len(slots) + 1)):
         problems.add(path.name, f"WorkerCount allows {allowed}, the template has {len(slots)} worker slots")
     routes = {k: v for k, v in resources.items() if v.get("Type") == "AWS::ApiGatewayV2::Route"}
     keys = {r.get("Properties", {}).get("RouteKey") for r in routes.values()}
@@ -301,6 +423,147 @@ def check_sam(path: Path, code: dict, problems: Problems) -> None:
     allowed = t.get("Parameters", {}).get("Authorization", {}).get("AllowedValues", [])
     if "NONE" in allowed or not allowed:
         problems.add(path.name, "the Authorization parameter must allow only AWS_IAM and JWT")
+    check_sam_limits(path, t, functions, globals_, problems)
+    for workers in (0, 8):
+        for endpoints in t.get("Parameters", {}).get("Endpoints", {}).get("AllowedValues", ["both"]):
+            for auth in ("AWS_IAM", "JWT"):
+                check_sam_deploys(path, t, {"WorkerCount": str(workers), "Endpoints": endpoints, "Authorization": auth}, problems)
+
+
+def check_sam_limits(path: Path, t: dict, functions: dict, globals_: dict, problems: Problems) -> None:
+    params = t.get("Parameters", {})
+    # Function names at the longest Name allowed.
+    m = re.search(r"\{0,(\d+)\}", str(params.get("Name", {}).get("AllowedPattern", "")))
+    longest = 1 + int(m.group(1)) if m else None
+    if longest is None:
+        problems.add(path.name, "the Name parameter must be limited in length by its AllowedPattern ({0,N})")
+    for fname, f in functions.items():
+        sub = f.get("Properties", {}).get("FunctionName", {})
+        sub = sub.get("Fn::Sub", "") if isinstance(sub, dict) else str(sub)
+        if "AWS::StackName" in sub:
+            problems.add(path.name, f"{fname}: FunctionName {sub!r} uses the stack name, which may exceed Lambda's {MAX_FUNCTION_NAME} characters; use the Name parameter")
+        elif longest is not None and len(sub.replace("${Name}", "x" * longest)) > MAX_FUNCTION_NAME:
+            problems.add(path.name, f"{fname}: FunctionName {sub!r} exceeds Lambda's {MAX_FUNCTION_NAME} characters at the longest Name ({longest})")
+    # The invoke timeout is shorter than the function timeout, for every timeout allowed.
+    env = globals_.get("Environment", {}).get("Variables", {})
+    fim = env.get("SQUASH_INVOKE_TIMEOUT_MS", {})
+    fim = fim.get("Fn::FindInMap") if isinstance(fim, dict) else None
+    timeouts = params.get("TimeoutS", {}).get("AllowedValues")
+    if not (isinstance(fim, list) and len(fim) == 3 and fim[1] == {"Ref": "TimeoutS"}) or not timeouts:
+        problems.add(path.name, "SQUASH_INVOKE_TIMEOUT_MS must be !FindInMap [MAP, !Ref TimeoutS, KEY] over TimeoutS's AllowedValues (shorter than the worker's timeout)")
+    else:
+        table = t.get("Mappings", {}).get(fim[0], {})
+        for timeout in timeouts:
+            ms = table.get(str(timeout), {}).get(fim[2])
+            if ms is None or int(ms) >= int(timeout) * 1000:
+                problems.add(path.name, f"the invoke timeout at TimeoutS = {timeout} is {ms} ms: it must be shorter than the worker's timeout, so a timed-out child can be retried")
+    check_memory(path.name, "CoordinatorMemoryMb", params.get("CoordinatorMemoryMb", {}).get("Default"), problems)
+    urls = {k: v for k, v in t.get("Resources", {}).items() if v.get("Type") == "AWS::Lambda::Url"}
+    if not urls:
+        problems.add(path.name, "no AWS::Lambda::Url for the coordinator")
+    for k, v in urls.items():
+        if v.get("Properties", {}).get("AuthType") != "AWS_IAM":
+            problems.add(path.name, f"{k}: the function URL must use AuthType AWS_IAM")
+    if params.get("Endpoints", {}).get("Default") != "both":
+        problems.add(path.name, "the Endpoints parameter must default to both (HTTP API and function URL)")
+
+
+PSEUDO = {"AWS::AccountId", "AWS::Region", "AWS::Partition", "AWS::StackName", "AWS::StackId", "AWS::URLSuffix", "AWS::NoValue", "AWS::NotificationARNs"}
+
+
+def check_sam_deploys(path: Path, t: dict, values: dict, problems: Problems) -> None:
+    """The template with these parameter values: every reference of an existing resource
+    resolves, every IAM statement has a Resource."""
+    params = t.get("Parameters", {})
+    conds = t.get("Conditions", {})
+    memo: dict = {}
+
+    def value(ref):
+        return str(values.get(ref, params.get(ref, {}).get("Default", "")))
+
+    def ev(node):
+        if isinstance(node, dict) and len(node) == 1:
+            (k, v), = node.items()
+            if k == "Fn::Equals":
+                return str(resolve(v[0])) == str(resolve(v[1]))
+            if k == "Fn::Not":
+                return not ev(v[0])
+            if k == "Fn::And":
+                return all(ev(x) for x in v)
+            if k == "Fn::Or":
+                return any(ev(x) for x in v)
+            if k == "Condition":
+                return cond(v)
+        raise ValueError(f"cannot evaluate condition {node!r}")
+
+    def resolve(node):
+        if isinstance(node, dict) and set(node) == {"Ref"}:
+            return value(node["Ref"])
+        return node
+
+    def cond(name):
+        if name not in memo:
+            memo[name] = ev(conds[name])
+        return memo[name]
+
+    label = ", ".join(f"{k}={v}" for k, v in values.items())
+    try:
+        live = {k for k, r in t.get("Resources", {}).items() if "Condition" not in r or cond(r["Condition"])}
+    except (KeyError, ValueError) as e:
+        problems.add(path.name, f"conditions do not evaluate ({label}): {e}")
+        return
+
+    def prune(node):
+        """The node with Fn::If resolved and AWS::NoValue dropped."""
+        if isinstance(node, dict):
+            if set(node) == {"Fn::If"}:
+                c, yes, no = node["Fn::If"]
+                return prune(yes if cond(c) else no)
+            return {k: prune(v) for k, v in node.items() if prune(v) != {"Ref": "AWS::NoValue"}}
+        if isinstance(node, list):
+            return [prune(v) for v in node if prune(v) != {"Ref": "AWS::NoValue"}]
+        return node
+
+    def refs(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "Ref":
+                    yield v
+                elif k == "Fn::GetAtt":
+                    yield (v[0] if isinstance(v, list) else str(v).split(".")[0])
+                elif k == "Fn::Sub":
+                    text = v[0] if isinstance(v, list) else v
+                    for name in re.findall(r"\$\{([^}!]+)\}", text):
+                        yield name.split(".")[0]
+                    if isinstance(v, list):
+                        yield from refs(v[1])
+                else:
+                    yield from refs(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from refs(v)
+
+    def statements(node):
+        if isinstance(node, dict):
+            if "Effect" in node and "Action" in node and "Principal" not in node:
+                yield node
+            for v in node.values():
+                yield from statements(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from statements(v)
+
+    sections = {f"Resources.{k}": t["Resources"][k] for k in live}
+    sections.update({f"Outputs.{k}": o for k, o in t.get("Outputs", {}).items() if "Condition" not in o or cond(o["Condition"])})
+    sections["Globals"] = t.get("Globals", {})
+    for where, body in sections.items():
+        body = prune(body)
+        for name in set(refs(body)):
+            if name not in live and name not in params and name not in PSEUDO:
+                problems.add(path.name, f"{where} refers to {name}, which does not exist with {label}")
+        for st in statements(body):
+            if not st.get("Resource"):
+                problems.add(path.name, f"{where}: statement {st.get('Sid', '?')} has no Resource with {label} (IAM: MalformedPolicyDocument)")
 
 
 def check_all(infra: Path, code: dict) -> Problems:
@@ -316,7 +579,7 @@ def check_all(infra: Path, code: dict) -> Problems:
 BREAKAGES = [
     ("terraform/lambda.tf", "var.worker_memory_mb", "var.worker_memory", "var.worker_memory is not declared"),
     ("terraform/lambda.tf", "SQUASH_WORKERS ", "SQUASH_WORKER_COUNT ", "sets SQUASH_WORKER_COUNT"),
-    ("terraform/lambda.tf", "aws_iam_role.worker.arn", "aws_iam_role.workers.arn", "aws_iam_role.workers is not declared"),
+    ("terraform/lambda.tf", "aws_iam_role.worker[0].arn", "aws_iam_role.workers[0].arn", "aws_iam_role.workers is not declared"),
     ("terraform/lambda.tf", "squash-worker/bootstrap.zip", "squash-wrker/bootstrap.zip", "target/lambda/squash-worker/bootstrap.zip"),
     ("terraform/api.tf", '"GET /v1/indexes/{index}"', '"GET /v1/index/{index}"', "local.routes"),
     ("terraform/api.tf", "authorization_type = var.authorization", 'authorization_type = "NONE"', "must use var.authorization"),
@@ -326,10 +589,27 @@ BREAKAGES = [
     ("sam/template.yaml", "Binary: squash-worker", "Binary: squash-wrker", "builds 'squash-wrker'"),
     ("sam/template.yaml", 'RouteKey: "GET /v1/indexes/{index}"', 'RouteKey: "GET /v1/indexes"', "routes"),
     ("sam/template.yaml", "SQUASH_MANIFEST_TTL_S: !Ref ManifestTtlS", "SQUASH_MANIFEST_TTL: !Ref ManifestTtlS", "sets SQUASH_MANIFEST_TTL,"),
-    ("sam/template.yaml", 'FunctionName: !Sub "${AWS::StackName}-worker-2"', 'FunctionName: !Sub "${AWS::StackName}-worker-3"', "is not SQUASH_WORKER_FUNCTION"),
+    ("sam/template.yaml", 'FunctionName: !Sub "${Name}-worker-2"', 'FunctionName: !Sub "${Name}-worker-3"', "is not SQUASH_WORKER_FUNCTION"),
     ("sam/template.yaml", "    Condition: HasWorker5\n", "", "must have Condition HasWorker5"),
     ("sam/template.yaml", "  Worker5:\n    Type: AWS::Serverless::Function\n    Condition: HasWorker5\n", "  Worker5:\n    Type: AWS::Serverless::Function\n", "Worker5 must have Condition HasWorker5"),
-    ("sam/template.yaml", "AllowedValues: [1, 2, 3, 4, 5, 6, 7, 8]", "AllowedValues: [1, 2, 3, 4, 5, 6, 7, 8, 9]", "the template has 8 worker slots"),
+    ("sam/template.yaml", "AllowedValues: [0, 1, 2, 3, 4, 5, 6, 7, 8]", "AllowedValues: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]", "the template has 8 worker slots"),
+    ("sam/template.yaml", "AllowedValues: [0, 1, 2, 3, 4, 5, 6, 7, 8]", "AllowedValues: [1, 2, 3, 4, 5, 6, 7, 8]", "WorkerCount allows [1,"),
+    # W = 0: a worker without its condition reads the worker role, which W = 0 does not create.
+    ("sam/template.yaml", "  Worker0:\n    Type: AWS::Serverless::Function\n    Condition: HasWorker0\n", "  Worker0:\n    Type: AWS::Serverless::Function\n", "refers to WorkerRole, which does not exist with WorkerCount=0"),
+    ("sam/template.yaml", 'FunctionName: !Sub "${Name}-coordinator"', 'FunctionName: !Sub "${AWS::StackName}-coordinator"', "uses the stack name"),
+    ("sam/template.yaml", 'AllowedPattern: "^[a-z][a-z0-9-]{0,39}$"', 'AllowedPattern: "^[a-z][a-z0-9-]{0,59}$"', "exceeds Lambda's 64 characters"),
+    ("sam/template.yaml", '"30": {Ms: 9000}', '"30": {Ms: 30000}', "invoke timeout at TimeoutS = 30"),
+    ("sam/template.yaml", "SQUASH_INVOKE_TIMEOUT_MS: !FindInMap [InvokeTimeouts, !Ref TimeoutS, Ms]", 'SQUASH_INVOKE_TIMEOUT_MS: !Sub "${TimeoutS}000"', "SQUASH_INVOKE_TIMEOUT_MS must be"),
+    ("sam/template.yaml", "      AuthType: AWS_IAM", "      AuthType: NONE", "function URL must use AuthType AWS_IAM"),
+    ("sam/template.yaml", "    Default: 2048\n    MinValue: 128\n    MaxValue: 10240\n    Description: Coordinator memory", "    Default: 1024\n    MinValue: 128\n    MaxValue: 10240\n    Description: Coordinator memory", "CoordinatorMemoryMb defaults to 1024"),
+    ("terraform/iam.tf", 'data "aws_iam_policy_document" "worker" {\n  count = var.worker_count > 0 ? 1 : 0\n', 'data "aws_iam_policy_document" "worker" {\n', "with worker_count = 0 it has none"),
+    ("terraform/iam.tf", 'resource "aws_iam_role_policy" "worker" {\n  count  = var.worker_count > 0 ? 1 : 0\n', 'resource "aws_iam_role_policy" "worker" {\n', "which does not exist when worker_count = 0"),
+    # The JWT authorizer of an HTTP API that a function-URL-only stack does not create.
+    ("sam/template.yaml", "    Condition: UseJwtOnHttpApi\n", "    Condition: UseJwt\n", "refers to HttpApi, which does not exist with WorkerCount=0, Endpoints=function-url, Authorization=JWT"),
+    ("terraform/lambda.tf", "SQUASH_INVOKE_TIMEOUT_MS = tostring(local.invoke_timeout_ms)", "SQUASH_INVOKE_TIMEOUT_MS = tostring(var.timeout_s * 1000)", "must be shorter than the worker's timeout"),
+    ("terraform/api.tf", 'authorization_type = "AWS_IAM"', 'authorization_type = "NONE"', "function URL must use authorization_type AWS_IAM"),
+    ("terraform/variables.tf", "  default     = 2048\n}", "  default     = 1024\n}", "coordinator_memory_mb defaults to 1024"),
+    ("terraform/variables.tf", 'regex("^[a-z][a-z0-9-]{0,39}$", var.name)', 'regex("^[a-z][a-z0-9-]{0,59}$", var.name)', "Lambda allows 64"),
     ("sam/template.yaml", "CodeUri: ../../functions/worker", "CodeUri: ../../functions/coordinator", "CodeUri must be the crate"),
     ("sam/template.yaml", "Runtime: provided.al2023", "Runtime: provided.al2", "Runtime must be provided.al2023"),
 ]

@@ -1,19 +1,31 @@
-# The HTTP API: the coordinator's two routes, each behind IAM (SigV4) or JWT authorization,
-# throttled, with JSON access logs. The routes are the ones squash_lambda::service::ROUTES
-# serves; `make infra-check` fails when they drift apart.
+# How callers reach the coordinator (var.endpoints): the HTTP API, the coordinator's routes
+# each behind IAM (SigV4) or JWT authorization, throttled, with JSON access logs; and/or a
+# Lambda function URL with AWS_IAM auth, the same routes without API Gateway's per-request
+# fee. The routes are the ones squash_lambda::service::ROUTES serves; `make infra-check`
+# fails when they drift apart.
 
 locals {
-  routes = ["POST /v1/indexes/{index}/search", "GET /v1/indexes/{index}"]
+  routes       = ["POST /v1/indexes/{index}/search", "POST /v1/indexes/{index}/search/batch", "GET /v1/indexes/{index}"]
+  http_api     = var.endpoints != "function_url"
+  function_url = var.endpoints != "http_api"
+}
+
+resource "aws_lambda_function_url" "coordinator" {
+  count              = local.function_url ? 1 : 0
+  function_name      = aws_lambda_function.coordinator.function_name
+  authorization_type = "AWS_IAM"
 }
 
 resource "aws_apigatewayv2_api" "http" {
+  count         = local.http_api ? 1 : 0
   name          = "${var.name}-api"
   description   = "squash search API"
   protocol_type = "HTTP"
 }
 
 resource "aws_apigatewayv2_integration" "coordinator" {
-  api_id                 = aws_apigatewayv2_api.http.id
+  count                  = local.http_api ? 1 : 0
+  api_id                 = aws_apigatewayv2_api.http[0].id
   integration_type       = "AWS_PROXY"
   integration_uri        = aws_lambda_function.coordinator.invoke_arn
   payload_format_version = "2.0"
@@ -21,8 +33,8 @@ resource "aws_apigatewayv2_integration" "coordinator" {
 }
 
 resource "aws_apigatewayv2_authorizer" "jwt" {
-  count            = var.authorization == "JWT" ? 1 : 0
-  api_id           = aws_apigatewayv2_api.http.id
+  count            = var.authorization == "JWT" && local.http_api ? 1 : 0
+  api_id           = aws_apigatewayv2_api.http[0].id
   name             = "${var.name}-jwt"
   authorizer_type  = "JWT"
   identity_sources = ["$request.header.Authorization"]
@@ -41,22 +53,24 @@ resource "aws_apigatewayv2_authorizer" "jwt" {
 }
 
 resource "aws_apigatewayv2_route" "coordinator" {
-  for_each           = toset(local.routes)
-  api_id             = aws_apigatewayv2_api.http.id
+  for_each           = local.http_api ? toset(local.routes) : toset([])
+  api_id             = aws_apigatewayv2_api.http[0].id
   route_key          = each.value
-  target             = "integrations/${aws_apigatewayv2_integration.coordinator.id}"
+  target             = "integrations/${aws_apigatewayv2_integration.coordinator[0].id}"
   authorization_type = var.authorization
   authorizer_id      = var.authorization == "JWT" ? aws_apigatewayv2_authorizer.jwt[0].id : null
 }
 
 resource "aws_cloudwatch_log_group" "api" {
+  count             = local.http_api ? 1 : 0
   # checkov:skip=CKV_AWS_158: access logs hold request ids, routes, status and latency, never bodies or tokens; KMS would add a key cost
   name              = "/aws/apigateway/${var.name}-api"
   retention_in_days = var.log_retention_days
 }
 
 resource "aws_apigatewayv2_stage" "default" {
-  api_id      = aws_apigatewayv2_api.http.id
+  count       = local.http_api ? 1 : 0
+  api_id      = aws_apigatewayv2_api.http[0].id
   name        = "$default"
   auto_deploy = true
 
@@ -66,7 +80,7 @@ resource "aws_apigatewayv2_stage" "default" {
   }
 
   access_log_settings {
-    destination_arn = aws_cloudwatch_log_group.api.arn
+    destination_arn = aws_cloudwatch_log_group.api[0].arn
     format = jsonencode({
       requestId          = "$context.requestId"
       routeKey           = "$context.routeKey"
@@ -81,9 +95,10 @@ resource "aws_apigatewayv2_stage" "default" {
 }
 
 resource "aws_lambda_permission" "api" {
+  count         = local.http_api ? 1 : 0
   statement_id  = "AllowHttpApi"
   action        = "lambda:InvokeFunction"
   function_name = aws_lambda_function.coordinator.function_name
   principal     = "apigateway.amazonaws.com"
-  source_arn    = "${aws_apigatewayv2_api.http.execution_arn}/*/*"
+  source_arn    = "${aws_apigatewayv2_api.http[0].execution_arn}/*/*"
 }

@@ -1,14 +1,14 @@
 # Least privilege. Workers read the index prefix and, when the tree has inner nodes
-# (depth > 1), invoke the worker functions; the coordinator reads manifests (all of an
-# index when worker_count = 0), lists the bucket so a missing index is a 404 rather than
-# a 403, and invokes exactly the worker functions. Each writes only its own log group.
+# (depth > 1), invoke the worker functions; the coordinator reads the index prefix (it
+# searches by itself when worker_count = 0 or a query's plan is local), lists the bucket
+# so a missing index is a 404 rather than a 403, and invokes exactly the worker functions.
+# Each writes only its own log group. With worker_count = 0 there is no worker role at all
+# (a policy statement without resources is a MalformedPolicyDocument).
 
 locals {
-  index_objects  = "${aws_s3_bucket.indexes.arn}/${var.index_prefix}/*"
-  manifests      = "${aws_s3_bucket.indexes.arn}/${var.index_prefix}/*/manifest.sqm"
-  worker_arns    = [for n in local.worker_names : "arn:${data.aws_partition.current.partition}:lambda:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:function:${n}"]
-  inner_workers  = var.depth > 1 && var.worker_count > var.branching
-  coordinator_s3 = var.worker_count == 0 ? [local.index_objects] : [local.manifests]
+  index_objects = "${aws_s3_bucket.indexes.arn}/${var.index_prefix}/*"
+  worker_arns   = [for n in local.worker_names : "arn:${data.aws_partition.current.partition}:lambda:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:function:${n}"]
+  inner_workers = var.depth > 1 && var.worker_count > var.branching
 }
 
 data "aws_iam_policy_document" "assume_lambda" {
@@ -34,6 +34,7 @@ resource "aws_iam_role" "coordinator" {
 }
 
 resource "aws_iam_role" "worker" {
+  count              = var.worker_count > 0 ? 1 : 0
   name               = "${var.name}-worker-role"
   assume_role_policy = data.aws_iam_policy_document.assume_lambda.json
 }
@@ -71,9 +72,9 @@ data "aws_iam_policy_document" "coordinator" {
   }
 
   statement {
-    sid       = "ReadManifests"
+    sid       = "ReadIndexes"
     actions   = ["s3:GetObject"]
-    resources = local.coordinator_s3
+    resources = [local.index_objects]
   }
 
   statement {
@@ -84,6 +85,7 @@ data "aws_iam_policy_document" "coordinator" {
 }
 
 data "aws_iam_policy_document" "worker" {
+  count = var.worker_count > 0 ? 1 : 0
   source_policy_documents = concat(
     local.inner_workers ? data.aws_iam_policy_document.invoke_workers[*].json : [],
     data.aws_iam_policy_document.decrypt[*].json,
@@ -109,9 +111,10 @@ resource "aws_iam_role_policy" "coordinator" {
 }
 
 resource "aws_iam_role_policy" "worker" {
+  count  = var.worker_count > 0 ? 1 : 0
   name   = "squash-worker"
-  role   = aws_iam_role.worker.id
-  policy = data.aws_iam_policy_document.worker.json
+  role   = aws_iam_role.worker[0].id
+  policy = data.aws_iam_policy_document.worker[0].json
 }
 
 resource "aws_iam_role_policy_attachment" "coordinator_xray" {
@@ -121,7 +124,7 @@ resource "aws_iam_role_policy_attachment" "coordinator_xray" {
 }
 
 resource "aws_iam_role_policy_attachment" "worker_xray" {
-  count      = var.tracing_mode == "Active" ? 1 : 0
-  role       = aws_iam_role.worker.name
+  count      = var.tracing_mode == "Active" && var.worker_count > 0 ? 1 : 0
+  role       = aws_iam_role.worker[0].name
   policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AWSXRayDaemonWriteAccess"
 }

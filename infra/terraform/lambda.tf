@@ -17,9 +17,13 @@ locals {
     SQUASH_DEPTH             = tostring(var.depth)
     SQUASH_WORKER_FUNCTION   = local.worker_pattern
     SQUASH_INVOKE_ATTEMPTS   = tostring(var.invoke_attempts)
-    SQUASH_INVOKE_TIMEOUT_MS = tostring(var.timeout_s * 1000)
+    SQUASH_INVOKE_TIMEOUT_MS = tostring(local.invoke_timeout_ms)
     SQUASH_MANIFEST_TTL_S    = tostring(var.manifest_ttl_s)
   }
+  # A worker invoke may take 30 % of the function timeout: shorter than the worker's own
+  # timeout, so the invoker gives up on a stuck child and retries it before the child is
+  # killed, and three attempts fit in the coordinator's timeout.
+  invoke_timeout_ms = floor(var.timeout_s * 300)
   worker_env = merge(local.function_env, {
     SQUASH_TMP_CACHE_BYTES = tostring(var.tmp_cache_mb * 1048576)
     SQUASH_TMP_CACHE_DIR   = "/tmp/squash-cache"
@@ -82,7 +86,7 @@ resource "aws_lambda_function" "worker" {
   count                          = var.worker_count
   function_name                  = local.worker_names[count.index]
   description                    = "squash worker ${count.index}: searches the partitions it owns, invokes its subtree"
-  role                           = aws_iam_role.worker.arn
+  role                           = aws_iam_role.worker[0].arn
   filename                       = local.worker_zip
   source_code_hash               = filebase64sha256(local.worker_zip)
   handler                        = "bootstrap"

@@ -1,6 +1,11 @@
 output "endpoint" {
-  description = "Base URL of the search API: POST ENDPOINT/v1/indexes/INDEX/search."
-  value       = aws_apigatewayv2_api.http.api_endpoint
+  description = "Base URL of the HTTP API: POST ENDPOINT/v1/indexes/INDEX/search (SigV4 service execute-api, or JWT); null when endpoints = function_url."
+  value       = one(aws_apigatewayv2_api.http[*].api_endpoint)
+}
+
+output "function_url" {
+  description = "Base URL of the coordinator's function URL: POST URLv1/indexes/INDEX/search (SigV4 service lambda); null when endpoints = http_api."
+  value       = one(aws_lambda_function_url.coordinator[*].function_url)
 }
 
 output "bucket" {
@@ -24,6 +29,6 @@ output "worker_functions" {
 }
 
 output "authorization" {
-  description = "How callers authenticate: AWS_IAM (SigV4, service execute-api) or JWT."
+  description = "How callers authenticate to the HTTP API: AWS_IAM (SigV4, service execute-api) or JWT. The function URL takes AWS_IAM (service lambda)."
   value       = var.authorization
 }

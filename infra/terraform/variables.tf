@@ -72,9 +72,9 @@ variable "worker_zip" {
 }
 
 variable "coordinator_memory_mb" {
-  description = "Coordinator memory (MB); its segment cache only matters when worker_count = 0."
+  description = "Coordinator memory (MB); 60 % less 64 MiB of it is the segment cache for the queries it searches itself (worker_count = 0, or a local plan). 2048 holds a 1M x 128 index."
   type        = number
-  default     = 1024
+  default     = 2048
 }
 
 variable "worker_memory_mb" {
@@ -84,7 +84,7 @@ variable "worker_memory_mb" {
 }
 
 variable "timeout_s" {
-  description = "Function timeout in seconds (the HTTP API itself gives up after 30 s)."
+  description = "Function timeout in seconds (the HTTP API itself gives up after 30 s). One worker invoke may take 30 % of it, so a timed-out child is retried before the worker's own timeout."
   type        = number
   default     = 30
 
@@ -180,8 +180,19 @@ variable "log_retention_days" {
   default     = 365
 }
 
+variable "endpoints" {
+  description = "How callers reach the coordinator: both, http_api (API Gateway HTTP API) or function_url (a Lambda function URL with AWS_IAM auth: no API Gateway fee)."
+  type        = string
+  default     = "both"
+
+  validation {
+    condition     = contains(["both", "http_api", "function_url"], var.endpoints)
+    error_message = "endpoints must be both, http_api or function_url."
+  }
+}
+
 variable "authorization" {
-  description = "Who may call the API: AWS_IAM (SigV4-signed requests, the default) or JWT."
+  description = "Who may call the HTTP API: AWS_IAM (SigV4-signed requests, the default) or JWT. The function URL always takes AWS_IAM."
   type        = string
   default     = "AWS_IAM"
 

@@ -121,7 +121,11 @@ struct OpenIndex {
 
 /// The HTTP routes the coordinator serves, as API Gateway route keys. The infra templates
 /// route exactly these (`make infra-check` compares them) and a test routes each one.
-pub const ROUTES: &[&str] = &["POST /v1/indexes/{index}/search", "GET /v1/indexes/{index}"];
+pub const ROUTES: &[&str] = &[
+    "POST /v1/indexes/{index}/search",
+    "POST /v1/indexes/{index}/search/batch",
+    "GET /v1/indexes/{index}",
+];
 
 /// The coordinator: routes, plans, fans out (or searches itself when `SQUASH_WORKERS=0`).
 pub struct Coordinator {
