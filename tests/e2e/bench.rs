@@ -63,6 +63,7 @@ fn bench_recall_and_cold_costs_match_a_known_answer() {
         rerank_factor: Some(10_000),
         hamming_keep: Some(1.0),
         safety: None,
+        plan: None,
     };
     let opts = BenchOptions {
         k: 10,

@@ -572,6 +572,7 @@ fn searching_everything_without_pruning_is_exact() {
                 hamming_keep: Some(1.0),
                 rerank_factor: Some(10_000),
                 safety: None,
+                plan: None,
             },
             ..request(ds.queries.row(q), 25, filter)
         };

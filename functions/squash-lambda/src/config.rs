@@ -21,6 +21,7 @@ pub const ENV_VARS: &[&str] = &[
     "SQUASH_INVOKE_TIMEOUT_MS",
     "SQUASH_MANIFEST_TTL_S",
     "SQUASH_RANGE_READS",
+    "SQUASH_WORKER_MEMORY_MB",
     // Read by squash-storage's S3 store, not by `Config`.
     "SQUASH_S3_ENDPOINT",
     "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
@@ -66,6 +67,12 @@ pub struct Config {
     /// Whether workers read missed segments by byte ranges (`SQUASH_RANGE_READS`: `off`,
     /// the default, or `on`; see [`RangeReads`]).
     pub range_reads: RangeReads,
+    /// This function's memory, MB (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, set by Lambda;
+    /// default 2048), for the cost estimate in each response.
+    pub memory_mb: u64,
+    /// The workers' memory, MB (`SQUASH_WORKER_MEMORY_MB`, set by the templates; default
+    /// 2048), for the cost estimate.
+    pub worker_memory_mb: u64,
 }
 
 /// Segment cache budget for a function of `memory_mb` MB: 60 % of it, less 64 MiB for
@@ -136,6 +143,8 @@ impl Config {
             invoke_attempts,
             invoke_timeout: Duration::from_millis(number(get, "SQUASH_INVOKE_TIMEOUT_MS", 60_000)?),
             manifest_ttl: Duration::from_secs(number(get, "SQUASH_MANIFEST_TTL_S", 60)?),
+            memory_mb: memory_mb.unwrap_or(2048),
+            worker_memory_mb: number(get, "SQUASH_WORKER_MEMORY_MB", 2048)?,
             range_reads: match get("SQUASH_RANGE_READS") {
                 Some(v) if !v.trim().is_empty() => {
                     v.trim().parse().map_err(|e| format!("SQUASH_RANGE_READS={v:?}: {e}"))?
@@ -143,6 +152,15 @@ impl Config {
                 _ => RangeReads::Off,
             },
         })
+    }
+
+    /// The cost model for this deployment: this function's and the workers' memory.
+    pub fn billing(&self) -> squash_engine::cost::Billing {
+        squash_engine::cost::Billing {
+            coordinator_mb: self.memory_mb as f64,
+            worker_mb: self.worker_memory_mb as f64,
+            ..squash_engine::cost::Billing::default()
+        }
     }
 
     /// The function name of logical worker `worker`.

@@ -10,6 +10,7 @@ use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV
 use lambda_http::aws_lambda_events::encodings::Body;
 use lambda_http::aws_lambda_events::http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use serde_json::{json, Value};
+use squash_engine::cost::Route;
 use squash_engine::SearchError;
 
 /// The two shapes of event the coordinator takes.
@@ -33,6 +34,8 @@ pub fn kind(event: &Value) -> EventKind {
 /// An HTTP request as the routes see it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpRequest {
+    /// Whether it came through API Gateway or the function URL (for the cost estimate).
+    pub via: Route,
     /// `GET`, `POST`, ...
     pub method: String,
     /// The raw path (`/v1/indexes/glove/search`).
@@ -55,7 +58,13 @@ pub fn parse_http(event: Value) -> Result<HttpRequest, HttpReply> {
             .decode(b)
             .map_err(|e| json_reply::<Value>(Err(SearchError::bad("body", format!("not valid base64: {e}")))))?,
     };
+    // A function URL's domain is `<id>.lambda-url.<region>.on.aws`.
+    let via = match &req.request_context.domain_name {
+        Some(d) if d.contains(".lambda-url.") => Route::FunctionUrl,
+        _ => Route::HttpApi,
+    };
     Ok(HttpRequest {
+        via,
         method: req.request_context.http.method.to_string(),
         path: req.raw_path.unwrap_or_default(),
         body,
@@ -98,7 +107,7 @@ pub fn handle_event(coordinator: &Coordinator, event: Value) -> Handled {
             (reply, summary)
         }
         Ok(req) => {
-            let reply = coordinator.route(&req.method, &req.path, &req.body);
+            let reply = coordinator.route_via(&req.method, &req.path, &req.body, req.via);
             let summary = format!("{} {:?} -> {}", req.method, req.path, reply.status);
             (reply, summary)
         }

@@ -5,11 +5,14 @@
 use crate::config::Config;
 use serde::Serialize;
 use serde_json::{json, Value};
-use squash_api::{SearchRequest, SearchResponse, WireReply, WorkerPayload, WorkerResponse};
+use squash_api::{
+    BatchRequest, BatchResponse, SearchRequest, SearchResponse, WireReply, WorkerPayload, WorkerResponse,
+};
 use squash_engine::cache::SegmentCache;
+use squash_engine::cost::Route;
 use squash_engine::in_process::InProcessInvoker;
 use squash_engine::invoker::WorkerInvoker;
-use squash_engine::search::{load_manifest, Index};
+use squash_engine::search::{load_manifest, Call, Index, Local};
 use squash_engine::worker::Worker;
 use squash_engine::SearchError;
 use squash_storage::{Connector, DiskTier, ObjectStore};
@@ -18,8 +21,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// Largest request body the coordinator reads (API Gateway's own limit is 10 MB).
+/// Largest search request body the coordinator reads (API Gateway's own limit is 10 MB).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Largest batch body the coordinator reads: 100 queries of 1,536 dimensions in JSON fit,
+/// and the event that carries it stays under Lambda's 6 MB invoke payload limit.
+pub const MAX_BATCH_BODY_BYTES: usize = 5 << 20;
 
 /// Longest index name.
 pub const MAX_INDEX_NAME: usize = 128;
@@ -175,21 +182,25 @@ impl Coordinator {
         // manifest, and the later one wins; neither waits on the other's I/O.
         let store = self.container.index_store(name)?;
         let manifest = load_manifest(store.as_ref(), name)?;
+        let config = &self.container.config;
+        let worker =
+            Arc::new(Worker::with_cache(store, self.container.cache.clone()).with_range_reads(config.range_reads));
         let index = match &self.invoker {
-            Some(invoker) => Index::with_invoker(name, manifest, invoker.clone(), self.container.config.fanout),
+            // Fans out, or searches by itself when the plan says so, with this
+            // container's cache.
+            Some(invoker) => {
+                Index::with_invoker(name, manifest, invoker.clone(), config.fanout).with_local(Local::Worker(worker))
+            }
             None => {
-                let worker = Arc::new(
-                    Worker::with_cache(store, self.container.cache.clone())
-                        .with_range_reads(self.container.config.range_reads),
-                );
                 let fanout = squash_engine::tree::Fanout {
                     workers: 1,
-                    ..self.container.config.fanout
+                    ..config.fanout
                 };
                 Index::with_invoker(name, manifest, Arc::new(InProcessInvoker::new(worker)), fanout)
+                    .with_local(Local::Only("SQUASH_WORKERS=0: the coordinator searches by itself"))
             }
         };
-        let index = Arc::new(index);
+        let index = Arc::new(index.with_billing(config.billing()));
         let mut open = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
         open.insert(
             name.to_string(),
@@ -201,19 +212,37 @@ impl Coordinator {
         Ok((index, true))
     }
 
-    /// Runs one search on index `name`.
+    /// Runs one search on index `name` (priced as a raw invoke).
     pub fn search(&self, name: &str, req: &SearchRequest) -> Result<SearchResponse, SearchError> {
+        self.search_via(name, req, Route::Invoke)
+    }
+
+    /// The index and how this call went so far (cold, time to open, manifest GET).
+    fn open_for_call(&self, name: &str, route: Route) -> Result<(Arc<Index>, Call), SearchError> {
         let cold = self.container.first_request();
         let t0 = Instant::now();
         let (index, loaded) = self.index(name)?;
-        let open_us = t0.elapsed().as_micros() as u64;
-        let mut resp = index.search(req)?;
-        resp.stats.cold = cold;
-        resp.stats.plan_us += open_us;
-        if loaded {
-            resp.stats.gets += 1;
-        }
-        Ok(resp)
+        Ok((
+            index,
+            Call {
+                route,
+                cold,
+                open_us: t0.elapsed().as_micros() as u64,
+                gets: u64::from(loaded),
+            },
+        ))
+    }
+
+    /// Runs one search on index `name` that came by `route`.
+    pub fn search_via(&self, name: &str, req: &SearchRequest, route: Route) -> Result<SearchResponse, SearchError> {
+        let (index, call) = self.open_for_call(name, route)?;
+        index.search_with(req, &call)
+    }
+
+    /// Runs a batch of searches on index `name` that came by `route`.
+    pub fn batch_via(&self, name: &str, req: &BatchRequest, route: Route) -> Result<BatchResponse, SearchError> {
+        let (index, call) = self.open_for_call(name, route)?;
+        index.search_batch_with(&req.queries, &call)
     }
 
     /// Describes index `name`.
@@ -222,15 +251,26 @@ impl Coordinator {
         Ok(self.index(name)?.0.describe())
     }
 
-    /// Serves an HTTP request: one of [`ROUTES`].
+    /// Serves an HTTP request: one of [`ROUTES`] (priced as through the HTTP API).
     pub fn route(&self, method: &str, path: &str, body: &[u8]) -> HttpReply {
+        self.route_via(method, path, body, Route::HttpApi)
+    }
+
+    /// Serves an HTTP request that came by `via` (the HTTP API or the function URL).
+    pub fn route_via(&self, method: &str, path: &str, body: &[u8], via: Route) -> HttpReply {
         let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
         match (method, parts.as_slice()) {
-            ("POST", ["", "v1", "indexes", index, "search"]) => {
-                json_reply(self.parse_search(body).and_then(|req| self.search(index, &req)))
+            ("POST", ["", "v1", "indexes", index, "search"]) => json_reply(
+                self.parse_search(body)
+                    .and_then(|req| self.search_via(index, &req, via)),
+            ),
+            ("POST", ["", "v1", "indexes", index, "search", "batch"]) => {
+                json_reply(Self::parse_batch(body).and_then(|req| self.batch_via(index, &req, via)))
             }
             ("GET", ["", "v1", "indexes", index]) => json_reply(self.describe(index)),
-            (_, ["", "v1", "indexes", _, "search"]) | (_, ["", "v1", "indexes", _]) => HttpReply {
+            (_, ["", "v1", "indexes", _, "search"])
+            | (_, ["", "v1", "indexes", _, "search", "batch"])
+            | (_, ["", "v1", "indexes", _]) => HttpReply {
                 status: 405,
                 body: json!({"error": {"code": "method_not_allowed",
                     "message": format!("{method} is not allowed on {path}")}}),
@@ -256,15 +296,42 @@ impl Coordinator {
         SearchRequest::from_json(body).map_err(|e| SearchError::bad(&e.field, e.message))
     }
 
-    /// Serves a raw invoke: `{"index": NAME, "search": {...}}` or
-    /// `{"index": NAME, "describe": true}`; answers the response body, or `{"error": ...}`
-    /// with `"status"` beside it.
+    fn parse_batch(body: &[u8]) -> Result<BatchRequest, SearchError> {
+        if body.len() > MAX_BATCH_BODY_BYTES {
+            return Err(SearchError::bad(
+                "body",
+                format!(
+                    "is {} bytes, the limit of a batch is {MAX_BATCH_BODY_BYTES}",
+                    body.len()
+                ),
+            ));
+        }
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(SearchError::bad(
+                "body",
+                "is empty; send {\"queries\": [<search request>, ...]}",
+            ));
+        }
+        BatchRequest::from_json(body).map_err(|e| SearchError::bad(&e.field, e.message))
+    }
+
+    /// Serves a raw invoke: `{"index": NAME, "search": {...}}`,
+    /// `{"index": NAME, "batch": [{...}, ...]}` or `{"index": NAME, "describe": true}`;
+    /// answers the response body, or `{"error": ...}` with `"status"` beside it.
     pub fn raw(&self, event: &Value) -> Value {
         let Some(index) = event.get("index").and_then(Value::as_str) else {
-            let e = SearchError::bad("index", "a raw invoke needs \"index\" and \"search\" or \"describe\"");
+            let e = SearchError::bad(
+                "index",
+                "a raw invoke needs \"index\" and \"search\", \"batch\" or \"describe\"",
+            );
             return json!({"status": 400, "error": error_body(&e)["error"]});
         };
-        let result = if let Some(search) = event.get("search") {
+        let result = if let Some(batch) = event.get("batch") {
+            BatchRequest::from_queries(batch.clone())
+                .map_err(|e| SearchError::bad(&e.field, e.message))
+                .and_then(|req| self.batch_via(index, &req, Route::Invoke))
+                .and_then(|r| serde_json::to_value(r).map_err(SearchError::internal))
+        } else if let Some(search) = event.get("search") {
             SearchRequest::from_value(search.clone())
                 .map_err(|e| {
                     // Fields are named within the request, as over HTTP; "search" when it is not an object.
@@ -278,7 +345,7 @@ impl Coordinator {
         } else {
             Err(SearchError::bad(
                 "search",
-                "a raw invoke needs \"search\" or \"describe\"",
+                "a raw invoke needs \"search\", \"batch\" or \"describe\"",
             ))
         };
         match result {

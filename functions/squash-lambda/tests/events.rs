@@ -3,7 +3,8 @@
 //! bincode) with each logical worker a service of its own, all without Lambda.
 
 use serde_json::{json, Value};
-use squash_api::{SearchRequest, WireReply, WorkerPayload, WorkerRequest, WorkerResponse};
+use squash_api::{BatchRequest, PlanChoice, SearchRequest, WireReply, WorkerPayload, WorkerRequest, WorkerResponse};
+use squash_engine::cost::Route;
 use squash_engine::invoker::WorkerInvoker;
 use squash_engine::search::Index;
 use squash_lambda::events::{handle_event, kind, parse_http, EventKind};
@@ -24,6 +25,8 @@ const MISSING: &str = include_str!("../../../events/apigw-missing-index.json");
 const RAW: &str = include_str!("../../../events/raw-search.json");
 const RAW_DESCRIBE: &str = include_str!("../../../events/raw-describe.json");
 const WORKER: &str = include_str!("../../../events/worker-request.json");
+const URL_BATCH: &str = include_str!("../../../events/function-url-batch.json");
+const RAW_BATCH: &str = include_str!("../../../events/raw-batch.json");
 
 /// Every sample in `events/` with the test that covers it: a new sample fails
 /// `every_sample_in_events_is_tested` until it is added here (and tested).
@@ -37,6 +40,8 @@ const SAMPLES: &[(&str, &str)] = &[
     ("raw-search.json", RAW),
     ("raw-describe.json", RAW_DESCRIBE),
     ("worker-request.json", WORKER),
+    ("function-url-batch.json", URL_BATCH),
+    ("raw-batch.json", RAW_BATCH),
 ];
 
 /// A root holding the golden fixture as index `golden`.
@@ -262,11 +267,16 @@ fn routes_answer_bad_paths_methods_and_names_with_json_errors() {
 fn every_declared_route_is_served() {
     let c = coordinator();
     let good = serde_json::to_vec(&json!({ "vector": body_of(SEARCH).vector })).unwrap();
-    assert_eq!(ROUTES.len(), 2);
+    let batch = serde_json::to_vec(&json!({ "queries": [{ "vector": body_of(SEARCH).vector }] })).unwrap();
+    assert_eq!(ROUTES.len(), 3);
     for route in ROUTES {
         let (method, template) = route.split_once(' ').expect("METHOD /path");
         let path = template.replace("{index}", "golden");
-        let body = if method == "POST" { good.clone() } else { vec![] };
+        let body = match (method, path.ends_with("/batch")) {
+            ("POST", true) => batch.clone(),
+            ("POST", false) => good.clone(),
+            _ => vec![],
+        };
         let r = c.route(method, &path, &body);
         assert_eq!(r.status, 200, "{route}: {}", r.body);
         let other = if method == "POST" { "PUT" } else { "DELETE" };
@@ -304,6 +314,8 @@ struct Loopback {
     services: OnceLock<Vec<WorkerService>>,
     calls: AtomicU32,
     fail: Mutex<Option<u32>>,
+    /// Invocations per worker.
+    per_worker: Mutex<HashMap<u32, u32>>,
 }
 
 impl WorkerInvoker for Loopback {
@@ -314,6 +326,7 @@ impl WorkerInvoker for Loopback {
                 .map(|r| {
                     s.spawn(move || {
                         self.calls.fetch_add(1, Ordering::Relaxed);
+                        *self.per_worker.lock().unwrap().entry(r.worker).or_default() += 1;
                         if *self.fail.lock().unwrap() == Some(r.worker) {
                             return Err(format!("worker {} is down", r.worker));
                         }
@@ -339,6 +352,7 @@ fn the_wire_fan_out_matches_the_embedded_mode_and_reports_failures() {
         services: OnceLock::new(),
         calls: AtomicU32::new(0),
         fail: Mutex::new(None),
+        per_worker: Mutex::new(HashMap::new()),
     });
     let services = (0..5)
         .map(|_| WorkerService::new(cfg.clone(), loopback.clone()).unwrap())
@@ -349,7 +363,10 @@ fn the_wire_fan_out_matches_the_embedded_mode_and_reports_failures() {
     let mut req = body_of(SEARCH);
     req.params.nprobe = Some(3);
     req.params.safety = Some(1e6);
+    // The golden index fits the coordinator's cache: it would search by itself.
+    req.params.plan = Some(PlanChoice::Fanout);
     let got = c.search("golden", &req).unwrap();
+    assert_eq!(got.stats.plan, "fanout");
     let want = index.search(&req).unwrap();
     assert_eq!(got.hits, want.hits);
     assert_eq!(got.stats.partitions_searched, 3);
@@ -414,4 +431,155 @@ fn the_sample_worker_request_is_served() {
     let escape = json!({"index": "../etc", "query": [1.0], "k": 1, "filter": null, "segments": [],
         "rerank_factor": 1, "hamming_keep": 1.0, "with_attributes": false});
     assert!(w.handle_json(escape)["error"].as_str().unwrap().contains("index"));
+}
+
+/// 100 queries (random vectors, every third with the sample's filter, k from 1 to 40),
+/// as one batch and one at a time, through the whole wire fan-out (W = 5, b = 2, l = 2)
+/// and locally: the same answers, each worker invoked at most once per batch.
+#[test]
+fn the_batch_route_answers_as_single_queries_do_on_both_plans() {
+    let cfg = config("5", "2", "2");
+    let loopback = Arc::new(Loopback {
+        services: OnceLock::new(),
+        calls: AtomicU32::new(0),
+        fail: Mutex::new(None),
+        per_worker: Mutex::new(HashMap::new()),
+    });
+    let services = (0..5)
+        .map(|_| WorkerService::new(cfg.clone(), loopback.clone()).unwrap())
+        .collect();
+    assert!(loopback.services.set(services).is_ok());
+    let c = Coordinator::new(cfg, Some(loopback.clone())).unwrap();
+    let sample = body_of(SEARCH);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let queries: Vec<SearchRequest> = (0..100)
+        .map(|i| SearchRequest {
+            vector: (0..12).map(|_| (next() * 8.0 - 4.0) as f32).collect(),
+            k: 1 + i % 40,
+            filter: (i % 3 == 0).then(|| sample.filter.clone()).flatten(),
+            include: if i % 2 == 0 { vec!["attributes".into()] } else { vec![] },
+            params: squash_api::SearchParams {
+                nprobe: Some(1 + (i % 3) as u32),
+                ..Default::default()
+            },
+            allow_partial: false,
+        })
+        .collect();
+    let index = embedded();
+    for plan in [PlanChoice::Fanout, PlanChoice::Local] {
+        let forced: Vec<SearchRequest> = queries
+            .iter()
+            .map(|q| {
+                let mut q = q.clone();
+                q.params.plan = Some(plan);
+                q
+            })
+            .collect();
+        loopback.per_worker.lock().unwrap().clear();
+        let before = loopback.calls.load(Ordering::Relaxed);
+        let batch = c
+            .batch_via(
+                "golden",
+                &BatchRequest {
+                    queries: forced.clone(),
+                },
+                Route::FunctionUrl,
+            )
+            .unwrap();
+        let calls = loopback.calls.load(Ordering::Relaxed) - before;
+        assert_eq!(batch.results.len(), 100);
+        assert_eq!(batch.stats.plan, plan.as_str());
+        assert_eq!(batch.stats.invocations, calls, "{plan:?}");
+        let per_worker = loopback.per_worker.lock().unwrap().clone();
+        assert!(per_worker.values().all(|&n| n == 1), "{plan:?}: {per_worker:?}");
+        match plan {
+            PlanChoice::Fanout => assert!((2..=5).contains(&calls), "{calls} invocations"),
+            PlanChoice::Local => assert_eq!(calls, 0),
+        }
+        assert!(
+            batch.stats.cost_usd > 0.0 && batch.stats.billed_ms >= 1.0,
+            "{:?}",
+            batch.stats
+        );
+        for (i, (got, q)) in batch.results.iter().zip(&forced).enumerate() {
+            let single = c.search_via("golden", q, Route::FunctionUrl).unwrap();
+            assert_eq!(got.hits, single.hits, "{plan:?} query {i}");
+            assert_eq!(
+                got.hits,
+                index.search(q).unwrap().hits,
+                "{plan:?} query {i} vs embedded"
+            );
+            assert_eq!(got.hits.len(), q.k.min(single.hits.len()));
+            assert_eq!(got.stats.batch, 100);
+            assert_eq!(got.stats.partitions_searched, single.stats.partitions_searched);
+            assert_eq!(got.stats.candidates, single.stats.candidates, "{plan:?} query {i}");
+            assert!((got.stats.cost_usd * 100.0 - batch.stats.cost_usd).abs() < 1e-12);
+        }
+    }
+    // A bad query rejects the whole batch, naming it.
+    let mut bad = queries.clone();
+    bad[7].k = 0;
+    let e = c
+        .batch_via("golden", &BatchRequest { queries: bad }, Route::Invoke)
+        .unwrap_err();
+    assert_eq!((e.status(), e.to_string().contains("queries[7].k")), (400, true), "{e}");
+    let mut mixed = queries.clone();
+    mixed[1].params.plan = Some(PlanChoice::Local);
+    mixed[2].params.plan = Some(PlanChoice::Fanout);
+    let e = c
+        .batch_via("golden", &BatchRequest { queries: mixed }, Route::Invoke)
+        .unwrap_err();
+    assert!(e.to_string().contains("queries[2].params.plan"), "{e}");
+    let e = c
+        .batch_via(
+            "golden",
+            &BatchRequest {
+                queries: vec![queries[0].clone(); 101],
+            },
+            Route::Invoke,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("'queries'"), "{e}");
+}
+
+#[test]
+fn batch_samples_answer_in_order() {
+    let c = coordinator();
+    let (status, body) = route(&c, URL_BATCH);
+    assert_eq!(status, 200, "{body}");
+    let ev: Value = serde_json::from_str(URL_BATCH).unwrap();
+    let req: BatchRequest = serde_json::from_slice(&parse_http(ev).unwrap().body).unwrap();
+    let results = body["results"].as_array().expect("results");
+    assert_eq!(results.len(), req.queries.len());
+    for (got, q) in results.iter().zip(&req.queries) {
+        let want = embedded().search(q).unwrap();
+        assert_eq!(got["hits"], serde_json::to_value(&want.hits).unwrap());
+        assert_eq!(got["stats"]["plan"], json!("local"));
+    }
+    assert_eq!(body["stats"]["queries"], json!(3));
+    let raw = handle_event(&c, serde_json::from_str(RAW_BATCH).unwrap()).answer;
+    let raw_results = raw["results"].as_array().expect("raw results");
+    let sent: Value = serde_json::from_str(RAW_BATCH).unwrap();
+    let req = BatchRequest::from_queries(sent["batch"].clone()).unwrap();
+    assert_eq!(raw_results.len(), req.queries.len());
+    for (got, q) in raw_results.iter().zip(&req.queries) {
+        assert_eq!(
+            got["hits"],
+            serde_json::to_value(&embedded().search(q).unwrap().hits).unwrap()
+        );
+    }
+    let bad = c.raw(&json!({"index": "golden", "batch": [{"vector": [1.0]}, {"k": 3}]}));
+    assert_eq!(
+        (bad["status"].as_u64(), bad["error"]["field"].as_str()),
+        (Some(400), Some("queries[1].vector")),
+        "{bad}"
+    );
+    let bad = c.raw(&json!({"index": "golden", "batch": {"vector": [1.0]}}));
+    assert_eq!(bad["error"]["field"].as_str(), Some("batch"), "{bad}");
 }

@@ -133,12 +133,12 @@ fn templates_name_workers_the_way_the_coordinator_calls_them() {
         if path.ends_with(".yaml") {
             // SQUASH_WORKER_FUNCTION with {i} = n must be worker slot n's FunctionName.
             assert!(
-                text.contains("SQUASH_WORKER_FUNCTION: !Sub \"${AWS::StackName}-worker-{i}\""),
+                text.contains("SQUASH_WORKER_FUNCTION: !Sub \"${Name}-worker-{i}\""),
                 "{path}"
             );
             for n in 0..8 {
                 let name = format!("  Worker{n}:\n");
-                let function = format!("FunctionName: !Sub \"${{AWS::StackName}}-worker-{n}\"");
+                let function = format!("FunctionName: !Sub \"${{Name}}-worker-{n}\"");
                 assert!(
                     text.contains(&name) && text.contains(&function),
                     "{path}: worker slot {n}"

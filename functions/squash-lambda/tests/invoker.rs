@@ -95,6 +95,8 @@ fn reply() -> String {
         outcomes: vec![],
         invocations: 0,
         cold_workers: 1,
+        batch: vec![],
+        billed_ms: 1,
     };
     serde_json::to_string(&WireReply::new(&resp).unwrap()).unwrap()
 }

@@ -17,6 +17,31 @@ pub const API_VERSION: &str = "v1";
 pub const MAX_K: usize = 1000;
 /// Default `k`.
 pub const DEFAULT_K: usize = 10;
+/// Most queries in one batch.
+pub const MAX_BATCH: usize = 100;
+/// Most hits one batch may ask for (the sum of its queries' `k`): keeps every answer of
+/// a batch, and every worker's, far below Lambda's 6 MB invoke limit.
+pub const MAX_BATCH_HITS: usize = 10_000;
+
+/// Where a search runs: in the coordinator's own process, or fanned out to workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanChoice {
+    /// The coordinator searches the chosen segments itself, from its own cache.
+    Local,
+    /// The coordinator invokes workers, in a tree.
+    Fanout,
+}
+
+impl PlanChoice {
+    /// `"local"` or `"fanout"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PlanChoice::Local => "local",
+            PlanChoice::Fanout => "fanout",
+        }
+    }
+}
 
 fn default_k() -> usize {
     DEFAULT_K
@@ -38,6 +63,9 @@ pub struct SearchParams {
     /// Filter sufficiency multiple of k.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety: Option<f32>,
+    /// Force the plan (`"local"` or `"fanout"`); by default the coordinator chooses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanChoice>,
 }
 
 /// `POST /v1/indexes/{index}/search` body.
@@ -258,6 +286,25 @@ pub struct QueryStats {
     /// Partitions that still failed after the retry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_partitions: Vec<u32>,
+    /// `"local"` (the coordinator searched by itself) or `"fanout"` (workers did).
+    #[serde(default)]
+    pub plan: String,
+    /// Why the coordinator chose that plan.
+    #[serde(default)]
+    pub plan_reason: String,
+    /// Queries answered together with this one (1 for a single search; a query of a
+    /// batch shares the batch's invocations, time and cost).
+    #[serde(default)]
+    pub batch: u32,
+    /// Milliseconds AWS would bill for this query: every invocation's duration rounded
+    /// up to a whole millisecond, init included for cold containers (a batch's share).
+    #[serde(default)]
+    pub billed_ms: f64,
+    /// The cost model's estimate of what this query cost on AWS, in US dollars: its
+    /// invocations, billed milliseconds at each function's memory, GETs, log bytes and
+    /// the route's request fee (a batch's share; docs/BENCHMARKS.md has the formulas).
+    #[serde(default)]
+    pub cost_usd: f64,
 }
 
 /// Response of a search.
@@ -274,6 +321,103 @@ pub struct SearchResponse {
     pub missing_partitions: Vec<u32>,
     /// What the search did.
     pub stats: QueryStats,
+}
+
+/// `POST /v1/indexes/{index}/search/batch` body: up to [`MAX_BATCH`] search requests,
+/// answered in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// The searches, each as `POST .../search` takes it.
+    pub queries: Vec<SearchRequest>,
+}
+
+impl BatchRequest {
+    /// Parses a JSON batch body; the error names the field at fault (`queries[3].k`).
+    pub fn from_json(body: &[u8]) -> Result<BatchRequest, RequestError> {
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(RequestError {
+                field: "body".into(),
+                message: "a batch is a JSON object, e.g. {\"queries\": [{\"vector\": [...]}]}".into(),
+            });
+        }
+        let de = &mut serde_json::Deserializer::from_slice(body);
+        let req: BatchRequest =
+            serde_path_to_error::deserialize(&mut *de).map_err(|e| RequestError::from_path(e.path(), e.inner()))?;
+        de.end().map_err(|e| RequestError {
+            field: "body".into(),
+            message: e.to_string(),
+        })?;
+        req.check_finite()
+    }
+
+    /// Parses a batch already read as JSON (a raw invoke's `"batch"`: the list of queries).
+    pub fn from_queries(value: serde_json::Value) -> Result<BatchRequest, RequestError> {
+        if !value.is_array() {
+            return Err(RequestError {
+                field: "batch".into(),
+                message: "is a list of search requests".into(),
+            });
+        }
+        let queries: Vec<SearchRequest> = serde_path_to_error::deserialize(value).map_err(|e| {
+            let mut err = RequestError::from_path(e.path(), e.inner());
+            err.field = if err.field == "body" {
+                "batch".into()
+            } else {
+                format!("queries{}", err.field)
+            };
+            err
+        })?;
+        BatchRequest { queries }.check_finite()
+    }
+
+    fn check_finite(self) -> Result<BatchRequest, RequestError> {
+        let mut queries = Vec::with_capacity(self.queries.len());
+        for (i, q) in self.queries.into_iter().enumerate() {
+            queries.push(q.check_finite().map_err(|mut e| {
+                e.field = format!("queries[{i}].{}", e.field);
+                e
+            })?);
+        }
+        Ok(BatchRequest { queries })
+    }
+}
+
+/// What a whole batch did, beside each query's own stats.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchStats {
+    /// Queries in the batch.
+    pub queries: u32,
+    /// `"local"` or `"fanout"`: one plan for the whole batch.
+    pub plan: String,
+    /// Why.
+    pub plan_reason: String,
+    /// Worker invocations made for the whole batch (each worker at most once, plus
+    /// retries).
+    pub invocations: u32,
+    /// Segments fetched or read from cache, each once for every query that needed it.
+    pub segments: u32,
+    /// Object-store GETs.
+    pub gets: u64,
+    /// Bytes read from the object store.
+    pub bytes_fetched: u64,
+    /// Microseconds planning every query.
+    pub plan_us: u64,
+    /// Microseconds of the search (wall clock).
+    pub search_us: u64,
+    /// Milliseconds AWS would bill for the batch (every invocation rounded up).
+    pub billed_ms: f64,
+    /// The cost model's estimate for the whole batch, US dollars.
+    pub cost_usd: f64,
+}
+
+/// Response of a batch: one search response per query, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchResponse {
+    /// Answers, in the order of the queries.
+    pub results: Vec<SearchResponse>,
+    /// What the batch did.
+    pub stats: BatchStats,
 }
 
 /// A segment a worker must search.
@@ -355,12 +499,78 @@ pub struct WorkerRequest {
     /// (No `skip_serializing_if` on wire types: bincode is not self-describing.)
     #[serde(default)]
     pub children: Vec<TreeNode>,
+    /// A batch: when not empty, these queries are searched (each in its own parts of
+    /// `segments` and of the subtrees) and `query`, `k`, `filter`, the knobs and the
+    /// segments' `lists` of this request are not used. Each segment is fetched once for
+    /// every query that needs it.
+    #[serde(default)]
+    pub batch: Vec<BatchQuery>,
+}
+
+/// One query of a batch as a worker gets it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchQuery {
+    /// Its place in the batch (answers carry it back).
+    pub slot: u32,
+    /// Prepared query vector.
+    pub query: Vec<f32>,
+    /// Results wanted.
+    pub k: u32,
+    /// Parsed filter.
+    pub filter: Option<Expr>,
+    /// Exact re-rank budget, as a multiple of k.
+    pub rerank_factor: u32,
+    /// Fraction kept by the Hamming prune.
+    pub hamming_keep: f32,
+    /// Return attribute values with each hit.
+    pub with_attributes: bool,
+    /// The partitions it searches (in this subtree) and their lists.
+    pub parts: Vec<QueryPart>,
+}
+
+/// A partition one query of a batch searches, and the lists in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryPart {
+    /// Partition id.
+    pub partition: u32,
+    /// Fine lists to scan (ascending; empty: every list).
+    pub lists: Vec<u32>,
+}
+
+/// A worker's answer to one query of a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchAnswer {
+    /// The query's place in the batch.
+    pub slot: u32,
+    /// Best hits over the parts searched, nearest first.
+    pub hits: Vec<WorkerHit>,
+    /// One outcome per part searched.
+    pub outcomes: Vec<PartitionOutcome>,
 }
 
 impl WorkerRequest {
-    /// The request for `node`, with this request's query and knobs.
+    /// The request for `node`, with this request's query and knobs; a batch keeps only
+    /// the queries, and their parts, that fall in the node's subtree.
     pub fn for_node(&self, node: &TreeNode) -> WorkerRequest {
+        let batch = if self.batch.is_empty() {
+            Vec::new()
+        } else {
+            let mine: std::collections::HashSet<u32> = node.all_segments().iter().map(|s| s.partition).collect();
+            self.batch
+                .iter()
+                .filter_map(|q| {
+                    let parts: Vec<QueryPart> = q
+                        .parts
+                        .iter()
+                        .filter(|p| mine.contains(&p.partition))
+                        .cloned()
+                        .collect();
+                    (!parts.is_empty()).then(|| BatchQuery { parts, ..q.clone() })
+                })
+                .collect()
+        };
         WorkerRequest {
+            batch,
             index: self.index.clone(),
             worker: node.worker,
             query: self.query.clone(),
@@ -433,6 +643,13 @@ pub struct WorkerResponse {
     /// Containers in this subtree (this one included) that served their first request.
     #[serde(default)]
     pub cold_workers: u32,
+    /// Answers per query of a batch request (then `hits` and `outcomes` are empty).
+    #[serde(default)]
+    pub batch: Vec<BatchAnswer>,
+    /// Milliseconds billed in this subtree: each node's duration rounded up to a whole
+    /// millisecond (inner nodes wait for their children and are billed for it).
+    #[serde(default)]
+    pub billed_ms: u64,
 }
 
 /// A worker invocation's payload: the request as JSON (readable, used by the samples in
@@ -595,6 +812,7 @@ mod tests {
             with_attributes: true,
             worker: 0,
             children: vec![],
+            batch: vec![],
         };
         let bytes = encode_wire(&req).unwrap();
         assert_eq!(decode_wire::<WorkerRequest>(&bytes).unwrap(), req);
@@ -654,6 +872,7 @@ mod tests {
                     children: (0..4).map(|j| mid(i * 4 + j)).collect(),
                 })
                 .collect(),
+            batch: vec![],
         };
         assert_eq!(req.children.iter().map(TreeNode::node_count).sum::<usize>(), 84);
         let sent = serde_json::to_vec(&WorkerPayload::wire(&req).unwrap()).unwrap();
@@ -683,6 +902,8 @@ mod tests {
                 .collect(),
             invocations: 84,
             cold_workers: 84,
+            batch: vec![],
+            billed_ms: u64::MAX,
         };
         let reply = serde_json::to_vec(&WireReply::new(&resp).unwrap()).unwrap();
         assert!(reply.len() < LIMIT / 20, "reply payload is {} bytes", reply.len());
@@ -690,6 +911,132 @@ mod tests {
         assert_eq!(back.into_response().unwrap(), resp);
         // The readable JSON form the samples use stays below the limit too.
         assert!(serde_json::to_vec(&resp).unwrap().len() < LIMIT / 10);
+    }
+
+    /// A batch at the limits: 100 queries of 1,536 dimensions, each scanning 4,000 lists
+    /// over 200 partitions with a 50-leaf filter, to a root with the whole tree below it;
+    /// and the answer of [`MAX_BATCH_HITS`] hits with 8 attributes each, 100 outcomes per
+    /// query. Both stay under the 6 MB invoke limit as they travel.
+    #[test]
+    fn batch_payloads_at_the_limits_stay_under_the_invoke_limit() {
+        const LIMIT: usize = 6 * 1024 * 1024;
+        let batch: Vec<BatchQuery> = (0..MAX_BATCH as u32)
+            .map(|slot| BatchQuery {
+                slot,
+                query: vec![-0.123_456_79; 1536],
+                k: (MAX_BATCH_HITS / MAX_BATCH) as u32,
+                filter: Some(Expr::Or(
+                    (0..50)
+                        .map(|i| Expr::Leaf {
+                            attr: i % 8,
+                            pred: Pred::In((0..20).map(f64::from).collect()),
+                        })
+                        .collect(),
+                )),
+                rerank_factor: 10,
+                hamming_keep: 1.0,
+                with_attributes: true,
+                parts: (0..200)
+                    .map(|p| QueryPart {
+                        partition: p * 50 + slot,
+                        lists: (0..20).map(|l| l * 7 + slot).collect(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        assert_eq!(batch[0].parts.iter().map(|p| p.lists.len()).sum::<usize>(), 4000);
+        let req = WorkerRequest {
+            index: "an-index-with-a-long-name-0123456789".into(),
+            worker: 0,
+            query: vec![],
+            k: 0,
+            filter: None,
+            segments: (0..5000)
+                .map(|p| SegmentRef {
+                    partition: p,
+                    key: format!("segments/p{p:05}-0123456789abcdef0123456789abcdef.sqs"),
+                    bytes: 12_345_678,
+                    checksum: "0123456789abcdef".into(),
+                    lists: (0..20).collect(),
+                    head: 123_456,
+                })
+                .collect(),
+            rerank_factor: 0,
+            hamming_keep: 1.0,
+            with_attributes: false,
+            children: vec![],
+            batch,
+        };
+        let sent = serde_json::to_vec(&WorkerPayload::wire(&req).unwrap()).unwrap();
+        assert!(sent.len() < LIMIT, "batch request payload is {} bytes", sent.len());
+        let back: WorkerPayload = serde_json::from_slice(&sent).unwrap();
+        assert_eq!(back.into_request().unwrap(), req);
+        let per_query = MAX_BATCH_HITS / MAX_BATCH;
+        let resp = WorkerResponse {
+            hits: vec![],
+            outcomes: vec![],
+            invocations: 84,
+            cold_workers: 84,
+            batch: (0..MAX_BATCH as u32)
+                .map(|slot| BatchAnswer {
+                    slot,
+                    hits: (0..per_query as u64)
+                        .map(|i| WorkerHit {
+                            id: u64::MAX - i,
+                            distance: 1.0 / (i as f32 + 3.0),
+                            attrs: vec![f64::MAX / 3.0; 8],
+                        })
+                        .collect(),
+                    outcomes: (0..100)
+                        .map(|p| PartitionOutcome {
+                            partition: p,
+                            error: None,
+                            counts: StageCounts::default(),
+                            cache_hit: false,
+                            bytes_fetched: u64::MAX,
+                            fetch_us: u64::MAX,
+                            scan_us: u64::MAX,
+                            gets: u64::MAX,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            billed_ms: u64::MAX,
+        };
+        let reply = serde_json::to_vec(&WireReply::new(&resp).unwrap()).unwrap();
+        assert!(reply.len() < LIMIT, "batch reply payload is {} bytes", reply.len());
+        println!(
+            "batch at the limits: request {} bytes, reply {} bytes",
+            sent.len(),
+            reply.len()
+        );
+    }
+
+    #[test]
+    fn batch_errors_name_the_query_and_field() {
+        let cases = [
+            (
+                r#"{"queries": [{"vector": [1]}, {"vector": [1], "k": "x"}]}"#,
+                "queries[1].k",
+            ),
+            (r#"{"queries": [{"vector": [1]}, {"k": 3}]}"#, "queries[1].vector"),
+            (r#"{"queries": [{"vector": [1e999]}]}"#, "queries[0].vector[0]"),
+            (
+                r#"{"queries": [{"vector": [1], "params": {"plan": "maybe"}}]}"#,
+                "queries[0].params.plan",
+            ),
+            (r#"{"query": []}"#, "query"),
+            (r#"{"queries": 3}"#, "queries"),
+            (r#"[1]"#, "body"),
+        ];
+        for (body, field) in cases {
+            let e = BatchRequest::from_json(body.as_bytes()).expect_err(body);
+            assert_eq!(e.field, field, "{body}: {e}");
+        }
+        let e = BatchRequest::from_queries(serde_json::json!([{"vector": [1]}, {"vector": "x"}])).unwrap_err();
+        assert_eq!(e.field, "queries[1].vector");
+        let ok = BatchRequest::from_json(br#"{"queries": [{"vector": [1], "params": {"plan": "local"}}]}"#).unwrap();
+        assert_eq!(ok.queries[0].params.plan, Some(PlanChoice::Local));
     }
 
     #[test]

@@ -75,6 +75,20 @@ impl SegmentCache {
         }
     }
 
+    /// Whether a segment is cached under `key` (without counting as a use).
+    pub fn contains(&self, key: &str) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries
+            .contains_key(key)
+    }
+
+    /// The byte budget.
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
     /// Bytes currently held.
     pub fn used_bytes(&self) -> u64 {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).used

@@ -42,6 +42,18 @@ impl From<CoreError> for SearchError {
 }
 
 impl SearchError {
+    /// This error with a bad request's field placed under `prefix` (`k` within
+    /// `queries[3]` becomes `queries[3].k`); other errors are unchanged.
+    pub fn within(self, prefix: &str) -> Self {
+        match self {
+            SearchError::BadRequest { field, message } => SearchError::BadRequest {
+                field: format!("{prefix}.{field}"),
+                message,
+            },
+            other => other,
+        }
+    }
+
     /// Shorthand for [`SearchError::BadRequest`].
     pub fn bad(field: &str, message: impl Into<String>) -> Self {
         SearchError::BadRequest {

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod cache;
+pub mod cost;
 pub mod error;
 pub mod in_process;
 pub mod invoker;

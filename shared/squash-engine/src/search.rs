@@ -1,20 +1,22 @@
 //! The coordinator: validates a request, plans partitions, fans out to workers through
 //! a [`WorkerInvoker`], merges their answers and reports statistics.
 
+use crate::cost::{billed_ms, Billing, Route, Work};
 use crate::error::{Result, SearchError};
 use crate::in_process::{ColdInvoker, InProcessInvoker};
 use crate::invoker::WorkerInvoker;
-use crate::plan::{plan, Safety};
+use crate::plan::{plan, Plan, Safety};
 use crate::tree::{build_tree, Fanout};
 use crate::worker::{merge_hits, Worker};
 use squash_api::{
-    QueryStats, SearchHit, SearchRequest, SearchResponse, SegmentRef, TreeNode, WorkerHit, WorkerRequest,
-    WorkerResponse, MAX_K,
+    BatchQuery, BatchResponse, BatchStats, PlanChoice, QueryPart, QueryStats, SearchHit, SearchRequest, SearchResponse,
+    SegmentRef, TreeNode, WorkerHit, WorkerRequest, WorkerResponse, MAX_BATCH, MAX_BATCH_HITS, MAX_K,
 };
 use squash_core::distance::prepare_vector;
 use squash_core::filter::Expr;
 use squash_core::manifest::{Manifest, MANIFEST_KEY};
 use squash_storage::{ObjectStore, StorageError};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use xxhash_rust::xxh3::xxh3_64;
@@ -22,12 +24,54 @@ use xxhash_rust::xxh3::xxh3_64;
 /// Default in-process segment cache budget: 4 GiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 4 << 30;
 
+/// Most rows (estimated from the chosen lists' share of their partitions) a query or
+/// batch may scan for the coordinator to search it alone: about 10 ms of the blocked
+/// scan on one core. Beyond it, workers share the scan.
+pub const LOCAL_MAX_ROWS: u64 = 4_000_000;
+
 /// An open index: its manifest plus the way to reach workers.
 pub struct Index {
     name: String,
     manifest: Manifest,
     invoker: Arc<dyn WorkerInvoker>,
     fanout: Fanout,
+    local: Local,
+    billing: Billing,
+}
+
+/// Whether (and how) an index's coordinator may search by itself.
+#[derive(Clone)]
+pub enum Local {
+    /// Never: every query goes through the invoker's tree.
+    None,
+    /// Always, through the invoker (which runs in this process); the reason says why.
+    Only(&'static str),
+    /// When the plan says so ([`Index::decide`]), with this worker and its cache.
+    Worker(Arc<Worker>),
+}
+
+/// How a coordinator was called, for the stats and the cost estimate.
+#[derive(Debug, Clone, Copy)]
+pub struct Call {
+    /// The route the request came by (its fee).
+    pub route: Route,
+    /// True when the coordinator's container served its first request.
+    pub cold: bool,
+    /// Microseconds spent before the search (opening the index).
+    pub open_us: u64,
+    /// GETs made before the search (the manifest).
+    pub gets: u64,
+}
+
+impl Default for Call {
+    fn default() -> Call {
+        Call {
+            route: Route::Invoke,
+            cold: false,
+            open_us: 0,
+            gets: 0,
+        }
+    }
 }
 
 /// Reads and verifies the manifest of the index in `store`.
@@ -52,12 +96,12 @@ impl Index {
     pub fn open_with_fanout(store: Arc<dyn ObjectStore>, name: &str, fanout: Fanout) -> Result<Index> {
         let manifest = load_manifest(store.as_ref(), name)?;
         let worker = Arc::new(Worker::new(store, DEFAULT_CACHE_BYTES));
-        Ok(Index::with_invoker(
-            name,
-            manifest,
-            Arc::new(InProcessInvoker::new(worker)),
-            fanout,
-        ))
+        let index = Index::with_invoker(name, manifest, Arc::new(InProcessInvoker::new(worker)), fanout);
+        Ok(if fanout.workers <= 1 {
+            index.with_local(Local::Only("embedded: this process searches"))
+        } else {
+            index
+        })
     }
 
     /// Opens the index in `store` so that every search goes through a fresh worker with
@@ -86,7 +130,21 @@ impl Index {
             manifest,
             invoker,
             fanout,
+            local: Local::None,
+            billing: Billing::default(),
         }
+    }
+
+    /// This index, searching by itself as `local` says.
+    pub fn with_local(mut self, local: Local) -> Index {
+        self.local = local;
+        self
+    }
+
+    /// This index, pricing its queries for `billing`.
+    pub fn with_billing(mut self, billing: Billing) -> Index {
+        self.billing = billing;
+        self
     }
 
     /// The fan-out shape.
@@ -182,12 +240,71 @@ impl Index {
         Ok((query, filter))
     }
 
-    /// Runs one search.
+    /// Runs one search (priced as a raw invoke of a warm coordinator).
     pub fn search(&self, req: &SearchRequest) -> Result<SearchResponse> {
+        self.search_with(req, &Call::default())
+    }
+
+    /// Runs one search for a coordinator called as `call` says.
+    pub fn search_with(&self, req: &SearchRequest, call: &Call) -> Result<SearchResponse> {
         let t0 = Instant::now();
+        let q = self.prepare(req)?;
+        let (mut results, _) = self.run(vec![q], req.params.plan, call, t0)?;
+        results
+            .pop()
+            .ok_or_else(|| SearchError::internal("a search answered nothing"))
+    }
+
+    /// Runs a batch of searches (priced as a raw invoke of a warm coordinator).
+    pub fn search_batch(&self, reqs: &[SearchRequest]) -> Result<BatchResponse> {
+        self.search_batch_with(reqs, &Call::default())
+    }
+
+    /// Runs a batch of up to [`MAX_BATCH`] searches with one plan and one fan-out: each
+    /// worker is invoked at most once (plus a retry of what failed), and each segment is
+    /// fetched once for all the queries that need it. A bad query rejects the batch with
+    /// the field named within it (`queries[3].k`); a query whose partitions fail (without
+    /// `allow_partial`) fails the batch. Answers come in the order of the queries.
+    pub fn search_batch_with(&self, reqs: &[SearchRequest], call: &Call) -> Result<BatchResponse> {
+        let t0 = Instant::now();
+        if reqs.is_empty() || reqs.len() > MAX_BATCH {
+            return Err(SearchError::bad(
+                "queries",
+                format!("must hold 1 to {MAX_BATCH} queries, got {}", reqs.len()),
+            ));
+        }
+        let hits: usize = reqs.iter().map(|r| r.k).sum();
+        if hits > MAX_BATCH_HITS {
+            return Err(SearchError::bad(
+                "queries",
+                format!(
+                    "ask for {hits} hits in all (the sum of their k); a batch may ask for at most {MAX_BATCH_HITS}"
+                ),
+            ));
+        }
+        let forced = reqs.iter().find_map(|r| r.params.plan);
+        if let Some(i) = reqs
+            .iter()
+            .position(|r| r.params.plan.is_some_and(|p| Some(p) != forced))
+        {
+            return Err(SearchError::bad(
+                &format!("queries[{i}].params.plan"),
+                "differs from an earlier query's: a batch has one plan",
+            ));
+        }
+        let prepared = reqs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| self.prepare(r).map_err(|e| e.within(&format!("queries[{i}]"))))
+            .collect::<Result<Vec<_>>>()?;
+        let (results, stats) = self.run(prepared, forced, call, t0)?;
+        Ok(BatchResponse { results, stats })
+    }
+
+    /// Validates and plans one query.
+    fn prepare(&self, req: &SearchRequest) -> Result<Prepared> {
         let (query, filter) = self.validate(req)?;
-        let m = &self.manifest.meta;
-        let d = &m.defaults;
+        let d = &self.manifest.meta.defaults;
         let nprobe = req.params.nprobe.unwrap_or(d.nprobe).max(1) as usize;
         let safety = match req.params.safety {
             Some(f) => Safety::Fixed(f as f64),
@@ -195,158 +312,437 @@ impl Index {
             None => Safety::Fixed(d.safety as f64),
         };
         let chosen = plan(&self.manifest, &query, filter.as_ref(), req.k, nprobe, safety);
-        let workers = self.fanout.workers.max(1);
-        let mut groups: Vec<Vec<SegmentRef>> = vec![Vec::new(); workers];
-        for (p, lists) in &chosen.partitions {
-            let info = &m.partitions[*p as usize];
-            groups[Self::owner(*p, workers)].push(SegmentRef {
-                partition: *p,
-                key: info.key.clone(),
-                bytes: info.bytes,
-                checksum: info.checksum.clone(),
-                lists: lists.clone(),
-                head: info.head,
-            });
+        Ok(Prepared {
+            query,
+            filter,
+            k: req.k,
+            rerank_factor: req.params.rerank_factor.unwrap_or(d.rerank_factor),
+            hamming_keep: req.params.hamming_keep.unwrap_or(d.hamming_keep),
+            with_attributes: !req.include.is_empty(),
+            allow_partial: req.allow_partial,
+            chosen,
+        })
+    }
+
+    /// Where a request over the segments `union` (partition → lists) runs, and why.
+    pub fn decide(&self, union: &BTreeMap<u32, Vec<u32>>, forced: Option<PlanChoice>) -> (PlanChoice, String) {
+        let worker = match &self.local {
+            Local::None => return (PlanChoice::Fanout, "no local search: every query fans out".into()),
+            Local::Only(why) => return (PlanChoice::Local, why.to_string()),
+            Local::Worker(w) => w,
+        };
+        if let Some(choice) = forced {
+            return (choice, "params.plan".into());
         }
-        let with_attributes = !req.include.is_empty();
-        let tree = build_tree(
-            groups.into_iter().enumerate().map(|(w, g)| (w as u32, g)).collect(),
-            self.fanout,
-        );
+        let parts = &self.manifest.meta.partitions;
+        let rows: f64 = union
+            .iter()
+            .map(|(&p, lists)| {
+                let info = &parts[p as usize];
+                let share = if lists.is_empty() || info.lists == 0 {
+                    1.0
+                } else {
+                    lists.len() as f64 / info.lists as f64
+                };
+                info.count as f64 * share
+            })
+            .sum();
+        if rows > LOCAL_MAX_ROWS as f64 {
+            return (
+                PlanChoice::Fanout,
+                format!("about {rows:.0} rows to scan, over the {LOCAL_MAX_ROWS} one process scans alone"),
+            );
+        }
+        let cache = worker.cache();
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let index_bytes: u64 = parts.iter().map(|p| p.bytes).sum();
+        if index_bytes <= cache.budget() {
+            return (
+                PlanChoice::Local,
+                format!(
+                    "the index ({:.0} MiB) fits the coordinator's cache ({:.0} MiB)",
+                    mib(index_bytes),
+                    mib(cache.budget())
+                ),
+            );
+        }
+        let missing = union
+            .keys()
+            .filter(|&&p| !cache.contains(&parts[p as usize].key))
+            .count();
+        if missing == 0 {
+            return (
+                PlanChoice::Local,
+                format!("all {} segments are in the coordinator's cache", union.len()),
+            );
+        }
+        (
+            PlanChoice::Fanout,
+            format!(
+                "the index ({:.0} MiB) exceeds the coordinator's cache ({:.0} MiB) and {missing} of {} segments are not in it",
+                mib(index_bytes),
+                mib(cache.budget()),
+                union.len()
+            ),
+        )
+    }
+
+    fn segment_ref(&self, partition: u32, lists: Vec<u32>) -> SegmentRef {
+        let info = &self.manifest.meta.partitions[partition as usize];
+        SegmentRef {
+            partition,
+            key: info.key.clone(),
+            bytes: info.bytes,
+            checksum: info.checksum.clone(),
+            lists,
+            head: info.head,
+        }
+    }
+
+    /// Searches prepared queries with one plan: the requests for the tree (or the one
+    /// local request), a retry of what failed, then each query's merged answer and stats.
+    fn run(
+        &self,
+        queries: Vec<Prepared>,
+        forced: Option<PlanChoice>,
+        call: &Call,
+        t0: Instant,
+    ) -> Result<(Vec<SearchResponse>, BatchStats)> {
+        let n = queries.len();
+        let m = &self.manifest.meta;
+        let mut union: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for q in &queries {
+            for (p, lists) in &q.chosen.partitions {
+                let e = union.entry(*p).or_default();
+                e.extend(lists);
+            }
+        }
+        for lists in union.values_mut() {
+            lists.sort_unstable();
+            lists.dedup();
+        }
+        let (choice, reason) = self.decide(&union, forced);
+        let batch: Vec<BatchQuery> = queries
+            .iter()
+            .enumerate()
+            .map(|(slot, q)| BatchQuery {
+                slot: slot as u32,
+                query: q.query.clone(),
+                k: q.k as u32,
+                filter: q.filter.clone(),
+                rerank_factor: q.rerank_factor,
+                hamming_keep: q.hamming_keep,
+                with_attributes: q.with_attributes,
+                parts: q
+                    .chosen
+                    .partitions
+                    .iter()
+                    .map(|(p, lists)| QueryPart {
+                        partition: *p,
+                        lists: lists.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
         let base = WorkerRequest {
             index: self.name.clone(),
             worker: 0,
-            query,
-            k: req.k as u32,
-            filter,
+            query: Vec::new(),
+            k: 0,
+            filter: None,
             segments: Vec::new(),
-            rerank_factor: req.params.rerank_factor.unwrap_or(d.rerank_factor),
-            hamming_keep: req.params.hamming_keep.unwrap_or(d.hamming_keep),
-            with_attributes,
+            rerank_factor: 0,
+            hamming_keep: 1.0,
+            with_attributes: false,
             children: Vec::new(),
+            batch,
         };
-        let requests: Vec<WorkerRequest> = tree.iter().map(|node| base.for_node(node)).collect();
+        // Local: one request to the coordinator's own worker (its invocation is not
+        // counted: no function is invoked). Fan-out: the tree over the owners.
+        let local_invoker;
+        let (invoker, nodes, invoked): (&dyn WorkerInvoker, Vec<TreeNode>, bool) = match (&self.local, choice) {
+            (Local::Worker(w), PlanChoice::Local) => {
+                local_invoker = InProcessInvoker::new(w.clone());
+                let node = TreeNode {
+                    worker: 0,
+                    segments: union.iter().map(|(&p, l)| self.segment_ref(p, l.clone())).collect(),
+                    children: Vec::new(),
+                };
+                (&local_invoker, vec![node], false)
+            }
+            _ => {
+                let workers = self.fanout.workers.max(1);
+                let mut groups: Vec<Vec<SegmentRef>> = vec![Vec::new(); workers];
+                for (&p, lists) in &union {
+                    groups[Self::owner(p, workers)].push(self.segment_ref(p, lists.clone()));
+                }
+                let tree = build_tree(
+                    groups.into_iter().enumerate().map(|(w, g)| (w as u32, g)).collect(),
+                    self.fanout,
+                );
+                (self.invoker.as_ref(), tree, !matches!(self.local, Local::Only(_)))
+            }
+        };
+        let requests: Vec<WorkerRequest> = nodes.iter().map(|node| base.for_node(node)).collect();
         let plan_us = t0.elapsed().as_micros() as u64;
         let t1 = Instant::now();
-        let mut stats = QueryStats {
-            partitions_total: m.partitions.len() as u32,
-            partitions_searched: chosen.partitions.len() as u32,
-            lists_total: self.manifest.lists() as u32,
-            lists_searched: chosen.lists as u32,
-            estimated_matches: chosen.estimated_matches,
-            invocations: requests.len() as u32,
-            plan_us,
-            ..QueryStats::default()
-        };
-        let responses = self.invoker.invoke_all(&requests);
-        let mut lists = Vec::with_capacity(responses.len());
-        let mut failed = collect(responses, &requests, &mut stats, &mut lists);
-        // One more round for what failed, each partition to its owner, flat: a retry
-        // repeats only what failed (the Lambda invoker has already retried throttling
-        // and timeouts of whole invocations).
+        let mut acc = Gathered::new(n, invoked);
+        let responses = invoker.invoke_all(&requests);
+        let mut failed = acc.collect(responses, &requests);
+        let mut retried = vec![0u32; n];
+        // One more round for what failed, each partition to its owner (or here), flat: a
+        // retry repeats only what failed (the Lambda invoker has already retried
+        // throttling and timeouts of whole invocations).
         if !failed.is_empty() {
-            let mut again: Vec<TreeNode> = Vec::new();
-            for (segment, _) in failed.drain(..) {
-                let owner = Self::owner(segment.partition, workers) as u32;
-                match again.iter_mut().find(|n| n.worker == owner) {
-                    Some(node) => node.segments.push(segment),
-                    None => again.push(TreeNode {
-                        worker: owner,
-                        segments: vec![segment],
-                        children: Vec::new(),
-                    }),
-                }
+            let workers = if invoked { self.fanout.workers.max(1) } else { 1 };
+            let mut again: BTreeMap<usize, BTreeMap<u32, Vec<u32>>> = BTreeMap::new();
+            for &(slot, partition, _) in &failed {
+                again
+                    .entry(Self::owner(partition, workers))
+                    .or_default()
+                    .entry(partition)
+                    .or_default()
+                    .push(slot);
+                retried[slot as usize] += 1;
             }
-            let retry: Vec<WorkerRequest> = again.iter().map(|node| base.for_node(node)).collect();
-            stats.invocations += retry.len() as u32;
-            stats.retried_partitions = retry.iter().map(|r| r.segments.len() as u32).sum();
-            let responses = self.invoker.invoke_all(&retry);
-            failed = collect(responses, &retry, &mut stats, &mut lists);
-        }
-        failed.sort_by_key(|(s, _)| s.partition);
-        stats.failed_partitions = failed.iter().map(|(s, _)| s.partition).collect();
-        stats.search_us = t1.elapsed().as_micros() as u64;
-        let missing_partitions = stats.failed_partitions.clone();
-        stats.partial = !missing_partitions.is_empty();
-        if let Some((segment, message)) = failed.first() {
-            if !req.allow_partial || missing_partitions.len() == chosen.partitions.len() {
-                let hint = if req.allow_partial {
-                    "no partition could be searched"
-                } else {
-                    "set \"allow_partial\": true for the answer from the other partitions"
-                };
-                return Err(SearchError::Worker {
-                    partition: segment.partition,
-                    message: format!("{message} (partitions {missing_partitions:?} failed, retried once; {hint})"),
-                });
-            }
-        }
-        let schema = &m.schema;
-        let hits = merge_hits(lists, req.k)
-            .into_iter()
-            .map(|h| SearchHit {
-                id: h.id,
-                distance: h.distance,
-                attributes: with_attributes.then(|| {
-                    schema
-                        .attrs
+            let retry: Vec<WorkerRequest> = again
+                .into_iter()
+                .map(|(owner, parts)| {
+                    let batch = base
+                        .batch
                         .iter()
-                        .zip(&h.attrs)
-                        .map(|(spec, &v)| (spec.name.clone(), spec.value_to_json(v)))
-                        .collect()
-                }),
-            })
-            .collect();
-        Ok(SearchResponse {
-            hits,
-            partial: !missing_partitions.is_empty(),
-            missing_partitions,
-            stats,
-        })
+                        .filter_map(|q| {
+                            let parts: Vec<QueryPart> = q
+                                .parts
+                                .iter()
+                                .filter(|p| parts.get(&p.partition).is_some_and(|slots| slots.contains(&q.slot)))
+                                .cloned()
+                                .collect();
+                            (!parts.is_empty()).then(|| BatchQuery { parts, ..q.clone() })
+                        })
+                        .collect();
+                    WorkerRequest {
+                        worker: owner as u32,
+                        segments: parts.keys().map(|&p| self.segment_ref(p, union[&p].clone())).collect(),
+                        batch,
+                        ..base.clone()
+                    }
+                })
+                .collect();
+            let responses = invoker.invoke_all(&retry);
+            failed = acc.collect(responses, &retry);
+        }
+        let search_us = t1.elapsed().as_micros() as u64;
+        // A query with partitions still failing fails the request unless it allows a
+        // partial answer (and has one).
+        let mut missing: Vec<Vec<u32>> = vec![Vec::new(); n];
+        for &(slot, partition, _) in &failed {
+            missing[slot as usize].push(partition);
+        }
+        for (slot, q) in queries.iter().enumerate() {
+            let gone = &mut missing[slot];
+            gone.sort_unstable();
+            gone.dedup();
+            if gone.is_empty() || (q.allow_partial && gone.len() < q.chosen.partitions.len()) {
+                continue;
+            }
+            let (_, partition, message) =
+                failed
+                    .iter()
+                    .find(|f| f.0 as usize == slot)
+                    .cloned()
+                    .unwrap_or((0, gone[0], String::new()));
+            let hint = if q.allow_partial {
+                "no partition could be searched"
+            } else {
+                "set \"allow_partial\": true for the answer from the other partitions"
+            };
+            let which = if n > 1 {
+                format!("query {slot}: ")
+            } else {
+                String::new()
+            };
+            return Err(SearchError::Worker {
+                partition,
+                message: format!("{which}{message} (partitions {gone:?} failed, retried once; {hint})"),
+            });
+        }
+        // What the request cost, and each query's share.
+        let work = Work {
+            coordinator_ms: billed_ms(t0.elapsed().as_micros() as u64 + call.open_us),
+            worker_ms: acc.worker_billed_ms as f64,
+            invocations: acc.invocations as f64,
+            gets: (acc.per_query.iter().map(|s| s.gets).sum::<u64>() + call.gets) as f64,
+            cold_coordinator: f64::from(u8::from(call.cold)),
+            cold_workers: acc.cold_workers as f64,
+        };
+        let cost = self.billing.cost(&work, call.route);
+        let share = cost.scaled(1.0 / n as f64);
+        let stats = BatchStats {
+            queries: n as u32,
+            plan: choice.as_str().into(),
+            plan_reason: reason.clone(),
+            invocations: acc.invocations,
+            segments: union.len() as u32,
+            gets: work.gets as u64,
+            bytes_fetched: acc.per_query.iter().map(|s| s.bytes_fetched).sum(),
+            plan_us: plan_us + call.open_us,
+            search_us,
+            billed_ms: cost.billed_ms,
+            cost_usd: cost.total(),
+        };
+        let schema = &m.schema;
+        let mut results = Vec::with_capacity(n);
+        for (slot, (q, (mut s, lists))) in queries
+            .into_iter()
+            .zip(acc.per_query.into_iter().zip(acc.lists))
+            .enumerate()
+        {
+            let gone = std::mem::take(&mut missing[slot]);
+            s.partitions_total = m.partitions.len() as u32;
+            s.partitions_searched = q.chosen.partitions.len() as u32;
+            s.lists_total = self.manifest.lists() as u32;
+            s.lists_searched = q.chosen.lists as u32;
+            s.estimated_matches = q.chosen.estimated_matches;
+            s.invocations = acc.invocations;
+            s.cold = call.cold;
+            s.cold_workers = acc.cold_workers;
+            s.plan_us = stats.plan_us;
+            s.search_us = search_us;
+            s.retried_partitions = retried[slot];
+            s.partial = !gone.is_empty();
+            s.failed_partitions = gone.clone();
+            s.plan = stats.plan.clone();
+            s.plan_reason = reason.clone();
+            s.batch = n as u32;
+            s.billed_ms = share.billed_ms;
+            s.cost_usd = share.total();
+            if slot == 0 {
+                s.gets += call.gets;
+            }
+            let with_attributes = q.with_attributes;
+            let hits = merge_hits(lists, q.k)
+                .into_iter()
+                .map(|h| SearchHit {
+                    id: h.id,
+                    distance: h.distance,
+                    attributes: with_attributes.then(|| {
+                        schema
+                            .attrs
+                            .iter()
+                            .zip(&h.attrs)
+                            .map(|(spec, &v)| (spec.name.clone(), spec.value_to_json(v)))
+                            .collect()
+                    }),
+                })
+                .collect();
+            results.push(SearchResponse {
+                hits,
+                partial: !gone.is_empty(),
+                missing_partitions: gone,
+                stats: s,
+            });
+        }
+        Ok((results, stats))
     }
 }
 
-/// Adds the responses to the stats and hit lists; returns the segments that failed, with
-/// why (a failed invocation fails every segment of its subtree).
-fn collect(
-    responses: Vec<std::result::Result<WorkerResponse, String>>,
-    sent: &[WorkerRequest],
-    stats: &mut QueryStats,
-    lists: &mut Vec<Vec<WorkerHit>>,
-) -> Vec<(SegmentRef, String)> {
-    let mut failed = Vec::new();
-    for (resp, req) in responses.into_iter().zip(sent) {
-        match resp {
-            Ok(r) => {
-                stats.invocations += r.invocations;
-                stats.cold_workers += r.cold_workers;
-                for o in &r.outcomes {
+/// One query, validated and planned.
+struct Prepared {
+    query: Vec<f32>,
+    filter: Option<Expr>,
+    k: usize,
+    rerank_factor: u32,
+    hamming_keep: f32,
+    with_attributes: bool,
+    allow_partial: bool,
+    chosen: Plan,
+}
+
+/// What the workers answered so far, per query.
+struct Gathered {
+    per_query: Vec<QueryStats>,
+    lists: Vec<Vec<Vec<WorkerHit>>>,
+    /// Whether the requests invoked functions (fan-out) or ran here (local).
+    invoked: bool,
+    invocations: u32,
+    cold_workers: u32,
+    worker_billed_ms: u64,
+}
+
+impl Gathered {
+    fn new(n: usize, invoked: bool) -> Gathered {
+        Gathered {
+            per_query: vec![QueryStats::default(); n],
+            lists: vec![Vec::new(); n],
+            invoked,
+            invocations: 0,
+            cold_workers: 0,
+            worker_billed_ms: 0,
+        }
+    }
+
+    /// Adds the responses to each query's stats and hit lists; returns the `(query,
+    /// partition, why)` that failed (a failed invocation fails every part of its subtree;
+    /// a part the answer says nothing about was not searched, and never passes as searched).
+    fn collect(
+        &mut self,
+        responses: Vec<std::result::Result<WorkerResponse, String>>,
+        sent: &[WorkerRequest],
+    ) -> Vec<(u32, u32, String)> {
+        let mut failed = Vec::new();
+        for (resp, req) in responses.into_iter().zip(sent) {
+            if self.invoked {
+                self.invocations += 1;
+            }
+            let r = match resp {
+                Ok(r) => r,
+                Err(e) => {
+                    for q in &req.batch {
+                        failed.extend(q.parts.iter().map(|p| (q.slot, p.partition, e.clone())));
+                    }
+                    continue;
+                }
+            };
+            if self.invoked {
+                self.invocations += r.invocations;
+                self.cold_workers += r.cold_workers;
+                self.worker_billed_ms += r.billed_ms;
+            }
+            let mut seen = std::collections::HashSet::new();
+            for a in r.batch {
+                let Some(stats) = self.per_query.get_mut(a.slot as usize) else {
+                    continue;
+                };
+                for o in &a.outcomes {
+                    seen.insert((a.slot, o.partition));
                     stats.candidates.add(&o.counts);
                     stats.bytes_fetched += o.bytes_fetched;
                     stats.gets += o.gets;
                     stats.fetch_us += o.fetch_us;
                     stats.scan_us += o.scan_us;
                     if let Some(error) = &o.error {
-                        if let Some(s) = req.all_segments().into_iter().find(|s| s.partition == o.partition) {
-                            failed.push((s.clone(), error.clone()));
-                        }
+                        failed.push((a.slot, o.partition, error.clone()));
                     } else if o.cache_hit {
                         stats.cache_hits += 1;
                     } else {
                         stats.cache_misses += 1;
                     }
                 }
-                // A segment the answer says nothing about was not searched: never let it
-                // pass as searched.
-                for s in req.all_segments() {
-                    if !r.outcomes.iter().any(|o| o.partition == s.partition) {
-                        failed.push((s.clone(), format!("worker {} reported no outcome for it", req.worker)));
+                self.lists[a.slot as usize].push(a.hits);
+            }
+            for q in &req.batch {
+                for p in &q.parts {
+                    if !seen.contains(&(q.slot, p.partition)) {
+                        failed.push((
+                            q.slot,
+                            p.partition,
+                            format!("worker {} reported no outcome for it", req.worker),
+                        ));
                     }
                 }
-                lists.push(r.hits);
             }
-            Err(e) => failed.extend(req.all_segments().into_iter().map(|s| (s.clone(), e.clone()))),
         }
+        failed
     }
-    failed
 }

@@ -6,7 +6,10 @@
 use crate::cache::SegmentCache;
 use crate::invoker::WorkerInvoker;
 use rayon::prelude::*;
-use squash_api::{PartitionOutcome, SegmentRef, StageCounts, WorkerHit, WorkerRequest, WorkerResponse};
+use squash_api::{
+    BatchAnswer, BatchQuery, PartitionOutcome, QueryPart, SegmentRef, StageCounts, WorkerHit, WorkerRequest,
+    WorkerResponse,
+};
 use squash_core::binary::{encode_signs, hamming};
 use squash_core::distance::{exact_distance, l2sq, prefetch};
 use squash_core::fastscan::{self, FastTable, BLOCK};
@@ -615,8 +618,7 @@ impl Worker {
     /// (see [`RangeReads`]), a missed segment's parameters are fetched first, then the
     /// lists the request scans (and, without a filter, the vectors of the scan's reach
     /// sample), all segments' ranges together.
-    fn segments(&self, req: &WorkerRequest) -> Vec<Fetched> {
-        let refs = &req.segments;
+    fn segments(&self, refs: &[SegmentRef], every_row: bool) -> Vec<Fetched> {
         let mut out: Vec<Option<Fetched>> = refs
             .iter()
             .map(|r| self.cache.get(&r.key).map(|s| Ok((s, true, 0, 0, 0))))
@@ -669,7 +671,6 @@ impl Worker {
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Err("segment was not fetched".to_string())))
             .collect();
-        let every_row = req.filter.is_none() && req.hamming_keep >= 1.0;
         let needs: Vec<Need> = out
             .iter()
             .enumerate()
@@ -773,12 +774,94 @@ impl Worker {
     /// Searches every segment of the request: filters and bounds them in parallel, then
     /// re-ranks the best candidates of all of them together.
     pub fn handle(&self, req: &WorkerRequest) -> WorkerResponse {
+        let every_row = req.filter.is_none() && req.hamming_keep >= 1.0;
+        let fetched = self.segments(&req.segments, every_row);
+        self.search_fetched(req, fetched)
+    }
+
+    /// Searches every query of a batch request in its parts of the request's own
+    /// segments: each segment is fetched (or found in the cache) once, then the queries
+    /// run in parallel, each as [`Worker::handle`] runs one. A segment's fetch is counted
+    /// for the first query (in batch order) that needs it; the others count a cache hit.
+    pub fn handle_batch(&self, req: &WorkerRequest) -> WorkerResponse {
+        let at: std::collections::HashMap<u32, usize> =
+            req.segments.iter().enumerate().map(|(i, s)| (s.partition, i)).collect();
+        let every_row = req.batch.iter().all(|q| q.filter.is_none() && q.hamming_keep >= 1.0);
+        let fetched = self.segments(&req.segments, every_row);
+        let mut first_use = vec![u32::MAX; req.segments.len()];
+        for q in &req.batch {
+            for part in &q.parts {
+                if let Some(&i) = at.get(&part.partition) {
+                    first_use[i] = first_use[i].min(q.slot);
+                }
+            }
+        }
+        let batch: Vec<BatchAnswer> = req
+            .batch
+            .par_iter()
+            .filter_map(|q| {
+                let mine: Vec<(usize, &QueryPart)> = q
+                    .parts
+                    .iter()
+                    .filter_map(|part| at.get(&part.partition).map(|&i| (i, part)))
+                    .collect();
+                if mine.is_empty() {
+                    return None;
+                }
+                let one = WorkerRequest {
+                    index: req.index.clone(),
+                    worker: req.worker,
+                    query: q.query.clone(),
+                    k: q.k,
+                    filter: q.filter.clone(),
+                    segments: mine
+                        .iter()
+                        .map(|(i, part)| SegmentRef {
+                            lists: part.lists.clone(),
+                            ..req.segments[*i].clone()
+                        })
+                        .collect(),
+                    rerank_factor: q.rerank_factor,
+                    hamming_keep: q.hamming_keep,
+                    with_attributes: q.with_attributes,
+                    children: Vec::new(),
+                    batch: Vec::new(),
+                };
+                let got: Vec<Fetched> = mine
+                    .iter()
+                    .map(|&(i, _)| match &fetched[i] {
+                        Ok((seg, hit, bytes, us, gets)) if first_use[i] == q.slot => {
+                            Ok((seg.clone(), *hit, *bytes, *us, *gets))
+                        }
+                        Ok((seg, ..)) => Ok((seg.clone(), true, 0, 0, 0)),
+                        Err(e) => Err(e.clone()),
+                    })
+                    .collect();
+                let resp = self.search_fetched(&one, got);
+                Some(BatchAnswer {
+                    slot: q.slot,
+                    hits: resp.hits,
+                    outcomes: resp.outcomes,
+                })
+            })
+            .collect();
+        WorkerResponse {
+            hits: Vec::new(),
+            outcomes: Vec::new(),
+            invocations: 0,
+            cold_workers: 0,
+            batch,
+            billed_ms: 0,
+        }
+    }
+
+    /// [`Worker::handle`] over segments already got.
+    fn search_fetched(&self, req: &WorkerRequest, mut fetched: Vec<Fetched>) -> WorkerResponse {
         let params = PartitionParams {
             k: req.k as usize,
             rerank_factor: req.rerank_factor as usize,
             hamming_keep: req.hamming_keep,
         };
-        let mut fetched = self.segments(req);
         for (r, f) in req.segments.iter().zip(fetched.iter_mut()) {
             let problem = match f {
                 Ok((seg, ..)) if seg.meta().dim as usize != req.query.len() => Some(format!(
@@ -953,6 +1036,8 @@ impl Worker {
             outcomes,
             invocations: 0,
             cold_workers: 0,
+            batch: Vec::new(),
+            billed_ms: 0,
         }
     }
 
@@ -960,20 +1045,36 @@ impl Worker {
     /// `invoker` (concurrently) while searching its own segments, then merges. A child
     /// that fails shows up as an error outcome for every partition of its subtree.
     pub fn handle_node(&self, req: &WorkerRequest, invoker: &dyn WorkerInvoker) -> WorkerResponse {
+        let t0 = Instant::now();
+        let mut resp = self.handle_subtree(req, invoker);
+        // This node's own duration, rounded up as Lambda bills it, plus its subtree's.
+        resp.billed_ms += crate::cost::billed_ms(t0.elapsed().as_micros() as u64) as u64;
+        resp
+    }
+
+    fn handle_own(&self, req: &WorkerRequest) -> WorkerResponse {
+        if req.batch.is_empty() {
+            self.handle(req)
+        } else {
+            self.handle_batch(req)
+        }
+    }
+
+    fn handle_subtree(&self, req: &WorkerRequest, invoker: &dyn WorkerInvoker) -> WorkerResponse {
         if req.children.is_empty() {
-            return self.handle(req);
+            return self.handle_own(req);
         }
         let child_requests: Vec<WorkerRequest> = req.children.iter().map(|c| req.for_node(c)).collect();
         let (own, children) = if rayon::current_thread_index().is_some() {
             // Inside the rayon pool (the in-process invoker): join cooperatively, so a
             // waiting thread keeps stealing work instead of blocking the pool.
-            rayon::join(|| self.handle(req), || invoker.invoke_all(&child_requests))
+            rayon::join(|| self.handle_own(req), || invoker.invoke_all(&child_requests))
         } else {
             // A plain thread (a function handler): the children wait on the network in a
             // thread of their own while this one searches.
             std::thread::scope(|s| {
                 let pending = s.spawn(|| invoker.invoke_all(&child_requests));
-                let own = self.handle(req);
+                let own = self.handle_own(req);
                 let children = pending
                     .join()
                     .unwrap_or_else(|_| vec![Err("child invocation panicked".to_string()); child_requests.len()]);
@@ -982,25 +1083,35 @@ impl Worker {
         };
         let mut lists = vec![own.hits];
         let mut outcomes = own.outcomes;
+        let mut answers = own.batch;
         let mut invocations = child_requests.len() as u32;
         let mut cold_workers = own.cold_workers;
+        let mut billed = 0;
         for (sent, got) in child_requests.iter().zip(children) {
             match got {
                 Ok(r) => {
                     lists.push(r.hits);
                     outcomes.extend(r.outcomes);
+                    answers.extend(r.batch);
                     invocations += r.invocations;
                     cold_workers += r.cold_workers;
+                    billed += r.billed_ms;
                 }
-                Err(e) => outcomes.extend(sent.all_segments().into_iter().map(|s| PartitionOutcome {
-                    partition: s.partition,
-                    error: Some(format!("worker {}: {e}", sent.worker)),
-                    counts: StageCounts::default(),
-                    cache_hit: false,
-                    bytes_fetched: 0,
-                    fetch_us: 0,
-                    scan_us: 0,
-                    gets: 0,
+                Err(e) if sent.batch.is_empty() => outcomes.extend(
+                    sent.all_segments()
+                        .into_iter()
+                        .map(|s| failed_outcome(s.partition, format!("worker {}: {e}", sent.worker))),
+                ),
+                Err(e) => answers.extend(sent.batch.iter().map(|q| {
+                    BatchAnswer {
+                        slot: q.slot,
+                        hits: Vec::new(),
+                        outcomes: q
+                            .parts
+                            .iter()
+                            .map(|p| failed_outcome(p.partition, format!("worker {}: {e}", sent.worker)))
+                            .collect(),
+                    }
                 })),
             }
         }
@@ -1009,8 +1120,47 @@ impl Worker {
             outcomes,
             invocations,
             cold_workers,
+            batch: merge_answers(answers, &req.batch),
+            billed_ms: billed,
         }
     }
+}
+
+/// The outcome of a partition that could not be searched.
+fn failed_outcome(partition: u32, error: String) -> PartitionOutcome {
+    PartitionOutcome {
+        partition,
+        error: Some(error),
+        counts: StageCounts::default(),
+        cache_hit: false,
+        bytes_fetched: 0,
+        fetch_us: 0,
+        scan_us: 0,
+        gets: 0,
+    }
+}
+
+/// Merges the answers of a node and its children per query: each query's best `k` hits
+/// (its own `k`, from `batch`), all its outcomes.
+pub fn merge_answers(answers: Vec<BatchAnswer>, batch: &[BatchQuery]) -> Vec<BatchAnswer> {
+    let mut by_slot: std::collections::BTreeMap<u32, (Vec<Vec<WorkerHit>>, Vec<PartitionOutcome>)> =
+        std::collections::BTreeMap::new();
+    for a in answers {
+        let e = by_slot.entry(a.slot).or_default();
+        e.0.push(a.hits);
+        e.1.extend(a.outcomes);
+    }
+    by_slot
+        .into_iter()
+        .map(|(slot, (lists, outcomes))| {
+            let k = batch.iter().find(|q| q.slot == slot).map_or(0, |q| q.k as usize);
+            BatchAnswer {
+                slot,
+                hits: merge_hits(lists, k),
+                outcomes,
+            }
+        })
+        .collect()
 }
 
 /// Checks that a segment holds the partition the manifest says it does.

@@ -114,6 +114,7 @@ impl Knobs {
             rerank_factor: self.rerank_factor,
             hamming_keep: self.hamming_keep,
             safety: self.safety,
+            plan: None,
         }
     }
 }
