@@ -20,7 +20,7 @@ LAMBDA := target/venv/bin/cargo-lambda
 STACK_PORT ?= 9000
 GOLDEN_VECTOR := $(shell python3 -c "import json;print(json.dumps(json.load(open('events/raw-search.json'))['search']['vector']))" 2>/dev/null)
 
-.PHONY: all build release data index demo bench bench-smoke bench-test test lint fmt clippy clean help up down invoke build-lambda infra-check load fuzz tools
+.PHONY: all build release data index demo bench bench-smoke bench-test test lint fmt clippy clean help up down latency invoke build-lambda infra-check load fuzz tools
 
 all: build
 
@@ -30,7 +30,8 @@ help:
 	@echo "make lint   - cargo fmt --check and cargo clippy -D warnings"
 	@echo "make bench  - squash vs faiss, hnswlib, LanceDB on GloVe-50, Fashion-MNIST-784 and synthetic 1M (+10M): table, plots, cost (target/bench/)"
 	@echo "make bench-smoke - make bench's whole pipeline on 20k synthetic vectors (CI)"
-	@echo "make up     - local serverless stack: SeaweedFS + coordinator/workers under cargo-lambda, GloVe and golden indexes"
+	@echo "make up     - local serverless stack: SeaweedFS + coordinator/workers under cargo-lambda, golden and GloVe (STACK_DATASET=synth-1m: 1M x 128) indexes"
+	@echo "make latency - single queries and batches of 16/100 through the stack's HTTP route, both plans, cold and warm"
 	@echo "make invoke - send events/ samples and a curl request to the local stack"
 	@echo "make down   - stop the local stack"
 	@echo "make fuzz   - cargo fuzz: filter parser, request parser, object decoders, FUZZ_SECONDS (20) each"
@@ -180,13 +181,39 @@ bench-test: $(BENCH_TEST_VENV)/.done
 	$(BENCH_TEST_VENV)/bin/python -m unittest discover -s scripts/bench -p 'test_*.py' -v
 
 # The local serverless stack on 127.0.0.1 (see scripts/local-stack.sh for its settings):
-# indexes `glove` (GloVe-50) and `golden` (the events' fixture) in its S3 bucket.
-up: $(SQUASH) $(GLOVE)/workload.json
+# index `golden` (the events' fixture) and the dataset STACK_DATASET in its S3 bucket:
+# `glove` (GloVe-50, built into the bucket; the default) or `synth-1m` (1M x 128, built
+# locally as make bench does, then copied). `make latency` measures it.
+STACK_DATASET ?= glove
+ifeq ($(STACK_DATASET),synth-1m)
+STACK_DEPS := $(SYNTH)/synth-1m-index/manifest.sqm
+STACK_LOAD = $(SQUASH) copy --from $(SYNTH)/synth-1m-index --to s3://squash-local/indexes/synth-1m
+STACK_QUERIES := $(SYNTH)/synth-1m
+else ifeq ($(STACK_DATASET),glove)
+STACK_DEPS := $(GLOVE)/workload.json
+STACK_LOAD = $(SQUASH) build --vectors $(GLOVE)/base.npy --attrs $(GLOVE)/attrs.npy --attr-names $(GLOVE_ATTRS) --metric cosine --out s3://squash-local/indexes/glove
+STACK_QUERIES := $(GLOVE)
+else
+$(error STACK_DATASET must be glove or synth-1m, got '$(STACK_DATASET)')
+endif
+up: $(SQUASH) $(STACK_DEPS)
 	STACK_PORT=$(STACK_PORT) $(STACK) up
-	eval "$$($(STACK) env)" && \
-	  $(SQUASH) build --vectors $(GLOVE)/base.npy --attrs $(GLOVE)/attrs.npy --attr-names $(GLOVE_ATTRS) --metric cosine --out s3://squash-local/indexes/glove && \
+	eval "$$($(STACK) env)" && $(STACK_LOAD) && \
 	  $(SQUASH) copy --from tests/fixtures/golden-v3/index --to s3://squash-local/indexes/golden
-	@echo "try: make invoke, or curl -s http://127.0.0.1:$(STACK_PORT)/lambda-url/squash-coordinator/v1/indexes/glove"
+	@echo "try: make invoke, or curl -s http://127.0.0.1:$(STACK_PORT)/lambda-url/squash-coordinator/v1/indexes/$(STACK_DATASET)"
+
+# Latency through the HTTP route of a stack that is up (make up [STACK_DATASET=synth-1m]):
+# single queries (cold and warm) and batches of 16 and 100, on the coordinator's own plan
+# and forced to each, for every case of the dataset's workload. Lines in target/latency.jsonl.
+LATENCY_CASES ?= 100% 8% 1% 0.1% label
+LATENCY_ARGS ?= --plans auto,local,fanout --batches 16,100 --cold 5 --warmup 100 --warm 300
+latency:
+	rm -f target/latency.jsonl
+	for c in $(LATENCY_CASES); do \
+	  f=$$(python3 -c "import json,sys;w=json.load(open('$(STACK_QUERIES)/workload.json'));print([x['filters'] for x in w['cases'] if x['label']==sys.argv[1]][0])" "$$c") || exit 1; \
+	  python3 scripts/http-latency.py --port $(STACK_PORT) --index $(STACK_DATASET) --queries $(STACK_QUERIES)/queries.npy \
+	    --filters $(STACK_QUERIES)/$$f --label "$(STACK_DATASET) $$c" $(LATENCY_ARGS) --json-out target/latency.jsonl || exit 1; \
+	done
 
 down:
 	$(STACK) down
@@ -202,7 +229,7 @@ load: $(SQUASH) $(GLOVE)/workload.json
 	  python3 scripts/load-test.py --port $(STACK_PORT) --clients $(CLIENTS) --seconds $(LOAD_SECONDS)
 
 invoke:
-	@for e in apigw-search apigw-search-base64 function-url-search apigw-describe apigw-bad-request apigw-missing-index raw-search raw-describe; do \
+	@for e in apigw-search apigw-search-base64 function-url-search function-url-batch apigw-describe apigw-bad-request apigw-missing-index raw-search raw-batch raw-describe; do \
 	  echo "== squash-coordinator < events/$$e.json"; \
 	  $(LAMBDA) lambda invoke squash-coordinator --invoke-address 127.0.0.1 --invoke-port $(STACK_PORT) --data-file events/$$e.json || exit 1; \
 	  echo; done

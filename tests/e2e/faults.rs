@@ -245,6 +245,9 @@ impl WorkerInvoker for Forgetful {
             .map(|(r, first)| {
                 r.map(|mut resp| {
                     resp.outcomes.retain(|o| Some(o.partition) != first);
+                    for answer in &mut resp.batch {
+                        answer.outcomes.retain(|o| Some(o.partition) != first);
+                    }
                     resp
                 })
             })

@@ -9,7 +9,7 @@ mod faults;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
-use squash_api::{SearchParams, SearchRequest};
+use squash_api::{PlanChoice, SearchParams, SearchRequest};
 use squash_bench::groundtruth::{brute_force, recall_at};
 use squash_build::build::{build_index, BuildParams, MANIFEST_KEY};
 use squash_build::io::{Attributes, Matrix};
@@ -838,52 +838,104 @@ fn the_serverless_stack_answers_like_the_embedded_mode() {
     );
     let url = |path: &str| format!("http://127.0.0.1:{port}/lambda-url/squash-coordinator{path}");
 
+    // Fanned out through the real tree first (the index fits the coordinator's cache, so
+    // by itself it would search alone), then searched by the coordinator itself.
     let mut first = true;
-    for q in 0..ds.queries.rows {
-        for filter in [None, Some(json!({"price": {"$lt": 40}, "color": {"$ne": "red"}}))] {
-            let mut req = request(ds.queries.row(q), 10, filter);
-            req.params.nprobe = Some(10_000);
-            req.include = vec!["attributes".into()];
-            let (status, body) = http(
-                "POST",
-                &url("/v1/indexes/idx/search"),
-                Some(&serde_json::to_value(&req).unwrap()),
-            );
-            assert_eq!(status, 200, "{body}");
-            let got: squash_api::SearchResponse = serde_json::from_value(body).unwrap();
-            let want = embedded.search(&req).unwrap();
-            assert_eq!(got.hits, want.hits, "query {q}");
-            assert_eq!(got.stats.partitions_searched, 9);
-            assert_eq!(got.stats.cold, first, "{:?}", got.stats);
-            if first {
-                assert!(got.stats.gets > 0 && got.stats.cold_workers > 0, "{:?}", got.stats);
-                // Four owners of nine partitions in a tree of b = 2, l = 2.
-                assert!(got.stats.invocations >= 2, "{:?}", got.stats);
+    let mut batch = Vec::new();
+    for plan in [PlanChoice::Fanout, PlanChoice::Local] {
+        for q in 0..ds.queries.rows {
+            for filter in [None, Some(json!({"price": {"$lt": 40}, "color": {"$ne": "red"}}))] {
+                let mut req = request(ds.queries.row(q), 10, filter);
+                req.params.nprobe = Some(10_000);
+                req.include = vec!["attributes".into()];
+                let forced = squash_api::SearchRequest {
+                    params: squash_api::SearchParams {
+                        plan: Some(plan),
+                        ..req.params.clone()
+                    },
+                    ..req.clone()
+                };
+                let (status, body) = http(
+                    "POST",
+                    &url("/v1/indexes/idx/search"),
+                    Some(&serde_json::to_value(&forced).unwrap()),
+                );
+                assert_eq!(status, 200, "{body}");
+                let got: squash_api::SearchResponse = serde_json::from_value(body).unwrap();
+                let want = embedded.search(&req).unwrap();
+                assert_eq!(got.hits, want.hits, "query {q} {plan:?}");
+                assert_eq!(got.stats.partitions_searched, 9);
+                assert_eq!(got.stats.plan, plan.as_str());
+                assert_eq!(got.stats.cold, first, "{:?}", got.stats);
+                assert!(got.stats.cost_usd > 0.0, "{:?}", got.stats);
+                if first {
+                    assert!(got.stats.gets > 0 && got.stats.cold_workers > 0, "{:?}", got.stats);
+                    // Four owners of nine partitions in a tree of b = 2, l = 2.
+                    assert!(got.stats.invocations >= 2, "{:?}", got.stats);
+                }
+                if plan == PlanChoice::Local {
+                    assert_eq!(got.stats.invocations, 0, "{:?}", got.stats);
+                    batch.push((req, want.hits));
+                }
+                first = false;
             }
-            first = false;
         }
     }
-    // Every partition has been read once by its owner: the same query again is served
-    // entirely from the workers' warm caches.
-    let mut req = request(ds.queries.row(0), 10, None);
-    req.params.nprobe = Some(10_000);
-    let (_, body) = http(
-        "POST",
-        &url("/v1/indexes/idx/search"),
-        Some(&serde_json::to_value(&req).unwrap()),
-    );
-    let warm: squash_api::SearchResponse = serde_json::from_value(body).unwrap();
-    assert_eq!(
-        (
-            warm.stats.gets,
-            warm.stats.bytes_fetched,
-            warm.stats.cache_hits,
-            warm.stats.cold_workers
-        ),
-        (0, 0, 9, 0),
-        "{:?}",
-        warm.stats
-    );
+    // Every partition has been read once by its owner and by the coordinator: the same
+    // query again is served entirely from warm caches, on either plan.
+    for plan in [PlanChoice::Fanout, PlanChoice::Local] {
+        let mut req = request(ds.queries.row(0), 10, None);
+        req.params.nprobe = Some(10_000);
+        req.params.plan = Some(plan);
+        let (_, body) = http(
+            "POST",
+            &url("/v1/indexes/idx/search"),
+            Some(&serde_json::to_value(&req).unwrap()),
+        );
+        let warm: squash_api::SearchResponse = serde_json::from_value(body).unwrap();
+        assert_eq!(
+            (
+                warm.stats.gets,
+                warm.stats.bytes_fetched,
+                warm.stats.cache_hits,
+                warm.stats.cold_workers
+            ),
+            (0, 0, 9, 0),
+            "{:?}",
+            warm.stats
+        );
+    }
+    // Every query at once through the batch route: the coordinator's own plan (local:
+    // the index fits its cache), then fanned out, each worker invoked at most once.
+    for plan in [None, Some(PlanChoice::Fanout)] {
+        let queries: Vec<serde_json::Value> = batch
+            .iter()
+            .map(|(req, _)| {
+                let mut req = req.clone();
+                req.params.plan = plan;
+                serde_json::to_value(req).unwrap()
+            })
+            .collect();
+        let (status, body) = http(
+            "POST",
+            &url("/v1/indexes/idx/search/batch"),
+            Some(&json!({ "queries": queries })),
+        );
+        assert_eq!(status, 200, "{body}");
+        let got: squash_api::BatchResponse = serde_json::from_value(body).unwrap();
+        assert_eq!(got.results.len(), batch.len());
+        for (i, (r, (_, want))) in got.results.iter().zip(&batch).enumerate() {
+            assert_eq!(&r.hits, want, "batch query {i} {plan:?}");
+        }
+        match plan {
+            None => assert_eq!((got.stats.plan.as_str(), got.stats.invocations), ("local", 0)),
+            Some(_) => assert!(
+                got.stats.plan == "fanout" && (2..=4).contains(&got.stats.invocations),
+                "{:?}",
+                got.stats
+            ),
+        }
+    }
 
     let (status, body) = http("GET", &url("/v1/indexes/idx"), None);
     assert_eq!((status, body["count"].as_u64()), (200, Some(6_000)), "{body}");

@@ -71,6 +71,9 @@ pub struct CaseResult {
     pub plan_ms: f64,
     /// Cost of a query with nothing cached, when measured.
     pub cold: Option<ColdCost>,
+    /// Bytes of the index's segments (what a coordinator caches to search it alone).
+    #[serde(default)]
+    pub index_bytes: u64,
 }
 
 /// Mean per-query stage counts.
@@ -261,6 +264,7 @@ pub fn run_case(
             scan_ms: scan_us as f64 / 1e3 / n,
             plan_ms: plan_us as f64 / 1e3 / n,
             cold,
+            index_bytes: index.manifest().meta.partitions.iter().map(|p| p.bytes).sum(),
         })
     })
 }
@@ -329,6 +333,7 @@ mod tests {
                 scan_ms: 0.9,
                 plan_ms: 0.1,
                 cold,
+                index_bytes: 660_189_576,
             },
         }
     }

@@ -173,6 +173,22 @@ fn bad_input_gives_one_line_errors() {
     let out = squash(&["query", "--index", &p("idx"), "--queries", &p("q3.npy")]);
     assert_one_line_error(&out, &["queries[0].vector", "3 dimensions, index has 4"]);
 
+    // A bad query in the second batch is named by its place in the file.
+    write_npy(&d.join("q4.npy"), "<f4", 3, 4, &vectors(3, 4));
+    std::fs::write(d.join("f3.jsonl"), "null\n{}\n{\"colour\": 1}\n").unwrap();
+    let out = squash(&[
+        "query",
+        "--index",
+        &p("idx"),
+        "--queries",
+        &p("q4.npy"),
+        "--filters",
+        &p("f3.jsonl"),
+        "--batch",
+        "2",
+    ]);
+    assert_one_line_error(&out, &["queries[2].filter.colour", "unknown attribute"]);
+
     // Unknown attribute and bad JSON in a filter.
     let idx = p("idx");
     let filtered = |filter: &str| squash(&["query", "--index", &idx, "--vector", "1,2,3,4", "--filter", filter]);

@@ -1,4 +1,5 @@
-//! `squash cost`: AWS cost per million queries of the cheapest benchmark point per case.
+//! `squash cost`: AWS cost per million queries of the cheapest benchmark point per case,
+//! for each route (function URL, raw invoke, HTTP API), plan and batch size.
 
 use super::{CliError, Result};
 use clap::Args;
@@ -13,9 +14,21 @@ pub struct CostArgs {
     /// Cheapest point per dataset and case whose recall@k reaches this.
     #[arg(long, default_value_t = 0.95)]
     target_recall: f64,
-    /// Memory of every function (MB).
+    /// Coordinator memory (MB): its cache decides whether it searches alone.
     #[arg(long, default_value_t = 2048.0)]
-    memory_mb: f64,
+    coordinator_mb: f64,
+    /// Worker memory (MB).
+    #[arg(long, default_value_t = 2048.0)]
+    worker_mb: f64,
+    /// Worker functions W of the fan-out.
+    #[arg(long, default_value_t = 8)]
+    workers: usize,
+    /// Children per tree node b.
+    #[arg(long, default_value_t = 4)]
+    branching: usize,
+    /// Tree levels l.
+    #[arg(long, default_value_t = 3)]
+    depth: usize,
     /// Write the table here as well (Markdown).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -23,16 +36,23 @@ pub struct CostArgs {
 
 /// Runs `squash cost`.
 pub fn run(a: CostArgs) -> Result<()> {
-    use squash_bench::cost::{per_million, published, Deployment, Prices, QueryWork};
-    let prices = Prices::default();
-    let deployment = Deployment {
-        memory_mb: a.memory_mb,
-        ..Deployment::default()
-    };
-    if !(128.0..=10240.0).contains(&a.memory_mb) {
-        return Err(CliError::bad("memory-mb", "Lambda memory is between 128 and 10240 MB"));
+    use squash_bench::cost::{choose_plan, per_million, published, Deployment, Plan, QueryWork, Route};
+    for (name, mb) in [("coordinator-mb", a.coordinator_mb), ("worker-mb", a.worker_mb)] {
+        if !(128.0..=10240.0).contains(&mb) {
+            return Err(CliError::bad(name, "Lambda memory is between 128 and 10240 MB"));
+        }
     }
-    // (dataset, case) -> cheapest point reaching the target recall.
+    let mut d = Deployment::default();
+    d.billing.coordinator_mb = a.coordinator_mb;
+    d.billing.worker_mb = a.worker_mb;
+    d.fanout = squash_engine::tree::Fanout {
+        workers: a.workers,
+        branching: a.branching,
+        depth: a.depth,
+    };
+    d.fanout.validate().map_err(|e| CliError::bad("workers", e))?;
+    let single = |w: &QueryWork, route: Route| per_million(w, &d, route, choose_plan(w, &d, 1), 1, false);
+    // (dataset, case) -> cheapest point (single query, function URL) reaching the target.
     let mut best: Vec<(String, String, serde_json::Value, QueryWork, f64)> = Vec::new();
     for path in &a.bench {
         for line in read_bench_lines(path, "squash")? {
@@ -55,16 +75,18 @@ pub fn run(a: CostArgs) -> Result<()> {
             let work = QueryWork {
                 plan_ms: r.plan_ms,
                 scan_ms: r.scan_ms,
+                rows: r.candidates.scanned,
                 invocations: cold.invocations,
                 gets: cold.gets,
                 bytes: cold.bytes,
                 fetch_ms: cold.fetch_ms,
+                index_bytes: r.index_bytes as f64,
             };
-            let total = per_million(&work, &deployment, &prices, false).total();
+            let total = single(&work, Route::FunctionUrl).total();
             let params = serde_json::to_value(&r.params).unwrap_or_default();
             let entry = (line.dataset.clone(), r.label.clone(), params, work, recall);
             match best.iter_mut().find(|b| b.0 == entry.0 && b.1 == entry.1) {
-                Some(b) if per_million(&b.3, &deployment, &prices, false).total() > total => *b = entry,
+                Some(b) if single(&b.3, Route::FunctionUrl).total() > total => *b = entry,
                 Some(_) => {}
                 None => best.push(entry),
             }
@@ -76,30 +98,52 @@ pub fn run(a: CostArgs) -> Result<()> {
             format!("no squash point reaches recall {} in the given files", a.target_recall),
         ));
     }
+    let p = &d.billing.prices;
     let mut text = format!(
-        "AWS cost per million queries: cheapest point with recall@10 >= {} per dataset and case; {} MB functions, arm64 ${}/GB-s, ${:.2}/M Lambda requests, ${:.2}/M API requests, ${:.2}/M S3 GETs\n\n",
+        "AWS cost per million queries (US$): the cheapest point with recall@10 >= {} per dataset and case. \
+         Coordinator {} MB, workers {} MB, W = {}, b = {}, l = {}; arm64 ${}/GB-s billed per invocation in whole ms, \
+         ${:.2}/M Lambda requests, ${:.2}/M API Gateway requests, ${:.2}/M S3 GETs, ${:.2}/GB logs ({} bytes per invocation), \
+         {} ms init per cold container. Plan: the coordinator's rule (local when the index fits its cache). \
+         Warm unless marked; batches go through the function URL.\n\n",
         a.target_recall,
-        deployment.memory_mb,
-        prices.lambda_gb_s,
-        prices.lambda_request * 1e6,
-        prices.api_request * 1e6,
-        prices.s3_get * 1e6
+        d.billing.coordinator_mb,
+        d.billing.worker_mb,
+        d.fanout.workers,
+        d.fanout.branching,
+        d.fanout.depth,
+        p.lambda_gb_s,
+        p.lambda_request * 1e6,
+        p.api_request * 1e6,
+        p.s3_get * 1e6,
+        p.log_gb,
+        d.billing.log_bytes,
+        d.billing.init_ms,
     );
-    text.push_str("| dataset | case | knobs | recall@10 | invocations | GETs (cold) | MB (cold) | billed ms warm / cold | $/M warm | $/M cold |\n");
-    text.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    text.push_str(
+        "| dataset | case | knobs | recall@10 | plan | billed ms | function URL | raw invoke | HTTP API | batch 16 | batch 100 | fan-out, function URL | fan-out, HTTP API | cold, function URL |\n",
+    );
+    text.push_str("|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (dataset, case, params, w, recall) in &best {
-        let warm = per_million(w, &deployment, &prices, false);
-        let cold = per_million(w, &deployment, &prices, true);
+        let plan = choose_plan(w, &d, 1);
+        let url = single(w, Route::FunctionUrl);
+        let batch = |n: usize| per_million(w, &d, Route::FunctionUrl, choose_plan(w, &d, n), n, false).total();
+        let fanout = |route: Route| per_million(w, &d, route, Plan::Fanout, 1, false).total();
+        let cold = per_million(w, &d, Route::FunctionUrl, plan, 1, true);
         text.push_str(&format!(
-            "| {dataset} | {case} | {} | {recall:.3} | {:.1} | {:.1} | {:.1} | {:.1} / {:.1} | {:.2} | {:.2} |\n",
-            params,
-            w.invocations,
-            w.gets,
-            w.bytes / 1e6,
-            warm.billed_ms,
-            cold.billed_ms,
-            warm.total(),
-            cold.total()
+            "| {dataset} | {case} | {params} | {recall:.3} | {} | {:.1} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} |\n",
+            match plan {
+                Plan::Local => "local",
+                Plan::Fanout => "fan-out",
+            },
+            url.billed_ms / 1e6,
+            url.total(),
+            single(w, Route::Invoke).total(),
+            single(w, Route::HttpApi).total(),
+            batch(16),
+            batch(100),
+            fanout(Route::FunctionUrl),
+            fanout(Route::HttpApi),
+            cold.total(),
         ));
     }
     text.push_str(&format!(

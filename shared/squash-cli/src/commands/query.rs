@@ -38,6 +38,10 @@ pub struct QueryArgs {
     /// Include per-query stats in JSON output.
     #[arg(long)]
     stats: bool,
+    /// Queries answered per batch (1 to 100): a file of queries goes through the batch
+    /// search, one plan and one fan-out per batch.
+    #[arg(long, default_value_t = squash_api::MAX_BATCH)]
+    batch: usize,
     #[command(flatten)]
     knobs: Knobs,
 }
@@ -101,18 +105,30 @@ pub fn run(a: QueryArgs) -> Result<()> {
             allow_partial: false,
         })
         .collect();
-    let responses: Vec<std::result::Result<squash_api::SearchResponse, SearchError>> =
-        requests.par_iter().map(|r| index.search(r)).collect();
+    if a.batch == 0 || a.batch > squash_api::MAX_BATCH {
+        return Err(CliError::bad(
+            "batch",
+            format!("must be between 1 and {}", squash_api::MAX_BATCH),
+        ));
+    }
+    // Batches run in parallel; a bad query is named by its place in the whole file.
+    let batches: Vec<std::result::Result<Vec<squash_api::SearchResponse>, SearchError>> = requests
+        .par_chunks(a.batch)
+        .enumerate()
+        .map(|(c, chunk)| {
+            index
+                .search_batch(chunk)
+                .map(|b| b.results)
+                .map_err(|e| renumber(e, c * a.batch))
+        })
+        .collect();
+    let mut responses = Vec::with_capacity(requests.len());
+    for b in batches {
+        responses.extend(b?);
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for (i, resp) in responses.into_iter().enumerate() {
-        let resp = resp.map_err(|e| match e {
-            SearchError::BadRequest { field, message } => CliError::Invalid {
-                field: format!("queries[{i}].{field}"),
-                message,
-            },
-            other => other.into(),
-        })?;
         let write = if a.json {
             let mut line = serde_json::json!({
                 "query": i,
@@ -143,4 +159,23 @@ pub fn run(a: QueryArgs) -> Result<()> {
     }
     let _ = out.flush();
     Ok(())
+}
+
+/// A batch's error with `queries[j]` renumbered to the query's place in the file
+/// (`offset + j`).
+fn renumber(e: SearchError, offset: usize) -> SearchError {
+    match e {
+        SearchError::BadRequest { field, message } => {
+            let field = match field
+                .strip_prefix("queries[")
+                .and_then(|rest| rest.split_once(']'))
+                .and_then(|(j, rest)| j.parse::<usize>().ok().map(|j| (j, rest)))
+            {
+                Some((j, rest)) => format!("queries[{}]{rest}", offset + j),
+                None => field,
+            };
+            SearchError::BadRequest { field, message }
+        }
+        other => other,
+    }
 }
