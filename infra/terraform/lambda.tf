@@ -71,8 +71,10 @@ resource "aws_lambda_function" "coordinator" {
   }
 
   logging_config {
-    log_format = "Text"
-    log_group  = aws_cloudwatch_log_group.coordinator.name
+    log_format            = "JSON"
+    application_log_level = var.log_level
+    system_log_level      = var.log_level
+    log_group             = aws_cloudwatch_log_group.coordinator.name
   }
 
   depends_on = [aws_iam_role_policy.coordinator]
@@ -110,8 +112,10 @@ resource "aws_lambda_function" "worker" {
   }
 
   logging_config {
-    log_format = "Text"
-    log_group  = aws_cloudwatch_log_group.worker[count.index].name
+    log_format            = "JSON"
+    application_log_level = var.log_level
+    system_log_level      = var.log_level
+    log_group             = aws_cloudwatch_log_group.worker[count.index].name
   }
 
   depends_on = [aws_iam_role_policy.worker]

@@ -174,6 +174,17 @@ variable "tracing_mode" {
   }
 }
 
+variable "log_level" {
+  description = "Lambda log level of the functions' own lines and of Lambda's platform lines (JSON format): WARN (the default) logs failed requests only, and no START/END/REPORT lines, so a successful invocation writes no log bytes ($0.50 per GB ingested); INFO logs one line per request (about 130 bytes) plus Lambda's (about 330 bytes); DEBUG adds Lambda's own debug lines."
+  type        = string
+  default     = "WARN"
+
+  validation {
+    condition     = contains(["DEBUG", "INFO", "WARN"], var.log_level)
+    error_message = "log_level must be DEBUG, INFO or WARN."
+  }
+}
+
 variable "log_retention_days" {
   description = "Retention of the functions' and the API's log groups."
   type        = number

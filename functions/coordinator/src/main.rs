@@ -19,11 +19,7 @@ async fn main() -> Result<(), Error> {
             let t0 = Instant::now();
             let handled =
                 tokio::task::spawn_blocking(move || events::handle_event(&coordinator, event.payload)).await?;
-            eprintln!(
-                "squash-coordinator: {} in {} ms",
-                handled.summary,
-                t0.elapsed().as_millis()
-            );
+            eprintln!("{}", handled.log_line("squash-coordinator", t0.elapsed().as_millis()));
             Ok::<Value, Error>(handled.answer)
         }
     }))

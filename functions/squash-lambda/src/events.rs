@@ -90,15 +90,39 @@ pub struct Handled {
     pub answer: Value,
     /// `raw invoke` or `POST "/v1/indexes/x/search" -> 200`.
     pub summary: String,
+    /// The HTTP status of the answer (a raw invoke's and a worker's too: 200, or the
+    /// error's).
+    pub status: u16,
+}
+
+impl Handled {
+    /// The log level of this event: `ERROR` for a 5xx, `WARN` for a 4xx, `INFO` otherwise.
+    pub fn level(&self) -> &'static str {
+        match self.status {
+            500.. => "ERROR",
+            400.. => "WARN",
+            _ => "INFO",
+        }
+    }
+
+    /// The one log line of this event, as JSON with a `level` (so Lambda's log-level
+    /// filter can drop it: the stacks keep WARN and above by default) and never the
+    /// query or the filter: `{"level":"INFO","function":"squash-worker","msg":"ok","ms":3}`.
+    pub fn log_line(&self, function: &str, ms: u128) -> String {
+        json!({"level": self.level(), "function": function, "msg": self.summary, "ms": ms as u64}).to_string()
+    }
 }
 
 /// Serves one coordinator event of either shape; blocking (run it off the async
 /// runtime's threads).
 pub fn handle_event(coordinator: &Coordinator, event: Value) -> Handled {
     if kind(&event) == EventKind::Raw {
+        let answer = coordinator.raw(&event);
+        let status = answer.get("status").and_then(Value::as_u64).map_or(200, |s| s as u16);
         return Handled {
-            answer: coordinator.raw(&event),
-            summary: "raw invoke".to_string(),
+            answer,
+            summary: format!("raw invoke -> {status}"),
+            status,
         };
     }
     let (reply, summary) = match parse_http(event) {
@@ -117,5 +141,9 @@ pub fn handle_event(coordinator: &Coordinator, event: Value) -> Handled {
         json!({"statusCode": 500, "headers": {"content-type": "application/json"},
             "body": json!({"error": {"code": "internal", "message": e.to_string()}}).to_string()})
     });
-    Handled { answer, summary }
+    Handled {
+        answer,
+        summary,
+        status: reply.status,
+    }
 }

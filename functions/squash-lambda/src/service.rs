@@ -417,10 +417,14 @@ impl WorkerService {
     /// or the filter).
     pub fn handle_event(&self, event: Value) -> crate::events::Handled {
         let answer = self.handle_json(event);
-        let summary = match answer.get("error") {
-            Some(e) => format!("error: {e}"),
-            None => "ok".to_string(),
+        let (summary, status) = match answer.get("error") {
+            Some(e) => (format!("error: {e}"), 500),
+            None => ("ok".to_string(), 200),
         };
-        crate::events::Handled { answer, summary }
+        crate::events::Handled {
+            answer,
+            summary,
+            status,
+        }
     }
 }

@@ -20,7 +20,7 @@ async fn main() -> Result<(), Error> {
             let t0 = Instant::now();
             let handled = tokio::task::spawn_blocking(move || service.handle_event(event.payload)).await?;
             // One log line per invocation; never the query or the filter.
-            eprintln!("squash-worker: {} in {} ms", handled.summary, t0.elapsed().as_millis());
+            eprintln!("{}", handled.log_line("squash-worker", t0.elapsed().as_millis()));
             Ok::<Value, Error>(handled.answer)
         }
     }))

@@ -22,7 +22,7 @@
 //!   the route's fee, GETs, log bytes; divided by `B` and multiplied by a million.
 
 use serde::Serialize;
-pub use squash_engine::cost::{Billing, Cost, Prices, Route, Work, INIT_MS, LOG_BYTES_PER_INVOCATION};
+pub use squash_engine::cost::{Billing, Cost, Prices, Route, Work, INIT_MS, LOG_BYTES_INFO, LOG_BYTES_WARN};
 use squash_engine::search::LOCAL_MAX_ROWS;
 use squash_engine::tree::{build_tree, Fanout};
 

@@ -13,7 +13,8 @@
 //! - requests = (1 + invocations) × [`Prices::lambda_request`], plus the route's fee
 //!   ([`Route::fee`]: API Gateway's per request; nothing for a function URL or a raw invoke);
 //! - GETs × [`Prices::s3_get`] (same-region transfer is free);
-//! - logs = (1 + invocations) × [`Billing::log_bytes`] × [`Prices::log_gb`] / 1e9.
+//! - logs = (1 + invocations) × [`Billing::log_bytes`] × [`Prices::log_gb`] / 1e9 (zero
+//!   at the stacks' default log level, WARN).
 
 use serde::Serialize;
 
@@ -78,11 +79,17 @@ impl Route {
     }
 }
 
-/// Bytes each invocation writes to CloudWatch Logs: the function's own line
-/// (`squash-worker: ok in 3 ms`, about 40 bytes, measured on the local stack) plus
-/// Lambda's START, END and REPORT lines (about 330 bytes in AWS's documented format,
-/// an assumption: the local emulator does not print them).
-pub const LOG_BYTES_PER_INVOCATION: f64 = 370.0;
+/// Bytes a successful invocation writes to CloudWatch Logs at the stacks' default log
+/// level, WARN: none (the functions log failed requests only, and Lambda's START, END
+/// and REPORT lines are INFO).
+pub const LOG_BYTES_WARN: f64 = 0.0;
+
+/// Bytes a successful invocation writes at log level INFO: the function's JSON line
+/// (`{"level":"INFO","function":"squash-coordinator","msg":"POST \"/v1/indexes/synth-1m/search\" -> 200","ms":1}`,
+/// 60–110 bytes, measured on the local stack, plus about 90 that Lambda adds: timestamp
+/// and request id) and Lambda's START, END and REPORT records (about 330 bytes in AWS's
+/// documented format: an assumption, the local emulator does not print them).
+pub const LOG_BYTES_INFO: f64 = 520.0;
 
 /// Milliseconds of a cold container's init (process start to ready), measured on the
 /// local stack under `cargo lambda watch` (docs/BENCHMARKS.md); assumed the same on AWS.
@@ -97,20 +104,20 @@ pub struct Billing {
     pub worker_mb: f64,
     /// Billed init of a cold container, ms.
     pub init_ms: f64,
-    /// Log bytes per invocation.
+    /// Log bytes per successful invocation ([`LOG_BYTES_WARN`] or [`LOG_BYTES_INFO`]).
     pub log_bytes: f64,
     /// Prices.
     pub prices: Prices,
 }
 
 impl Default for Billing {
-    /// The stacks' defaults: 2048 MB for the coordinator and the workers.
+    /// The stacks' defaults: 2048 MB for the coordinator and the workers, log level WARN.
     fn default() -> Billing {
         Billing {
             coordinator_mb: 2048.0,
             worker_mb: 2048.0,
             init_ms: INIT_MS,
-            log_bytes: LOG_BYTES_PER_INVOCATION,
+            log_bytes: LOG_BYTES_WARN,
             prices: Prices::default(),
         }
     }
@@ -209,6 +216,10 @@ mod tests {
             cold_coordinator: 0.0,
             cold_workers: 1.0,
         };
+        let b = Billing {
+            log_bytes: LOG_BYTES_INFO,
+            ..b
+        };
         let c = b.cost(&w, Route::HttpApi);
         assert_eq!(c.billed_ms, 3.0 + 9.0 + INIT_MS);
         let gb_s = (3.0 + 9.0 + INIT_MS) * 2.0 / 1e3;
@@ -216,14 +227,15 @@ mod tests {
         assert!((c.lambda_requests - 3.0 * 0.2e-6).abs() < 1e-15);
         assert_eq!(c.front_door, 1e-6);
         assert!((c.s3_gets - 4e-6).abs() < 1e-15);
-        assert!((c.logs - 3.0 * LOG_BYTES_PER_INVOCATION * 0.5 / 1e9).abs() < 1e-18);
+        assert!((c.logs - 3.0 * LOG_BYTES_INFO * 0.5 / 1e9).abs() < 1e-18);
+        assert_eq!(Billing::default().cost(&w, Route::HttpApi).logs, 0.0);
         let url = b.cost(&w, Route::FunctionUrl);
         assert_eq!(url.front_door, 0.0);
         assert!((c.total() - url.total() - 1e-6).abs() < 1e-15);
         // A bigger coordinator pays more compute only.
         let big = Billing {
             coordinator_mb: 4096.0,
-            ..Billing::default()
+            ..b.clone()
         };
         assert!(big.cost(&w, Route::Invoke).compute > b.cost(&w, Route::Invoke).compute);
         assert_eq!(big.cost(&w, Route::Invoke).lambda_requests, c.lambda_requests);

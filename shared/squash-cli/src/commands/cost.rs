@@ -29,6 +29,10 @@ pub struct CostArgs {
     /// Tree levels l.
     #[arg(long, default_value_t = 3)]
     depth: usize,
+    /// The functions' log level: `warn` (the stacks' default: nothing logged for a
+    /// successful invocation) or `info` (a line per invocation and Lambda's own).
+    #[arg(long, default_value = "warn", value_parser = ["warn", "info"])]
+    log_level: String,
     /// Write the table here as well (Markdown).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -45,6 +49,11 @@ pub fn run(a: CostArgs) -> Result<()> {
     let mut d = Deployment::default();
     d.billing.coordinator_mb = a.coordinator_mb;
     d.billing.worker_mb = a.worker_mb;
+    d.billing.log_bytes = if a.log_level == "info" {
+        squash_bench::cost::LOG_BYTES_INFO
+    } else {
+        squash_bench::cost::LOG_BYTES_WARN
+    };
     d.fanout = squash_engine::tree::Fanout {
         workers: a.workers,
         branching: a.branching,
@@ -102,7 +111,7 @@ pub fn run(a: CostArgs) -> Result<()> {
     let mut text = format!(
         "AWS cost per million queries (US$): the cheapest point with recall@10 >= {} per dataset and case. \
          Coordinator {} MB, workers {} MB, W = {}, b = {}, l = {}; arm64 ${}/GB-s billed per invocation in whole ms, \
-         ${:.2}/M Lambda requests, ${:.2}/M API Gateway requests, ${:.2}/M S3 GETs, ${:.2}/GB logs ({} bytes per invocation), \
+         ${:.2}/M Lambda requests, ${:.2}/M API Gateway requests, ${:.2}/M S3 GETs, ${:.2}/GB logs ({} bytes per invocation at log level {}), \
          {} ms init per cold container. Plan: the coordinator's rule (local when the index fits its cache). \
          Warm unless marked; batches go through the function URL.\n\n",
         a.target_recall,
@@ -117,6 +126,7 @@ pub fn run(a: CostArgs) -> Result<()> {
         p.s3_get * 1e6,
         p.log_gb,
         d.billing.log_bytes,
+        a.log_level.to_uppercase(),
         d.billing.init_ms,
     );
     text.push_str(
