@@ -10,7 +10,7 @@ caches, manifest and segments read from S3), then one query is timed. Prints p50
 CPU-second the function processes used (from /proc), so a machine's other load does not
 count. Standard library only.
 """
-import argparse, ast, json, os, statistics, struct, subprocess, sys, time, urllib.request
+import argparse, ast, json, os, statistics, struct, subprocess, sys, time, urllib.error, urllib.request
 
 STACK_DIR = os.environ.get("STACK_DIR", "target/local-stack")
 
@@ -54,12 +54,41 @@ def query(vector, filt, plan):
     return body
 
 
-def post(url, body):
-    req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
-    t0 = time.perf_counter()
-    with urllib.request.urlopen(req, timeout=300) as r:
-        answer = json.load(r)
-    return (time.perf_counter() - t0) * 1000.0, answer
+EMULATOR_ERRORS = 0
+
+
+def post(url, body, timeout=300):
+    """POSTs and times one request. An error answered by the emulator itself (not a JSON
+    error of ours: cargo-lambda occasionally answers 500 without reaching the function) is
+    counted and tried once more; an error of ours ends the run."""
+    global EMULATOR_ERRORS
+    for attempt in range(2):
+        req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
+        t0 = time.perf_counter()
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                answer = json.load(r)
+            return (time.perf_counter() - t0) * 1000.0, answer
+        except urllib.error.HTTPError as e:
+            text = e.read().decode(errors="replace")
+            if '"error"' in text or attempt == 1:
+                sys.exit(f"{url}: HTTP {e.code}: {text[:500]}")
+            EMULATOR_ERRORS += 1
+            print(f"  (the emulator answered HTTP {e.code} itself: {text[:120]}; trying once more)", flush=True)
+
+
+def cold_post(url, body):
+    """One query on new function processes. cargo-lambda's emulator can hand the first
+    invocation after a restart to the killed process's pending poll, where it is lost:
+    such a request times out and is tried again on freshly restarted processes."""
+    for attempt in range(3):
+        subprocess.run(["scripts/local-stack.sh", "restart"], check=True, stdout=subprocess.DEVNULL)
+        time.sleep(0.2)
+        try:
+            return post(url, body, timeout=30)
+        except TimeoutError:
+            print(f"  (cold request lost by the emulator after a restart, attempt {attempt + 1}; retrying)", flush=True)
+    sys.exit("cold requests keep timing out: is the stack up?")
 
 
 def pct(xs, p):
@@ -112,8 +141,7 @@ def main():
         tag = f"{a.label} {plan}".strip()
         cold = []
         for i in range(a.cold):
-            subprocess.run(["scripts/local-stack.sh", "restart"], check=True, stdout=subprocess.DEVNULL)
-            ms, answer = post(base + "/search", query(queries[i], filters[i], plan))
+            ms, answer = cold_post(base + "/search", query(queries[i], filters[i], plan))
             cold.append((ms, answer["stats"]))
         if cold:
             lines.append(report(f"{tag} cold", cold, 1, float("nan")))
@@ -135,6 +163,8 @@ def main():
                 ms, answer = post(base + "/search/batch", batch(j))
                 runs.append((ms, answer["stats"]))
             lines.append(report(f"{tag} batch {size}", runs, size, cpu_seconds() - c0))
+    if EMULATOR_ERRORS:
+        print(f"{EMULATOR_ERRORS} request(s) answered 5xx by the emulator itself and tried again")
     if a.json_out:
         with open(a.json_out, "a") as f:
             for line in lines:

@@ -58,10 +58,18 @@ pub fn parse_http(event: Value) -> Result<HttpRequest, HttpReply> {
             .decode(b)
             .map_err(|e| json_reply::<Value>(Err(SearchError::bad("body", format!("not valid base64: {e}")))))?,
     };
-    // A function URL's domain is `<id>.lambda-url.<region>.on.aws`.
-    let via = match &req.request_context.domain_name {
-        Some(d) if d.contains(".lambda-url.") => Route::FunctionUrl,
-        _ => Route::HttpApi,
+    // A function URL's domain is `<id>.lambda-url.<region>.on.aws`, and its route key is
+    // always `$default`, which the HTTP API of our stacks never uses (it routes the keys
+    // in ROUTES).
+    let url_domain = req
+        .request_context
+        .domain_name
+        .as_deref()
+        .is_some_and(|d| d.contains(".lambda-url."));
+    let via = if url_domain || req.route_key.as_deref() == Some("$default") {
+        Route::FunctionUrl
+    } else {
+        Route::HttpApi
     };
     Ok(HttpRequest {
         via,

@@ -142,6 +142,10 @@ fn plain_base64_and_function_url_events_get_the_same_answer() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["hits"], plain["hits"]);
     }
+    // API Gateway's $1.00 per million is in the HTTP API's price, not the function URL's.
+    let cost = |event: &str| route(&c, event).1["stats"]["cost_usd"].as_f64().expect("cost_usd");
+    let fee = cost(SEARCH) - cost(FUNCTION_URL);
+    assert!((fee - 1e-6).abs() < 2e-7, "API Gateway's fee: {fee}");
     // A body that claims base64 but is not: 400 naming the body.
     let mut broken: Value = serde_json::from_str(SEARCH_BASE64).unwrap();
     broken["body"] = json!("not base64 at all!");

@@ -91,9 +91,10 @@ pub const LOG_BYTES_WARN: f64 = 0.0;
 /// documented format: an assumption, the local emulator does not print them).
 pub const LOG_BYTES_INFO: f64 = 520.0;
 
-/// Milliseconds of a cold container's init (process start to ready), measured on the
-/// local stack under `cargo lambda watch` (docs/BENCHMARKS.md); assumed the same on AWS.
-pub const INIT_MS: f64 = 50.0;
+/// Milliseconds of a cold container's billed init: process start to the first poll of
+/// the runtime API, measured by `scripts/init-time.py` (median 9.8 ms for the coordinator,
+/// 8.1 ms for a worker, on the development machine); assumed the same on AWS.
+pub const INIT_MS: f64 = 10.0;
 
 /// The deployment a request is priced for.
 #[derive(Debug, Clone, Serialize)]
