@@ -347,10 +347,9 @@ impl WorkerInvoker for Loopback {
     }
 }
 
-#[test]
-fn the_wire_fan_out_matches_the_embedded_mode_and_reports_failures() {
-    // Five workers, b = 2, l = 2: the golden index's three partitions go to at most three
-    // workers; force a tree by searching all of them.
+/// A coordinator whose five workers (b = 2, l = 2) are services of their own, reached
+/// through a [`Loopback`].
+fn loopback_fan_out() -> (Arc<Loopback>, Coordinator) {
     let cfg = config("5", "2", "2");
     let loopback = Arc::new(Loopback {
         services: OnceLock::new(),
@@ -363,6 +362,14 @@ fn the_wire_fan_out_matches_the_embedded_mode_and_reports_failures() {
         .collect();
     assert!(loopback.services.set(services).is_ok());
     let c = Coordinator::new(cfg, Some(loopback.clone())).unwrap();
+    (loopback, c)
+}
+
+#[test]
+fn the_wire_fan_out_matches_the_embedded_mode_and_reports_failures() {
+    // Five workers, b = 2, l = 2: the golden index's three partitions go to at most three
+    // workers; force a tree by searching all of them.
+    let (loopback, c) = loopback_fan_out();
     let index = embedded();
     let mut req = body_of(SEARCH);
     req.params.nprobe = Some(3);
@@ -442,18 +449,7 @@ fn the_sample_worker_request_is_served() {
 /// and locally: the same answers, each worker invoked at most once per batch.
 #[test]
 fn the_batch_route_answers_as_single_queries_do_on_both_plans() {
-    let cfg = config("5", "2", "2");
-    let loopback = Arc::new(Loopback {
-        services: OnceLock::new(),
-        calls: AtomicU32::new(0),
-        fail: Mutex::new(None),
-        per_worker: Mutex::new(HashMap::new()),
-    });
-    let services = (0..5)
-        .map(|_| WorkerService::new(cfg.clone(), loopback.clone()).unwrap())
-        .collect();
-    assert!(loopback.services.set(services).is_ok());
-    let c = Coordinator::new(cfg, Some(loopback.clone())).unwrap();
+    let (loopback, c) = loopback_fan_out();
     let sample = body_of(SEARCH);
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {

@@ -1,7 +1,7 @@
 //! `squash bench`: recall, QPS, latency and work per query on a prepared workload,
 //! optionally over a sweep of knobs, written as typed JSON lines.
 
-use super::{open_index, CliError, Knobs, Result};
+use super::{open_index, CliError, FanoutArgs, Knobs, Result};
 use clap::Args;
 use squash_api::SearchParams;
 use squash_bench::bench::{format_table, run_case, BenchLine, BenchOptions};
@@ -65,15 +65,9 @@ pub struct BenchArgs {
     /// default) or `on` (by byte ranges, as `SQUASH_RANGE_READS=on`).
     #[arg(long, default_value = "off", value_parser = parse_range_reads)]
     cold_range_reads: squash_engine::worker::RangeReads,
-    /// Logical workers W of the deployment the cold pass models.
-    #[arg(long, default_value_t = 8)]
-    workers: usize,
-    /// Children per tree node b of that deployment.
-    #[arg(long, default_value_t = 4)]
-    branching: usize,
-    /// Tree levels l of that deployment.
-    #[arg(long, default_value_t = 3)]
-    depth: usize,
+    /// The deployment the cold pass models.
+    #[command(flatten)]
+    deployment: FanoutArgs,
     #[command(flatten)]
     knobs: Knobs,
 }
@@ -85,12 +79,7 @@ fn parse_range_reads(s: &str) -> std::result::Result<squash_engine::worker::Rang
 /// Runs `squash bench`.
 pub fn run(a: BenchArgs) -> Result<()> {
     let index = open_index(&a.index)?;
-    let fanout = squash_engine::tree::Fanout {
-        workers: a.workers,
-        branching: a.branching,
-        depth: a.depth,
-    };
-    fanout.validate().map_err(|e| CliError::bad("workers", e))?;
+    let fanout = a.deployment.fanout()?;
     let cold = if a.cold_queries > 0 {
         Some(Index::open_cold(
             open_store(&a.index)?,

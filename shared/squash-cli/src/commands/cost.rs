@@ -1,7 +1,7 @@
 //! `squash cost`: AWS cost per million queries of the cheapest benchmark point per case,
 //! for each route (function URL, raw invoke, HTTP API), plan and batch size.
 
-use super::{CliError, Result};
+use super::{CliError, FanoutArgs, Result};
 use clap::Args;
 use squash_bench::bench::read_bench_lines;
 use std::path::PathBuf;
@@ -20,15 +20,9 @@ pub struct CostArgs {
     /// Worker memory (MB).
     #[arg(long, default_value_t = 2048.0)]
     worker_mb: f64,
-    /// Worker functions W of the fan-out.
-    #[arg(long, default_value_t = 8)]
-    workers: usize,
-    /// Children per tree node b.
-    #[arg(long, default_value_t = 4)]
-    branching: usize,
-    /// Tree levels l.
-    #[arg(long, default_value_t = 3)]
-    depth: usize,
+    /// The deployment's fan-out.
+    #[command(flatten)]
+    deployment: FanoutArgs,
     /// The functions' log level: `warn` (the stacks' default: nothing logged for a
     /// successful invocation) or `info` (a line per invocation and Lambda's own).
     #[arg(long, default_value = "warn", value_parser = ["warn", "info"])]
@@ -54,12 +48,7 @@ pub fn run(a: CostArgs) -> Result<()> {
     } else {
         squash_bench::cost::LOG_BYTES_WARN
     };
-    d.fanout = squash_engine::tree::Fanout {
-        workers: a.workers,
-        branching: a.branching,
-        depth: a.depth,
-    };
-    d.fanout.validate().map_err(|e| CliError::bad("workers", e))?;
+    d.fanout = a.deployment.fanout()?;
     let single = |w: &QueryWork, route: Route| per_million(w, &d, route, choose_plan(w, &d, 1), 1, false);
     // (dataset, case) -> cheapest point (single query, function URL) reaching the target.
     let mut best: Vec<(String, String, serde_json::Value, QueryWork, f64)> = Vec::new();

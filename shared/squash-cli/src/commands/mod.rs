@@ -106,6 +106,33 @@ pub struct Knobs {
     safety: Option<f32>,
 }
 
+/// The fan-out shape of a deployment: W workers, b children per node, l levels.
+#[derive(Args)]
+pub struct FanoutArgs {
+    /// Logical workers W of the deployment.
+    #[arg(long, default_value_t = 8)]
+    workers: usize,
+    /// Children per tree node b.
+    #[arg(long, default_value_t = 4)]
+    branching: usize,
+    /// Tree levels l.
+    #[arg(long, default_value_t = 3)]
+    depth: usize,
+}
+
+impl FanoutArgs {
+    /// The shape, checked.
+    pub fn fanout(&self) -> Result<squash_engine::tree::Fanout> {
+        let fanout = squash_engine::tree::Fanout {
+            workers: self.workers,
+            branching: self.branching,
+            depth: self.depth,
+        };
+        fanout.validate().map_err(|e| CliError::bad("workers", e))?;
+        Ok(fanout)
+    }
+}
+
 impl Knobs {
     /// The knobs as per-query search parameters (unset ones: the index default).
     pub fn params(&self) -> SearchParams {
