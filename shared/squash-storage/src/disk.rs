@@ -199,6 +199,15 @@ impl<S: ObjectStore> ObjectStore for DiskTier<S> {
     fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
         self.inner.put(key, bytes)
     }
+    fn get_tagged(&self, key: &str) -> Result<(Vec<u8>, String)> {
+        self.inner.get_tagged(key)
+    }
+    fn put_if(&self, key: &str, bytes: &[u8], when: &crate::Precondition) -> Result<String> {
+        self.inner.put_if(key, bytes, when)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key)
+    }
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         self.inner.list(prefix)
     }

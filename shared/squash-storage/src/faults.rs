@@ -2,7 +2,7 @@
 //! chosen keys fail transiently (a 5xx), are throttled (S3's 503 SlowDown), time out,
 //! answer slowly, or fail for good (a 403), on the attempts a rule picks.
 
-use crate::{Blob, ObjectStore, Result, StorageError};
+use crate::{Blob, ObjectStore, Precondition, Result, StorageError};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -26,8 +26,9 @@ pub enum Fault {
 /// inject, if any.
 pub type FaultRule = dyn Fn(&str, u32) -> Option<Fault> + Send + Sync;
 
-/// Injects faults into the reads (`get`, `get_range`, `get_many`, `head`) of `inner`;
-/// writes and listings pass through.
+/// Injects faults into the reads (`get`, `get_range`, `get_many`, `head`, `get_tagged`)
+/// and writes (`put`, `put_if`, `delete`) of `inner`, counting attempts per key;
+/// listings pass through. A failed write writes nothing.
 pub struct Faulty<S> {
     inner: S,
     rule: Box<FaultRule>,
@@ -110,7 +111,16 @@ impl<S: ObjectStore> ObjectStore for Faulty<S> {
         self.inject(key, || self.inner.head(key))
     }
     fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        self.inner.put(key, bytes)
+        self.inject(key, || self.inner.put(key, bytes))
+    }
+    fn get_tagged(&self, key: &str) -> Result<(Vec<u8>, String)> {
+        self.inject(key, || self.inner.get_tagged(key))
+    }
+    fn put_if(&self, key: &str, bytes: &[u8], when: &Precondition) -> Result<String> {
+        self.inject(key, || self.inner.put_if(key, bytes, when))
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.inject(key, || self.inner.delete(key))
     }
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         self.inner.list(prefix)
@@ -144,6 +154,6 @@ mod tests {
         let faulty = Faulty::new(Memory::new(), |_, _| Some(Fault::Slow(Duration::from_millis(1))));
         faulty.put("c", b"gamma").unwrap();
         assert_eq!(faulty.get("c").unwrap(), b"gamma");
-        assert_eq!(faulty.attempts("c"), 1);
+        assert_eq!(faulty.attempts("c"), 2, "the write and the read");
     }
 }

@@ -44,6 +44,13 @@ pub enum StorageError {
         message: String,
         transient: bool,
     },
+    /// A conditional write found the object not as the writer last saw it (another
+    /// writer got there first): re-read it and try again.
+    #[error("conditional write of '{key}' in {store} failed: the object changed (or exists) since it was read")]
+    Conflict { store: String, key: String },
+    /// The store cannot do what was asked (a conditional write or a delete).
+    #[error("{store} does not support {what}")]
+    Unsupported { store: String, what: String },
     /// An I/O error reading or writing the object.
     #[error("I/O error on '{key}' in {store}: {source}")]
     Io {
@@ -110,6 +117,23 @@ pub(crate) fn not_fetched(key: &str) -> StorageError {
     }
 }
 
+/// What a conditional write ([`ObjectStore::put_if`]) requires of the object's current
+/// state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// The object must not exist (S3's `If-None-Match: *`).
+    Absent,
+    /// The object must still carry this tag (S3's `If-Match: ETag`), as read by
+    /// [`ObjectStore::get_tagged`].
+    Matches(String),
+}
+
+/// The tag of an object in the stores that have no ETag of their own: the xxh3-128 of
+/// its bytes in 32 hex digits.
+pub fn content_tag(bytes: &[u8]) -> String {
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(bytes))
+}
+
 /// A flat namespace of immutable byte objects.
 pub trait ObjectStore: Send + Sync {
     /// Reads a whole object.
@@ -149,6 +173,30 @@ pub trait ObjectStore: Send + Sync {
     fn list(&self, prefix: &str) -> Result<Vec<String>>;
     /// A short description for messages (`dir:/data/index`).
     fn describe(&self) -> String;
+    /// Reads a whole object with its tag (S3's ETag; a content hash elsewhere), for a
+    /// later [`ObjectStore::put_if`].
+    fn get_tagged(&self, key: &str) -> Result<(Vec<u8>, String)> {
+        let bytes = self.get(key)?;
+        let tag = content_tag(&bytes);
+        Ok((bytes, tag))
+    }
+    /// Writes a whole object only if its current state is what `when` says, atomically
+    /// with respect to every other `put_if` on the key: of two writers that read the
+    /// same tag, one succeeds and the other gets [`StorageError::Conflict`]. Returns the
+    /// new tag.
+    fn put_if(&self, key: &str, _bytes: &[u8], _when: &Precondition) -> Result<String> {
+        Err(StorageError::Unsupported {
+            store: self.describe(),
+            what: format!("conditional writes (writing '{key}')"),
+        })
+    }
+    /// Removes an object (absent objects are not an error).
+    fn delete(&self, key: &str) -> Result<()> {
+        Err(StorageError::Unsupported {
+            store: self.describe(),
+            what: format!("deletes (removing '{key}')"),
+        })
+    }
 }
 
 /// Opens the store a location names: `s3://bucket/prefix` (feature `s3`) or a local
@@ -310,6 +358,18 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
     fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
         self.retry(|| self.inner.put(key, bytes))
     }
+    fn get_tagged(&self, key: &str) -> Result<(Vec<u8>, String)> {
+        self.retry(|| self.inner.get_tagged(key))
+    }
+    // A conditional write that timed out may have landed: its retry then sees a
+    // conflict, and the writer re-reads (its own write) and tries again. Writers are
+    // built so that applying one twice changes nothing the reader sees.
+    fn put_if(&self, key: &str, bytes: &[u8], when: &Precondition) -> Result<String> {
+        self.retry(|| self.inner.put_if(key, bytes, when))
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.retry(|| self.inner.delete(key))
+    }
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         self.retry(|| self.inner.list(prefix))
     }
@@ -415,6 +475,23 @@ impl<S: ObjectStore> ObjectStore for Counting<S> {
         self.bytes_written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.inner.put(key, bytes)
     }
+    fn get_tagged(&self, key: &str) -> Result<(Vec<u8>, String)> {
+        let r = self.inner.get_tagged(key);
+        self.gets.fetch_add(1, Ordering::Relaxed);
+        if let Ok((b, _)) = &r {
+            self.bytes_read.fetch_add(b.len() as u64, Ordering::Relaxed);
+        }
+        r
+    }
+    fn put_if(&self, key: &str, bytes: &[u8], when: &Precondition) -> Result<String> {
+        self.puts.fetch_add(1, Ordering::Relaxed);
+        self.bytes_written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.inner.put_if(key, bytes, when)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.delete(key)
+    }
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         self.other.fetch_add(1, Ordering::Relaxed);
         self.inner.list(prefix)
@@ -445,6 +522,15 @@ impl<T: ObjectStore + ?Sized> ObjectStore for Arc<T> {
     }
     fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
         (**self).put(key, bytes)
+    }
+    fn get_tagged(&self, key: &str) -> Result<(Vec<u8>, String)> {
+        (**self).get_tagged(key)
+    }
+    fn put_if(&self, key: &str, bytes: &[u8], when: &Precondition) -> Result<String> {
+        (**self).put_if(key, bytes, when)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        (**self).delete(key)
     }
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         (**self).list(prefix)
@@ -593,6 +679,9 @@ impl ObjectStore for LocalDir {
                 if path.is_dir() {
                     stack.push(path);
                 } else if let Ok(rel) = path.strip_prefix(&self.root) {
+                    if rel.as_os_str() == LOCK_FILE {
+                        continue;
+                    }
                     let key = rel.to_string_lossy().replace('\\', "/");
                     if key.starts_with(prefix) {
                         out.push(key);
@@ -607,7 +696,52 @@ impl ObjectStore for LocalDir {
     fn describe(&self) -> String {
         format!("dir:{}", self.root.display())
     }
+
+    // Conditional writes hold an exclusive lock on `.squash-lock` under the root (an
+    // advisory file lock: every squash process takes it), compare, then write by rename.
+    fn put_if(&self, key: &str, bytes: &[u8], when: &Precondition) -> Result<String> {
+        let path = self.path(key)?;
+        std::fs::create_dir_all(&self.root).map_err(|e| self.io(key, e))?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join(LOCK_FILE))
+            .map_err(|e| self.io(key, e))?;
+        lock.lock().map_err(|e| self.io(key, e))?;
+        let current = match std::fs::read(&path) {
+            Ok(b) => Some(content_tag(&b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(self.io(key, e)),
+        };
+        let ok = match (when, &current) {
+            (Precondition::Absent, None) => true,
+            (Precondition::Matches(tag), Some(now)) => tag == now,
+            _ => false,
+        };
+        if !ok {
+            return Err(StorageError::Conflict {
+                store: self.describe(),
+                key: key.to_string(),
+            });
+        }
+        self.put(key, bytes)?;
+        drop(lock);
+        Ok(content_tag(bytes))
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io(key, e)),
+        }
+    }
 }
+
+/// The lock file of a local directory's conditional writes (hidden from listings).
+const LOCK_FILE: &str = ".squash-lock";
 
 /// Objects in memory (tests, and a staging area).
 #[derive(Debug, Default)]
@@ -646,6 +780,31 @@ impl ObjectStore for Memory {
 
     fn describe(&self) -> String {
         "memory".to_string()
+    }
+
+    fn put_if(&self, key: &str, bytes: &[u8], when: &Precondition) -> Result<String> {
+        validate_key(key)?;
+        let mut map = self.objects.write().unwrap_or_else(|p| p.into_inner());
+        let ok = match (when, map.get(key)) {
+            (Precondition::Absent, None) => true,
+            (Precondition::Matches(tag), Some(b)) => *tag == content_tag(b),
+            _ => false,
+        };
+        if !ok {
+            return Err(StorageError::Conflict {
+                store: self.describe(),
+                key: key.to_string(),
+            });
+        }
+        map.insert(key.to_string(), bytes.to_vec());
+        Ok(content_tag(bytes))
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        validate_key(key)?;
+        let mut map = self.objects.write().unwrap_or_else(|p| p.into_inner());
+        map.remove(key);
+        Ok(())
     }
 }
 

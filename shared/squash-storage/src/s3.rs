@@ -7,7 +7,7 @@
 //! runtime of its own. Called from inside another tokio runtime, it hops to a scoped
 //! thread instead of blocking that runtime's worker.
 
-use crate::{ObjectStore, Result, StorageError};
+use crate::{ObjectStore, Precondition, Result, StorageError};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -180,6 +180,12 @@ impl S3Store {
             (Some(code), None) => code.to_string(),
             _ => format!("{err:?}").chars().take(300).collect(),
         };
+        if status == Some(412) || status == Some(409) || err.code() == Some("PreconditionFailed") {
+            return StorageError::Conflict {
+                store: self.describe(),
+                key: key.to_string(),
+            };
+        }
         if status == Some(404) || err.code() == Some("NoSuchKey") || err.code() == Some("NotFound") {
             return StorageError::NotFound {
                 store: self.describe(),
@@ -195,6 +201,34 @@ impl S3Store {
             },
             transient,
         }
+    }
+
+    async fn get_tagged_async(&self, key: &str) -> Result<(Vec<u8>, String)> {
+        let full = self.full_key(key)?;
+        let out = self
+            .shared
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| self.remote(key, e))?;
+        let tag = out.e_tag().unwrap_or_default().to_string();
+        let body = out.body.collect().await.map_err(|e| StorageError::Remote {
+            store: self.describe(),
+            key: key.to_string(),
+            message: format!("reading the body failed: {e}"),
+            transient: true,
+        })?;
+        let bytes = body.into_bytes().to_vec();
+        if tag.is_empty() {
+            return Err(StorageError::Unsupported {
+                store: self.describe(),
+                what: format!("ETags (none on '{key}')"),
+            });
+        }
+        Ok((bytes, tag))
     }
 
     async fn get_async(&self, key: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
@@ -351,6 +385,44 @@ impl ObjectStore for S3Store {
                 .bucket(&self.bucket)
                 .key(&full)
                 .body(ByteStream::from(bytes.to_vec()))
+                .send()
+                .await
+                .map_err(|e| self.remote(key, e))?;
+            Ok(())
+        })
+    }
+
+    fn get_tagged(&self, key: &str) -> Result<(Vec<u8>, String)> {
+        self.run(self.get_tagged_async(key))
+    }
+
+    fn put_if(&self, key: &str, bytes: &[u8], when: &Precondition) -> Result<String> {
+        let full = self.full_key(key)?;
+        self.run(async {
+            let mut req = self
+                .shared
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .body(ByteStream::from(bytes.to_vec()));
+            req = match when {
+                Precondition::Absent => req.if_none_match("*"),
+                Precondition::Matches(tag) => req.if_match(tag),
+            };
+            let out = req.send().await.map_err(|e| self.remote(key, e))?;
+            Ok(out.e_tag().unwrap_or_default().to_string())
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let full = self.full_key(key)?;
+        self.run(async {
+            self.shared
+                .client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(&full)
                 .send()
                 .await
                 .map_err(|e| self.remote(key, e))?;

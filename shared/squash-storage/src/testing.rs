@@ -1,7 +1,7 @@
 //! The conformance suite every [`ObjectStore`] must pass (used by this crate's tests
 //! and, against a real S3-compatible server, by the end-to-end tests).
 
-use crate::{ObjectStore, StorageError};
+use crate::{ObjectStore, Precondition, StorageError};
 
 /// Checks the store's behaviour; panics with a message on the first deviation.
 /// `large` is the size of the large-object round trip (S3 uses it to exercise multipart
@@ -80,6 +80,7 @@ pub fn conformance(store: &dyn ObjectStore, large: usize) {
         store.get_range("conformance/big", mid, mid + 1000).unwrap() == big[mid as usize..mid as usize + 1000],
         "{d}: large range"
     );
+    conditional(store);
     for bad in ["", "/etc/passwd", "a/../b", "a//b", "a\nb", "./a"] {
         assert!(
             matches!(store.get(bad), Err(StorageError::InvalidKey { .. })),
@@ -87,4 +88,65 @@ pub fn conformance(store: &dyn ObjectStore, large: usize) {
         );
         assert!(store.put(bad, b"x").is_err(), "{d}: put {bad:?}");
     }
+}
+
+/// Conditional writes: `If-None-Match: *` creates once; `If-Match` succeeds on the tag
+/// last read and fails (writing nothing) on any other; a tag changes with the content;
+/// a delete removes the object and deleting it again is no error. Of two writers racing
+/// from one tag, exactly one wins.
+pub fn conditional(store: &dyn ObjectStore) {
+    let d = store.describe();
+    let key = "conformance/cond";
+    store.delete(key).unwrap();
+    let t1 = store
+        .put_if(key, b"v1", &Precondition::Absent)
+        .expect("create if absent");
+    assert!(
+        matches!(
+            store.put_if(key, b"v1b", &Precondition::Absent),
+            Err(StorageError::Conflict { .. })
+        ),
+        "{d}: If-None-Match on an existing object must conflict"
+    );
+    let (bytes, tag) = store.get_tagged(key).unwrap();
+    assert_eq!(bytes, b"v1", "{d}: a refused write wrote nothing");
+    assert!(!t1.is_empty() && !tag.is_empty(), "{d}: tags");
+    store
+        .put_if(key, b"v2", &Precondition::Matches(tag.clone()))
+        .expect("If-Match with the current tag");
+    assert!(
+        matches!(
+            store.put_if(key, b"v3", &Precondition::Matches(tag.clone())),
+            Err(StorageError::Conflict { .. })
+        ),
+        "{d}: If-Match with a stale tag must conflict"
+    );
+    let (bytes, tag2) = store.get_tagged(key).unwrap();
+    assert_eq!(bytes, b"v2", "{d}: the stale write wrote nothing");
+    assert_ne!(tag, tag2, "{d}: the tag changes with the content");
+    // A race from one tag: exactly one winner.
+    let wins = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let tag2 = tag2.clone();
+                s.spawn(move || {
+                    store
+                        .put_if(key, format!("racer {i}").as_bytes(), &Precondition::Matches(tag2))
+                        .is_ok()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(false))
+            .filter(|&w| w)
+            .count()
+    });
+    assert_eq!(wins, 1, "{d}: exactly one of four racing conditional writes wins");
+    store.delete(key).unwrap();
+    store.delete(key).unwrap();
+    assert!(
+        matches!(store.get(key), Err(StorageError::NotFound { .. })),
+        "{d}: deleted"
+    );
 }
