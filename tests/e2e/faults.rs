@@ -17,6 +17,7 @@ use squash_engine::tree::Fanout;
 use squash_engine::worker::Worker;
 use squash_engine::SearchError;
 use squash_storage::{Fault, Faulty, LocalDir, Memory, ObjectStore, Retrying};
+use squash_tests::row;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -58,7 +59,10 @@ fn index(store: Arc<dyn ObjectStore>, rule: Option<Box<InvokeRule>>) -> Index {
 }
 
 fn ids(r: &SearchResponse) -> Vec<(u64, String)> {
-    r.hits.iter().map(|h| (h.id, format!("{:.6}", h.distance))).collect()
+    r.hits
+        .iter()
+        .map(|h| (row(&h.id), format!("{:.6}", h.distance)))
+        .collect()
 }
 
 fn segment_keys(store: &Memory) -> Vec<String> {
@@ -90,11 +94,11 @@ fn check_partial(store: &Memory, resp: &SearchResponse, missing_keys: &[String])
     }
     for h in &resp.hits {
         assert!(
-            !missing_ids.contains(&h.id),
+            !missing_ids.contains(&row(&h.id)),
             "hit {} comes from a missing partition",
             h.id
         );
-        let d = truth.get(&h.id).copied().unwrap_or(f32::NAN);
+        let d = truth.get(&row(&h.id)).copied().unwrap_or(f32::NAN);
         assert!(
             (d - h.distance).abs() < 1e-4,
             "hit {}: distance {} but exactly {d}",
@@ -103,7 +107,7 @@ fn check_partial(store: &Memory, resp: &SearchResponse, missing_keys: &[String])
         );
     }
     let top: Vec<u64> = exact.iter().take(10).map(|&(_, id)| id).collect();
-    let found = resp.hits.iter().filter(|h| top.contains(&h.id)).count();
+    let found = resp.hits.iter().filter(|h| top.contains(&row(&h.id))).count();
     assert!(found >= 8, "recall@10 over the partitions left: {found}/10");
 }
 

@@ -5,6 +5,7 @@ mod bad_input;
 mod bench;
 mod corruption;
 mod faults;
+mod writes;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -18,7 +19,7 @@ use squash_core::filter::Expr;
 use squash_engine::search::Index;
 use squash_engine::SearchError;
 use squash_storage::{LocalDir, Memory, ObjectStore};
-use squash_tests::{clustered, naive_matches, random_filter, value_of, Dataset};
+use squash_tests::{clustered, naive_matches, random_filter, row, value_of, Dataset};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -54,6 +55,7 @@ fn request(vector: &[f32], k: usize, filter: Option<Value>) -> SearchRequest {
         include: vec![],
         params: SearchParams::default(),
         allow_partial: false,
+        consistency: None,
     }
 }
 
@@ -79,7 +81,7 @@ fn check_queries(ds: &Dataset, index: &Index, metric: Metric, filter: Option<Val
             "query {q}: as many hits as matches (up to k)"
         );
         for h in &resp.hits {
-            let row = h.id as usize;
+            let row = row(&h.id) as usize;
             if let Some(f) = &filter {
                 assert!(
                     naive_matches(f, &ds.attrs, row),
@@ -92,7 +94,7 @@ fn check_queries(ds: &Dataset, index: &Index, metric: Metric, filter: Option<Val
         for w in resp.hits.windows(2) {
             assert!(w[0].distance <= w[1].distance, "hits are sorted");
         }
-        let ids: Vec<u64> = resp.hits.iter().map(|h| h.id).collect();
+        let ids: Vec<u64> = resp.hits.iter().map(|h| row(&h.id)).collect();
         let truth_ids: Vec<u64> = truth.iter().map(|n| n.id).collect();
         recall += recall_at(&ids, &truth_ids, k);
     }
@@ -396,7 +398,7 @@ fn every_hit_carries_its_own_rows_attributes() {
             for hit in index.search(&req).unwrap().hits {
                 let got = hit.attributes.as_ref().expect("attributes were asked for");
                 for name in &names {
-                    let want = value_of(&ds.attrs, name, hit.id as usize).unwrap_or(Value::Null);
+                    let want = value_of(&ds.attrs, name, row(&hit.id) as usize).unwrap_or(Value::Null);
                     let same = match (&got[name], &want) {
                         (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
                         (a, b) => a == b,
@@ -459,7 +461,7 @@ fn regenerate_golden() {
         req.params.nprobe = Some(3);
         let resp = index.search(&req).unwrap();
         expected.push(
-            json!({"vector": v, "filter": f, "ids": resp.hits.iter().map(|h| h.id).collect::<Vec<_>>(),
+            json!({"vector": v, "filter": f, "ids": resp.hits.iter().map(|h| row(&h.id)).collect::<Vec<_>>(),
             "distances": resp.hits.iter().map(|h| h.distance).collect::<Vec<_>>()}),
         );
     }
@@ -495,7 +497,7 @@ fn golden_v3_index_still_reads_and_answers() {
         let mut req = request(&v, 10, f.clone());
         req.params.nprobe = Some(3);
         let resp = index.search(&req).unwrap();
-        let ids: Vec<u64> = resp.hits.iter().map(|h| h.id).collect();
+        let ids: Vec<u64> = resp.hits.iter().map(|h| row(&h.id)).collect();
         let want: Vec<u64> = serde_json::from_value(e["ids"].clone()).unwrap();
         assert_eq!(ids, want, "golden answer changed for filter {f:?}");
         // Distances too: same vectors, same metric, so the same numbers up to the
@@ -579,7 +581,7 @@ fn searching_everything_without_pruning_is_exact() {
         let resp = index.search(&req).unwrap();
         assert!(resp.stats.partitions_searched <= 5);
         let truth = brute_force(&base, Metric::L2, &ds.attrs, ds.queries.row(q), expr.as_ref(), 25);
-        let got: Vec<(u64, f32)> = resp.hits.iter().map(|h| (h.id, h.distance)).collect();
+        let got: Vec<(u64, f32)> = resp.hits.iter().map(|h| (row(&h.id), h.distance)).collect();
         let want: Vec<(u64, f32)> = truth.iter().map(|n| (n.id, n.distance)).collect();
         assert_eq!(got, want, "query {q}");
     }

@@ -170,3 +170,9 @@ pub fn random_filter(rng: &mut ChaCha8Rng, depth: usize) -> Value {
         serde_json::json!({ "$or": children })
     }
 }
+
+/// The integer of a hit's id (test indexes use row numbers); panics on a string id.
+pub fn row(id: &squash_api::Id) -> u64 {
+    id.as_u64()
+        .unwrap_or_else(|| panic!("expected an integer id, got {id}"))
+}

@@ -429,7 +429,7 @@ fn the_sample_worker_request_is_served() {
     // The sample's query is the coordinator's prepared (unit-length) vector, rounded.
     assert_eq!(
         resp.hits.iter().map(|h| h.id).collect::<Vec<_>>(),
-        want.hits.iter().map(|h| h.id).collect::<Vec<_>>()
+        want.hits.iter().map(|h| h.id.as_u64().unwrap()).collect::<Vec<_>>()
     );
     for (g, w) in resp.hits.iter().zip(&want.hits) {
         assert!((g.distance - w.distance).abs() < 1e-5, "{g:?} {w:?}");
@@ -469,6 +469,7 @@ fn the_batch_route_answers_as_single_queries_do_on_both_plans() {
                 ..Default::default()
             },
             allow_partial: false,
+            consistency: None,
         })
         .collect();
     let index = embedded();

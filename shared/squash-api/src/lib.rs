@@ -47,6 +47,74 @@ fn default_k() -> usize {
     DEFAULT_K
 }
 
+/// A vector's id as users give and get it: an unsigned integer or a string (one kind per
+/// index). JSON: a number or a string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Id {
+    /// An unsigned integer id (a row number of the build input when none were given).
+    Num(u64),
+    /// A string id (1 to 256 bytes).
+    Str(String),
+}
+
+impl Id {
+    /// The integer, for an integer id.
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Id::Num(n) => Some(*n),
+            Id::Str(_) => None,
+        }
+    }
+
+    /// The string, for a string id.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Id::Num(_) => None,
+            Id::Str(s) => Some(s),
+        }
+    }
+}
+
+impl From<u64> for Id {
+    fn from(n: u64) -> Id {
+        Id::Num(n)
+    }
+}
+
+impl From<&str> for Id {
+    fn from(s: &str) -> Id {
+        Id::Str(s.to_string())
+    }
+}
+
+impl PartialEq<u64> for Id {
+    fn eq(&self, other: &u64) -> bool {
+        self.as_u64() == Some(*other)
+    }
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Id::Num(n) => write!(f, "{n}"),
+            Id::Str(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// How fresh a search's view of the index must be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// The coordinator's copy of the manifest, re-read when older than
+    /// `SQUASH_MANIFEST_TTL` (default 1 s): a write shows within that time.
+    #[default]
+    Eventual,
+    /// The manifest is re-read before the search: every write that returned is seen.
+    Strong,
+}
+
 /// Optional recall/speed knobs of one search; unset knobs take the index defaults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +158,10 @@ pub struct SearchRequest {
     /// response then says `"partial": true` and lists them); by default such a query fails.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_partial: bool,
+    /// `"strong"`: see every write that has returned; by default (`"eventual"`) a write
+    /// shows within `SQUASH_MANIFEST_TTL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<Consistency>,
 }
 
 /// A request that could not be parsed: the field at fault (`k`, `params.nprobe`,
@@ -199,8 +271,8 @@ impl SearchRequest {
 /// One result of a search.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SearchHit {
-    /// Vector id (row number in the build input).
-    pub id: u64,
+    /// Vector id: the user's own, or the row number in the build input.
+    pub id: Id,
     /// Distance in the index metric (squared L2, or 1 − cosine similarity).
     pub distance: f32,
     /// Attribute values by name, when asked for.
@@ -437,6 +509,20 @@ pub struct SegmentRef {
     /// read it whole).
     #[serde(default)]
     pub head: u64,
+    /// The segment's deleted rows, when writes deleted or replaced some: never returned.
+    #[serde(default)]
+    pub deletes: Option<ObjectRef>,
+}
+
+/// An immutable object a worker fetches and verifies: its key, size and xxh3-64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRef {
+    /// Object key (content-hashed).
+    pub key: String,
+    /// Expected size in bytes.
+    pub bytes: u64,
+    /// Expected xxh3-64 of the object (16 hex digits).
+    pub checksum: String,
 }
 
 /// A node of the fan-out tree below a worker: the worker that serves it, the segments it
@@ -597,8 +683,10 @@ impl WorkerRequest {
 /// One hit as a worker returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerHit {
-    /// Vector id.
+    /// Vector id (for string ids, the xxh3-64 of the string: `name` holds it).
     pub id: u64,
+    /// The string id, in an index of string ids.
+    pub name: Option<String>,
     /// Distance in the index metric.
     pub distance: f32,
     /// Attribute values in schema order (`NaN` = missing) when asked for.
@@ -806,6 +894,7 @@ mod tests {
                 checksum: "00".into(),
                 lists: Vec::new(),
                 head: 0,
+                deletes: None,
             }],
             rerank_factor: 10,
             hamming_keep: 0.5,
@@ -837,6 +926,7 @@ mod tests {
             checksum: "0123456789abcdef".into(),
             lists: Vec::new(),
             head: 0,
+            deletes: None,
         };
         let leaf = |w: u32| TreeNode {
             worker: w,
@@ -884,6 +974,7 @@ mod tests {
             hits: (0..1000)
                 .map(|i| WorkerHit {
                     id: u64::MAX - i,
+                    name: None,
                     distance: 1.0 / (i as f32 + 3.0),
                     attrs: vec![f64::MAX / 3.0; 8],
                 })
@@ -959,6 +1050,7 @@ mod tests {
                     checksum: "0123456789abcdef".into(),
                     lists: (0..20).collect(),
                     head: 123_456,
+                    deletes: None,
                 })
                 .collect(),
             rerank_factor: 0,
@@ -983,6 +1075,7 @@ mod tests {
                     hits: (0..per_query as u64)
                         .map(|i| WorkerHit {
                             id: u64::MAX - i,
+                            name: None,
                             distance: 1.0 / (i as f32 + 3.0),
                             attrs: vec![f64::MAX / 3.0; 8],
                         })

@@ -185,6 +185,7 @@ pub fn run_case(
             include: vec![],
             params: opts.params.clone(),
             allow_partial: false,
+            consistency: None,
         })
         .collect();
     pool.install(|| -> Result<CaseResult> {
@@ -194,7 +195,8 @@ pub fn run_case(
         let mut partitions = 0u64;
         for (i, req) in requests.iter().enumerate() {
             let resp = index.search(req)?;
-            let ids: Vec<u64> = resp.hits.iter().map(|h| h.id).collect();
+            // Ground truth names rows; the bench's indexes are built with row ids.
+            let ids: Vec<u64> = resp.hits.iter().map(|h| h.id.as_u64().unwrap_or(u64::MAX)).collect();
             recall += recall_at(&ids, &truth[i], opts.k);
             counts.add(&resp.stats.candidates);
             partitions += resp.stats.partitions_searched as u64;

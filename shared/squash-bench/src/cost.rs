@@ -167,6 +167,7 @@ pub fn per_million(w: &QueryWork, d: &Deployment, route: Route, plan: Plan, batc
                         checksum: String::new(),
                         lists: Vec::new(),
                         head: 0,
+                        deletes: None,
                     };
                     (g, vec![seg])
                 })

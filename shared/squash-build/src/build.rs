@@ -3,6 +3,7 @@
 
 use crate::calibrate::{calibrate, calibrate_rerank, CalibrationInput};
 use crate::error::{BuildError, Result};
+use crate::ids::Ids;
 use crate::io::{Attributes, Matrix};
 use crate::kmeans::{balanced_kmeans, Bf16Points, F32Points};
 use crate::progress::Progress;
@@ -106,11 +107,22 @@ pub struct BuildReport {
 }
 
 /// Builds an index from `vectors` and `attrs` into `store` (manifest written last, so a
-/// reader never sees a half-built index).
+/// reader never sees a half-built index); vectors are known by their row numbers.
 pub fn build_index(
+    store: &dyn ObjectStore,
+    vectors: Matrix,
+    attrs: Attributes,
+    params: &BuildParams,
+) -> Result<BuildReport> {
+    build_index_with_ids(store, vectors, attrs, &Ids::Rows, params)
+}
+
+/// As [`build_index`], with the vectors' own ids (one per row, no duplicates).
+pub fn build_index_with_ids(
     store: &dyn ObjectStore,
     mut vectors: Matrix,
     attrs: Attributes,
+    ids: &Ids,
     params: &BuildParams,
 ) -> Result<BuildReport> {
     let n = vectors.rows;
@@ -118,6 +130,7 @@ pub fn build_index(
     if n == 0 || dim == 0 {
         return Err(BuildError::bad("vectors", "no vectors to index"));
     }
+    ids.check(n, "ids")?;
     if !attrs.columns.is_empty() && attrs.rows() != n {
         return Err(BuildError::bad(
             "attributes",
@@ -184,7 +197,17 @@ pub fn build_index(
         .par_iter()
         .enumerate()
         .map(|(pid, rows)| {
-            let enc = encode_partition(pid as u32, rows, &vectors, &attrs, &attr_cells, &global, metric, params);
+            let enc = encode_partition(
+                pid as u32,
+                rows,
+                &vectors,
+                &attrs,
+                ids,
+                &attr_cells,
+                &global,
+                metric,
+                params,
+            );
             let bytes = enc.segment.encode();
             let key = format!("segments/p{pid:05}-{:032x}.sqs", xxh3_128(&bytes));
             store.put(&key, &bytes)?;
@@ -198,6 +221,9 @@ pub fn build_index(
                 checksum: format!("{:016x}", xxh3_64(&bytes)),
                 lists: (enc.segment.lists.len() - 1) as u32,
                 head,
+                deltas: Vec::new(),
+                deletes: None,
+                deleted: 0,
             };
             let len = bytes.len() as u64;
             let keep = retained_bytes.fetch_add(len, AtomicOrdering::Relaxed) + len <= RETAIN_SEGMENT_BYTES;
@@ -210,7 +236,7 @@ pub fn build_index(
             // Only what the manifest and the calibration need survives the partition.
             let written = Written {
                 lists: enc.segment.lists,
-                ids: enc.segment.ids,
+                rows: enc.rows,
                 list_centroids: enc.list_centroids,
                 presence: enc.presence,
                 kept,
@@ -226,15 +252,17 @@ pub fn build_index(
     let mut bytes_written = 0u64;
     let mut row_list = vec![0u32; n];
     let mut segments: Vec<Option<Segment>> = Vec::with_capacity(p_count);
+    let mut input_rows: Vec<Vec<u32>> = Vec::with_capacity(p_count);
     for r in results {
         let (info, written, bytes) = r?;
         let first = list_counts.len() as u32;
         for (l, w) in written.lists.windows(2).enumerate() {
-            for &row in &written.ids[w[0] as usize..w[1] as usize] {
+            for &row in &written.rows[w[0] as usize..w[1] as usize] {
                 row_list[row as usize] = first + l as u32;
             }
         }
         partitions.push(info);
+        input_rows.push(written.rows);
         list_centroids.extend(written.list_centroids);
         list_counts.extend(written.lists.windows(2).map(|w| w[1] - w[0]));
         list_presence.extend(written.presence);
@@ -287,6 +315,9 @@ pub fn build_index(
             dim: dim as u32,
             metric,
             count: n as u64,
+            ids: ids.kind(),
+            version: 0,
+            committed_at: 0,
             partition_dims: pd as u32,
             bits_per_dim: params.bits_per_dim,
             seed: params.seed,
@@ -306,7 +337,7 @@ pub fn build_index(
         let bar = Progress::new(params.progress, "calibrating re-rank", 1);
         let segments = read_back(store, &manifest.meta.partitions, segments)?;
         let refs: Vec<&Segment> = segments.iter().collect();
-        if let Some((factor, recall)) = calibrate_rerank(&manifest, &refs, &vectors, &samples) {
+        if let Some((factor, recall)) = calibrate_rerank(&manifest, &refs, &input_rows, &vectors, &samples) {
             let d = &mut manifest.meta.defaults;
             d.rerank_factor = factor;
             if let Some(c) = d.calibration.as_mut() {
@@ -369,6 +400,8 @@ pub fn default_nprobe(lists: usize) -> u32 {
 /// space and its attribute code-presence bitmaps.
 struct Encoded {
     segment: SegmentParts,
+    /// Input row of each segment row.
+    rows: Vec<u32>,
     list_centroids: Vec<f32>,
     presence: Vec<u64>,
 }
@@ -378,7 +411,7 @@ struct Encoded {
 /// itself when kept for the re-rank calibration.
 struct Written {
     lists: Vec<u32>,
-    ids: Vec<u64>,
+    rows: Vec<u32>,
     list_centroids: Vec<f32>,
     presence: Vec<u64>,
     kept: Option<Segment>,
@@ -422,6 +455,7 @@ fn encode_partition(
     rows: &[usize],
     vectors: &Matrix,
     attrs: &Attributes,
+    ids: &Ids,
     attr_cells: &[AttrCells],
     global: &Klt,
     metric: Metric,
@@ -514,13 +548,15 @@ fn encode_partition(
         signs,
         attr_cells: attr_cells.to_vec(),
         attr_codes,
-        ids: rows.iter().map(|&r| r as u64).collect(),
+        ids: rows.iter().map(|&r| ids.key(r)).collect(),
+        names: rows.iter().filter_map(|&r| ids.name(r).map(str::to_string)).collect(),
         attr_values,
         vectors: data,
         lists: offsets,
     };
     Encoded {
         segment,
+        rows: rows.iter().map(|&r| r as u32).collect(),
         list_centroids,
         presence,
     }

@@ -278,7 +278,8 @@ pub const RERANK_RECALL: f64 = 0.97;
 
 /// Calibrates `rerank_factor` by searching: up to 200 of the sample queries run through
 /// the real planner and worker pipeline (`manifest`'s `nprobe`, no filter) over the
-/// built `segments` (by partition id), at each of [`RERANK_FACTORS`]; the smallest
+/// built `segments` (by partition id; `input_rows[p][r]` is the input row of partition
+/// `p`'s segment row `r`), at each of [`RERANK_FACTORS`]; the smallest
 /// factor whose recall@k is within [`RERANK_LOSS`] of the largest's, or at least
 /// [`RERANK_RECALL`], wins. The bounds'
 /// quality decides it: tight on GloVe-50 (the bound order finds the neighbours early),
@@ -287,6 +288,7 @@ pub const RERANK_RECALL: f64 = 0.97;
 pub fn calibrate_rerank(
     manifest: &Manifest,
     segments: &[&Segment],
+    input_rows: &[Vec<u32>],
     vectors: &Matrix,
     samples: &[(usize, Vec<u32>)],
 ) -> Option<(u32, f64)> {
@@ -315,19 +317,23 @@ pub fn calibrate_rerank(
                 };
                 let shared = AtomicU32::new(f32::INFINITY.to_bits());
                 let mut segs: Vec<&Segment> = Vec::new();
+                let mut pids: Vec<usize> = Vec::new();
                 let mut pool = Vec::new();
                 for (pid, lists) in chosen {
                     let seg = segments[*pid as usize];
+                    pids.push(*pid as usize);
                     let (bounded, _) = bound_segment(seg, query, None, None, lists, p, &shared);
                     let s = segs.len() as u32;
                     segs.push(seg);
                     pool.extend(bounded.into_iter().map(|(lb, r)| (lb, s, r)));
                 }
                 let (hits, _) = rerank(&segs, pool, query, None, p);
+                // Hits name rows by segment and row (ids may be the user's own).
                 hits.iter()
-                    .filter(|h| h.id != *q as u64)
+                    .map(|h| input_rows[pids[h.segment as usize]][h.row as usize])
+                    .filter(|&row| row as usize != *q)
                     .take(k)
-                    .filter(|h| truth.contains(&(h.id as u32)))
+                    .filter(|row| truth.contains(row))
                     .count()
             })
             .sum();

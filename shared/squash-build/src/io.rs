@@ -8,7 +8,7 @@ use std::io::{BufReader, Read, Write};
 use std::path::Path;
 
 /// A dense row-major matrix of f32.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Matrix {
     /// Rows.
     pub rows: usize,
@@ -47,13 +47,14 @@ enum Dtype {
     F64,
     I32,
     I64,
+    U64,
 }
 
 impl Dtype {
     fn size(self) -> usize {
         match self {
             Dtype::F32 | Dtype::I32 => 4,
-            Dtype::F64 | Dtype::I64 => 8,
+            Dtype::F64 | Dtype::I64 | Dtype::U64 => 8,
         }
     }
 }
@@ -104,6 +105,7 @@ fn npy_header(path: &Path) -> Result<(Dtype, bool, Vec<usize>, BufReader<std::fs
         "<f8" => Dtype::F64,
         "<i4" => Dtype::I32,
         "<i8" => Dtype::I64,
+        "<u8" => Dtype::U64,
         other => {
             return Err(bad(&format!(
                 "unsupported dtype '{other}' (expected little-endian float32 '<f4'; also read: <f8, <i4, <i8)"
@@ -172,6 +174,11 @@ pub fn read_npy_matrix(path: &Path) -> Result<Matrix> {
                 buf[..take]
                     .chunks_exact(8)
                     .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32),
+            ),
+            Dtype::U64 => data.extend(
+                buf[..take]
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32),
             ),
         }
         left -= take;
@@ -416,6 +423,50 @@ pub fn read_attributes(path: &Path, names: &[String]) -> Result<Attributes> {
         _ => Err(BuildError::input(
             path.display(),
             "unknown attribute file type (expected .npy or .csv)",
+        )),
+    }
+}
+
+/// Reads a 1-D `.npy` array of unsigned 64-bit integers (`<u8`, or `<i8` / `<i4` without
+/// negative values): ids.
+pub fn read_npy_u64(path: &Path) -> Result<Vec<u64>> {
+    let (dtype, _, shape, mut r) = npy_header(path)?;
+    let n = match shape.as_slice() {
+        [n] | [n, 1] => *n,
+        other => {
+            return Err(BuildError::input(
+                path.display(),
+                format!("expected a 1-D array of ids, got shape {other:?}"),
+            ))
+        }
+    };
+    let size = dtype.size();
+    let mut bytes = vec![
+        0u8;
+        n.checked_mul(size)
+            .ok_or_else(|| BuildError::input(path.display(), "shape overflows"))?
+    ];
+    r.read_exact(&mut bytes)
+        .map_err(|_| BuildError::input(path.display(), format!("file is truncated: header says {n} ids")))?;
+    let negative = |i: usize| BuildError::input(path.display(), format!("id {i} is negative"));
+    match dtype {
+        Dtype::U64 => Ok(bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect()),
+        Dtype::I64 => bytes
+            .chunks_exact(8)
+            .enumerate()
+            .map(|(i, c)| u64::try_from(i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).map_err(|_| negative(i)))
+            .collect(),
+        Dtype::I32 => bytes
+            .chunks_exact(4)
+            .enumerate()
+            .map(|(i, c)| u64::try_from(i32::from_le_bytes(c.try_into().unwrap_or([0; 4]))).map_err(|_| negative(i)))
+            .collect(),
+        _ => Err(BuildError::input(
+            path.display(),
+            "ids must be unsigned integers ('<u8'; '<i8' and '<i4' without negative values are read too)",
         )),
     }
 }

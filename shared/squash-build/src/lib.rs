@@ -11,9 +11,13 @@
 pub mod build;
 pub mod calibrate;
 pub mod error;
+pub mod ids;
 pub mod io;
 pub mod kmeans;
 pub mod progress;
+pub mod write;
 
-pub use build::{build_index, BuildParams};
+pub use build::{build_index, build_index_with_ids, BuildParams};
 pub use error::{BuildError, Result};
+pub use ids::Ids;
+pub use write::{Delete, Upsert, WriteReport, Writer};

@@ -33,9 +33,17 @@ pub struct AttrSpec {
     pub name: String,
     /// Numeric or categorical.
     pub kind: AttrKind,
-    /// Sorted distinct strings of a categorical attribute (empty for numeric ones).
+    /// Distinct strings of a categorical attribute (empty for numeric ones): sorted,
+    /// then the last `appended` ones in the order writes added them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dictionary: Vec<String>,
+    /// Strings added to the dictionary by writes after the build (at its end).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub appended: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl AttrSpec {
@@ -45,6 +53,7 @@ impl AttrSpec {
             name: name.into(),
             kind: AttrKind::Numeric,
             dictionary: Vec::new(),
+            appended: 0,
         }
     }
 
@@ -56,15 +65,35 @@ impl AttrSpec {
             name: name.into(),
             kind: AttrKind::Categorical,
             dictionary,
+            appended: 0,
         }
     }
 
     /// Dictionary code of `text`, if the attribute is categorical and knows it.
     pub fn code_of(&self, text: &str) -> Option<f64> {
-        self.dictionary
+        let sorted = self.dictionary.len().saturating_sub(self.appended as usize);
+        self.dictionary[..sorted]
             .binary_search_by(|s| s.as_str().cmp(text))
             .ok()
+            .or_else(|| {
+                self.dictionary[sorted..]
+                    .iter()
+                    .position(|s| s == text)
+                    .map(|i| sorted + i)
+            })
             .map(|i| i as f64)
+    }
+
+    /// Dictionary code of `text`, adding it at the end of the dictionary when new.
+    pub fn code_or_add(&mut self, text: &str) -> f64 {
+        match self.code_of(text) {
+            Some(c) => c,
+            None => {
+                self.dictionary.push(text.to_string());
+                self.appended += 1;
+                (self.dictionary.len() - 1) as f64
+            }
+        }
     }
 
     /// Renders a stored value as JSON (string for categorical, number, or null if missing).
@@ -168,8 +197,27 @@ impl AttrCells {
         self.min.is_empty()
     }
 
-    /// Code of a value. Values must come from the data the cells were built on; a
-    /// value outside every cell maps to the nearest cell and is caught by the exact check.
+    /// Widens the cell `value` encodes to so that it holds `value` (writes add values
+    /// the build never saw): cells stay ascending and disjoint, since the cell a value
+    /// encodes to is the first whose maximum is not below it. With no cell yet, `value`
+    /// gets one of its own.
+    pub fn widen(&mut self, value: f64) {
+        if value.is_nan() {
+            return;
+        }
+        if self.min.is_empty() {
+            self.min.push(value);
+            self.max.push(value);
+            return;
+        }
+        let c = self.encode(value) as usize;
+        self.min[c] = self.min[c].min(value);
+        self.max[c] = self.max[c].max(value);
+    }
+
+    /// Code of a value. Values must come from the data the cells were built on (or
+    /// have been [`AttrCells::widen`]ed into them); a value outside every cell maps to
+    /// the nearest cell and is caught by the exact check.
     pub fn encode(&self, value: f64) -> u8 {
         if value.is_nan() || self.min.is_empty() {
             return MISSING_CODE;
@@ -190,6 +238,36 @@ mod tests {
         assert_eq!(cells.min, vec![1.0, 2.0, 3.0]);
         assert_eq!(cells.encode(2.0), 1);
         assert_eq!(cells.encode(f64::NAN), MISSING_CODE);
+    }
+
+    #[test]
+    fn widening_keeps_cells_disjoint_and_holding_their_values() {
+        let mut cells = AttrCells::build(&[1.0, 2.0, 5.0]);
+        for v in [0.5, 3.0, 9.0, 4.0, 2.5] {
+            cells.widen(v);
+            let c = cells.encode(v) as usize;
+            assert!(cells.min[c] <= v && v <= cells.max[c], "{v} in cell {c}: {cells:?}");
+        }
+        assert!(cells.min.windows(2).all(|w| w[0] < w[1]));
+        assert!(
+            (0..cells.len() - 1).all(|c| cells.max[c] < cells.min[c + 1]),
+            "{cells:?}"
+        );
+        let mut empty = AttrCells::default();
+        empty.widen(7.0);
+        assert_eq!(empty.encode(7.0), 0);
+    }
+
+    #[test]
+    fn appended_dictionary_values_are_found() {
+        let mut spec = AttrSpec::categorical("c", vec!["b".into(), "a".into()]);
+        assert_eq!(spec.code_or_add("b"), 1.0);
+        assert_eq!(spec.code_or_add("zz"), 2.0);
+        assert_eq!(spec.code_or_add("0"), 3.0);
+        assert_eq!(spec.code_of("0"), Some(3.0));
+        assert_eq!(spec.code_of("a"), Some(0.0));
+        assert_eq!(spec.code_of("q"), None);
+        assert_eq!(spec.value_to_json(3.0), serde_json::json!("0"));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod attrs;
 pub mod binary;
 pub mod container;
+pub mod deletes;
 pub mod distance;
 pub mod error;
 pub mod fastscan;

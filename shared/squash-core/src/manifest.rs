@@ -28,12 +28,76 @@ const LIST_PRESENCE: u32 = 8;
 /// u64 words of one attribute's code-presence bitmap (256 codes).
 pub const PRESENCE_WORDS: usize = 4;
 
+/// The kind of an index's vector ids: one kind per index.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdKind {
+    /// Unsigned 64-bit integers (row numbers of the build input when none were given).
+    #[default]
+    U64,
+    /// UTF-8 strings of 1 to [`MAX_ID_BYTES`] bytes.
+    String,
+}
+
+impl IdKind {
+    /// The name used in messages and the API (`"u64"`, `"string"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdKind::U64 => "u64",
+            IdKind::String => "string",
+        }
+    }
+}
+
+/// Longest string id, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// The internal 64-bit key of a string id (what a segment's IDS section holds for it).
+pub fn string_id_key(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+}
+
+/// A deletion set (see [`crate::deletes`]) as the manifest names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeletesInfo {
+    /// Object key, relative to the index root (content-hashed).
+    pub key: String,
+    /// Size of the object in bytes.
+    pub bytes: u64,
+    /// xxh3-64 of the whole object, 16 lowercase hex digits.
+    pub checksum: String,
+    /// Rows it deletes.
+    pub rows: u64,
+}
+
+/// A delta segment: rows a write added to a partition, in the partition's lists,
+/// rotated and quantised with the partition's parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeltaInfo {
+    /// Object key of the segment, relative to the index root.
+    pub key: String,
+    /// Size of the segment object in bytes.
+    pub bytes: u64,
+    /// xxh3-64 of the whole segment object, 16 lowercase hex digits.
+    pub checksum: String,
+    /// Rows in the segment (deleted ones included).
+    pub count: u64,
+    /// Bytes before the segment's first scanned section.
+    pub head: u64,
+    /// The manifest version that added it.
+    pub version: u64,
+    /// Its rows deleted or replaced by later writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletes: Option<DeletesInfo>,
+}
+
 /// One partition as the manifest knows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PartitionInfo {
     /// Partition number (index into centroids and histograms).
     pub id: u32,
-    /// Number of vectors.
+    /// Rows of the partition: its base segment's plus its deltas' (deleted rows
+    /// included; the live ones are `count − deleted`).
     pub count: u64,
     /// Object key of the segment, relative to the index root.
     pub key: String,
@@ -48,6 +112,33 @@ pub struct PartitionInfo {
     /// which are read whole.
     #[serde(default)]
     pub head: u64,
+    /// Delta segments written since the partition was built, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<DeltaInfo>,
+    /// Rows of the base segment deleted or replaced by writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletes: Option<DeletesInfo>,
+    /// Rows of the partition (base and deltas) deleted or replaced.
+    #[serde(default)]
+    pub deleted: u64,
+}
+
+impl PartitionInfo {
+    /// Rows of the base segment.
+    pub fn base_count(&self) -> u64 {
+        self.count - self.deltas.iter().map(|d| d.count).sum::<u64>().min(self.count)
+    }
+
+    /// Live rows (not deleted).
+    pub fn live(&self) -> u64 {
+        self.count.saturating_sub(self.deleted)
+    }
+
+    /// Bytes of the partition's segments and deletion sets.
+    pub fn total_bytes(&self) -> u64 {
+        let del = |d: &Option<DeletesInfo>| d.as_ref().map_or(0, |d| d.bytes);
+        self.bytes + del(&self.deletes) + self.deltas.iter().map(|d| d.bytes + del(&d.deletes)).sum::<u64>()
+    }
 }
 
 /// Default search knobs, chosen at build time and overridable per query.
@@ -101,8 +192,17 @@ pub struct ManifestMeta {
     pub dim: u32,
     /// Distance metric.
     pub metric: Metric,
-    /// Total number of vectors.
+    /// Total number of live vectors.
     pub count: u64,
+    /// Kind of the vector ids.
+    #[serde(default)]
+    pub ids: IdKind,
+    /// Version: 0 when built, one more with every committed write.
+    #[serde(default)]
+    pub version: u64,
+    /// When this version was committed, in Unix seconds (0 when built).
+    #[serde(default)]
+    pub committed_at: u64,
     /// Number of leading global KLT directions used to place partitions.
     pub partition_dims: u32,
     /// Average OSQ bits per dimension.
@@ -219,15 +319,37 @@ impl Manifest {
         if dim == 0 || dim > 65_536 || pd == 0 || pd > dim {
             return Err(bad(format!("implausible dimensions {dim} / {pd}")));
         }
+        let unsafe_key = |k: &str| k.is_empty() || k.starts_with('/') || k.split('/').any(|s| s == "..");
         for (i, p) in meta.partitions.iter().enumerate() {
             if p.id as usize != i {
                 return Err(bad(format!("partition {i} is listed with id {}", p.id)));
             }
-            if p.key.is_empty() || p.key.starts_with('/') || p.key.split('/').any(|s| s == "..") {
-                return Err(bad(format!("partition {i} has an unsafe key '{}'", p.key)));
+            let keys = std::iter::once(p.key.as_str())
+                .chain(p.deletes.iter().map(|d| d.key.as_str()))
+                .chain(
+                    p.deltas
+                        .iter()
+                        .flat_map(|d| std::iter::once(d.key.as_str()).chain(d.deletes.iter().map(|x| x.key.as_str()))),
+                );
+            for k in keys {
+                if unsafe_key(k) {
+                    return Err(bad(format!("partition {i} has an unsafe key '{k}'")));
+                }
+            }
+            let delta_rows: u64 = p.deltas.iter().map(|d| d.count).sum();
+            let dead: u64 = p.deletes.as_ref().map_or(0, |d| d.rows)
+                + p.deltas
+                    .iter()
+                    .map(|d| d.deletes.as_ref().map_or(0, |x| x.rows))
+                    .sum::<u64>();
+            if delta_rows > p.count || p.deleted > p.count || dead != p.deleted {
+                return Err(bad(format!(
+                    "partition {i}: deltas ({delta_rows} rows) and deletions ({dead} rows, {} counted) do not fit its {} rows",
+                    p.deleted, p.count
+                )));
             }
         }
-        if meta.partitions.iter().map(|p| p.count).sum::<u64>() != meta.count {
+        if meta.partitions.iter().map(|p| p.live()).sum::<u64>() != meta.count {
             return Err(bad("partition counts do not add up to the vector count".into()));
         }
         let g = c.section(GLOBAL)?;

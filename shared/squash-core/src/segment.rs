@@ -36,6 +36,7 @@ const VECTORS: u32 = 10;
 const LISTS: u32 = 11;
 const BLOCKS: u32 = 12;
 const SUMS: u32 = 13;
+const NAMES: u32 = 14;
 
 /// Target size of one vector block of the SUMS section: the unit in which a ranged read
 /// fetches full vectors for the exact re-rank (one page).
@@ -119,8 +120,11 @@ pub struct SegmentParts {
     pub attr_cells: Vec<AttrCells>,
     /// Attribute codes, one column of `count` bytes per attribute.
     pub attr_codes: Vec<Vec<u8>>,
-    /// Vector ids.
+    /// Vector ids: the ids themselves in an index of numeric ids, the xxh3-64 of each
+    /// name in an index of string ids.
     pub ids: Vec<u64>,
+    /// String ids, one per row, in an index of string ids; empty otherwise.
+    pub names: Vec<String>,
     /// Exact attribute values, one column of `count` values per attribute (`NaN` = missing).
     pub attr_values: Vec<Vec<f64>>,
     /// Full prepared vectors for re-ranking, `count × dim`, row-major.
@@ -158,23 +162,76 @@ impl SegmentParts {
         let meta = serde_json::to_vec(&self.meta).unwrap_or_default();
         let codes = self.attr_codes.concat();
         let sums = self.sums(&blocks, &signs, &codes, &attrs, &ids, &vectors);
+        let mut head = vec![
+            SectionOut::zstd(META, meta),
+            SectionOut::raw(KLT, klt),
+            SectionOut::raw(QUANT, quant),
+            SectionOut::zstd(ATTR_CELLS, encode_cells(&self.attr_cells)),
+            SectionOut::raw(LISTS, lists),
+        ];
+        if !self.names.is_empty() {
+            head.push(SectionOut::zstd(NAMES, encode_names(&self.names)));
+        }
+        head.push(SectionOut::raw(SUMS, sums));
         write_container(
             SEGMENT_MAGIC,
-            vec![
-                SectionOut::zstd(META, meta),
-                SectionOut::raw(KLT, klt),
-                SectionOut::raw(QUANT, quant),
-                SectionOut::zstd(ATTR_CELLS, encode_cells(&self.attr_cells)),
-                SectionOut::raw(LISTS, lists),
-                SectionOut::raw(SUMS, sums),
-                SectionOut::raw(BLOCKS, blocks),
-                SectionOut::raw(SIGNS, signs),
-                SectionOut::raw(ATTR_CODES, codes),
-                SectionOut::raw(ATTRS, attrs),
-                SectionOut::raw(IDS, ids),
-                SectionOut::raw(VECTORS, vectors),
-            ],
+            head.into_iter()
+                .chain([
+                    SectionOut::raw(BLOCKS, blocks),
+                    SectionOut::raw(SIGNS, signs),
+                    SectionOut::raw(ATTR_CODES, codes),
+                    SectionOut::raw(ATTRS, attrs),
+                    SectionOut::raw(IDS, ids),
+                    SectionOut::raw(VECTORS, vectors),
+                ])
+                .collect(),
         )
+    }
+}
+
+/// The NAMES section: `u32[N + 1]` ascending byte offsets into the UTF-8 bytes that
+/// follow (name `i` is bytes `offsets[i]..offsets[i + 1]`).
+fn encode_names(names: &[String]) -> Vec<u8> {
+    let mut offsets = Vec::with_capacity(names.len() + 1);
+    let mut at = 0u32;
+    offsets.push(0);
+    for n in names {
+        at = at.saturating_add(n.len() as u32);
+        offsets.push(at);
+    }
+    let mut out = Vec::with_capacity(offsets.len() * 4 + at as usize);
+    le::put_u32s(&mut out, &offsets);
+    for n in names {
+        out.extend_from_slice(n.as_bytes());
+    }
+    out
+}
+
+/// A segment's string ids, decoded from its NAMES section.
+#[derive(Debug, PartialEq)]
+struct Names {
+    offsets: Vec<u32>,
+    text: String,
+}
+
+impl Names {
+    fn decode(bytes: &[u8], object: &str, n: usize) -> Result<Names> {
+        let bad = |reason: &str| CoreError::corrupt(object, format!("NAMES section: {reason}"));
+        let mut r = le::Reader::new(bytes, object, "NAMES");
+        let offsets = r.u32s(n + 1)?;
+        let rest = &bytes[(n + 1) * 4..];
+        if offsets[0] != 0 || offsets.windows(2).any(|w| w[0] > w[1]) || offsets[n] as usize != rest.len() {
+            return Err(bad("offsets are not ascending to the text's length"));
+        }
+        let text = String::from_utf8(rest.to_vec()).map_err(|_| bad("a name is not UTF-8"))?;
+        if offsets.iter().any(|&o| !text.is_char_boundary(o as usize)) {
+            return Err(bad("an offset splits a character"));
+        }
+        Ok(Names { offsets, text })
+    }
+
+    fn get(&self, row: usize) -> &str {
+        &self.text[self.offsets[row] as usize..self.offsets[row + 1] as usize]
     }
 }
 
@@ -270,6 +327,8 @@ pub struct Segment {
     attr_values: Range<usize>,
     ids: Range<usize>,
     vectors: Range<usize>,
+    /// String ids (the NAMES section), in an index of string ids.
+    names: Option<Arc<Names>>,
     /// Decoded SUMS section (absent in segments written before it existed: those are
     /// only ever read whole).
     sums: Option<Arc<Sums>>,
@@ -412,7 +471,27 @@ impl Segment {
     pub fn ids(&self) -> &[u64] {
         self.words_u64(&self.ids)
     }
-    /// Id of row `row`.
+    /// String id of row `row`, in an index of string ids.
+    pub fn name(&self, row: usize) -> Option<&str> {
+        self.names.as_ref().map(|n| n.get(row))
+    }
+
+    /// True when the rows carry string ids ([`Segment::name`]).
+    pub fn has_names(&self) -> bool {
+        self.names.is_some()
+    }
+
+    /// Byte range of the IDS section in the object (to read the ids alone by range).
+    pub fn ids_range(&self) -> Range<u64> {
+        self.ids.start as u64..self.ids.end as u64
+    }
+
+    /// Byte range of the ATTRS section in the object (every attribute's exact values).
+    pub fn attrs_range(&self) -> Range<u64> {
+        self.attr_values.start as u64..self.attr_values.end as u64
+    }
+
+    /// Id of `row` (for string ids, the xxh3-64 of its name).
     pub fn id(&self, row: usize) -> u64 {
         self.ids()[row]
     }
@@ -756,6 +835,10 @@ impl Segment {
         }
         let block_starts = block_starts(&lists, width);
         let at = block_starts.last().copied().unwrap_or(0);
+        let names = match c.has_section(NAMES) {
+            false => None,
+            true => Some(Arc::new(Names::decode(&c.section(NAMES)?, object, n)?)),
+        };
         let sums = match c.has_section(SUMS) {
             false => None,
             true => {
@@ -827,6 +910,7 @@ impl Segment {
             ids,
             vectors,
             sums,
+            names,
             present: None,
             buf,
         })
@@ -929,6 +1013,7 @@ mod tests {
                     .collect(),
             ],
             ids: (0..n as u64).map(|i| 1000 + i).collect(),
+            names: Vec::new(),
             attr_values: vec![
                 (0..n).map(|i| (i % 2) as f64 * 50.0).collect(),
                 (0..n).map(|i| if i % 5 == 0 { f64::NAN } else { 1.0 }).collect(),

@@ -138,6 +138,7 @@ mod tests {
             attr_cells: Vec::new(),
             attr_codes: Vec::new(),
             ids: Vec::new(),
+            names: Vec::new(),
             attr_values: Vec::new(),
             vectors: Vec::new(),
             lists: vec![0, 0],

@@ -99,6 +99,18 @@ pub fn plan(
         // Set once the nearest `nprobe` lists have given a selectivity estimate.
         Safety::Curve(_) => f64::INFINITY,
     };
+    let live_share: Vec<f64> = manifest
+        .meta
+        .partitions
+        .iter()
+        .map(|p| {
+            if p.count == 0 {
+                0.0
+            } else {
+                p.live() as f64 / p.count as f64
+            }
+        })
+        .collect();
     let (mut near_rows, mut near_matches) = (0.0, 0.0);
     let mut chosen: Vec<u32> = Vec::new();
     let mut estimated = 0.0;
@@ -109,7 +121,8 @@ pub fn plan(
         }
         let l = order[i].1 as usize;
         i += 1;
-        let count = manifest.list_counts[l] as f64;
+        // Rows deleted by writes count out, spread evenly over the partition's lists.
+        let count = manifest.list_counts[l] as f64 * live_share[manifest.list_home(l).0 as usize];
         let est = match &estimator {
             None => count,
             Some(e) => count * e.fraction(manifest.presence(l)),

@@ -9,12 +9,12 @@ use crate::plan::{plan, Plan, Safety};
 use crate::tree::{build_tree, Fanout};
 use crate::worker::{merge_hits, Worker};
 use squash_api::{
-    BatchQuery, BatchResponse, BatchStats, PlanChoice, QueryPart, QueryStats, SearchHit, SearchRequest, SearchResponse,
-    SegmentRef, TreeNode, WorkerHit, WorkerRequest, WorkerResponse, MAX_BATCH, MAX_BATCH_HITS, MAX_K,
+    BatchQuery, BatchResponse, BatchStats, Id, ObjectRef, PlanChoice, QueryPart, QueryStats, SearchHit, SearchRequest,
+    SearchResponse, SegmentRef, TreeNode, WorkerHit, WorkerRequest, WorkerResponse, MAX_BATCH, MAX_BATCH_HITS, MAX_K,
 };
 use squash_core::distance::prepare_vector;
 use squash_core::filter::Expr;
-use squash_core::manifest::{Manifest, MANIFEST_KEY};
+use squash_core::manifest::{DeletesInfo, Manifest, MANIFEST_KEY};
 use squash_storage::{ObjectStore, StorageError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -355,7 +355,7 @@ impl Index {
         }
         let cache = worker.cache();
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
-        let index_bytes: u64 = parts.iter().map(|p| p.bytes).sum();
+        let index_bytes: u64 = parts.iter().map(|p| p.total_bytes()).sum();
         if index_bytes <= cache.budget() {
             return (
                 PlanChoice::Local,
@@ -387,16 +387,37 @@ impl Index {
         )
     }
 
-    fn segment_ref(&self, partition: u32, lists: Vec<u32>) -> SegmentRef {
+    /// The segments of `partition` to scan in `lists`: its base segment, then its
+    /// deltas, each with its deletion set.
+    fn segment_refs(&self, partition: u32, lists: &[u32]) -> Vec<SegmentRef> {
         let info = &self.manifest.meta.partitions[partition as usize];
-        SegmentRef {
+        let deletes = |d: &Option<DeletesInfo>| {
+            d.as_ref().map(|d| ObjectRef {
+                key: d.key.clone(),
+                bytes: d.bytes,
+                checksum: d.checksum.clone(),
+            })
+        };
+        let mut out = Vec::with_capacity(1 + info.deltas.len());
+        out.push(SegmentRef {
             partition,
             key: info.key.clone(),
             bytes: info.bytes,
             checksum: info.checksum.clone(),
-            lists,
+            lists: lists.to_vec(),
             head: info.head,
-        }
+            deletes: deletes(&info.deletes),
+        });
+        out.extend(info.deltas.iter().map(|d| SegmentRef {
+            partition,
+            key: d.key.clone(),
+            bytes: d.bytes,
+            checksum: d.checksum.clone(),
+            lists: lists.to_vec(),
+            head: d.head,
+            deletes: deletes(&d.deletes),
+        }));
+        out
     }
 
     /// Searches prepared queries with one plan: the requests for the tree (or the one
@@ -465,7 +486,7 @@ impl Index {
                 local_invoker = InProcessInvoker::new(w.clone());
                 let node = TreeNode {
                     worker: 0,
-                    segments: union.iter().map(|(&p, l)| self.segment_ref(p, l.clone())).collect(),
+                    segments: union.iter().flat_map(|(&p, l)| self.segment_refs(p, l)).collect(),
                     children: Vec::new(),
                 };
                 (&local_invoker, vec![node], false)
@@ -474,7 +495,7 @@ impl Index {
                 let workers = self.fanout.workers.max(1);
                 let mut groups: Vec<Vec<SegmentRef>> = vec![Vec::new(); workers];
                 for (&p, lists) in &union {
-                    groups[Self::owner(p, workers)].push(self.segment_ref(p, lists.clone()));
+                    groups[Self::owner(p, workers)].extend(self.segment_refs(p, lists));
                 }
                 let tree = build_tree(
                     groups.into_iter().enumerate().map(|(w, g)| (w as u32, g)).collect(),
@@ -523,7 +544,7 @@ impl Index {
                         .collect();
                     WorkerRequest {
                         worker: owner as u32,
-                        segments: parts.keys().map(|&p| self.segment_ref(p, union[&p].clone())).collect(),
+                        segments: parts.keys().flat_map(|&p| self.segment_refs(p, &union[&p])).collect(),
                         batch,
                         ..base.clone()
                     }
@@ -624,7 +645,10 @@ impl Index {
             let hits = merge_hits(lists, q.k)
                 .into_iter()
                 .map(|h| SearchHit {
-                    id: h.id,
+                    id: match h.name {
+                        Some(name) => Id::Str(name),
+                        None => Id::Num(h.id),
+                    },
                     distance: h.distance,
                     attributes: with_attributes.then(|| {
                         schema

@@ -109,6 +109,7 @@ mod tests {
             checksum: String::new(),
             lists: Vec::new(),
             head: 0,
+            deletes: None,
         }
     }
 

@@ -11,14 +11,17 @@ use squash_api::{
     WorkerResponse,
 };
 use squash_core::binary::{encode_signs, hamming};
+use squash_core::deletes::{decode_deletes, DeadRows};
 use squash_core::distance::{exact_distance, l2sq, prefetch};
 use squash_core::fastscan::{self, FastTable, BLOCK};
 use squash_core::filter::{CodeFilter, Expr, MASK_CERTAIN, MASK_POSSIBLE};
 use squash_core::segment::Segment;
 use squash_core::topk::{Neighbor, TopK};
 use squash_storage::{Blob, ObjectStore};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Instant;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -79,6 +82,8 @@ pub struct Selected {
     ranges: Vec<(usize, std::ops::Range<usize>)>,
     candidates: Vec<u32>,
     every_row: bool,
+    /// Deleted rows, skipped where `every_row` takes rows without a candidate list.
+    dead: Option<Arc<DeadRows>>,
     dense: bool,
     yq: Vec<f32>,
     counts: StageCounts,
@@ -100,7 +105,8 @@ impl Selected {
 
 /// First stages of the scan of one segment, over the rows of `lists` (all rows when
 /// empty): filter on attribute codes (resolved exactly for "maybe" rows) and Hamming
-/// prune on sign bits. See [`bound_segment`] for the arguments.
+/// prune on sign bits; rows in `dead` (deleted by writes) are never selected. See
+/// [`bound_segment`] for the other arguments.
 pub fn select_rows(
     seg: &Segment,
     query: &[f32],
@@ -108,7 +114,10 @@ pub fn select_rows(
     compiled: Option<&CodeFilter>,
     lists: &[u32],
     p: PartitionParams,
+    dead: Option<&Arc<DeadRows>>,
 ) -> Selected {
+    let dead = dead.filter(|d| !d.is_empty());
+    let live = |row: usize| dead.is_none_or(|d| !d.contains(row));
     let ranges = list_ranges(seg, lists);
     let mut counts = StageCounts {
         scanned: ranges.iter().map(|(_, r)| r.len() as u64).sum(),
@@ -143,14 +152,14 @@ pub fn select_rows(
             compiled.eval_into(&code_cols, &mut mask);
             for (i, &m) in mask.iter().enumerate() {
                 let row = range.start + i;
-                if m & MASK_POSSIBLE != 0 && (m & MASK_CERTAIN != 0 || f.matches_row(&columns, row)) {
+                if m & MASK_POSSIBLE != 0 && (m & MASK_CERTAIN != 0 || f.matches_row(&columns, row)) && live(row) {
                     candidates.push(row as u32);
                 }
             }
         }
     } else if !every_row {
         for (_, range) in &ranges {
-            candidates.extend(range.start as u32..range.end as u32);
+            candidates.extend((range.start as u32..range.end as u32).filter(|&r| live(r as usize)));
         }
     }
     counts.filtered = if every_row {
@@ -221,6 +230,7 @@ pub fn select_rows(
         ranges,
         candidates,
         every_row,
+        dead: dead.cloned(),
         dense,
         yq,
         counts,
@@ -245,7 +255,7 @@ pub fn bound_segment(
     p: PartitionParams,
     shared: &AtomicU32,
 ) -> (Vec<(f32, u32)>, StageCounts) {
-    let selected = select_rows(seg, query, filter, compiled, lists, p);
+    let selected = select_rows(seg, query, filter, compiled, lists, p, None);
     bound_selected(seg, query, selected, p, shared)
 }
 
@@ -263,6 +273,7 @@ pub fn bound_selected(
         ranges,
         candidates,
         every_row,
+        dead,
         dense,
         yq,
         mut counts,
@@ -301,8 +312,9 @@ pub fn bound_selected(
                         continue;
                     }
                     for (i, &sum) in chunk.iter().enumerate() {
-                        if sum <= threshold {
-                            coarse.push((sum, (range.start + c * 16 + i) as u32));
+                        let row = range.start + c * 16 + i;
+                        if sum <= threshold && dead.as_ref().is_none_or(|d| !d.contains(row)) {
+                            coarse.push((sum, row as u32));
                         }
                     }
                 }
@@ -544,7 +556,16 @@ pub struct Worker {
     store: Arc<dyn ObjectStore>,
     cache: Arc<SegmentCache>,
     ranges: RangeReads,
+    /// Decoded deletion sets by object key (immutable, content-hashed).
+    deletes: Mutex<HashMap<String, Arc<DeadRows>>>,
 }
+
+/// Deletion sets a worker keeps decoded (a bitmap of a segment's rows each; the
+/// oldest are dropped all at once beyond this).
+const DELETES_KEPT: usize = 4096;
+
+/// Each segment's deleted rows, as [`Worker::dead_rows`] found them.
+type Dead = Vec<Option<Arc<DeadRows>>>;
 
 impl Worker {
     /// A worker reading from `store` with a cache of `cache_bytes`.
@@ -559,6 +580,7 @@ impl Worker {
             store,
             cache,
             ranges: RangeReads::Off,
+            deletes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -771,12 +793,73 @@ impl Worker {
         }
     }
 
+    /// The deleted rows of each fetched segment that has a deletion set (from this
+    /// worker's map, else fetched, verified against the reference's size and checksum
+    /// and decoded); a segment whose set cannot be had fails, since searching it would
+    /// return deleted rows.
+    fn dead_rows(&self, refs: &[SegmentRef], fetched: &mut [Fetched]) -> Dead {
+        let mut out: Dead = vec![None; refs.len()];
+        let mut missing: Vec<usize> = Vec::new();
+        {
+            let map = self.deletes.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, r) in refs.iter().enumerate() {
+                if let (Some(d), Ok(_)) = (&r.deletes, &fetched[i]) {
+                    match map.get(&d.key) {
+                        Some(rows) => out[i] = Some(rows.clone()),
+                        None => missing.push(i),
+                    }
+                }
+            }
+        }
+        if missing.is_empty() {
+            return out;
+        }
+        let keys: Vec<&str> = missing
+            .iter()
+            .filter_map(|&i| refs[i].deletes.as_ref().map(|d| d.key.as_str()))
+            .collect();
+        let got = self.store.get_many(&keys);
+        let mut map = self.deletes.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() + missing.len() > DELETES_KEPT {
+            map.clear();
+        }
+        for (&i, bytes) in missing.iter().zip(got) {
+            let (Some(d), Ok((seg, ..))) = (&refs[i].deletes, &fetched[i]) else {
+                continue;
+            };
+            let total = seg.len();
+            let decoded = bytes.map_err(|e| e.to_string()).and_then(|b| {
+                let sum = format!("{:016x}", xxh3_64(&b));
+                if b.len() as u64 != d.bytes || sum != d.checksum {
+                    return Err(format!(
+                        "deletion set '{}' is {} bytes with checksum {sum}, the manifest says {} bytes, {}",
+                        d.key,
+                        b.len(),
+                        d.bytes,
+                        d.checksum
+                    ));
+                }
+                decode_deletes(&d.key, &b, total as u64).map_err(|e| e.to_string())
+            });
+            match decoded {
+                Ok(rows) => {
+                    let dead = Arc::new(DeadRows::new(&rows, total));
+                    map.insert(d.key.clone(), dead.clone());
+                    out[i] = Some(dead);
+                }
+                Err(e) => fetched[i] = Err(e),
+            }
+        }
+        out
+    }
+
     /// Searches every segment of the request: filters and bounds them in parallel, then
     /// re-ranks the best candidates of all of them together.
     pub fn handle(&self, req: &WorkerRequest) -> WorkerResponse {
         let every_row = req.filter.is_none() && req.hamming_keep >= 1.0;
-        let fetched = self.segments(&req.segments, every_row);
-        self.search_fetched(req, fetched)
+        let mut fetched = self.segments(&req.segments, every_row);
+        let dead = self.dead_rows(&req.segments, &mut fetched);
+        self.search_fetched(req, fetched, dead)
     }
 
     /// Searches every query of a batch request in its parts of the request's own
@@ -784,14 +867,18 @@ impl Worker {
     /// run in parallel, each as [`Worker::handle`] runs one. A segment's fetch is counted
     /// for the first query (in batch order) that needs it; the others count a cache hit.
     pub fn handle_batch(&self, req: &WorkerRequest) -> WorkerResponse {
-        let at: std::collections::HashMap<u32, usize> =
-            req.segments.iter().enumerate().map(|(i, s)| (s.partition, i)).collect();
+        // A partition's segments: its base segment and its deltas.
+        let mut at: HashMap<u32, Vec<usize>> = HashMap::new();
+        for (i, s) in req.segments.iter().enumerate() {
+            at.entry(s.partition).or_default().push(i);
+        }
         let every_row = req.batch.iter().all(|q| q.filter.is_none() && q.hamming_keep >= 1.0);
-        let fetched = self.segments(&req.segments, every_row);
+        let mut fetched = self.segments(&req.segments, every_row);
+        let dead = self.dead_rows(&req.segments, &mut fetched);
         let mut first_use = vec![u32::MAX; req.segments.len()];
         for q in &req.batch {
             for part in &q.parts {
-                if let Some(&i) = at.get(&part.partition) {
+                for &i in at.get(&part.partition).into_iter().flatten() {
                     first_use[i] = first_use[i].min(q.slot);
                 }
             }
@@ -803,7 +890,7 @@ impl Worker {
                 let mine: Vec<(usize, &QueryPart)> = q
                     .parts
                     .iter()
-                    .filter_map(|part| at.get(&part.partition).map(|&i| (i, part)))
+                    .flat_map(|part| at.get(&part.partition).into_iter().flatten().map(move |&i| (i, part)))
                     .collect();
                 if mine.is_empty() {
                     return None;
@@ -837,7 +924,8 @@ impl Worker {
                         Err(e) => Err(e.clone()),
                     })
                     .collect();
-                let resp = self.search_fetched(&one, got);
+                let dead_here = mine.iter().map(|&(i, _)| dead[i].clone()).collect();
+                let resp = self.search_fetched(&one, got, dead_here);
                 Some(BatchAnswer {
                     slot: q.slot,
                     hits: resp.hits,
@@ -856,7 +944,7 @@ impl Worker {
     }
 
     /// [`Worker::handle`] over segments already got.
-    fn search_fetched(&self, req: &WorkerRequest, mut fetched: Vec<Fetched>) -> WorkerResponse {
+    fn search_fetched(&self, req: &WorkerRequest, mut fetched: Vec<Fetched>, dead: Dead) -> WorkerResponse {
         let params = PartitionParams {
             k: req.k as usize,
             rerank_factor: req.rerank_factor as usize,
@@ -898,13 +986,22 @@ impl Worker {
             .segments
             .par_iter()
             .zip(fetched.par_iter())
-            .map(|(r, f)| {
+            .zip(dead.par_iter())
+            .map(|((r, f), dead)| {
                 let Ok((seg, ..)) = f else { return (None, 0) };
                 let t0 = Instant::now();
                 let compiled = shared
                     .as_ref()
                     .filter(|_| first.as_ref().is_some_and(|f| f.attr_cells() == seg.attr_cells()));
-                let sel = select_rows(seg, &req.query, req.filter.as_ref(), compiled, &r.lists, params);
+                let sel = select_rows(
+                    seg,
+                    &req.query,
+                    req.filter.as_ref(),
+                    compiled,
+                    &r.lists,
+                    params,
+                    dead.as_ref(),
+                );
                 (Some(sel), t0.elapsed().as_micros() as u64)
             })
             .collect();
@@ -984,6 +1081,7 @@ impl Worker {
             .into_iter()
             .map(|h| WorkerHit {
                 id: h.id,
+                name: segs[h.segment as usize].name(h.row as usize).map(str::to_string),
                 distance: h.distance,
                 attrs: if req.with_attributes {
                     let seg = segs[h.segment as usize];
@@ -1199,6 +1297,7 @@ mod tests {
     fn hit(id: u64, distance: f32, attr: f64) -> WorkerHit {
         WorkerHit {
             id,
+            name: None,
             distance,
             attrs: vec![attr],
         }

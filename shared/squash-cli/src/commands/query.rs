@@ -103,6 +103,7 @@ pub fn run(a: QueryArgs) -> Result<()> {
             },
             params: a.knobs.params(),
             allow_partial: false,
+            consistency: None,
         })
         .collect();
     if a.batch == 0 || a.batch > squash_api::MAX_BATCH {
@@ -132,7 +133,7 @@ pub fn run(a: QueryArgs) -> Result<()> {
         let write = if a.json {
             let mut line = serde_json::json!({
                 "query": i,
-                "ids": resp.hits.iter().map(|h| h.id).collect::<Vec<_>>(),
+                "ids": resp.hits.iter().map(|h| h.id.clone()).collect::<Vec<_>>(),
                 "distances": resp.hits.iter().map(|h| h.distance).collect::<Vec<_>>(),
             });
             if a.include_attributes {

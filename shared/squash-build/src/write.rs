@@ -1,0 +1,749 @@
+//! Writes without a rebuild: upsert and delete by id (or by filter), committed as a new
+//! manifest version.
+//!
+//! A write never changes an object: it adds small *delta segments* (the new rows of a
+//! partition, in the partition's own fine lists, rotated and quantised with the
+//! partition's KLT and boundaries, the outer boundaries widened to hold them) and new
+//! *deletion sets* (a segment's deleted or replaced rows, all of them so far), then
+//! commits a manifest naming them with a conditional write on `manifest.sqm`
+//! (`If-Match` on the tag it read). Of two writers racing, one commits and the other
+//! re-reads the new version and applies its write again on top of it: no update is
+//! ever lost. A writer that dies before the commit leaves the index at the version it
+//! read (its objects are orphans, removed by `squash compact`); readers hold one
+//! manifest version from the start to the end of a query, so they never see half a write.
+
+use crate::error::{BuildError, Result};
+use crate::ids::Ids;
+use crate::io::{Attributes, Matrix};
+use squash_core::attrs::{AttrCells, AttrKind, Schema};
+use squash_core::binary::{encode_signs, words_for};
+use squash_core::deletes::{decode_deletes, encode_deletes};
+use squash_core::distance::{l2sq, prepare_vector};
+use squash_core::filter::Expr;
+use squash_core::manifest::{
+    string_id_key, DeletesInfo, DeltaInfo, IdKind, Manifest, MANIFEST_KEY, MAX_ID_BYTES, PRESENCE_WORDS,
+};
+use squash_core::segment::{Segment, SegmentMeta, SegmentParts};
+use squash_engine::cache::SegmentCache;
+use squash_storage::{ObjectStore, Precondition, StorageError};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
+
+/// Most conditional commits a write attempts before giving up (each conflict means
+/// another writer committed first; the write is re-applied on the new version).
+pub const MAX_COMMIT_ATTEMPTS: u32 = 64;
+
+/// Prefix of the copies of committed manifests kept for `squash compact` (which
+/// removes objects no version younger than its grace period names).
+pub const VERSIONS_PREFIX: &str = "versions/";
+
+/// Rows to insert or replace: ids (integers or strings, as the index's), vectors and
+/// attributes by name (a subset of the index's; absent ones are missing values).
+#[derive(Debug, Clone, Default)]
+pub struct Upsert {
+    /// One id per row.
+    pub ids: Ids,
+    /// One vector per row.
+    pub vectors: Matrix,
+    /// Attribute columns (none, or one value per row each).
+    pub attrs: Attributes,
+}
+
+/// What to delete.
+#[derive(Debug, Clone)]
+pub enum Delete {
+    /// These ids (ids the index does not hold are counted as missing, not an error).
+    Ids(Ids),
+    /// Every live row whose attributes match this filter (the search filter language).
+    Filter(serde_json::Value),
+}
+
+/// What a committed write did.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct WriteReport {
+    /// The manifest version committed (unchanged when the write changed nothing).
+    pub version: u64,
+    /// Rows added under new ids.
+    pub inserted: u64,
+    /// Rows that replaced a live row with the same id.
+    pub replaced: u64,
+    /// Live rows deleted.
+    pub deleted: u64,
+    /// Ids asked to be deleted that the index did not hold.
+    pub missing: u64,
+    /// Commits refused because another writer committed first (each was retried).
+    pub retries: u32,
+    /// Objects written (delta segments, deletion sets, the manifest).
+    pub objects_written: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Live vectors after the write.
+    pub count: u64,
+}
+
+/// Applies writes to the index in a store. Keeps the segments it has read (by their
+/// immutable keys) for the next write; a coordinator shares its search cache with it.
+pub struct Writer {
+    store: Arc<dyn ObjectStore>,
+    cache: Arc<SegmentCache>,
+    deletes: Mutex<HashMap<String, Arc<Vec<u32>>>>,
+    /// Called between the steps of a write (for fault drills): `before("commit")`…
+    hook: Option<Box<Hook>>,
+}
+
+/// A fault drill's hook: called with each step's name before it runs.
+type Hook = dyn Fn(&str) -> Result<()> + Send + Sync;
+
+/// A segment of the manifest to hold: partition, place, key, size, checksum, deletions.
+type Wanted<'a> = (u32, usize, &'a str, u64, &'a str, Option<&'a DeletesInfo>);
+
+/// A segment of the index as a write sees it: which partition, its place (0 = base,
+/// `1 + i` = delta `i`), the segment and its deleted rows.
+struct Held {
+    partition: u32,
+    place: usize,
+    segment: Arc<Segment>,
+    dead: Arc<Vec<u32>>,
+}
+
+/// New objects and the manifest they go into, ready to commit.
+struct Staged {
+    manifest: Manifest,
+    objects: Vec<(String, Vec<u8>)>,
+    report: WriteReport,
+}
+
+impl Writer {
+    /// A writer for the index in `store`, with a segment cache of its own (1 GiB).
+    pub fn new(store: Arc<dyn ObjectStore>) -> Writer {
+        Writer::with_cache(store, Arc::new(SegmentCache::new(1 << 30)))
+    }
+
+    /// A writer sharing `cache` (a coordinator's search cache).
+    pub fn with_cache(store: Arc<dyn ObjectStore>, cache: Arc<SegmentCache>) -> Writer {
+        Writer {
+            store,
+            cache,
+            deletes: Mutex::new(HashMap::new()),
+            hook: None,
+        }
+    }
+
+    /// This writer, calling `hook` with the name of each step before it runs
+    /// (`"segments"`, `"deletes"`, `"commit"`, `"history"`): an error stops the write there.
+    pub fn with_hook(mut self, hook: impl Fn(&str) -> Result<()> + Send + Sync + 'static) -> Writer {
+        self.hook = Some(Box::new(hook));
+        self
+    }
+
+    fn step(&self, name: &str) -> Result<()> {
+        match &self.hook {
+            Some(h) => h(name),
+            None => Ok(()),
+        }
+    }
+
+    /// Inserts new ids and replaces existing ones (vector and attributes), committed as
+    /// one new version. Bad input (a wrong dimension, a duplicate id, an unknown
+    /// attribute, an id of the wrong kind or too long) is rejected before anything is
+    /// written, with the field named as `vectors[i].field`.
+    pub fn upsert(&self, rows: &Upsert) -> Result<WriteReport> {
+        self.commit_loop(|manifest| {
+            let prepared = prepare_upsert(manifest, rows)?;
+            self.stage_upsert(manifest, prepared)
+        })
+    }
+
+    /// Deletes the rows of the given ids, or those matching a filter, committed as one
+    /// new version (none when nothing matched).
+    pub fn delete(&self, what: &Delete) -> Result<WriteReport> {
+        self.commit_loop(|manifest| self.stage_delete(manifest, what))
+    }
+
+    /// Reads the current manifest, stages the write on it and commits it with a
+    /// conditional write; on a conflict, starts over from the newer version.
+    fn commit_loop(&self, mut stage: impl FnMut(&Manifest) -> Result<Staged>) -> Result<WriteReport> {
+        let mut retries = 0;
+        loop {
+            let (bytes, tag) = self.store.get_tagged(MANIFEST_KEY)?;
+            let manifest = Manifest::decode(MANIFEST_KEY, &bytes)?;
+            let mut staged = stage(&manifest)?;
+            staged.report.retries = retries;
+            if staged.objects.is_empty() {
+                // Nothing changed (a delete of absent ids): no new version.
+                staged.report.version = manifest.meta.version;
+                staged.report.count = manifest.meta.count;
+                return Ok(staged.report);
+            }
+            let (segments, deletes): (Vec<_>, Vec<_>) = staged.objects.iter().partition(|(k, _)| k.ends_with(".sqs"));
+            self.step("segments")?;
+            put_all(self.store.as_ref(), &segments)?;
+            self.step("deletes")?;
+            put_all(self.store.as_ref(), &deletes)?;
+            staged.report.objects_written = staged.objects.len() as u64 + 1;
+            staged.report.bytes_written = staged.objects.iter().map(|(_, b)| b.len() as u64).sum();
+            let version = manifest.meta.version + 1;
+            staged.manifest.meta.version = version;
+            staged.manifest.meta.committed_at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let encoded = staged.manifest.encode();
+            staged.report.bytes_written += encoded.len() as u64;
+            self.step("commit")?;
+            match self.store.put_if(MANIFEST_KEY, &encoded, &Precondition::Matches(tag)) {
+                Ok(_) => {
+                    // A copy for `squash compact` to know what this version named;
+                    // the commit above is what counts, so a failure here only keeps
+                    // more objects alive at the next compaction.
+                    if self.step("history").is_ok() {
+                        let _ = self.store.put(&format!("{VERSIONS_PREFIX}{version:020}.sqm"), &encoded);
+                    }
+                    staged.report.version = version;
+                    staged.report.count = staged.manifest.meta.count;
+                    return Ok(staged.report);
+                }
+                Err(StorageError::Conflict { .. }) if retries + 1 < MAX_COMMIT_ATTEMPTS => {
+                    retries += 1;
+                    // Back off a little, more each time, with jitter so that two
+                    // writers do not collide in lockstep.
+                    let jitter = xxh3_64(&[retries as u8, (Instant::now().elapsed().subsec_nanos() & 0xff) as u8]);
+                    let ms = (2u64 << retries.min(6)) + jitter % 8;
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
+                Err(StorageError::Conflict { .. }) => return Err(BuildError::bad(
+                    "manifest",
+                    format!(
+                        "gave up after {MAX_COMMIT_ATTEMPTS} conflicting commits: other writers kept committing first"
+                    ),
+                )),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Every segment of the index (base and deltas) with its deleted rows.
+    fn held(&self, manifest: &Manifest) -> Result<Vec<Held>> {
+        let mut wanted: Vec<Wanted> = Vec::new();
+        for p in &manifest.meta.partitions {
+            wanted.push((p.id, 0, &p.key, p.bytes, &p.checksum, p.deletes.as_ref()));
+            for (i, d) in p.deltas.iter().enumerate() {
+                wanted.push((p.id, i + 1, &d.key, d.bytes, &d.checksum, d.deletes.as_ref()));
+            }
+        }
+        let missing: Vec<&str> = wanted
+            .iter()
+            .filter(|w| self.cache.get(w.2).is_none_or(|s| s.is_partial()))
+            .map(|w| w.2)
+            .collect();
+        let fetched: HashMap<&str, _> = missing
+            .iter()
+            .copied()
+            .zip(self.store.get_many_shared(&missing))
+            .collect();
+        let mut out = Vec::with_capacity(wanted.len());
+        let mut fetched = fetched;
+        for (partition, place, key, bytes, checksum, deletes) in wanted {
+            let segment = match fetched.remove(key) {
+                None => self
+                    .cache
+                    .get(key)
+                    .ok_or_else(|| BuildError::bad("segments", format!("segment '{key}' was not read")))?,
+                Some(blob) => {
+                    let blob = blob?;
+                    let sum = format!("{:016x}", xxh3_64(&blob.bytes));
+                    if blob.bytes.len() as u64 != bytes || sum != checksum {
+                        return Err(squash_core::CoreError::corrupt(
+                            key,
+                            format!(
+                                "{} bytes with checksum {sum}, the manifest says {bytes} bytes, {checksum}",
+                                blob.bytes.len()
+                            ),
+                        )
+                        .into());
+                    }
+                    let seg = Arc::new(Segment::decode_verified(key, blob.bytes.clone())?);
+                    let charge = seg.decoded_bytes() + if blob.mapped { 0 } else { bytes };
+                    self.cache.insert(key, seg.clone(), charge);
+                    seg
+                }
+            };
+            let dead = match deletes {
+                None => Arc::new(Vec::new()),
+                Some(d) => self.deletion_set(d, segment.len() as u64)?,
+            };
+            out.push(Held {
+                partition,
+                place,
+                segment,
+                dead,
+            });
+        }
+        Ok(out)
+    }
+
+    fn deletion_set(&self, d: &DeletesInfo, total: u64) -> Result<Arc<Vec<u32>>> {
+        if let Some(rows) = self.deletes.lock().unwrap_or_else(|p| p.into_inner()).get(&d.key) {
+            return Ok(rows.clone());
+        }
+        let bytes = self.store.get(&d.key)?;
+        let sum = format!("{:016x}", xxh3_64(&bytes));
+        if bytes.len() as u64 != d.bytes || sum != d.checksum {
+            return Err(squash_core::CoreError::corrupt(
+                &d.key,
+                format!(
+                    "{} bytes with checksum {sum}, the manifest says {} bytes, {}",
+                    bytes.len(),
+                    d.bytes,
+                    d.checksum
+                ),
+            )
+            .into());
+        }
+        let rows = Arc::new(decode_deletes(&d.key, &bytes, total)?);
+        self.deletes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(d.key.clone(), rows.clone());
+        Ok(rows)
+    }
+
+    /// Live rows holding one of `keys` (string ids compared in full): `(held index, row)`.
+    fn locate(held: &[Held], keys: &HashMap<u64, Vec<usize>>, names: Option<&[String]>) -> Vec<(usize, usize, usize)> {
+        let mut found = Vec::new();
+        for (h, seg) in held.iter().enumerate() {
+            let dead: HashSet<u32> = seg.dead.iter().copied().collect();
+            for (row, id) in seg.segment.ids().iter().enumerate() {
+                let Some(requests) = keys.get(id) else { continue };
+                if dead.contains(&(row as u32)) {
+                    continue;
+                }
+                for &i in requests {
+                    let same = match names {
+                        Some(n) => seg.segment.name(row) == Some(n[i].as_str()),
+                        None => true,
+                    };
+                    if same {
+                        found.push((h, row, i));
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    fn stage_upsert(&self, manifest: &Manifest, rows: Prepared) -> Result<Staged> {
+        let held = self.held(manifest)?;
+        let mut keys: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (i, &k) in rows.keys.iter().enumerate() {
+            keys.entry(k).or_default().push(i);
+        }
+        let found = Writer::locate(&held, &keys, rows.names.as_deref());
+        let mut dead_new: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+        for &(h, row, _) in &found {
+            dead_new.entry(h).or_default().push(row as u32);
+        }
+        let replaced = found.len() as u64;
+        let mut m = manifest.clone();
+        m.meta.schema = rows.schema.clone();
+        m.attr_cells = rows.cells.clone();
+        let mut objects = Vec::new();
+        // Each new row to the nearest list (in the planner's space), grouped by partition.
+        let assign = assign_lists(manifest, &rows.vectors, rows.dim);
+        let mut by_partition: BTreeMap<u32, Vec<(usize, u32)>> = BTreeMap::new();
+        for (i, &l) in assign.iter().enumerate() {
+            let (p, local) = manifest.list_home(l as usize);
+            by_partition.entry(p).or_default().push((i, local));
+        }
+        let base_of: HashMap<u32, &Held> = held.iter().filter(|h| h.place == 0).map(|h| (h.partition, h)).collect();
+        for (&pid, members) in &by_partition {
+            let base = base_of
+                .get(&pid)
+                .ok_or_else(|| BuildError::bad("manifest", format!("partition {pid} has no base segment")))?;
+            let parts = delta_parts(&base.segment, pid, members, &rows, manifest.meta.metric);
+            let bytes = parts.encode();
+            let key = format!("segments/p{pid:05}-{:032x}.sqs", xxh3_128(&bytes));
+            let head = squash_core::segment::head_len_of(&key, &bytes)?;
+            let first = m.list_start[pid as usize] as usize;
+            let attrs = m.meta.schema.len();
+            for &(i, local) in members {
+                let g = first + local as usize;
+                m.list_counts[g] += 1;
+                for a in 0..attrs {
+                    let c = m.attr_cells[a].encode(rows.values[a][i]);
+                    m.list_presence[(g * attrs + a) * PRESENCE_WORDS + c as usize / 64] |= 1 << (c % 64);
+                }
+            }
+            let p = &mut m.meta.partitions[pid as usize];
+            p.count += members.len() as u64;
+            p.deltas.push(DeltaInfo {
+                key: key.clone(),
+                bytes: bytes.len() as u64,
+                checksum: format!("{:016x}", xxh3_64(&bytes)),
+                count: members.len() as u64,
+                head,
+                version: manifest.meta.version + 1,
+                deletes: None,
+            });
+            objects.push((key, bytes));
+        }
+        let deleted = self.apply_deletes(&mut m, &held, dead_new, &mut objects);
+        debug_assert_eq!(deleted, replaced);
+        m.meta.count = m.meta.partitions.iter().map(|p| p.live()).sum();
+        Ok(Staged {
+            manifest: m,
+            objects,
+            report: WriteReport {
+                inserted: rows.keys.len() as u64 - replaced,
+                replaced,
+                ..WriteReport::default()
+            },
+        })
+    }
+
+    /// Adds the new deleted rows to each segment's deletion set (a new object per
+    /// segment touched) and to the partitions' counts; returns how many rows died.
+    fn apply_deletes(
+        &self,
+        m: &mut Manifest,
+        held: &[Held],
+        dead_new: BTreeMap<usize, Vec<u32>>,
+        objects: &mut Vec<(String, Vec<u8>)>,
+    ) -> u64 {
+        let mut total = 0;
+        for (h, mut rows) in dead_new {
+            let seg = &held[h];
+            rows.extend(seg.dead.iter().copied());
+            rows.sort_unstable();
+            rows.dedup();
+            let added = rows.len() - seg.dead.len();
+            total += added as u64;
+            let bytes = encode_deletes(&rows, seg.segment.len() as u64);
+            let key = format!("segments/p{:05}-{:032x}.sqd", seg.partition, xxh3_128(&bytes));
+            let info = DeletesInfo {
+                key: key.clone(),
+                bytes: bytes.len() as u64,
+                checksum: format!("{:016x}", xxh3_64(&bytes)),
+                rows: rows.len() as u64,
+            };
+            let p = &mut m.meta.partitions[seg.partition as usize];
+            p.deleted += added as u64;
+            match seg.place {
+                0 => p.deletes = Some(info),
+                i => p.deltas[i - 1].deletes = Some(info),
+            }
+            objects.push((key, bytes));
+        }
+        total
+    }
+
+    fn stage_delete(&self, manifest: &Manifest, what: &Delete) -> Result<Staged> {
+        let held = self.held(manifest)?;
+        let mut dead_new: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+        let mut missing = 0;
+        match what {
+            Delete::Ids(ids) => {
+                let (keys, names) = id_keys(manifest, ids, &|i| format!("ids[{i}]"))?;
+                let mut by_key: HashMap<u64, Vec<usize>> = HashMap::new();
+                for (i, &k) in keys.iter().enumerate() {
+                    by_key.entry(k).or_default().push(i);
+                }
+                let found = Writer::locate(&held, &by_key, names.as_deref());
+                let hit: HashSet<usize> = found.iter().map(|f| f.2).collect();
+                missing = (keys.len() - hit.len()) as u64;
+                for (h, row, _) in found {
+                    dead_new.entry(h).or_default().push(row as u32);
+                }
+            }
+            Delete::Filter(json) => {
+                let filter = Expr::parse(json, &manifest.meta.schema)?.ok_or_else(|| {
+                    BuildError::bad("filter", "an empty filter would delete everything; rebuild instead")
+                })?;
+                for (h, seg) in held.iter().enumerate() {
+                    let dead: HashSet<u32> = seg.dead.iter().copied().collect();
+                    let columns = seg.segment.attr_columns();
+                    let rows: Vec<u32> = (0..seg.segment.len())
+                        .filter(|&r| !dead.contains(&(r as u32)) && filter.matches(&|a| columns[a][r]))
+                        .map(|r| r as u32)
+                        .collect();
+                    if !rows.is_empty() {
+                        dead_new.insert(h, rows);
+                    }
+                }
+            }
+        }
+        let mut m = manifest.clone();
+        let mut objects = Vec::new();
+        let deleted = self.apply_deletes(&mut m, &held, dead_new, &mut objects);
+        m.meta.count = m.meta.partitions.iter().map(|p| p.live()).sum();
+        Ok(Staged {
+            manifest: m,
+            objects,
+            report: WriteReport {
+                deleted,
+                missing,
+                ..WriteReport::default()
+            },
+        })
+    }
+}
+
+fn put_all(store: &dyn ObjectStore, objects: &[&(String, Vec<u8>)]) -> Result<()> {
+    use rayon::prelude::*;
+    objects
+        .par_iter()
+        .try_for_each(|(k, b)| store.put(k, b).map_err(BuildError::from))
+}
+
+/// An upsert checked against the index: internal id keys, string ids, prepared vectors,
+/// attribute values in the index's column order, and the schema and cells widened to
+/// hold them.
+struct Prepared {
+    keys: Vec<u64>,
+    names: Option<Vec<String>>,
+    dim: usize,
+    vectors: Vec<f32>,
+    values: Vec<Vec<f64>>,
+    schema: Schema,
+    cells: Vec<AttrCells>,
+}
+
+/// Internal keys (and names, for string ids) of ids given to a write on `manifest`'s index.
+/// `field_of(i)` names id `i` in errors.
+fn id_keys(
+    manifest: &Manifest,
+    ids: &Ids,
+    field_of: &dyn Fn(usize) -> String,
+) -> Result<(Vec<u64>, Option<Vec<String>>)> {
+    let kind = manifest.meta.ids;
+    match (ids, kind) {
+        (Ids::Rows, _) => Err(BuildError::bad("ids", "writes need ids")),
+        (Ids::U64(v), IdKind::U64) => Ok((v.clone(), None)),
+        (Ids::Strings(v), IdKind::String) => {
+            if let Some((i, s)) = v
+                .iter()
+                .enumerate()
+                .find(|(_, s)| s.is_empty() || s.len() > MAX_ID_BYTES)
+            {
+                return Err(BuildError::bad(
+                    &field_of(i),
+                    format!("is {} bytes; string ids are 1 to {MAX_ID_BYTES} bytes", s.len()),
+                ));
+            }
+            Ok((v.iter().map(|s| string_id_key(s)).collect(), Some(v.clone())))
+        }
+        (Ids::U64(_), IdKind::String) => Err(BuildError::bad(
+            &field_of(0),
+            "this index has string ids; an integer was given",
+        )),
+        (Ids::Strings(v), IdKind::U64) => Err(BuildError::bad(
+            &field_of(0),
+            format!(
+                "this index has unsigned integer ids; got the string {:?}",
+                v.first().map(String::as_str).unwrap_or("")
+            ),
+        )),
+    }
+}
+
+/// Checks an upsert against the index (nothing is written when this fails).
+fn prepare_upsert(manifest: &Manifest, rows: &Upsert) -> Result<Prepared> {
+    let meta = &manifest.meta;
+    let dim = meta.dim as usize;
+    let n = rows.ids.len().unwrap_or(0);
+    if n == 0 {
+        return Err(BuildError::bad("vectors", "no vectors to upsert"));
+    }
+    let (keys, names) = id_keys(manifest, &rows.ids, &|i| format!("vectors[{i}].id"))?;
+    // Duplicates within the request.
+    let mut first: HashMap<u64, usize> = HashMap::new();
+    for (i, &k) in keys.iter().enumerate() {
+        if let Some(&j) = first.get(&k) {
+            if names.as_ref().is_none_or(|n| n[i] == n[j]) {
+                let id = names.as_ref().map_or(k.to_string(), |n| format!("{:?}", n[i]));
+                return Err(BuildError::bad(
+                    &format!("vectors[{i}].id"),
+                    format!("duplicate id {id} (also vectors[{j}]); an upsert names each id once"),
+                ));
+            }
+        }
+        first.insert(k, i);
+    }
+    if rows.vectors.rows != n {
+        return Err(BuildError::bad(
+            "vectors",
+            format!("{} vectors for {n} ids", rows.vectors.rows),
+        ));
+    }
+    if rows.vectors.cols != dim {
+        return Err(BuildError::bad(
+            "vectors[0].vector",
+            format!("has {} values; the index has dimension {dim}", rows.vectors.cols),
+        ));
+    }
+    let mut vectors = rows.vectors.data.clone();
+    for (i, v) in vectors.chunks_exact_mut(dim).enumerate() {
+        prepare_vector(meta.metric, v, dim, &format!("vectors[{i}].vector"))?;
+    }
+    // Attributes: by name onto the index's columns; categorical strings coded (new
+    // ones appended to the dictionary); cells widened to hold every new value.
+    let mut schema = meta.schema.clone();
+    let mut cells = manifest.attr_cells.clone();
+    let mut values = vec![vec![f64::NAN; n]; schema.len()];
+    if !rows.attrs.columns.is_empty() && rows.attrs.rows() != n {
+        return Err(BuildError::bad(
+            "attributes",
+            format!("{} attribute rows for {n} vectors", rows.attrs.rows()),
+        ));
+    }
+    for (spec, col) in rows.attrs.schema.attrs.iter().zip(&rows.attrs.columns) {
+        let at_row = || col.iter().position(|v| !v.is_nan()).unwrap_or(0);
+        let field = |i: usize| format!("vectors[{i}].attributes.{}", spec.name);
+        let Some(a) = schema.index_of(&spec.name) else {
+            let known: Vec<&str> = schema.attrs.iter().map(|a| a.name.as_str()).collect();
+            return Err(BuildError::bad(
+                &field(at_row()),
+                format!("unknown attribute (this index has: {})", known.join(", ")),
+            ));
+        };
+        let target = &mut schema.attrs[a];
+        for (i, &v) in col.iter().enumerate() {
+            if v.is_nan() {
+                continue;
+            }
+            let value = match (target.kind, spec.kind) {
+                (AttrKind::Numeric, AttrKind::Numeric) => v,
+                (AttrKind::Numeric, AttrKind::Categorical) => {
+                    let text = spec.dictionary.get(v as usize).map(String::as_str).unwrap_or("");
+                    return Err(BuildError::bad(
+                        &field(i),
+                        format!("the attribute is numeric; got the string {text:?}"),
+                    ));
+                }
+                (AttrKind::Categorical, AttrKind::Categorical) => {
+                    let text = spec.dictionary.get(v as usize).cloned().unwrap_or_default();
+                    target.code_or_add(&text)
+                }
+                (AttrKind::Categorical, AttrKind::Numeric) => {
+                    let text = if v.fract() == 0.0 && v.abs() < 1e15 {
+                        format!("{}", v as i64)
+                    } else {
+                        v.to_string()
+                    };
+                    target.code_or_add(&text)
+                }
+            };
+            values[a][i] = value;
+            cells[a].widen(value);
+        }
+    }
+    Ok(Prepared {
+        keys,
+        names,
+        dim,
+        vectors,
+        values,
+        schema,
+        cells,
+    })
+}
+
+/// The nearest fine list of each vector, in the global KLT space the planner ranks
+/// lists in (so that a query near the vector searches its list first).
+fn assign_lists(manifest: &Manifest, vectors: &[f32], dim: usize) -> Vec<u32> {
+    use rayon::prelude::*;
+    vectors
+        .par_chunks_exact(dim)
+        .map(|v| {
+            let y = manifest.global.transform(v);
+            (0..manifest.lists())
+                .map(|l| (l2sq(&y, manifest.list_centroid(l)), l as u32))
+                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+                .map_or(0, |x| x.1)
+        })
+        .collect()
+}
+
+/// The delta segment of partition `pid` holding `members` (`(row of the upsert, list
+/// inside the partition)`), coded with the base segment's KLT and quantiser (the outer
+/// boundaries widened so every bound stays a lower bound) and the index's cells.
+fn delta_parts(
+    base: &Segment,
+    pid: u32,
+    members: &[(usize, u32)],
+    rows: &Prepared,
+    metric: squash_core::distance::Metric,
+) -> SegmentParts {
+    let dim = rows.dim;
+    let lists = base.list_count();
+    let mut order: Vec<(usize, u32)> = members.to_vec();
+    order.sort_by_key(|&(i, l)| (l, i));
+    let m = order.len();
+    let klt = base.klt().clone();
+    let mut rotated = vec![0f32; m * dim];
+    let mut scratch = vec![0f32; dim];
+    for (&(i, _), out) in order.iter().zip(rotated.chunks_exact_mut(dim)) {
+        klt.apply(&rows.vectors[i * dim..(i + 1) * dim], &mut scratch, out);
+    }
+    let mut quantizer = base.quantizer().clone();
+    for (j, b) in quantizer.bounds.iter_mut().enumerate() {
+        let last = b.len() - 1;
+        for y in rotated.chunks_exact(dim) {
+            b[0] = b[0].min(y[j]);
+            b[last] = b[last].max(y[j]);
+        }
+    }
+    let width = quantizer.bits.iter().filter(|&&b| b > 0).count();
+    let words = words_for(dim);
+    let mut codes = vec![0u8; m * width];
+    let mut signs = vec![0u64; m * words];
+    for (r, y) in rotated.chunks_exact(dim).enumerate() {
+        quantizer.encode(y, &mut codes[r * width..(r + 1) * width]);
+        encode_signs(y, &mut signs[r * words..(r + 1) * words]);
+    }
+    let mut offsets = vec![0u32; lists + 1];
+    for &(_, l) in &order {
+        offsets[l as usize + 1] += 1;
+    }
+    for l in 0..lists {
+        offsets[l + 1] += offsets[l];
+    }
+    let attr_values: Vec<Vec<f64>> = rows
+        .values
+        .iter()
+        .map(|col| order.iter().map(|&(i, _)| col[i]).collect())
+        .collect();
+    let attr_codes = attr_values
+        .iter()
+        .zip(&rows.cells)
+        .map(|(col, cells)| col.iter().map(|&v| cells.encode(v)).collect())
+        .collect();
+    let mut vectors = Vec::with_capacity(m * dim);
+    for &(i, _) in &order {
+        vectors.extend_from_slice(&rows.vectors[i * dim..(i + 1) * dim]);
+    }
+    SegmentParts {
+        meta: SegmentMeta {
+            partition: pid,
+            count: m as u64,
+            dim: dim as u32,
+            metric,
+            attrs: rows.values.len() as u32,
+        },
+        klt,
+        quantizer,
+        codes,
+        signs,
+        attr_cells: rows.cells.clone(),
+        attr_codes,
+        ids: order.iter().map(|&(i, _)| rows.keys[i]).collect(),
+        names: match &rows.names {
+            Some(n) => order.iter().map(|&(i, _)| n[i].clone()).collect(),
+            None => Vec::new(),
+        },
+        attr_values,
+        vectors,
+        lists: offsets,
+    }
+}
