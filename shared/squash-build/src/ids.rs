@@ -41,6 +41,15 @@ impl Ids {
         self.len() == Some(0)
     }
 
+    /// The ids of rows `range` (row numbers stay row numbers of the whole input).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Ids {
+        match self {
+            Ids::Rows => Ids::U64((range.start as u64..range.end as u64).collect()),
+            Ids::U64(v) => Ids::U64(v[range].to_vec()),
+            Ids::Strings(v) => Ids::Strings(v[range].to_vec()),
+        }
+    }
+
     /// The internal key of row `row`'s id (a segment's IDS entry).
     pub fn key(&self, row: usize) -> u64 {
         match self {

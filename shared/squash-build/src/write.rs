@@ -83,6 +83,21 @@ pub struct WriteReport {
     pub count: u64,
 }
 
+impl WriteReport {
+    /// Adds another write's counts (the version and count become the later one's).
+    pub fn add(&mut self, other: &WriteReport) {
+        self.version = other.version;
+        self.count = other.count;
+        self.inserted += other.inserted;
+        self.replaced += other.replaced;
+        self.deleted += other.deleted;
+        self.missing += other.missing;
+        self.retries += other.retries;
+        self.objects_written += other.objects_written;
+        self.bytes_written += other.bytes_written;
+    }
+}
+
 /// Applies writes to the index in a store. Keeps the segments it has read (by their
 /// immutable keys) for the next write; a coordinator shares its search cache with it.
 pub struct Writer {
@@ -212,12 +227,14 @@ impl Writer {
                     let ms = (2u64 << retries.min(6)) + jitter % 8;
                     std::thread::sleep(Duration::from_millis(ms));
                 }
-                Err(StorageError::Conflict { .. }) => return Err(BuildError::bad(
-                    "manifest",
-                    format!(
+                Err(StorageError::Conflict { .. }) => {
+                    return Err(BuildError::bad(
+                        "manifest",
+                        format!(
                         "gave up after {MAX_COMMIT_ATTEMPTS} conflicting commits: other writers kept committing first"
                     ),
-                )),
+                    ))
+                }
                 Err(e) => return Err(e.into()),
             }
         }

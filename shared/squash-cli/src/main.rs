@@ -24,6 +24,10 @@ enum Command {
     Build(commands::build::BuildArgs),
     /// Search an index: one vector, or a batch from a .npy/.fvecs file.
     Query(commands::query::QueryArgs),
+    /// Insert or replace vectors by id (a new index version; no rebuild).
+    Upsert(commands::write::UpsertArgs),
+    /// Delete vectors by id or by filter (a new index version; no rebuild).
+    Delete(commands::write::DeleteArgs),
     /// Print an index's description as JSON.
     Info {
         /// Index: a directory or s3://bucket/prefix.
@@ -69,6 +73,8 @@ fn main() {
     let result = match cli.command {
         Command::Build(a) => commands::build::run(a),
         Command::Query(a) => commands::query::run(a),
+        Command::Upsert(a) => commands::write::run_upsert(a),
+        Command::Delete(a) => commands::write::run_delete(a),
         Command::Info { index } => commands::info::run(&index),
         Command::Groundtruth(a) => commands::groundtruth::run(a),
         Command::Prepare(a) => commands::prepare::run(a),

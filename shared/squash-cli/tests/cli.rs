@@ -218,3 +218,123 @@ fn bad_input_gives_one_line_errors() {
     ]);
     assert_one_line_error(&out, &["f.jsonl", "3 filter lines for 2 queries"]);
 }
+
+#[test]
+fn string_and_integer_ids_round_trip_through_build_upsert_delete_and_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |name: &str| d.join(name).to_str().unwrap().to_string();
+    let base = vectors(400, 8);
+    write_npy(&d.join("v.npy"), "<f4", 400, 8, &base);
+    for (kind, id_of) in [
+        ("string", (|i| format!("doc-{i}")) as fn(usize) -> String),
+        ("u64", |i| format!("{}", 10_000 + i * 3)),
+    ] {
+        let ids: String = (0..400).map(|i| id_of(i) + "\n").collect();
+        std::fs::write(d.join("ids.txt"), ids).unwrap();
+        let idx = p(&format!("idx-{kind}"));
+        let out = squash(&[
+            "build",
+            "--vectors",
+            &p("v.npy"),
+            "--ids",
+            &p("ids.txt"),
+            "--out",
+            &idx,
+            "--partitions",
+            "2",
+            "--no-progress",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{kind} ids")));
+        // Upsert: replace id 5 and add a new one, each with a vector far from the rest.
+        let new: Vec<f32> = (0..16).map(|i| 50.0 + i as f32).collect();
+        write_npy(&d.join("n.npy"), "<f4", 2, 8, &new);
+        let new_id = if kind == "string" {
+            "fresh".to_string()
+        } else {
+            "7".to_string()
+        };
+        std::fs::write(d.join("up.txt"), format!("{}\n{new_id}\n", id_of(5))).unwrap();
+        let out = squash(&[
+            "upsert",
+            "--index",
+            &idx,
+            "--vectors",
+            &p("n.npy"),
+            "--ids",
+            &p("up.txt"),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (report["inserted"].as_u64(), report["replaced"].as_u64()),
+            (Some(1), Some(1)),
+            "{report}"
+        );
+        let query = |v: &[f32]| {
+            let v: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+            let out = squash(&["query", "--index", &idx, "--vector", &v.join(","), "--k", "3", "--json"]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["ids"].clone()
+        };
+        let want = |s: &str| {
+            if kind == "string" {
+                serde_json::json!(s)
+            } else {
+                serde_json::json!(s.parse::<u64>().unwrap())
+            }
+        };
+        assert_eq!(query(&new[..8])[0], want(&id_of(5)));
+        assert_eq!(query(&new[8..])[0], want(&new_id));
+        // The replaced row's old vector no longer answers with its id.
+        assert!(!query(&base[5 * 8..6 * 8])
+            .as_array()
+            .unwrap()
+            .contains(&want(&id_of(5))));
+        // Delete both; the old vector of id 6 still answers first.
+        let out = squash(&["delete", "--index", &idx, "--ids", &p("up.txt")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let hits = query(&new[..8]);
+        assert!(
+            !hits
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| *h == want(&id_of(5)) || *h == want(&new_id)),
+            "{hits}"
+        );
+        assert_eq!(query(&base[6 * 8..7 * 8])[0], want(&id_of(6)));
+        // Ids of the wrong kind are refused, naming the field.
+        let wrong = if kind == "string" { "12\n" } else { "abc\n" };
+        std::fs::write(d.join("wrong.txt"), wrong).unwrap();
+        write_npy(&d.join("one.npy"), "<f4", 1, 8, &new[..8]);
+        let out = squash(&[
+            "upsert",
+            "--index",
+            &idx,
+            "--vectors",
+            &p("one.npy"),
+            "--ids",
+            &p("wrong.txt"),
+        ]);
+        assert_one_line_error(&out, &["vectors[0].id"]);
+    }
+    // Duplicate ids in a build name the first duplicate.
+    std::fs::write(
+        d.join("dup.txt"),
+        (0..400).map(|i| format!("{}\n", i % 399)).collect::<String>(),
+    )
+    .unwrap();
+    let out = squash(&[
+        "build",
+        "--vectors",
+        &p("v.npy"),
+        "--ids",
+        &p("dup.txt"),
+        "--out",
+        &p("dup"),
+        "--no-progress",
+    ]);
+    assert_one_line_error(&out, &["duplicate id 0 (rows 0 and 399)"]);
+}

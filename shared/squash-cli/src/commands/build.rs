@@ -2,7 +2,8 @@
 
 use super::{load_attrs, metric, CliError, Knobs, Result};
 use clap::Args;
-use squash_build::build::{build_index, default_search_defaults, BuildParams, DEFAULT_LIST_VECTORS};
+use squash_build::build::{build_index_with_ids, default_search_defaults, BuildParams, DEFAULT_LIST_VECTORS};
+use squash_build::ids::{read_ids, Ids};
 use squash_build::io::read_vectors;
 use squash_storage::open_store;
 use std::io::IsTerminal;
@@ -20,6 +21,10 @@ pub struct BuildArgs {
     /// Comma-separated attribute names for a .npy attribute file.
     #[arg(long, value_delimiter = ',')]
     attr_names: Vec<String>,
+    /// Vector ids: a text file with one id per line (unsigned integers, or strings of
+    /// up to 256 bytes) or a .npy of unsigned integers. Default: row numbers.
+    #[arg(long)]
+    ids: Option<PathBuf>,
     /// Output index: a directory or s3://bucket/prefix.
     #[arg(long)]
     out: String,
@@ -91,11 +96,16 @@ pub fn run(a: BuildArgs) -> Result<()> {
     };
     let (n, d) = (vectors.rows, vectors.cols);
     let store = open_store(&a.out)?;
-    let report = build_index(store.as_ref(), vectors, attrs, &params)?;
+    let ids = match &a.ids {
+        Some(path) => read_ids(path)?,
+        None => Ids::Rows,
+    };
+    let report = build_index_with_ids(store.as_ref(), vectors, attrs, &ids, &params)?;
     eprintln!(
-        "built {} vectors × {d} ({}) into {} partitions of {} lists, {:.1} MiB, in {:.1} s, peak RSS {} -> {}",
+        "built {} vectors × {d} ({}, {} ids) into {} partitions of {} lists, {:.1} MiB, in {:.1} s, peak RSS {} -> {}",
         n,
         params.metric.name(),
+        report.manifest.meta.ids.as_str(),
         report.manifest.partitions(),
         report.manifest.lists(),
         report.bytes_written as f64 / (1 << 20) as f64,

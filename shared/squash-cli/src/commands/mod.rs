@@ -11,6 +11,7 @@ pub mod ping;
 pub mod prepare;
 pub mod query;
 pub mod synth;
+pub mod write;
 
 use clap::Args;
 use squash_api::SearchParams;

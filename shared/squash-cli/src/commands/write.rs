@@ -1,0 +1,136 @@
+//! `squash upsert` and `squash delete`: writes without a rebuild, each committed as a
+//! new manifest version (see `docs/ARCHITECTURE.md`, "Writes").
+
+use super::{load_attrs, CliError, Result};
+use clap::Args;
+use squash_build::ids::read_ids;
+use squash_build::io::read_vectors;
+use squash_build::{Delete, Upsert, WriteReport, Writer};
+use squash_storage::open_store;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct UpsertArgs {
+    /// Index: a directory or s3://bucket/prefix.
+    #[arg(long)]
+    index: String,
+    /// Vectors: .npy float32 [N, D] or .fvecs.
+    #[arg(long)]
+    vectors: PathBuf,
+    /// Ids, one per vector: a text file (one per line) or a .npy of unsigned integers;
+    /// of the index's kind. New ids are inserted, existing ones replaced.
+    #[arg(long)]
+    ids: PathBuf,
+    /// Attributes: .npy [N, A] (numeric; name them with --attr-names) or .csv with a
+    /// header; names must be the index's (others are missing values).
+    #[arg(long)]
+    attrs: Option<PathBuf>,
+    /// Comma-separated attribute names for a .npy attribute file.
+    #[arg(long, value_delimiter = ',')]
+    attr_names: Vec<String>,
+    /// Vectors per committed version (each batch is one write).
+    #[arg(long, default_value_t = 100_000)]
+    batch: usize,
+}
+
+#[derive(Args)]
+pub struct DeleteArgs {
+    /// Index: a directory or s3://bucket/prefix.
+    #[arg(long)]
+    index: String,
+    /// Ids to delete: a text file (one per line) or a .npy of unsigned integers.
+    #[arg(long, conflicts_with = "filter", required_unless_present = "filter")]
+    ids: Option<PathBuf>,
+    /// Delete every vector matching this filter (JSON, the search filter language).
+    #[arg(long)]
+    filter: Option<String>,
+}
+
+fn print(report: &WriteReport, t0: Instant) -> Result<()> {
+    let mut v = serde_json::to_value(report).map_err(|e| CliError::bad("report", e.to_string()))?;
+    v["seconds"] = serde_json::json!((t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
+    println!("{v}");
+    Ok(())
+}
+
+/// Runs `squash upsert`.
+pub fn run_upsert(a: UpsertArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let vectors = read_vectors(&a.vectors)?;
+    let ids = read_ids(&a.ids)?;
+    let attrs = load_attrs(a.attrs.as_deref(), &a.attr_names)?;
+    let n = vectors.rows;
+    if ids.len() != Some(n) {
+        return Err(CliError::input(
+            a.ids.display(),
+            format!("holds {} ids for {n} vectors", ids.len().unwrap_or(0)),
+        ));
+    }
+    if !attrs.columns.is_empty() && attrs.rows() != n {
+        return Err(CliError::input(
+            a.attrs.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            format!("has {} rows for {n} vectors", attrs.rows()),
+        ));
+    }
+    if a.batch == 0 {
+        return Err(CliError::bad("batch", "must be at least 1"));
+    }
+    let writer = Writer::new(open_store(&a.index)?);
+    let mut total = WriteReport::default();
+    for start in (0..n).step_by(a.batch) {
+        let end = (start + a.batch).min(n);
+        let part = Upsert {
+            ids: ids.slice(start..end),
+            vectors: squash_build::io::Matrix {
+                rows: end - start,
+                cols: vectors.cols,
+                data: vectors.data[start * vectors.cols..end * vectors.cols].to_vec(),
+            },
+            attrs: squash_build::io::Attributes {
+                schema: attrs.schema.clone(),
+                columns: attrs.columns.iter().map(|c| c[start..end].to_vec()).collect(),
+            },
+        };
+        let r = writer.upsert(&part).map_err(|e| match e {
+            // Name rows of the whole input, not of the batch.
+            squash_build::BuildError::Invalid { field, message } => CliError::bad(&shift_row(&field, start), message),
+            other => other.into(),
+        })?;
+        total.add(&r);
+        eprintln!(
+            "upserted {end} of {n} vectors (version {}, {:.1} s)",
+            r.version,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    print(&total, t0)
+}
+
+/// `vectors[i].field` with `i` shifted by `by` (rows of earlier batches).
+fn shift_row(field: &str, by: usize) -> String {
+    let Some(rest) = field.strip_prefix("vectors[") else {
+        return field.to_string();
+    };
+    match rest.split_once(']') {
+        Some((i, tail)) => match i.parse::<usize>() {
+            Ok(i) => format!("vectors[{}]{tail}", i + by),
+            Err(_) => field.to_string(),
+        },
+        None => field.to_string(),
+    }
+}
+
+/// Runs `squash delete`.
+pub fn run_delete(a: DeleteArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let what = match (&a.ids, &a.filter) {
+        (Some(path), _) => Delete::Ids(read_ids(path)?),
+        (None, Some(f)) => Delete::Filter(
+            serde_json::from_str(f).map_err(|e| CliError::bad("filter", format!("not valid JSON: {e}")))?,
+        ),
+        (None, None) => return Err(CliError::bad("ids", "give --ids or --filter")),
+    };
+    let report = Writer::new(open_store(&a.index)?).delete(&what)?;
+    print(&report, t0)
+}
