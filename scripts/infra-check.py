@@ -253,6 +253,37 @@ def check_terraform(tf_dir: Path, code: dict, problems: Problems) -> None:
         problems.add("lambda.tf", "the worker functions must be named local.worker_names[count.index]")
     check_terraform_w0(parsed, resources, data, locals_, where, problems)
     check_terraform_limits(variables, locals_, resources, problems)
+    check_terraform_writes(variables, data, problems)
+
+
+def is_write(action: str) -> bool:
+    """An IAM action that changes objects (or could: wildcards)."""
+    a = unquote(str(action)).lower()
+    return a in ("*", "s3:*") or any(a.startswith(p) for p in ("s3:put", "s3:delete", "s3:abort", "s3:restore", "s3:replicate"))
+
+
+def check_terraform_writes(variables: dict, data: dict, problems: Problems) -> None:
+    """Read-only unless var.writes: writes default off; an object-writing statement is
+    only ever a dynamic block on var.writes, only in the coordinator's policy."""
+    if variables.get("writes", {}).get("default") is not False:
+        problems.add("variables.tf", "writes must default to false (a read-only deployment)")
+    for key, body in data.items():
+        if not key.startswith("data.aws_iam_policy_document."):
+            continue
+        allows = [st for st in body.get("statement", []) if unquote(str(st.get("effect", "Allow"))) == "Allow"]
+        for st in allows:
+            if any(is_write(a) for a in st.get("actions", [])):
+                problems.add("iam.tf", f"{key}: statement {unquote(str(st.get('sid', '?')))} writes objects unconditionally; put it in a dynamic block on var.writes")
+        for dyn in body.get("dynamic", []):
+            for name, block in dyn.items():
+                for content in block.get("content", []):
+                    if not any(is_write(a) for a in content.get("actions", [])):
+                        continue
+                    sid = unquote(str(content.get("sid", "?")))
+                    if not key.endswith(".coordinator"):
+                        problems.add("iam.tf", f"{key}: statement {sid} writes objects; only the coordinator writes")
+                    if "var.writes" not in str(block.get("for_each", "")):
+                        problems.add("iam.tf", f"{key}: statement {sid} writes objects; its for_each must depend on var.writes")
 
 
 def tf_default(variables: dict, name: str):
@@ -424,10 +455,18 @@ def check_sam(path: Path, code: dict, problems: Problems) -> None:
     if "NONE" in allowed or not allowed:
         problems.add(path.name, "the Authorization parameter must allow only AWS_IAM and JWT")
     check_sam_limits(path, t, functions, globals_, problems)
+    if params_default(t, "Writes") != "off":
+        problems.add(path.name, "the Writes parameter must default to off (a read-only deployment)")
     for workers in (0, 8):
         for endpoints in t.get("Parameters", {}).get("Endpoints", {}).get("AllowedValues", ["both"]):
             for auth in ("AWS_IAM", "JWT"):
-                check_sam_deploys(path, t, {"WorkerCount": str(workers), "Endpoints": endpoints, "Authorization": auth}, problems)
+                for writes in ("off", "on"):
+                    values = {"WorkerCount": str(workers), "Endpoints": endpoints, "Authorization": auth, "Writes": writes}
+                    check_sam_deploys(path, t, values, problems)
+
+
+def params_default(t: dict, name: str):
+    return t.get("Parameters", {}).get(name, {}).get("Default")
 
 
 def check_sam_limits(path: Path, t: dict, functions: dict, globals_: dict, problems: Problems) -> None:
@@ -564,6 +603,17 @@ def check_sam_deploys(path: Path, t: dict, values: dict, problems: Problems) -> 
         for st in statements(body):
             if not st.get("Resource"):
                 problems.add(path.name, f"{where}: statement {st.get('Sid', '?')} has no Resource with {label} (IAM: MalformedPolicyDocument)")
+        # Read-only unless Writes=on, and then only the coordinator puts objects.
+        if where.startswith("Resources.") and t["Resources"][where.split(".", 1)[1]].get("Type") == "AWS::IAM::Role":
+            writes = [
+                st for st in statements(body.get("Properties", {}).get("Policies", []))
+                if st.get("Effect") == "Allow" and any(is_write(a) for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]]))
+            ]
+            role = where.split(".", 1)[1]
+            if writes and (values.get("Writes") != "on" or role != "CoordinatorRole"):
+                problems.add(path.name, f"{role} may write objects ({writes[0].get('Sid', '?')}) with {label}: only the coordinator, and only with Writes=on")
+            if values.get("Writes") == "on" and role == "CoordinatorRole" and not writes:
+                problems.add(path.name, f"CoordinatorRole cannot put objects with {label}: the write routes would fail")
 
 
 def check_all(infra: Path, code: dict) -> Problems:
@@ -588,7 +638,7 @@ BREAKAGES = [
     ("terraform/variables.tf", 'variable "region" {', 'variable "region_unused" {\n  default = 1\n}\n\nvariable "region" {', "region_unused is declared but never used"),
     ("sam/template.yaml", "Binary: squash-worker", "Binary: squash-wrker", "builds 'squash-wrker'"),
     ("sam/template.yaml", 'RouteKey: "GET /v1/indexes/{index}"', 'RouteKey: "GET /v1/indexes"', "routes"),
-    ("sam/template.yaml", "SQUASH_MANIFEST_TTL_S: !Ref ManifestTtlS", "SQUASH_MANIFEST_TTL: !Ref ManifestTtlS", "sets SQUASH_MANIFEST_TTL,"),
+    ("sam/template.yaml", "SQUASH_MANIFEST_TTL: !Ref ManifestTtlS", "SQUASH_MANIFEST_TTL_S: !Ref ManifestTtlS", "sets SQUASH_MANIFEST_TTL_S,"),
     ("sam/template.yaml", 'FunctionName: !Sub "${Name}-worker-2"', 'FunctionName: !Sub "${Name}-worker-3"', "is not SQUASH_WORKER_FUNCTION"),
     ("sam/template.yaml", "    Condition: HasWorker5\n", "", "must have Condition HasWorker5"),
     ("sam/template.yaml", "  Worker5:\n    Type: AWS::Serverless::Function\n    Condition: HasWorker5\n", "  Worker5:\n    Type: AWS::Serverless::Function\n", "Worker5 must have Condition HasWorker5"),
@@ -612,6 +662,12 @@ BREAKAGES = [
     ("terraform/variables.tf", 'regex("^[a-z][a-z0-9-]{0,39}$", var.name)', 'regex("^[a-z][a-z0-9-]{0,59}$", var.name)', "Lambda allows 64"),
     ("sam/template.yaml", "CodeUri: ../../functions/worker", "CodeUri: ../../functions/coordinator", "CodeUri must be the crate"),
     ("sam/template.yaml", "Runtime: provided.al2023", "Runtime: provided.al2", "Runtime must be provided.al2023"),
+    # Read-only unless writes are turned on.
+    ("terraform/iam.tf", 'for_each = var.writes ? ["on"] : []', 'for_each = ["on"]', "its for_each must depend on var.writes"),
+    ("terraform/variables.tf", "read-only.\"\n  type        = bool\n  default     = false", "read-only.\"\n  type        = bool\n  default     = true", "writes must default to false"),
+    ("terraform/iam.tf", '    sid       = "ListIndexPrefix"\n    actions   = ["s3:ListBucket"]', '    sid       = "ListIndexPrefix"\n    actions   = ["s3:ListBucket", "s3:PutObject"]', "writes objects unconditionally"),
+    ("sam/template.yaml", '    Default: "off"\n    AllowedValues: ["off", "on"]', '    Default: "on"\n    AllowedValues: ["off", "on"]', "Writes parameter must default to off"),
+    ("sam/template.yaml", "                - WritesOn\n                - Sid: WriteIndexes", "                - UseHttpApi\n                - Sid: WriteIndexes", "only the coordinator, and only with Writes=on"),
 ]
 
 

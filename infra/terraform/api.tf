@@ -5,7 +5,13 @@
 # fails when they drift apart.
 
 locals {
-  routes       = ["POST /v1/indexes/{index}/search", "POST /v1/indexes/{index}/search/batch", "GET /v1/indexes/{index}"]
+  routes = [
+    "POST /v1/indexes/{index}/search",
+    "POST /v1/indexes/{index}/search/batch",
+    "POST /v1/indexes/{index}/upsert",
+    "POST /v1/indexes/{index}/delete",
+    "GET /v1/indexes/{index}",
+  ]
   http_api     = var.endpoints != "function_url"
   function_url = var.endpoints != "http_api"
 }

@@ -3,7 +3,9 @@
 # searches by itself when worker_count = 0 or a query's plan is local), lists the bucket
 # so a missing index is a 404 rather than a 403, and invokes exactly the worker functions.
 # Each writes only its own log group. With worker_count = 0 there is no worker role at all
-# (a policy statement without resources is a MalformedPolicyDocument).
+# (a policy statement without resources is a MalformedPolicyDocument). Only with
+# `writes = true` may the coordinator put objects under the index prefix (and encrypt them
+# with a customer-managed key); workers never write.
 
 locals {
   index_objects = "${aws_s3_bucket.indexes.arn}/${var.index_prefix}/*"
@@ -81,6 +83,24 @@ data "aws_iam_policy_document" "coordinator" {
     sid       = "ListIndexPrefix"
     actions   = ["s3:ListBucket"]
     resources = [aws_s3_bucket.indexes.arn]
+  }
+
+  dynamic "statement" {
+    for_each = var.writes ? ["on"] : []
+    content {
+      sid       = "WriteIndexes"
+      actions   = ["s3:PutObject"]
+      resources = [local.index_objects]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.writes && var.kms_key_arn != "" ? ["on"] : []
+    content {
+      sid       = "EncryptWrites"
+      actions   = ["kms:GenerateDataKey"]
+      resources = [var.kms_key_arn]
+    }
   }
 }
 

@@ -18,7 +18,8 @@ locals {
     SQUASH_WORKER_FUNCTION   = local.worker_pattern
     SQUASH_INVOKE_ATTEMPTS   = tostring(var.invoke_attempts)
     SQUASH_INVOKE_TIMEOUT_MS = tostring(local.invoke_timeout_ms)
-    SQUASH_MANIFEST_TTL_S    = tostring(var.manifest_ttl_s)
+    SQUASH_MANIFEST_TTL      = tostring(var.manifest_ttl_s)
+    SQUASH_WRITES            = var.writes ? "on" : "off"
     SQUASH_WORKER_MEMORY_MB  = tostring(var.worker_memory_mb)
   }
   # A worker invoke may take 30 % of the function timeout: shorter than the worker's own

@@ -133,10 +133,16 @@ variable "invoke_attempts" {
   default     = 3
 }
 
+variable "writes" {
+  description = "Serve the upsert and delete routes (SQUASH_WRITES) and let the coordinator write objects under the index prefix (s3:PutObject). Off: the deployment is read-only."
+  type        = bool
+  default     = false
+}
+
 variable "manifest_ttl_s" {
-  description = "Seconds a container trusts its copy of an index manifest (SQUASH_MANIFEST_TTL_S)."
+  description = "Seconds a coordinator reuses its copy of an index manifest (SQUASH_MANIFEST_TTL): a write shows in searches within this time."
   type        = number
-  default     = 60
+  default     = 1
 }
 
 variable "tmp_cache_mb" {

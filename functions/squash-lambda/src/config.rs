@@ -19,7 +19,8 @@ pub const ENV_VARS: &[&str] = &[
     "SQUASH_TMP_CACHE_DIR",
     "SQUASH_INVOKE_ATTEMPTS",
     "SQUASH_INVOKE_TIMEOUT_MS",
-    "SQUASH_MANIFEST_TTL_S",
+    "SQUASH_MANIFEST_TTL",
+    "SQUASH_WRITES",
     "SQUASH_RANGE_READS",
     "SQUASH_WORKER_MEMORY_MB",
     // Read by squash-storage's S3 store, not by `Config`.
@@ -62,8 +63,12 @@ pub struct Config {
     /// Time limit of one worker invocation (`SQUASH_INVOKE_TIMEOUT_MS`, default 60000).
     pub invoke_timeout: Duration,
     /// How long an open index's manifest is reused before it is read again
-    /// (`SQUASH_MANIFEST_TTL_S`, default 60; 0 reads it for every request).
+    /// (`SQUASH_MANIFEST_TTL`, seconds, default 1; 0 reads it for every request): a
+    /// write shows in searches within this time (at once with `"consistency": "strong"`).
     pub manifest_ttl: Duration,
+    /// Whether the coordinator serves the upsert and delete routes (`SQUASH_WRITES`:
+    /// `off`, the default, or `on`; the deployment must also let it write to S3).
+    pub writes: bool,
     /// Whether workers read missed segments by byte ranges (`SQUASH_RANGE_READS`: `off`,
     /// the default, or `on`; see [`RangeReads`]).
     pub range_reads: RangeReads,
@@ -142,7 +147,18 @@ impl Config {
                 .into(),
             invoke_attempts,
             invoke_timeout: Duration::from_millis(number(get, "SQUASH_INVOKE_TIMEOUT_MS", 60_000)?),
-            manifest_ttl: Duration::from_secs(number(get, "SQUASH_MANIFEST_TTL_S", 60)?),
+            manifest_ttl: {
+                let s: f64 = number(get, "SQUASH_MANIFEST_TTL", 1.0)?;
+                if !(s.is_finite() && (0.0..=86_400.0).contains(&s)) {
+                    return Err(format!("SQUASH_MANIFEST_TTL must be 0 to 86400 seconds, got {s}"));
+                }
+                Duration::from_secs_f64(s)
+            },
+            writes: match get("SQUASH_WRITES").as_deref().map(str::trim) {
+                None | Some("") | Some("off") => false,
+                Some("on") => true,
+                Some(v) => return Err(format!("SQUASH_WRITES={v:?}: expected on or off")),
+            },
             memory_mb: memory_mb.unwrap_or(2048),
             worker_memory_mb: number(get, "SQUASH_WORKER_MEMORY_MB", 2048)?,
             range_reads: match get("SQUASH_RANGE_READS") {
@@ -196,6 +212,8 @@ mod tests {
         assert_eq!(c.worker_function_name(3), "squash-worker-3");
         assert_eq!(c.cache_bytes, DEFAULT_CACHE_BYTES);
         assert!(!c.search_in_coordinator);
+        assert!(!c.writes, "writes are off unless turned on");
+        assert_eq!(c.manifest_ttl, Duration::from_secs(1));
         let c = config(&[
             ("SQUASH_INDEX_ROOT", "/data"),
             ("SQUASH_WORKERS", "0"),
@@ -224,6 +242,18 @@ mod tests {
         assert!(e.contains("SQUASH_RANGE_READS") && e.contains("on or off"), "{e}");
         let c = config(&[("SQUASH_INDEX_ROOT", "/d"), ("SQUASH_RANGE_READS", "on")]).unwrap();
         assert_eq!(c.range_reads, RangeReads::On);
+        let e = config(&[("SQUASH_INDEX_ROOT", "/d"), ("SQUASH_WRITES", "yes")]).unwrap_err();
+        assert!(e.contains("SQUASH_WRITES"), "{e}");
+        let e = config(&[("SQUASH_INDEX_ROOT", "/d"), ("SQUASH_MANIFEST_TTL", "-1")]).unwrap_err();
+        assert!(e.contains("SQUASH_MANIFEST_TTL"), "{e}");
+        let c = config(&[
+            ("SQUASH_INDEX_ROOT", "/d"),
+            ("SQUASH_WRITES", "on"),
+            ("SQUASH_MANIFEST_TTL", "0.25"),
+        ])
+        .unwrap();
+        assert!(c.writes);
+        assert_eq!(c.manifest_ttl, Duration::from_millis(250));
         let e = config(&[("SQUASH_INDEX_ROOT", "/d"), ("SQUASH_DEPTH", "0")]).unwrap_err();
         assert!(e.contains("depth"), "{e}");
     }

@@ -6,8 +6,13 @@ use crate::config::Config;
 use serde::Serialize;
 use serde_json::{json, Value};
 use squash_api::{
-    BatchRequest, BatchResponse, SearchRequest, SearchResponse, WireReply, WorkerPayload, WorkerResponse,
+    parse_body, parse_value, BatchRequest, BatchResponse, Consistency, DeleteRequest, Id, SearchRequest,
+    SearchResponse, UpsertRequest, WireReply, WorkerPayload, WorkerResponse, MAX_DELETE_IDS, MAX_UPSERT_VECTORS,
 };
+use squash_build::ids::Ids;
+use squash_build::io::{Attributes, Matrix};
+use squash_build::{BuildError, Delete, Upsert, WriteReport, Writer};
+use squash_core::attrs::{AttrKind, AttrSpec, Schema};
 use squash_engine::cache::SegmentCache;
 use squash_engine::cost::Route;
 use squash_engine::in_process::InProcessInvoker;
@@ -131,8 +136,168 @@ struct OpenIndex {
 pub const ROUTES: &[&str] = &[
     "POST /v1/indexes/{index}/search",
     "POST /v1/indexes/{index}/search/batch",
+    "POST /v1/indexes/{index}/upsert",
+    "POST /v1/indexes/{index}/delete",
     "GET /v1/indexes/{index}",
 ];
+
+/// Largest upsert or delete body the coordinator reads (1,000 vectors of 1,536
+/// dimensions in JSON fit; the event stays under Lambda's 6 MB invoke payload limit).
+pub const MAX_WRITE_BODY_BYTES: usize = 5 << 20;
+
+/// A build-side error as the API reports it.
+fn write_error(e: BuildError) -> SearchError {
+    match e {
+        BuildError::Invalid { field, message } => SearchError::bad(&field, message),
+        BuildError::Core(e) => e.into(),
+        BuildError::Storage(e) => SearchError::Storage(e),
+        BuildError::Input { path, message } => SearchError::internal(format!("{path}: {message}")),
+    }
+}
+
+/// An upsert request as the writer takes it, checked against the index's schema:
+/// one id kind, equal vector lengths, known attributes of the right type (each error
+/// names `vectors[i].field`).
+pub fn to_upsert(req: UpsertRequest, schema: &Schema) -> Result<Upsert, SearchError> {
+    let n = req.vectors.len();
+    if n == 0 || n > MAX_UPSERT_VECTORS {
+        return Err(SearchError::bad(
+            "vectors",
+            format!("must hold 1 to {MAX_UPSERT_VECTORS} vectors, got {n}"),
+        ));
+    }
+    let dim = req.vectors[0].vector.len();
+    let mut data = Vec::with_capacity(n * dim);
+    let mut numbers = Vec::new();
+    let mut strings = Vec::new();
+    let mut columns = vec![vec![f64::NAN; n]; schema.len()];
+    let mut dictionaries: Vec<AttrSpec> = schema
+        .attrs
+        .iter()
+        .map(|a| AttrSpec::categorical(a.name.clone(), Vec::new()))
+        .collect();
+    let known = || {
+        schema
+            .attrs
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (i, v) in req.vectors.into_iter().enumerate() {
+        match v.id {
+            Id::Num(x) if strings.is_empty() => numbers.push(x),
+            Id::Str(s) if numbers.is_empty() => strings.push(s),
+            _ => {
+                return Err(SearchError::bad(
+                    &format!("vectors[{i}].id"),
+                    "mixes integer and string ids in one request",
+                ))
+            }
+        }
+        if v.vector.len() != dim {
+            return Err(SearchError::bad(
+                &format!("vectors[{i}].vector"),
+                format!("has {} values, vectors[0] has {dim}", v.vector.len()),
+            ));
+        }
+        if let Some(j) = v.vector.iter().position(|x| !x.is_finite()) {
+            return Err(SearchError::bad(
+                &format!("vectors[{i}].vector[{j}]"),
+                "is not a finite 32-bit number",
+            ));
+        }
+        data.extend_from_slice(&v.vector);
+        for (name, value) in v.attributes {
+            let field = format!("vectors[{i}].attributes.{name}");
+            let a = schema
+                .index_of(&name)
+                .ok_or_else(|| SearchError::bad(&field, format!("unknown attribute (this index has: {})", known())))?;
+            columns[a][i] = match (schema.attrs[a].kind, &value) {
+                (_, serde_json::Value::Null) => f64::NAN,
+                (AttrKind::Numeric, serde_json::Value::Number(x)) => x
+                    .as_f64()
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| SearchError::bad(&field, "is not a finite number"))?,
+                (AttrKind::Categorical, serde_json::Value::String(s)) => dictionaries[a].code_or_add(s),
+                (AttrKind::Categorical, serde_json::Value::Number(x)) => dictionaries[a].code_or_add(&x.to_string()),
+                (AttrKind::Numeric, _) => {
+                    return Err(SearchError::bad(
+                        &field,
+                        "the attribute is numeric: give a number or null",
+                    ))
+                }
+                (AttrKind::Categorical, _) => {
+                    return Err(SearchError::bad(
+                        &field,
+                        "the attribute is categorical: give a string or null",
+                    ))
+                }
+            };
+        }
+    }
+    let specs = schema
+        .attrs
+        .iter()
+        .zip(dictionaries)
+        .map(|(a, dict)| match a.kind {
+            AttrKind::Numeric => AttrSpec::numeric(a.name.clone()),
+            AttrKind::Categorical => dict,
+        })
+        .collect();
+    Ok(Upsert {
+        ids: if strings.is_empty() {
+            Ids::U64(numbers)
+        } else {
+            Ids::Strings(strings)
+        },
+        vectors: Matrix {
+            rows: n,
+            cols: dim,
+            data,
+        },
+        attrs: Attributes {
+            schema: Schema { attrs: specs },
+            columns,
+        },
+    })
+}
+
+/// A delete request as the writer takes it.
+pub fn to_delete(req: DeleteRequest) -> Result<Delete, SearchError> {
+    match (req.ids, req.filter) {
+        (Some(_), Some(_)) => Err(SearchError::bad("filter", "give ids or a filter, not both")),
+        (None, None) => Err(SearchError::bad("ids", "give ids or a filter")),
+        (None, Some(f)) => Ok(Delete::Filter(f)),
+        (Some(ids), None) => {
+            if ids.is_empty() || ids.len() > MAX_DELETE_IDS {
+                return Err(SearchError::bad(
+                    "ids",
+                    format!("must hold 1 to {MAX_DELETE_IDS} ids, got {}", ids.len()),
+                ));
+            }
+            let mut numbers = Vec::new();
+            let mut strings = Vec::new();
+            for (i, id) in ids.into_iter().enumerate() {
+                match id {
+                    Id::Num(x) if strings.is_empty() => numbers.push(x),
+                    Id::Str(s) if numbers.is_empty() => strings.push(s),
+                    _ => {
+                        return Err(SearchError::bad(
+                            &format!("ids[{i}]"),
+                            "mixes integer and string ids in one request",
+                        ))
+                    }
+                }
+            }
+            Ok(Delete::Ids(if strings.is_empty() {
+                Ids::U64(numbers)
+            } else {
+                Ids::Strings(strings)
+            }))
+        }
+    }
+}
 
 /// The coordinator: routes, plans, fans out (or searches itself when `SQUASH_WORKERS=0`).
 pub struct Coordinator {
@@ -140,6 +305,7 @@ pub struct Coordinator {
     /// `None`: search in this process.
     invoker: Option<Arc<dyn WorkerInvoker>>,
     indexes: Mutex<HashMap<String, OpenIndex>>,
+    writers: Mutex<HashMap<String, Arc<Writer>>>,
 }
 
 impl Coordinator {
@@ -163,14 +329,21 @@ impl Coordinator {
             container: ContainerState::new(config)?,
             invoker,
             indexes: Mutex::new(HashMap::new()),
+            writers: Mutex::new(HashMap::new()),
         })
     }
 
     /// The open index `name` (its manifest re-read once older than the TTL) and whether
     /// it was read now.
     pub fn index(&self, name: &str) -> Result<(Arc<Index>, bool), SearchError> {
+        self.index_fresh(name, false)
+    }
+
+    /// As [`Coordinator::index`]; `fresh` re-reads the manifest whatever its age (a
+    /// search with `"consistency": "strong"`).
+    pub fn index_fresh(&self, name: &str, fresh: bool) -> Result<(Arc<Index>, bool), SearchError> {
         check_index_name(name)?;
-        {
+        if !fresh {
             let open = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(o) = open.get(name) {
                 if o.opened.elapsed() < self.container.config.manifest_ttl {
@@ -218,10 +391,10 @@ impl Coordinator {
     }
 
     /// The index and how this call went so far (cold, time to open, manifest GET).
-    fn open_for_call(&self, name: &str, route: Route) -> Result<(Arc<Index>, Call), SearchError> {
+    fn open_for_call(&self, name: &str, route: Route, fresh: bool) -> Result<(Arc<Index>, Call), SearchError> {
         let cold = self.container.first_request();
         let t0 = Instant::now();
-        let (index, loaded) = self.index(name)?;
+        let (index, loaded) = self.index_fresh(name, fresh)?;
         Ok((
             index,
             Call {
@@ -235,14 +408,79 @@ impl Coordinator {
 
     /// Runs one search on index `name` that came by `route`.
     pub fn search_via(&self, name: &str, req: &SearchRequest, route: Route) -> Result<SearchResponse, SearchError> {
-        let (index, call) = self.open_for_call(name, route)?;
+        let strong = req.consistency == Some(Consistency::Strong);
+        let (index, call) = self.open_for_call(name, route, strong)?;
         index.search_with(req, &call)
     }
 
     /// Runs a batch of searches on index `name` that came by `route`.
     pub fn batch_via(&self, name: &str, req: &BatchRequest, route: Route) -> Result<BatchResponse, SearchError> {
-        let (index, call) = self.open_for_call(name, route)?;
+        let strong = req.queries.iter().any(|q| q.consistency == Some(Consistency::Strong));
+        let (index, call) = self.open_for_call(name, route, strong)?;
         index.search_batch_with(&req.queries, &call)
+    }
+
+    /// The writer of index `name` (sharing this container's segment cache), when this
+    /// deployment takes writes.
+    fn writer(&self, name: &str) -> Result<Arc<Writer>, SearchError> {
+        if !self.container.config.writes {
+            return Err(SearchError::Forbidden {
+                message: "writes are off in this deployment: turn them on with the stack's writes setting (Terraform `writes = true`, SAM `Writes=on`), which also lets the coordinator write to the index prefix".into(),
+            });
+        }
+        check_index_name(name)?;
+        if let Some(w) = self.writers.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
+            return Ok(w.clone());
+        }
+        let writer = Arc::new(Writer::with_cache(
+            self.container.index_store(name)?,
+            self.container.cache.clone(),
+        ));
+        let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(writers.entry(name.to_string()).or_insert(writer).clone())
+    }
+
+    /// After a write: this container's next search reads the new manifest.
+    fn forget(&self, name: &str) {
+        self.indexes.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+    }
+
+    /// Inserts or replaces vectors of index `name`; returns when the new version is
+    /// committed (a search with `"consistency": "strong"` then sees it).
+    pub fn upsert(&self, name: &str, req: UpsertRequest) -> Result<WriteReport, SearchError> {
+        self.container.first_request();
+        let writer = self.writer(name)?;
+        let (index, _) = self.index_fresh(name, true)?;
+        let rows = to_upsert(req, &index.manifest().meta.schema)?;
+        let report = writer.upsert(&rows).map_err(write_error);
+        self.forget(name);
+        report
+    }
+
+    /// Deletes vectors of index `name` by id or by filter.
+    pub fn delete(&self, name: &str, req: DeleteRequest) -> Result<WriteReport, SearchError> {
+        self.container.first_request();
+        let writer = self.writer(name)?;
+        let what = to_delete(req)?;
+        let report = writer.delete(&what).map_err(write_error);
+        self.forget(name);
+        report
+    }
+
+    fn parse_write<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, SearchError> {
+        if body.len() > MAX_WRITE_BODY_BYTES {
+            return Err(SearchError::bad(
+                "body",
+                format!(
+                    "is {} bytes, the limit of a write is {MAX_WRITE_BODY_BYTES}",
+                    body.len()
+                ),
+            ));
+        }
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(SearchError::bad("body", format!("is empty; send {shape}")));
+        }
+        parse_body(body).map_err(|e| SearchError::bad(&e.field, e.message))
     }
 
     /// Describes index `name`.
@@ -267,8 +505,18 @@ impl Coordinator {
             ("POST", ["", "v1", "indexes", index, "search", "batch"]) => {
                 json_reply(Self::parse_batch(body).and_then(|req| self.batch_via(index, &req, via)))
             }
+            ("POST", ["", "v1", "indexes", index, "upsert"]) => json_reply(
+                Self::parse_write(body, "{\"vectors\": [{\"id\": ..., \"vector\": [...]}, ...]}")
+                    .and_then(|req| self.upsert(index, req)),
+            ),
+            ("POST", ["", "v1", "indexes", index, "delete"]) => json_reply(
+                Self::parse_write(body, "{\"ids\": [...]} or {\"filter\": {...}}")
+                    .and_then(|req| self.delete(index, req)),
+            ),
             ("GET", ["", "v1", "indexes", index]) => json_reply(self.describe(index)),
             (_, ["", "v1", "indexes", _, "search"])
+            | (_, ["", "v1", "indexes", _, "upsert"])
+            | (_, ["", "v1", "indexes", _, "delete"])
             | (_, ["", "v1", "indexes", _, "search", "batch"])
             | (_, ["", "v1", "indexes", _]) => HttpReply {
                 status: 405,
@@ -339,6 +587,16 @@ impl Coordinator {
                     SearchError::bad(field, e.message)
                 })
                 .and_then(|req| self.search(index, &req))
+                .and_then(|r| serde_json::to_value(r).map_err(SearchError::internal))
+        } else if let Some(up) = event.get("upsert") {
+            parse_value::<UpsertRequest>(up.clone())
+                .map_err(|e| SearchError::bad(if e.field == "body" { "upsert" } else { &e.field }, e.message))
+                .and_then(|req| self.upsert(index, req))
+                .and_then(|r| serde_json::to_value(r).map_err(SearchError::internal))
+        } else if let Some(del) = event.get("delete") {
+            parse_value::<DeleteRequest>(del.clone())
+                .map_err(|e| SearchError::bad(if e.field == "body" { "delete" } else { &e.field }, e.message))
+                .and_then(|req| self.delete(index, req))
                 .and_then(|r| serde_json::to_value(r).map_err(SearchError::internal))
         } else if event.get("describe").is_some() {
             self.describe(index)

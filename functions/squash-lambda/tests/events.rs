@@ -27,6 +27,10 @@ const RAW_DESCRIBE: &str = include_str!("../../../events/raw-describe.json");
 const WORKER: &str = include_str!("../../../events/worker-request.json");
 const URL_BATCH: &str = include_str!("../../../events/function-url-batch.json");
 const RAW_BATCH: &str = include_str!("../../../events/raw-batch.json");
+pub const UPSERT: &str = include_str!("../../../events/apigw-upsert.json");
+pub const DELETE: &str = include_str!("../../../events/apigw-delete.json");
+pub const RAW_UPSERT: &str = include_str!("../../../events/raw-upsert.json");
+pub const RAW_DELETE: &str = include_str!("../../../events/raw-delete.json");
 
 /// Every sample in `events/` with the test that covers it: a new sample fails
 /// `every_sample_in_events_is_tested` until it is added here (and tested).
@@ -42,6 +46,11 @@ const SAMPLES: &[(&str, &str)] = &[
     ("worker-request.json", WORKER),
     ("function-url-batch.json", URL_BATCH),
     ("raw-batch.json", RAW_BATCH),
+    // Tested in `writes.rs`.
+    ("apigw-upsert.json", UPSERT),
+    ("apigw-delete.json", DELETE),
+    ("raw-upsert.json", RAW_UPSERT),
+    ("raw-delete.json", RAW_DELETE),
 ];
 
 /// A root holding the golden fixture as index `golden`.
@@ -272,14 +281,33 @@ fn every_declared_route_is_served() {
     let c = coordinator();
     let good = serde_json::to_vec(&json!({ "vector": body_of(SEARCH).vector })).unwrap();
     let batch = serde_json::to_vec(&json!({ "queries": [{ "vector": body_of(SEARCH).vector }] })).unwrap();
-    assert_eq!(ROUTES.len(), 3);
+    let upsert =
+        serde_json::to_vec(&json!({ "vectors": [{"id": 99_999, "vector": body_of(SEARCH).vector }] })).unwrap();
+    let delete = serde_json::to_vec(&json!({ "ids": [99_999] })).unwrap();
+    // The write routes write: they go to a copy of the index, through a coordinator
+    // that takes writes.
+    let copy = root().with_extension("routes");
+    let dst = LocalDir::new(copy.join("golden"));
+    let src = LocalDir::new(root().join("golden"));
+    for key in src.list("").unwrap() {
+        dst.put(&key, &src.get(&key).unwrap()).unwrap();
+    }
+    let vars: HashMap<&str, String> = HashMap::from([
+        ("SQUASH_INDEX_ROOT", copy.display().to_string()),
+        ("SQUASH_WORKERS", "0".to_string()),
+        ("SQUASH_WRITES", "on".to_string()),
+    ]);
+    let writable = Coordinator::new(Config::from_lookup(&|k| vars.get(k).cloned()).unwrap(), None).unwrap();
+    assert_eq!(ROUTES.len(), 5);
     for route in ROUTES {
         let (method, template) = route.split_once(' ').expect("METHOD /path");
         let path = template.replace("{index}", "golden");
-        let body = match (method, path.ends_with("/batch")) {
-            ("POST", true) => batch.clone(),
-            ("POST", false) => good.clone(),
-            _ => vec![],
+        let (body, c) = match (method, path.rsplit('/').next()) {
+            ("POST", Some("batch")) => (batch.clone(), &c),
+            ("POST", Some("upsert")) => (upsert.clone(), &writable),
+            ("POST", Some("delete")) => (delete.clone(), &writable),
+            ("POST", _) => (good.clone(), &c),
+            _ => (vec![], &c),
         };
         let r = c.route(method, &path, &body);
         assert_eq!(r.status, 200, "{route}: {}", r.body);

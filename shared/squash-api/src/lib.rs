@@ -49,7 +49,7 @@ fn default_k() -> usize {
 
 /// A vector's id as users give and get it: an unsigned integer or a string (one kind per
 /// index). JSON: a number or a string.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(untagged)]
 pub enum Id {
     /// An unsigned integer id (a row number of the build input when none were given).
@@ -73,6 +73,38 @@ impl Id {
             Id::Num(_) => None,
             Id::Str(s) => Some(s),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Id, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Id;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an unsigned integer or a string")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Id, E> {
+                Ok(Id::Num(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Id, E> {
+                u64::try_from(v)
+                    .map(Id::Num)
+                    .map_err(|_| E::custom(format!("{v} is negative; ids are unsigned integers or strings")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Id, E> {
+                Err(E::custom(format!(
+                    "{v} is not an integer; ids are unsigned integers or strings"
+                )))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Id, E> {
+                Ok(Id::Str(v.to_string()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Id, E> {
+                Ok(Id::Str(v))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -162,6 +194,74 @@ pub struct SearchRequest {
     /// shows within `SQUASH_MANIFEST_TTL`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<Consistency>,
+}
+
+/// Most vectors one upsert call carries.
+pub const MAX_UPSERT_VECTORS: usize = 1_000;
+/// Most ids one delete call names.
+pub const MAX_DELETE_IDS: usize = 10_000;
+
+/// `POST /v1/indexes/{index}/upsert` body: vectors to insert (new ids) or replace
+/// (existing ids), at most [`MAX_UPSERT_VECTORS`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpsertRequest {
+    /// The vectors, each with its id and attributes.
+    pub vectors: Vec<UpsertVector>,
+}
+
+/// One vector of an upsert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpsertVector {
+    /// Its id: an unsigned integer or a string, as the index's ids are.
+    pub id: Id,
+    /// The vector.
+    pub vector: Vec<f32>,
+    /// Attribute values by name (numbers, strings or null); absent ones are missing.
+    #[serde(default)]
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `POST /v1/indexes/{index}/delete` body: ids (at most [`MAX_DELETE_IDS`]) or a filter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRequest {
+    /// Ids to delete (ids the index does not hold are counted as missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<Id>>,
+    /// Delete every vector matching this filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<serde_json::Value>,
+}
+
+/// Parses a JSON object body into `T`, naming the field at fault.
+pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, RequestError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(RequestError {
+            field: "body".into(),
+            message: "is not a JSON object".into(),
+        });
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let req: T =
+        serde_path_to_error::deserialize(&mut *de).map_err(|e| RequestError::from_path(e.path(), e.inner()))?;
+    de.end().map_err(|e| RequestError {
+        field: "body".into(),
+        message: e.to_string(),
+    })?;
+    Ok(req)
+}
+
+/// Parses a JSON value (a raw invoke's part) into `T`, naming the field at fault.
+pub fn parse_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, RequestError> {
+    if !value.is_object() {
+        return Err(RequestError {
+            field: "body".into(),
+            message: "is not a JSON object".into(),
+        });
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| RequestError::from_path(e.path(), e.inner()))
 }
 
 /// A request that could not be parsed: the field at fault (`k`, `params.nprobe`,

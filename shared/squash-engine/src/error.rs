@@ -24,6 +24,9 @@ pub enum SearchError {
     /// The object store failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The deployment does not allow this (writes turned off).
+    #[error("{message}")]
+    Forbidden { message: String },
     /// Our own bug or an unexpected state (e.g. an answer that does not serialise):
     /// never the caller's fault.
     #[error("internal error: {message}")]
@@ -75,6 +78,10 @@ impl SearchError {
             SearchError::BadRequest { .. } => 400,
             SearchError::NotFound { .. } | SearchError::Storage(StorageError::NotFound { .. }) => 404,
             SearchError::Storage(StorageError::InvalidKey { .. }) => 400,
+            SearchError::Forbidden { .. } => 403,
+            // Other writers kept committing first.
+            SearchError::Storage(StorageError::Conflict { .. }) => 409,
+            SearchError::Storage(StorageError::Unsupported { .. }) => 501,
             // An upstream (worker or store) that failed after retries, not our own bug.
             SearchError::Worker { .. } => 502,
             SearchError::Storage(StorageError::Remote { .. }) => 503,
@@ -93,6 +100,9 @@ impl SearchError {
             }
             SearchError::Core(_) => "corrupt_data",
             SearchError::Storage(StorageError::InvalidKey { .. }) => "bad_request",
+            SearchError::Forbidden { .. } => "forbidden",
+            SearchError::Storage(StorageError::Conflict { .. }) => "conflict",
+            SearchError::Storage(StorageError::Unsupported { .. }) => "unsupported",
             SearchError::Storage(_) => "storage_error",
             SearchError::Internal { .. } => "internal",
         }
@@ -136,6 +146,21 @@ mod tests {
                 "storage_error",
             ),
             (SearchError::internal("key must be a string"), 500, "internal"),
+            (
+                SearchError::Forbidden {
+                    message: "writes are off".into(),
+                },
+                403,
+                "forbidden",
+            ),
+            (
+                SearchError::Storage(StorageError::Conflict {
+                    store: "s3://b".into(),
+                    key: "manifest.sqm".into(),
+                }),
+                409,
+                "conflict",
+            ),
             (
                 SearchError::Core(CoreError::corrupt("manifest.sqm", "bad checksum".to_string())),
                 500,
