@@ -615,3 +615,147 @@ fn a_writer_dying_at_any_step_leaves_the_previous_version_answering() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn compaction_folds_writes_into_rebuilt_partitions_and_removes_what_no_version_names() {
+    use squash_build::compact::compact;
+    let dir = std::env::temp_dir().join(format!("squash-compact-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let local: Arc<dyn ObjectStore> = Arc::new(LocalDir::new(&dir));
+    let ds = clustered(3_000, 0, 16, 6, 121);
+    build_index_with_ids(
+        local.as_ref(),
+        ds.base.clone(),
+        ds.attrs.clone(),
+        &Ids::U64((0..3_000).collect()),
+        &params(Metric::L2, 3),
+    )
+    .unwrap();
+    let fresh = clustered(300, 0, 16, 6, 122);
+    let writer = Writer::new(local.clone());
+    let mut model: HashMap<u64, Row> = (0..3_000u64)
+        .map(|r| {
+            let i = r as usize;
+            (
+                r,
+                Row {
+                    vector: ds.base.row(i).to_vec(),
+                    values: [ds.attrs.columns[0][i], ds.attrs.columns[1][i], ds.attrs.columns[2][i]],
+                },
+            )
+        })
+        .collect();
+    // 300 upserts (100 replacing), in three writes, then 400 deletes.
+    for w in 0..3 {
+        let ids: Vec<u64> = (0..100)
+            .map(|i| if w == 0 { i * 7 } else { 10_000 + w * 100 + i })
+            .collect();
+        let rows = w as usize * 100..(w as usize + 1) * 100;
+        let values: Vec<[f64; 3]> = rows
+            .clone()
+            .map(|i| {
+                [
+                    fresh.attrs.columns[0][i],
+                    fresh.attrs.columns[1][i],
+                    fresh.attrs.columns[2][i],
+                ]
+            })
+            .collect();
+        let data: Vec<f32> = rows.clone().flat_map(|i| fresh.base.row(i).to_vec()).collect();
+        writer
+            .upsert(&Upsert {
+                ids: Ids::U64(ids.clone()),
+                vectors: Matrix {
+                    rows: 100,
+                    cols: 16,
+                    data,
+                },
+                attrs: attrs_of(&values),
+            })
+            .unwrap();
+        for (j, id) in ids.into_iter().enumerate() {
+            model.insert(
+                id,
+                Row {
+                    vector: fresh.base.row(rows.start + j).to_vec(),
+                    values: values[j],
+                },
+            );
+        }
+    }
+    let gone: Vec<u64> = (0..400).map(|i| 1 + i * 7).collect();
+    writer.delete(&Delete::Ids(Ids::U64(gone.clone()))).unwrap();
+    for id in &gone {
+        model.remove(id);
+    }
+    // An orphan of a writer that died before its commit.
+    local
+        .put("segments/p00000-00000000000000000000000000000000.sqs", b"orphan")
+        .unwrap();
+    let before = Index::open(local.clone(), "c").unwrap();
+    let schema = before.manifest().meta.schema.clone();
+    let queries = clustered(200, 0, 16, 6, 123);
+    let recall = |index: &Index| -> f64 {
+        let (mut found, mut wanted) = (0, 0);
+        for q in 0..200 {
+            let v = queries.base.row(q);
+            let truth = brute(&model, &schema, v, 10, None);
+            let resp = search(index, v, 10, None);
+            wanted += truth.len();
+            found += resp
+                .hits
+                .iter()
+                .filter(|h| truth.contains(&h.id.as_u64().unwrap()))
+                .count();
+            assert!(resp.hits.iter().all(|h| model.contains_key(&h.id.as_u64().unwrap())));
+        }
+        found as f64 / wanted as f64
+    };
+    let r_before = recall(&before);
+    // Within the grace period nothing goes: old versions may still be read.
+    let report = compact(local.clone(), std::time::Duration::from_secs(3600)).unwrap();
+    assert_eq!(
+        (report.partitions, report.deltas, report.dropped),
+        (3, 9, 500),
+        "{report:?}"
+    );
+    assert_eq!(report.kept_young, 1, "the orphan is young: a writer may be about to commit it");
+    assert_eq!(report.removed, 0, "{report:?}");
+    assert_eq!(report.count, model.len() as u64);
+    let after = Index::open(local.clone(), "c").unwrap();
+    let m = after.manifest();
+    assert_eq!(m.meta.version, 5);
+    assert!(m
+        .meta
+        .partitions
+        .iter()
+        .all(|p| p.deltas.is_empty() && p.deletes.is_none() && p.deleted == 0));
+    assert_eq!(m.meta.count, model.len() as u64);
+    let r_after = recall(&after);
+    assert!(
+        r_after >= 0.9 && r_after + 0.02 >= r_before,
+        "recall {r_before:.3} -> {r_after:.3}"
+    );
+    // The replaced rows answer with their new vectors, the deleted never.
+    for id in [0u64, 7, 693] {
+        let v = &model[&id].vector;
+        assert_eq!(search(&after, v, 1, None).hits[0].id, Id::Num(id));
+    }
+    for id in &gone[..50] {
+        let v = ds.base.row(*id as usize);
+        assert!(search(&after, v, 10, None).hits.iter().all(|h| h.id != Id::Num(*id)));
+    }
+    // With no grace, everything the current version does not name goes, the orphan too.
+    let report = compact(local.clone(), std::time::Duration::ZERO).unwrap();
+    assert_eq!(report.partitions, 0, "nothing left to fold");
+    // The three old bases, nine deltas, at least a deletion set per partition, the orphan.
+    let at_least = 3 + 9 + 3 + 1;
+    assert!(report.removed >= at_least, "{report:?}");
+    let named: HashSet<String> = m.meta.partitions.iter().map(|p| p.key.clone()).collect();
+    for key in local.list("segments/").unwrap() {
+        assert!(named.contains(&key), "{key} is left over");
+    }
+    let again = Index::open(local.clone(), "c").unwrap();
+    assert!((recall(&again) - r_after).abs() < 1e-9, "removal changed no answer");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -398,12 +398,12 @@ pub fn default_nprobe(lists: usize) -> u32 {
 
 /// One encoded partition: its segment, and per fine list its centroid in the global KLT
 /// space and its attribute code-presence bitmaps.
-struct Encoded {
-    segment: SegmentParts,
+pub(crate) struct Encoded {
+    pub(crate) segment: SegmentParts,
     /// Input row of each segment row.
-    rows: Vec<u32>,
-    list_centroids: Vec<f32>,
-    presence: Vec<u64>,
+    pub(crate) rows: Vec<u32>,
+    pub(crate) list_centroids: Vec<f32>,
+    pub(crate) presence: Vec<u64>,
 }
 
 /// What the rest of the build needs of a partition once its segment is written: its
@@ -450,7 +450,7 @@ fn fine_lists(rotated: &[f32], dim: usize, energies: &[f32], pid: u32, params: &
 
 /// Builds the segment of one partition from its member rows: rows grouped by fine list.
 #[allow(clippy::too_many_arguments)]
-fn encode_partition(
+pub(crate) fn encode_partition(
     pid: u32,
     rows: &[usize],
     vectors: &Matrix,

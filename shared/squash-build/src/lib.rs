@@ -10,6 +10,7 @@
 
 pub mod build;
 pub mod calibrate;
+pub mod compact;
 pub mod error;
 pub mod ids;
 pub mod io;

@@ -116,11 +116,11 @@ type Wanted<'a> = (u32, usize, &'a str, u64, &'a str, Option<&'a DeletesInfo>);
 
 /// A segment of the index as a write sees it: which partition, its place (0 = base,
 /// `1 + i` = delta `i`), the segment and its deleted rows.
-struct Held {
-    partition: u32,
-    place: usize,
-    segment: Arc<Segment>,
-    dead: Arc<Vec<u32>>,
+pub(crate) struct Held {
+    pub(crate) partition: u32,
+    pub(crate) place: usize,
+    pub(crate) segment: Arc<Segment>,
+    pub(crate) dead: Arc<Vec<u32>>,
 }
 
 /// New objects and the manifest they go into, ready to commit.
@@ -241,7 +241,7 @@ impl Writer {
     }
 
     /// Every segment of the index (base and deltas) with its deleted rows.
-    fn held(&self, manifest: &Manifest) -> Result<Vec<Held>> {
+    pub(crate) fn held_segments(&self, manifest: &Manifest) -> Result<Vec<Held>> {
         let mut wanted: Vec<Wanted> = Vec::new();
         for p in &manifest.meta.partitions {
             wanted.push((p.id, 0, &p.key, p.bytes, &p.checksum, p.deletes.as_ref()));
@@ -351,7 +351,7 @@ impl Writer {
     }
 
     fn stage_upsert(&self, manifest: &Manifest, rows: Prepared) -> Result<Staged> {
-        let held = self.held(manifest)?;
+        let held = self.held_segments(manifest)?;
         let mut keys: HashMap<u64, Vec<usize>> = HashMap::new();
         for (i, &k) in rows.keys.iter().enumerate() {
             keys.entry(k).or_default().push(i);
@@ -456,7 +456,7 @@ impl Writer {
     }
 
     fn stage_delete(&self, manifest: &Manifest, what: &Delete) -> Result<Staged> {
-        let held = self.held(manifest)?;
+        let held = self.held_segments(manifest)?;
         let mut dead_new: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
         let mut missing = 0;
         match what {

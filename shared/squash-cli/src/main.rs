@@ -28,6 +28,9 @@ enum Command {
     Upsert(commands::write::UpsertArgs),
     /// Delete vectors by id or by filter (a new index version; no rebuild).
     Delete(commands::write::DeleteArgs),
+    /// Fold writes into rebuilt partitions (a new version) and remove objects no
+    /// version younger than the grace period names.
+    Compact(commands::write::CompactArgs),
     /// Print an index's description as JSON.
     Info {
         /// Index: a directory or s3://bucket/prefix.
@@ -75,6 +78,7 @@ fn main() {
         Command::Query(a) => commands::query::run(a),
         Command::Upsert(a) => commands::write::run_upsert(a),
         Command::Delete(a) => commands::write::run_delete(a),
+        Command::Compact(a) => commands::write::run_compact(a),
         Command::Info { index } => commands::info::run(&index),
         Command::Groundtruth(a) => commands::groundtruth::run(a),
         Command::Prepare(a) => commands::prepare::run(a),

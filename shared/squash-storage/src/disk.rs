@@ -208,6 +208,9 @@ impl<S: ObjectStore> ObjectStore for DiskTier<S> {
     fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key)
     }
+    fn list_modified(&self, prefix: &str) -> Result<Vec<(String, Option<std::time::SystemTime>)>> {
+        self.inner.list_modified(prefix)
+    }
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         self.inner.list(prefix)
     }

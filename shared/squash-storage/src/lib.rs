@@ -190,6 +190,11 @@ pub trait ObjectStore: Send + Sync {
             what: format!("conditional writes (writing '{key}')"),
         })
     }
+    /// Keys under `prefix` with when each was last written (`None` where the store
+    /// cannot tell), sorted by key.
+    fn list_modified(&self, prefix: &str) -> Result<Vec<(String, Option<std::time::SystemTime>)>> {
+        Ok(self.list(prefix)?.into_iter().map(|k| (k, None)).collect())
+    }
     /// Removes an object (absent objects are not an error).
     fn delete(&self, key: &str) -> Result<()> {
         Err(StorageError::Unsupported {
@@ -370,6 +375,9 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
     fn delete(&self, key: &str) -> Result<()> {
         self.retry(|| self.inner.delete(key))
     }
+    fn list_modified(&self, prefix: &str) -> Result<Vec<(String, Option<std::time::SystemTime>)>> {
+        self.retry(|| self.inner.list_modified(prefix))
+    }
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         self.retry(|| self.inner.list(prefix))
     }
@@ -492,6 +500,10 @@ impl<S: ObjectStore> ObjectStore for Counting<S> {
         self.other.fetch_add(1, Ordering::Relaxed);
         self.inner.delete(key)
     }
+    fn list_modified(&self, prefix: &str) -> Result<Vec<(String, Option<std::time::SystemTime>)>> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.list_modified(prefix)
+    }
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         self.other.fetch_add(1, Ordering::Relaxed);
         self.inner.list(prefix)
@@ -531,6 +543,9 @@ impl<T: ObjectStore + ?Sized> ObjectStore for Arc<T> {
     }
     fn delete(&self, key: &str) -> Result<()> {
         (**self).delete(key)
+    }
+    fn list_modified(&self, prefix: &str) -> Result<Vec<(String, Option<std::time::SystemTime>)>> {
+        (**self).list_modified(prefix)
     }
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         (**self).list(prefix)
@@ -728,6 +743,16 @@ impl ObjectStore for LocalDir {
         self.put(key, bytes)?;
         drop(lock);
         Ok(content_tag(bytes))
+    }
+
+    fn list_modified(&self, prefix: &str) -> Result<Vec<(String, Option<std::time::SystemTime>)>> {
+        self.list(prefix)?
+            .into_iter()
+            .map(|k| {
+                let modified = std::fs::metadata(self.root.join(&k)).and_then(|m| m.modified()).ok();
+                Ok((k, modified))
+            })
+            .collect()
     }
 
     fn delete(&self, key: &str) -> Result<()> {

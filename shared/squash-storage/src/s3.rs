@@ -431,6 +431,10 @@ impl ObjectStore for S3Store {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self.list_modified(prefix)?.into_iter().map(|(k, _)| k).collect())
+    }
+
+    fn list_modified(&self, prefix: &str) -> Result<Vec<(String, Option<std::time::SystemTime>)>> {
         let root = if self.prefix.is_empty() {
             String::new()
         } else {
@@ -448,7 +452,10 @@ impl ObjectStore for S3Store {
                 let page = req.send().await.map_err(|e| self.remote(prefix, e))?;
                 for obj in page.contents() {
                     if let Some(k) = obj.key().and_then(|k| k.strip_prefix(&root)) {
-                        keys.push(k.to_string());
+                        let modified = obj
+                            .last_modified()
+                            .and_then(|t| std::time::SystemTime::try_from(*t).ok());
+                        keys.push((k.to_string(), modified));
                     }
                 }
                 match page.next_continuation_token() {

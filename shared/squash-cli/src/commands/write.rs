@@ -47,6 +47,31 @@ pub struct DeleteArgs {
     filter: Option<String>,
 }
 
+#[derive(Args)]
+pub struct CompactArgs {
+    /// Index: a directory or s3://bucket/prefix.
+    #[arg(long)]
+    index: String,
+    /// Seconds an object stays after the last version naming it was replaced (readers
+    /// may still hold that version), and after it was written (a writer may be about to
+    /// commit it).
+    #[arg(long, default_value_t = 3600.0)]
+    grace_s: f64,
+}
+
+/// Runs `squash compact`.
+pub fn run_compact(a: CompactArgs) -> Result<()> {
+    let t0 = Instant::now();
+    if !(a.grace_s.is_finite() && a.grace_s >= 0.0) {
+        return Err(CliError::bad("grace-s", "must be a number of seconds, 0 or more"));
+    }
+    let report = squash_build::compact::compact(open_store(&a.index)?, std::time::Duration::from_secs_f64(a.grace_s))?;
+    let mut v = serde_json::to_value(&report).map_err(|e| CliError::bad("report", e.to_string()))?;
+    v["seconds"] = serde_json::json!((t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
+    println!("{v}");
+    Ok(())
+}
+
 fn print(report: &WriteReport, t0: Instant) -> Result<()> {
     let mut v = serde_json::to_value(report).map_err(|e| CliError::bad("report", e.to_string()))?;
     v["seconds"] = serde_json::json!((t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);

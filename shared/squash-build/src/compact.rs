@@ -1,0 +1,290 @@
+//! Compaction: folds each partition's delta segments and deletions back into one
+//! rebuilt segment (its own KLT, quantiser and fine lists fitted again on its live
+//! rows), committed as a new manifest version; then removes the objects that no
+//! version younger than a grace period names.
+//!
+//! The partitions themselves (which rows go where) and the global KLT stay: a new row
+//! was placed in its nearest list when it was written. Search defaults stay as the
+//! build measured them.
+
+use crate::build::{encode_partition, BuildParams};
+use crate::error::{BuildError, Result};
+use crate::ids::Ids;
+use crate::io::{Attributes, Matrix};
+use crate::write::{Writer, VERSIONS_PREFIX};
+use squash_core::manifest::{IdKind, Manifest, PartitionInfo, MANIFEST_KEY};
+use squash_storage::{ObjectStore, Precondition, StorageError};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
+
+/// Default grace period: objects a version younger than this names are kept (a reader
+/// may still hold that version), and so is any object written within it (a writer may
+/// be about to commit it).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+
+/// What a compaction did.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct CompactReport {
+    /// The version committed (the one read when nothing needed folding).
+    pub version: u64,
+    /// Partitions rebuilt.
+    pub partitions: u64,
+    /// Delta segments folded in.
+    pub deltas: u64,
+    /// Deleted rows dropped.
+    pub dropped: u64,
+    /// Live vectors.
+    pub count: u64,
+    /// Objects removed (no version within the grace period names them).
+    pub removed: u64,
+    /// Bytes of the objects removed.
+    pub removed_bytes: u64,
+    /// Unreferenced objects kept because they are younger than the grace period.
+    pub kept_young: u64,
+}
+
+/// Compacts the index in `store` (see the module documentation), then removes what no
+/// version younger than `grace` names. Safe beside readers (they hold their version)
+/// and writers (a writer that commits first makes this compaction start over; one that
+/// commits after it re-applies its write on the compacted version).
+pub fn compact(store: Arc<dyn ObjectStore>, grace: Duration) -> Result<CompactReport> {
+    let writer = Writer::new(store.clone());
+    let mut report = CompactReport::default();
+    for _attempt in 0..crate::write::MAX_COMMIT_ATTEMPTS {
+        let (bytes, tag) = store.get_tagged(MANIFEST_KEY)?;
+        let manifest = Manifest::decode(MANIFEST_KEY, &bytes)?;
+        let dirty: Vec<usize> = manifest
+            .meta
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.deltas.is_empty() || p.deleted > 0)
+            .map(|(i, _)| i)
+            .collect();
+        report = CompactReport {
+            version: manifest.meta.version,
+            count: manifest.meta.count,
+            ..CompactReport::default()
+        };
+        if dirty.is_empty() {
+            break;
+        }
+        let held = writer.held_segments(&manifest)?;
+        let mut m = manifest.clone();
+        let mut objects: Vec<(String, Vec<u8>)> = Vec::new();
+        // Per partition: its lists' slices of the manifest arrays, replaced where rebuilt.
+        let pd = manifest.meta.partition_dims as usize;
+        let attrs = manifest.meta.schema.len();
+        let words = attrs * squash_core::manifest::PRESENCE_WORDS;
+        let mut centroids: Vec<Vec<f32>> = Vec::with_capacity(manifest.partitions());
+        let mut counts: Vec<Vec<u32>> = Vec::with_capacity(manifest.partitions());
+        let mut presence: Vec<Vec<u64>> = Vec::with_capacity(manifest.partitions());
+        for p in 0..manifest.partitions() {
+            let lists = manifest.list_start[p] as usize..manifest.list_start[p + 1] as usize;
+            centroids.push(manifest.list_centroids[lists.start * pd..lists.end * pd].to_vec());
+            counts.push(manifest.list_counts[lists.clone()].to_vec());
+            presence.push(manifest.list_presence[lists.start * words..lists.end * words].to_vec());
+        }
+        let total_lists = manifest.lists().max(1);
+        let list_vectors = ((manifest.meta.partitions.iter().map(|p| p.base_count()).sum::<u64>() as f64
+            / total_lists as f64)
+            .round() as usize)
+            .max(1);
+        let params = BuildParams {
+            metric: manifest.meta.metric,
+            list_vectors,
+            bits_per_dim: manifest.meta.bits_per_dim,
+            seed: manifest.meta.seed,
+            ..BuildParams::default()
+        };
+        for &pid in &dirty {
+            // The partition's live rows, base first, then each delta in order.
+            let dim = manifest.meta.dim as usize;
+            let mut data = Vec::new();
+            let mut keys = Vec::new();
+            let mut names = Vec::new();
+            let mut columns = vec![Vec::new(); attrs];
+            for h in held.iter().filter(|h| h.partition == pid as u32) {
+                let dead: HashSet<u32> = h.dead.iter().copied().collect();
+                let seg = &h.segment;
+                for row in (0..seg.len()).filter(|r| !dead.contains(&(*r as u32))) {
+                    data.extend_from_slice(seg.vector(row));
+                    keys.push(seg.id(row));
+                    if let Some(n) = seg.name(row) {
+                        names.push(n.to_string());
+                    }
+                    for (a, col) in columns.iter_mut().enumerate() {
+                        col.push(seg.attr_column(a)[row]);
+                    }
+                }
+            }
+            let info = &manifest.meta.partitions[pid];
+            report.partitions += 1;
+            report.deltas += info.deltas.len() as u64;
+            report.dropped += info.deleted;
+            let n = keys.len();
+            if n == 0 {
+                return Err(BuildError::bad(
+                    "partitions",
+                    format!("partition {pid} has no live vector left; rebuild the index with `squash build`"),
+                ));
+            }
+            let ids = match manifest.meta.ids {
+                IdKind::String => Ids::Strings(names),
+                IdKind::U64 => Ids::U64(keys),
+            };
+            let vectors = Matrix {
+                rows: n,
+                cols: dim,
+                data,
+            };
+            let table = Attributes {
+                schema: manifest.meta.schema.clone(),
+                columns,
+            };
+            let rows: Vec<usize> = (0..n).collect();
+            let enc = encode_partition(
+                pid as u32,
+                &rows,
+                &vectors,
+                &table,
+                &ids,
+                &manifest.attr_cells,
+                &manifest.global,
+                manifest.meta.metric,
+                &params,
+            );
+            let bytes = enc.segment.encode();
+            let key = format!("segments/p{pid:05}-{:032x}.sqs", xxh3_128(&bytes));
+            let head = squash_core::segment::head_len_of(&key, &bytes)?;
+            m.meta.partitions[pid] = PartitionInfo {
+                id: pid as u32,
+                count: n as u64,
+                key: key.clone(),
+                bytes: bytes.len() as u64,
+                checksum: format!("{:016x}", xxh3_64(&bytes)),
+                lists: (enc.segment.lists.len() - 1) as u32,
+                head,
+                deltas: Vec::new(),
+                deletes: None,
+                deleted: 0,
+            };
+            counts[pid] = enc.segment.lists.windows(2).map(|w| w[1] - w[0]).collect();
+            centroids[pid] = enc.list_centroids;
+            presence[pid] = enc.presence;
+            objects.push((key, bytes));
+        }
+        m.list_centroids = centroids.concat();
+        m.list_counts = counts.concat();
+        m.list_presence = presence.concat();
+        m.list_start = Manifest::list_starts(&m.meta.partitions);
+        m.meta.count = m.meta.partitions.iter().map(|p| p.live()).sum();
+        m.meta.version = manifest.meta.version + 1;
+        m.meta.committed_at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        {
+            use rayon::prelude::*;
+            objects
+                .par_iter()
+                .try_for_each(|(k, b)| store.put(k, b).map_err(BuildError::from))?;
+        }
+        let encoded = m.encode();
+        match store.put_if(MANIFEST_KEY, &encoded, &Precondition::Matches(tag)) {
+            Ok(_) => {
+                let _ = store.put(&format!("{VERSIONS_PREFIX}{:020}.sqm", m.meta.version), &encoded);
+                report.version = m.meta.version;
+                report.count = m.meta.count;
+                break;
+            }
+            // A writer committed meanwhile: fold again from its version.
+            Err(StorageError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    collect_garbage(store.as_ref(), grace, &mut report)?;
+    Ok(report)
+}
+
+/// Every object key a manifest names.
+fn named(m: &Manifest) -> impl Iterator<Item = String> + '_ {
+    m.meta.partitions.iter().flat_map(|p| {
+        std::iter::once(p.key.clone())
+            .chain(p.deletes.iter().map(|d| d.key.clone()))
+            .chain(
+                p.deltas
+                    .iter()
+                    .flat_map(|d| std::iter::once(d.key.clone()).chain(d.deletes.iter().map(|x| x.key.clone()))),
+            )
+    })
+}
+
+/// Removes segment and deletion-set objects named by no version younger than `grace`
+/// (a version's age counts from when the next one was committed) and not written
+/// within it, and the copies of versions older than it.
+fn collect_garbage(store: &dyn ObjectStore, grace: Duration, report: &mut CompactReport) -> Result<()> {
+    let now = SystemTime::now();
+    let unix = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+    let current = Manifest::decode(MANIFEST_KEY, &store.get(MANIFEST_KEY)?)?;
+    let mut keep: HashSet<String> = named(&current).collect();
+    // Version copies, oldest first; version v stays live until v + 1 was committed.
+    let copies = store.list_modified(VERSIONS_PREFIX)?;
+    let mut versions: Vec<(u64, String, Manifest)> = Vec::new();
+    for (key, _) in &copies {
+        let Some(v) = key
+            .strip_prefix(VERSIONS_PREFIX)
+            .and_then(|s| s.strip_suffix(".sqm"))
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if v >= current.meta.version {
+            continue;
+        }
+        // An unreadable copy keeps nothing alive: the objects it named are protected by
+        // their own age instead.
+        if let Ok(m) = store
+            .get(key)
+            .map_err(BuildError::from)
+            .and_then(|b| Ok(Manifest::decode(key, &b)?))
+        {
+            versions.push((v, key.clone(), m));
+        }
+    }
+    versions.sort_by_key(|v| v.0);
+    let superseded_at = |v: u64| -> SystemTime {
+        versions
+            .iter()
+            .find(|(w, ..)| *w > v)
+            .map(|(_, _, m)| unix(m.meta.committed_at))
+            .unwrap_or_else(|| unix(current.meta.committed_at))
+    };
+    let mut old_copies = Vec::new();
+    for (v, key, m) in &versions {
+        let age = now.duration_since(superseded_at(*v)).unwrap_or_default();
+        if age < grace {
+            keep.extend(named(m));
+        } else {
+            old_copies.push(key.clone());
+        }
+    }
+    for (key, modified) in store.list_modified("segments/")? {
+        if keep.contains(&key) {
+            continue;
+        }
+        let young = modified.is_none_or(|t| now.duration_since(t).unwrap_or_default() < grace);
+        if young {
+            report.kept_young += 1;
+            continue;
+        }
+        report.removed_bytes += store.head(&key)?.unwrap_or(0);
+        store.delete(&key)?;
+        report.removed += 1;
+    }
+    for key in old_copies {
+        store.delete(&key)?;
+    }
+    Ok(())
+}
