@@ -20,7 +20,7 @@ LAMBDA := target/venv/bin/cargo-lambda
 STACK_PORT ?= 9000
 GOLDEN_VECTOR := $(shell python3 -c "import json;print(json.dumps(json.load(open('events/raw-search.json'))['search']['vector']))" 2>/dev/null)
 
-.PHONY: all build release data index demo bench bench-smoke bench-test test lint fmt clippy clean help up down latency invoke build-lambda infra-check load fuzz tools
+.PHONY: all build release data index demo bench bench-updates bench-smoke bench-test test lint fmt clippy clean help up down latency invoke build-lambda infra-check load fuzz tools
 
 all: build
 
@@ -29,6 +29,7 @@ help:
 	@echo "make test   - unit, property, golden-file and end-to-end tests"
 	@echo "make lint   - cargo fmt --check and cargo clippy -D warnings"
 	@echo "make bench  - squash vs faiss, hnswlib, LanceDB on GloVe-50, Fashion-MNIST-784 and synthetic 1M (+10M): table, plots, cost (target/bench/)"
+	@echo "make bench-updates - synth-1m reached through writes (10 % upserted, 10 % deleted) vs the fresh build, then compacted (part of make bench)"
 	@echo "make bench-smoke - make bench's whole pipeline on 20k synthetic vectors (CI)"
 	@echo "make up     - local serverless stack: SeaweedFS + coordinator/workers under cargo-lambda, golden and GloVe (STACK_DATASET=synth-1m: 1M x 128) indexes"
 	@echo "make latency - single queries and batches of 16/100 through the stack's HTTP route, both plans, cold and warm"
@@ -151,6 +152,23 @@ bench: $(BENCH_DEPS)
 	  $(BENCH_PIN) $(SQUASH) bench --index $(SYNTH)/synth-10m-index --data $(SYNTH)/synth-10m --dataset synth-10m --repeats $(BENCH_REPEATS) --nprobe-sweep 0,256,1024 --cold-queries 5 --json-out $(BENCH)/squash-synth-10m.jsonl; fi
 	$(SQUASH) cost $(BENCH)/squash-*.jsonl --target-recall 0.95 --out $(BENCH)/cost.md
 	$(BENCH_PY) scripts/bench/report.py --bench $(BENCH) --builds $(DATA) $(BENCH_CHECK)
+	@if [ "$(BENCH_UPDATES)" = 1 ]; then $(MAKE) --no-print-directory bench-updates; fi
+
+# The updates case (docs/BENCHMARKS.md): synth-1m's base reached through writes (10 %
+# held back from the build and upserted, as many decoys built in and deleted), against
+# the fresh build of the same data, then compacted; alternated, same core.
+BENCH_UPDATES ?= 1
+UPDATES := $(SYNTH)/synth-1m-updates
+bench-updates: $(SYNTH)/synth-1m-index/manifest.sqm
+	mkdir -p $(BENCH)
+	rm -rf $(UPDATES) $(UPDATES)-compacted $(BENCH)/squash-updates.jsonl
+	$(SQUASH) churn --data $(SYNTH)/synth-1m --out $(UPDATES) | tee $(BENCH)/updates-churn.json
+	cp -r $(UPDATES) $(UPDATES)-compacted
+	$(SQUASH) compact --index $(UPDATES)-compacted --grace-s 0 | tee $(BENCH)/updates-compact.json
+	@set -e; for round in 1 2; do for v in fresh:$(SYNTH)/synth-1m-index updated:$(UPDATES) compacted:$(UPDATES)-compacted; do \
+	  IFS=: read name index <<< "$$v"; echo "== synth-1m $$name (round $$round)"; \
+	  $(BENCH_PIN) $(SQUASH) bench --index $$index --data $(SYNTH)/synth-1m --dataset synth-1m-$$name --limit $(BENCH_QUERIES) --repeats $(BENCH_REPEATS) --json-out $(BENCH)/squash-updates.jsonl; \
+	done; done
 
 # CI: the whole `make bench` pipeline on a 20k x 32 synthetic set, 20 queries, one pass:
 # fails unless every system produced points, the exact faiss-flat scores recall 1 on
@@ -160,7 +178,7 @@ $(SYNTH)/smoke/workload.json: | $(SQUASH)
 	$(SQUASH) synth --out $(SYNTH)/smoke --rows 20000 --dim 32 --clusters 20 --queries 50
 	$(SQUASH) groundtruth --data $(SYNTH)/smoke
 bench-smoke: $(BENCH_VENV)/.done $(SYNTH)/smoke-index/manifest.sqm
-	$(MAKE) --no-print-directory bench BENCH=target/bench-smoke BENCH_DEPS= BENCH_10M=0 BENCH_QUERIES=20 BENCH_REPEATS=1 \
+	$(MAKE) --no-print-directory bench BENCH=target/bench-smoke BENCH_DEPS= BENCH_10M=0 BENCH_UPDATES=0 BENCH_QUERIES=20 BENCH_REPEATS=1 \
 	  BENCH_SETS=smoke:$(SYNTH)/smoke:$(SYNTH)/smoke-index BENCH_CHECK=--check \
 	  SQUASH_SWEEP="--nprobe-sweep 4,64 --cold-queries 2" PEERS_ARGS="--max-points 2 --free-mask"
 

@@ -133,3 +133,61 @@ fn bench_recall_and_cold_costs_match_a_known_answer() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_updates_index_holds_exactly_the_workload_base_through_writes() {
+    use squash_bench::churn::churn;
+    let dir = std::env::temp_dir().join(format!("squash-churn-test-{}", std::process::id()));
+    let w = synthesize(
+        &dir,
+        &SynthParams {
+            rows: 5_000,
+            dim: 16,
+            clusters: 8,
+            queries: 30,
+            attributes: 4,
+            selectivities: vec![1.0],
+            seed: 9,
+        },
+        false,
+    )
+    .expect("synthesize");
+    let base = read_vectors(&dir.join(&w.base)).unwrap();
+    let queries = read_vectors(&dir.join(&w.queries)).unwrap();
+    let attrs = read_attributes(&dir.join(&w.attrs), &w.attr_names).unwrap();
+    let store = Arc::new(Memory::new());
+    let report = churn(&dir, store.clone(), 0.1, 200, 5).expect("churn");
+    assert_eq!(
+        (report.base, report.upserted, report.deleted),
+        (5_000, 500, 500),
+        "{report:?}"
+    );
+    assert_eq!(
+        (report.version, report.count),
+        (4, 5_000),
+        "three upserts and a delete: {report:?}"
+    );
+    let index = Index::open(store.clone(), "updates").unwrap();
+    let truth: Vec<Vec<u64>> = groundtruth(&base, w.metric, &attrs, &queries, &vec![None; queries.rows], 10, false)
+        .into_iter()
+        .map(|l| l.into_iter().map(|n| n.id).collect())
+        .collect();
+    let r = run_case(
+        &index,
+        None,
+        "100%",
+        &queries,
+        &vec![serde_json::Value::Null; queries.rows],
+        &truth,
+        &BenchOptions {
+            k: 10,
+            threads: 1,
+            repeats: 1,
+            params: SearchParams::default(),
+            cold_queries: 0,
+        },
+    )
+    .expect("bench");
+    assert!(r.recall >= 0.9, "recall@10 through writes: {}", r.recall);
+    let _ = std::fs::remove_dir_all(&dir);
+}

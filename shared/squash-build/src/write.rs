@@ -374,39 +374,75 @@ impl Writer {
             by_partition.entry(p).or_default().push((i, local));
         }
         let base_of: HashMap<u32, &Held> = held.iter().filter(|h| h.place == 0).map(|h| (h.partition, h)).collect();
+        let attrs = m.meta.schema.len();
+        let mut replaced_in_deltas = 0u64;
         for (&pid, members) in &by_partition {
             let base = base_of
                 .get(&pid)
                 .ok_or_else(|| BuildError::bad("manifest", format!("partition {pid} has no base segment")))?;
-            let parts = delta_parts(&base.segment, pid, members, &rows, manifest.meta.metric);
+            // One delta per partition: its earlier deltas' live rows (less those this
+            // write replaces) move into the new one with the new rows, and the old
+            // deltas, with their deletion sets, leave the manifest. A query then scans
+            // at most two segments of a partition however many writes reached it.
+            let mut merged = rows.empty_like();
+            let mut merged_members: Vec<(usize, u32)> = Vec::new();
+            for (h, old) in held
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| h.partition == pid && h.place > 0)
+            {
+                let mut gone: HashSet<u32> = old.dead.iter().copied().collect();
+                if let Some(now) = dead_new.remove(&h) {
+                    replaced_in_deltas += now.len() as u64;
+                    gone.extend(now);
+                }
+                let seg = &old.segment;
+                for l in 0..seg.list_count() {
+                    for row in seg.list_rows(l).filter(|r| !gone.contains(&(*r as u32))) {
+                        merged_members.push((merged.keys.len(), l as u32));
+                        merged.push_row(seg, row);
+                    }
+                }
+            }
+            for &(i, local) in members {
+                merged_members.push((merged.keys.len(), local));
+                merged.push_from(&rows, i);
+            }
+            let parts = delta_parts(&base.segment, pid, &merged_members, &merged, manifest.meta.metric);
             let bytes = parts.encode();
             let key = format!("segments/p{pid:05}-{:032x}.sqs", xxh3_128(&bytes));
             let head = squash_core::segment::head_len_of(&key, &bytes)?;
             let first = m.list_start[pid as usize] as usize;
-            let attrs = m.meta.schema.len();
-            for &(i, local) in members {
+            // The partition's list sizes: the base segment's plus the merged delta's.
+            for l in 0..base.segment.list_count() {
+                m.list_counts[first + l] = base.segment.list_rows(l).len() as u32;
+            }
+            for &(i, local) in &merged_members {
                 let g = first + local as usize;
                 m.list_counts[g] += 1;
                 for a in 0..attrs {
-                    let c = m.attr_cells[a].encode(rows.values[a][i]);
+                    let c = m.attr_cells[a].encode(merged.values[a][i]);
                     m.list_presence[(g * attrs + a) * PRESENCE_WORDS + c as usize / 64] |= 1 << (c % 64);
                 }
             }
             let p = &mut m.meta.partitions[pid as usize];
-            p.count += members.len() as u64;
-            p.deltas.push(DeltaInfo {
+            let base_rows = base.segment.len() as u64;
+            let base_dead = p.deletes.as_ref().map_or(0, |d| d.rows);
+            p.count = base_rows + merged_members.len() as u64;
+            p.deleted = base_dead;
+            p.deltas = vec![DeltaInfo {
                 key: key.clone(),
                 bytes: bytes.len() as u64,
                 checksum: format!("{:016x}", xxh3_64(&bytes)),
-                count: members.len() as u64,
+                count: merged_members.len() as u64,
                 head,
                 version: manifest.meta.version + 1,
                 deletes: None,
-            });
+            }];
             objects.push((key, bytes));
         }
         let deleted = self.apply_deletes(&mut m, &held, dead_new, &mut objects);
-        debug_assert_eq!(deleted, replaced);
+        debug_assert_eq!(deleted + replaced_in_deltas, replaced);
         m.meta.count = m.meta.partitions.iter().map(|p| p.live()).sum();
         Ok(Staged {
             manifest: m,
@@ -524,6 +560,46 @@ struct Prepared {
     values: Vec<Vec<f64>>,
     schema: Schema,
     cells: Vec<AttrCells>,
+}
+
+impl Prepared {
+    /// No rows, the same schema and cells.
+    fn empty_like(&self) -> Prepared {
+        Prepared {
+            keys: Vec::new(),
+            names: self.names.as_ref().map(|_| Vec::new()),
+            dim: self.dim,
+            vectors: Vec::new(),
+            values: vec![Vec::new(); self.values.len()],
+            schema: self.schema.clone(),
+            cells: self.cells.clone(),
+        }
+    }
+
+    /// Appends row `i` of `other`.
+    fn push_from(&mut self, other: &Prepared, i: usize) {
+        self.keys.push(other.keys[i]);
+        if let (Some(n), Some(o)) = (self.names.as_mut(), other.names.as_ref()) {
+            n.push(o[i].clone());
+        }
+        self.vectors
+            .extend_from_slice(&other.vectors[i * self.dim..(i + 1) * self.dim]);
+        for (col, src) in self.values.iter_mut().zip(&other.values) {
+            col.push(src[i]);
+        }
+    }
+
+    /// Appends row `row` of a segment of the index (its values are in the index's coding).
+    fn push_row(&mut self, seg: &Segment, row: usize) {
+        self.keys.push(seg.id(row));
+        if let Some(n) = self.names.as_mut() {
+            n.push(seg.name(row).unwrap_or_default().to_string());
+        }
+        self.vectors.extend_from_slice(seg.vector(row));
+        for (a, col) in self.values.iter_mut().enumerate() {
+            col.push(seg.attr_column(a)[row]);
+        }
+    }
 }
 
 /// Internal keys (and names, for string ids) of ids given to a write on `manifest`'s index.

@@ -31,6 +31,9 @@ enum Command {
     /// Fold writes into rebuilt partitions (a new version) and remove objects no
     /// version younger than the grace period names.
     Compact(commands::write::CompactArgs),
+    /// Build the `updates` benchmark's index: a workload's base reached through writes
+    /// (a share held back and upserted, as many decoys built in and deleted).
+    Churn(commands::write::ChurnArgs),
     /// Print an index's description as JSON.
     Info {
         /// Index: a directory or s3://bucket/prefix.
@@ -79,6 +82,7 @@ fn main() {
         Command::Upsert(a) => commands::write::run_upsert(a),
         Command::Delete(a) => commands::write::run_delete(a),
         Command::Compact(a) => commands::write::run_compact(a),
+        Command::Churn(a) => commands::write::run_churn(a),
         Command::Info { index } => commands::info::run(&index),
         Command::Groundtruth(a) => commands::groundtruth::run(a),
         Command::Prepare(a) => commands::prepare::run(a),

@@ -132,7 +132,7 @@ pub fn select_rows(
     // 1. Filter: conservative on codes, resolved exactly for the "maybe" rows.
     // Without a filter or a Hamming prune every row of the lists is a candidate, and the
     // row numbers are never materialised.
-    let every_row = filter.is_none() && p.hamming_keep >= 1.0;
+    let mut every_row = filter.is_none() && p.hamming_keep >= 1.0;
     let mut candidates: Vec<u32> = Vec::new();
     if let Some(f) = filter {
         let own;
@@ -176,7 +176,25 @@ pub fn select_rows(
     }
     let dim = seg.meta().dim as usize;
     let budget = p.budget();
-    let dense = counts.filtered as usize * SPARSE_DIVISOR >= counts.scanned as usize;
+    // A few candidates (a small delta segment, a sparse filter) get their exact distance
+    // as their bound: with no sample to set the scan's reach, the blocked scan's bounds
+    // would be loose enough to crowd the pooled re-rank with them.
+    let few = counts.filtered as usize <= REACH_SAMPLE;
+    if few && every_row {
+        every_row = false;
+        for (_, range) in &ranges {
+            candidates.extend((range.start as u32..range.end as u32).filter(|&r| live(r as usize)));
+        }
+        counts.filtered = candidates.len() as u64;
+        counts.hamming = counts.filtered;
+        if candidates.is_empty() {
+            return Selected {
+                counts,
+                ..Selected::default()
+            };
+        }
+    }
+    let dense = !few && counts.filtered as usize * SPARSE_DIVISOR >= counts.scanned as usize;
     let yq = if p.hamming_keep < 1.0 {
         seg.klt().transform(query)
     } else if dense {

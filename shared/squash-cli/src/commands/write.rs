@@ -72,6 +72,36 @@ pub fn run_compact(a: CompactArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Args)]
+pub struct ChurnArgs {
+    /// Prepared workload directory (with ground truth).
+    #[arg(long)]
+    data: PathBuf,
+    /// Output index: a directory or s3://bucket/prefix.
+    #[arg(long)]
+    out: String,
+    /// Share of the base held back from the build and upserted (as many decoys are
+    /// built in and deleted).
+    #[arg(long, default_value_t = 0.1)]
+    share: f64,
+    /// Vectors per upsert call.
+    #[arg(long, default_value_t = 10_000)]
+    batch: usize,
+    /// Random seed.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+/// Runs `squash churn`.
+pub fn run_churn(a: ChurnArgs) -> Result<()> {
+    let report = squash_bench::churn::churn(&a.data, open_store(&a.out)?, a.share, a.batch, a.seed)?;
+    println!(
+        "{}",
+        serde_json::to_string(&report).map_err(|e| CliError::bad("report", e.to_string()))?
+    );
+    Ok(())
+}
+
 fn print(report: &WriteReport, t0: Instant) -> Result<()> {
     let mut v = serde_json::to_value(report).map_err(|e| CliError::bad("report", e.to_string()))?;
     v["seconds"] = serde_json::json!((t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
