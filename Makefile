@@ -161,13 +161,13 @@ BENCH_UPDATES ?= 1
 UPDATES := $(SYNTH)/synth-1m-updates
 bench-updates: $(SYNTH)/synth-1m-index/manifest.sqm
 	mkdir -p $(BENCH)
-	rm -rf $(UPDATES) $(UPDATES)-compacted $(BENCH)/squash-updates.jsonl
+	rm -rf $(UPDATES) $(UPDATES)-compacted $(BENCH)/updates-*.jsonl
 	$(SQUASH) churn --data $(SYNTH)/synth-1m --out $(UPDATES) | tee $(BENCH)/updates-churn.json
 	cp -r $(UPDATES) $(UPDATES)-compacted
 	$(SQUASH) compact --index $(UPDATES)-compacted --grace-s 0 | tee $(BENCH)/updates-compact.json
 	@set -e; for round in 1 2; do for v in fresh:$(SYNTH)/synth-1m-index updated:$(UPDATES) compacted:$(UPDATES)-compacted; do \
 	  IFS=: read name index <<< "$$v"; echo "== synth-1m $$name (round $$round)"; \
-	  $(BENCH_PIN) $(SQUASH) bench --index $$index --data $(SYNTH)/synth-1m --dataset synth-1m-$$name --limit $(BENCH_QUERIES) --repeats $(BENCH_REPEATS) --json-out $(BENCH)/squash-updates.jsonl; \
+	  $(BENCH_PIN) $(SQUASH) bench --index $$index --data $(SYNTH)/synth-1m --dataset synth-1m-$$name --limit $(BENCH_QUERIES) --repeats $(BENCH_REPEATS) --json-out $(BENCH)/updates-$$name-$$round.jsonl; \
 	done; done
 
 # CI: the whole `make bench` pipeline on a 20k x 32 synthetic set, 20 queries, one pass:

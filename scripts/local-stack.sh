@@ -15,6 +15,7 @@
 # deployed squash-worker-{i} functions do. Settings (environment):
 #   SQUASH_WORKERS (4), SQUASH_BRANCHING (4), SQUASH_DEPTH (3)   fan-out W, b, l
 #   SQUASH_BIN_DIR (target/release)   where the built binaries are
+#   SQUASH_WRITES (on)                the coordinator serves the upsert and delete routes
 #   STACK_DIR (target/local-stack)    pids and logs
 #   STACK_S3_ENDPOINT                 use this S3 server instead of starting SeaweedFS
 #   STACK_BUCKET (squash-local)       indexes live under s3://$STACK_BUCKET/indexes/
@@ -74,7 +75,8 @@ start_functions() {
         SQUASH_WORKER_FUNCTION=squash-worker SQUASH_LAMBDA_ENDPOINT="$endpoints"
         AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE="${STACK_MEMORY_MB:-2048}"
     )
-    start coordinator env "${common[@]}" AWS_LAMBDA_FUNCTION_NAME=squash-coordinator \
+    # The local stack takes writes (SQUASH_WRITES=off makes it read-only, as a deployment is by default).
+    start coordinator env "${common[@]}" SQUASH_WRITES="${SQUASH_WRITES:-on}" AWS_LAMBDA_FUNCTION_NAME=squash-coordinator \
         AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$port/.rt/squash-coordinator" "$bin/squash-coordinator"
     for i in $(seq 0 $((workers - 1))); do
         start "worker-$i" env "${common[@]}" AWS_LAMBDA_FUNCTION_NAME=squash-worker \
