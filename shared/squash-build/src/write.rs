@@ -28,7 +28,7 @@ use squash_engine::cache::SegmentCache;
 use squash_storage::{ObjectStore, Precondition, StorageError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 /// Most conditional commits a write attempts before giving up (each conflict means
@@ -223,7 +223,11 @@ impl Writer {
                     retries += 1;
                     // Back off a little, more each time, with jitter so that two
                     // writers do not collide in lockstep.
-                    let jitter = xxh3_64(&[retries as u8, (Instant::now().elapsed().subsec_nanos() & 0xff) as u8]);
+                    // (The clock's nanoseconds differ between two racing processes.)
+                    let nanos = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.subsec_nanos());
+                    let jitter = xxh3_64(&[nanos.to_le_bytes(), retries.to_le_bytes()].concat());
                     let ms = (2u64 << retries.min(6)) + jitter % 8;
                     std::thread::sleep(Duration::from_millis(ms));
                 }
