@@ -319,6 +319,9 @@ pub struct Segment {
     quantizer: Quantizer,
     scan_bounds: crate::fastscan::ScanBounds,
     attr_cells: Vec<AttrCells>,
+    /// 128-bit hash of the ATTR_CELLS section: segments with equal tags have equal
+    /// cells (a filter compiled for one serves the other).
+    cells_tag: u128,
     lists: Vec<u32>,
     block_starts: Vec<usize>,
     blocks: Range<usize>,
@@ -416,6 +419,11 @@ impl Segment {
     /// Attribute cells (shared by all partitions of the index).
     pub fn attr_cells(&self) -> &[AttrCells] {
         &self.attr_cells
+    }
+    /// A 128-bit hash of the attribute cells: equal tags mean equal cells (comparing
+    /// tags is cheaper than comparing the cells, which queries do per segment).
+    pub fn cells_tag(&self) -> u128 {
+        self.cells_tag
     }
     /// List offsets: list `l` holds rows `lists()[l]..lists()[l + 1]`.
     pub fn lists(&self) -> &[u32] {
@@ -819,7 +827,9 @@ impl Segment {
         let quantizer = Quantizer { bits, bounds };
         let width = quantizer.bits.iter().filter(|&&b| b > 0).count();
 
-        let attr_cells = decode_cells(&c.section(ATTR_CELLS)?, object, a)?;
+        let cell_bytes = c.section(ATTR_CELLS)?;
+        let cells_tag = xxhash_rust::xxh3::xxh3_128(&cell_bytes);
+        let attr_cells = decode_cells(&cell_bytes, object, a)?;
         let list_bytes = c.section(LISTS)?;
         if list_bytes.len() % 4 != 0 || list_bytes.len() < 8 {
             return Err(bad("list offsets section has the wrong length".into()));
@@ -901,6 +911,7 @@ impl Segment {
             scan_bounds: crate::fastscan::ScanBounds::new(&quantizer),
             quantizer,
             attr_cells,
+            cells_tag,
             lists,
             block_starts,
             blocks,

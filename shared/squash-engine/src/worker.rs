@@ -73,6 +73,19 @@ fn list_ranges(seg: &Segment, lists: &[u32]) -> Vec<(usize, std::ops::Range<usiz
         .collect()
 }
 
+/// The row ranges of `ranges` with adjacent ones joined and empty ones left out (lists
+/// asked for in order are often adjacent: one filter pass covers them).
+fn merged_ranges(ranges: &[(usize, std::ops::Range<usize>)]) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = Vec::with_capacity(ranges.len());
+    for (_, r) in ranges.iter().filter(|(_, r)| !r.is_empty()) {
+        match out.last_mut() {
+            Some(last) if last.end == r.start => last.end = r.end,
+            _ => out.push(r.clone()),
+        }
+    }
+    out
+}
+
 /// Rows of one segment that passed the filter and the Hamming prune, ready for
 /// [`bound_selected`]: the first two stages of [`bound_segment`], split from the third so
 /// that a worker reading the segment by ranges can fetch the vectors the bounds read
@@ -146,8 +159,11 @@ pub fn select_rows(
         let mut mask = Vec::new();
         let columns = seg.attr_columns();
         let attrs = seg.meta().attrs as usize;
-        for (_, range) in &ranges {
-            let code_cols: Vec<&[u8]> = (0..attrs).map(|a| &seg.attr_codes(a)[range.clone()]).collect();
+        let full_cols: Vec<&[u8]> = (0..attrs).map(|a| seg.attr_codes(a)).collect();
+        let mut code_cols: Vec<&[u8]> = Vec::with_capacity(attrs);
+        for range in merged_ranges(&ranges) {
+            code_cols.clear();
+            code_cols.extend(full_cols.iter().map(|c| &c[range.clone()]));
             mask.resize(range.len(), 0);
             compiled.eval_into(&code_cols, &mut mask);
             for (i, &m) in mask.iter().enumerate() {
@@ -253,6 +269,12 @@ pub fn select_rows(
         yq,
         counts,
     }
+}
+
+/// Whether two segments have equal attribute cells (a filter compiled for one serves the
+/// other), by their 128-bit tags.
+fn same_cells(a: &Segment, b: &Segment) -> bool {
+    a.cells_tag() == b.cells_tag()
 }
 
 /// Scans one segment: [`select_rows`], then [`bound_selected`]. Returns the best
@@ -989,15 +1011,16 @@ impl Worker {
                 *f = Err(p);
             }
         }
-        // Attribute cells are shared by every segment of an index: compile the filter
-        // once, against the first segment, and reuse it wherever the cells are equal.
-        let first = fetched
-            .iter()
-            .find_map(|f| f.as_ref().ok().map(|(seg, ..)| seg.clone()));
-        let shared = match (&req.filter, &first) {
-            (Some(f), Some(seg)) => Some(f.compile(seg.attr_cells())),
-            _ => None,
-        };
+        // Segments of one index share their attribute cells, except delta segments whose
+        // writes widened them: compile the filter once per distinct set of cells.
+        let mut compiled_for: Vec<(Arc<Segment>, CodeFilter)> = Vec::new();
+        if let Some(filter) = &req.filter {
+            for (seg, ..) in fetched.iter().flatten() {
+                if !compiled_for.iter().any(|(s, _)| same_cells(s, seg)) {
+                    compiled_for.push((seg.clone(), filter.compile(seg.attr_cells())));
+                }
+            }
+        }
         let mut scan_us = vec![0u64; req.segments.len()];
         // 1. Filter and Hamming prune, every segment in parallel.
         let selected: Vec<(Option<Selected>, u64)> = req
@@ -1008,9 +1031,7 @@ impl Worker {
             .map(|((r, f), dead)| {
                 let Ok((seg, ..)) = f else { return (None, 0) };
                 let t0 = Instant::now();
-                let compiled = shared
-                    .as_ref()
-                    .filter(|_| first.as_ref().is_some_and(|f| f.attr_cells() == seg.attr_cells()));
+                let compiled = compiled_for.iter().find(|(s, _)| same_cells(s, seg)).map(|(_, c)| c);
                 let sel = select_rows(
                     seg,
                     &req.query,
