@@ -56,6 +56,7 @@ fn request(vector: &[f32], k: usize, filter: Option<Value>) -> SearchRequest {
         params: SearchParams::default(),
         allow_partial: false,
         consistency: None,
+        offset: 0,
     }
 }
 
@@ -88,8 +89,21 @@ fn check_queries(ds: &Dataset, index: &Index, metric: Metric, filter: Option<Val
                     "query {q}: hit {row} violates filter {f}"
                 );
             }
-            let exact = squash_core::distance::exact_distance(metric, &query, base.row(row));
-            assert_eq!(h.distance, exact, "reported distance is the exact one");
+            if metric == Metric::Ip {
+                // Reported from the transformed L2 distance: exact up to f32 rounding.
+                let exact = squash_core::distance::true_distance(metric, &query, base.row(row));
+                let scale =
+                    squash_core::distance::norm(&query) as f64 * squash_core::distance::norm(base.row(row)) as f64;
+                assert!(
+                    (h.distance as f64 - exact).abs() <= 1e-5 * scale.max(1.0),
+                    "query {q}: reported {} for inner product {}",
+                    h.distance,
+                    -exact
+                );
+            } else {
+                let exact = squash_core::distance::exact_distance(metric, &query, base.row(row));
+                assert_eq!(h.distance, exact, "reported distance is the exact one");
+            }
         }
         for w in resp.hits.windows(2) {
             assert!(w[0].distance <= w[1].distance, "hits are sorted");
@@ -204,6 +218,55 @@ fn cosine_recall_and_random_filters_never_leak() {
     }
 }
 
+/// Inner product: vectors of varied norms (each row scaled by 0.2–3), so the largest
+/// inner product is often not the nearest in L2; recall against brute force on inner
+/// product, filters never leak, and a build or write with a norm past the bound is
+/// refused.
+#[test]
+fn inner_product_recall_and_random_filters_never_leak() {
+    let mut ds = clustered(8_000, 40, 24, 12, 6);
+    let mut rng = ChaCha8Rng::seed_from_u64(61);
+    let cols = ds.base.cols;
+    for row in ds.base.data.chunks_mut(cols) {
+        let s: f32 = rng.gen_range(0.2..3.0);
+        row.iter_mut().for_each(|x| *x *= s);
+    }
+    let (_, index) = build(&ds, &params(Metric::Ip, 4));
+    let m = &index.manifest().meta;
+    assert_eq!(m.metric, Metric::Ip);
+    assert_eq!(m.dim as usize, cols, "users see their own dimension");
+    assert!(m.max_norm.is_some_and(|n| n > 0.0));
+    // The ranking differs from L2's: the test is not L2 in disguise.
+    let q = ds.queries.row(0);
+    let l2 = brute_force(&ds.base, Metric::L2, &ds.attrs, q, None, 10);
+    let ip = brute_force(&ds.base, Metric::Ip, &ds.attrs, q, None, 10);
+    assert_ne!(
+        l2.iter().map(|n| n.id).collect::<Vec<_>>(),
+        ip.iter().map(|n| n.id).collect::<Vec<_>>()
+    );
+    let recall = check_queries(&ds, &index, Metric::Ip, None, 10);
+    assert!(recall >= 0.95, "inner-product recall {recall}");
+    let recall = check_queries(&ds, &index, Metric::Ip, Some(json!({"price": {"$lt": 10}})), 10);
+    assert!(recall >= 0.95, "inner-product recall at 10 % {recall}");
+    for _ in 0..15 {
+        let f = random_filter(&mut rng, 2);
+        check_queries(&ds, &index, Metric::Ip, Some(f), 10);
+    }
+    // A bound below the data's largest norm is refused, naming a row past it.
+    let e = build_index(
+        &Memory::new(),
+        ds.base.clone(),
+        ds.attrs.clone(),
+        &BuildParams {
+            max_norm: Some(0.5),
+            ..params(Metric::Ip, 4)
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("max_norm") && e.contains("vectors["), "{e}");
+}
+
 #[test]
 fn fewer_matches_than_k_and_large_k() {
     let ds = clustered(5_000, 3, 16, 8, 3);
@@ -226,6 +289,110 @@ fn fewer_matches_than_k_and_large_k() {
         nothing.stats.partitions_searched, 0,
         "partitions without possible matches are skipped"
     );
+}
+
+/// k at its limit (10,000) on a 20,000-vector index: the answer is brute force's, hit
+/// for hit, without a filter and with one, on both plans.
+#[test]
+fn k_ten_thousand_equals_brute_force() {
+    let ds = clustered(20_000, 4, 16, 20, 21);
+    let (_, index) = build(&ds, &params(Metric::L2, 4));
+    let base = prepared(&ds.base, Metric::L2);
+    for (q, filter) in [(0, None), (1, Some(json!({"price": {"$lt": 60}}))), (2, None)] {
+        let expr = filter.as_ref().and_then(|f| Expr::parse(f, &ds.attrs.schema).unwrap());
+        let truth = brute_force(&base, Metric::L2, &ds.attrs, ds.queries.row(q), expr.as_ref(), 10_000);
+        for plan in [PlanChoice::Local, PlanChoice::Fanout] {
+            let mut req = request(ds.queries.row(q), 10_000, filter.clone());
+            req.params.plan = Some(plan);
+            let resp = index.search(&req).unwrap();
+            assert_eq!(resp.hits.len(), truth.len(), "query {q} {plan:?}");
+            for (i, (h, t)) in resp.hits.iter().zip(&truth).enumerate() {
+                assert_eq!(
+                    (row(&h.id), h.distance),
+                    (t.id, t.distance),
+                    "query {q} {plan:?} hit {i}"
+                );
+            }
+        }
+    }
+}
+
+/// An answer too long for one response (k = 10,000 hits with 256-byte string ids and
+/// 3 × 300-byte attribute strings: about 12 MB of JSON) comes in pages: each response's
+/// JSON stays under Lambda's 6 MB, `next_offset` says where the next page starts, and
+/// the pages joined are brute force's answer, hit for hit.
+#[test]
+fn a_long_answer_comes_in_pages_under_the_response_limit() {
+    use squash_build::ids::Ids;
+    use squash_core::attrs::{AttrSpec, Schema};
+    let ds = clustered(12_000, 4, 8, 10, 23);
+    let n = ds.base.rows;
+    let names: Vec<String> = (0..n).map(|i| format!("{i:0>256}")).collect();
+    let notes: Vec<String> = (0..40).map(|i| format!("{i:x>300}")).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let columns: Vec<Vec<f64>> = (0..3)
+        .map(|_| (0..n).map(|_| rng.gen_range(0..40) as f64).collect())
+        .collect();
+    let attrs = Attributes {
+        schema: Schema {
+            attrs: (0..3)
+                .map(|a| AttrSpec::categorical(format!("note{a}"), notes.clone()))
+                .collect(),
+        },
+        columns,
+    };
+    let store = Arc::new(Memory::new());
+    squash_build::build::build_index_with_ids(
+        store.as_ref(),
+        ds.base.clone(),
+        attrs.clone(),
+        &Ids::Strings(names.clone()),
+        &params(Metric::L2, 3),
+    )
+    .unwrap();
+    let index = Index::open(store, "pages").unwrap();
+    let base = prepared(&ds.base, Metric::L2);
+    let truth = brute_force(&base, Metric::L2, &attrs, ds.queries.row(0), None, 10_000);
+    let mut joined = Vec::new();
+    let mut offset = 0;
+    let mut pages = 0;
+    loop {
+        let mut req = request(ds.queries.row(0), 10_000, None);
+        req.include = vec!["attributes".into()];
+        req.offset = offset;
+        let resp = index.search(&req).unwrap();
+        let bytes = serde_json::to_vec(&resp).unwrap().len();
+        assert!(bytes < 6_000_000, "page {pages} is {bytes} bytes");
+        pages += 1;
+        joined.extend(
+            resp.hits
+                .iter()
+                .map(|h| (h.id.as_str().expect("a string id").to_string(), h.distance)),
+        );
+        match resp.next_offset {
+            Some(next) => {
+                assert_eq!(next, offset + resp.hits.len());
+                offset = next;
+            }
+            None => break,
+        }
+    }
+    assert!(pages >= 2, "12 MB of hits came in {pages} page(s)");
+    let want: Vec<(String, f32)> = truth
+        .iter()
+        .map(|t| (names[t.id as usize].clone(), t.distance))
+        .collect();
+    assert_eq!(joined.len(), want.len());
+    if let Some(i) = (0..want.len()).find(|&i| joined[i] != want[i]) {
+        panic!("hit {i}: {:?} != {:?}", joined[i], want[i]);
+    }
+    // An offset past the answer is a bad request naming the field.
+    let mut req = request(ds.queries.row(0), 10, None);
+    req.offset = 10;
+    match index.search(&req) {
+        Err(SearchError::BadRequest { field, .. }) => assert_eq!(field, "offset"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -58,6 +58,7 @@ fn search(index: &Index, v: &[f32], k: usize, filter: Option<Value>) -> squash_a
             params: SearchParams::default(),
             allow_partial: false,
             consistency: None,
+            offset: 0,
         })
         .expect("search")
 }
@@ -761,4 +762,100 @@ fn compaction_folds_writes_into_rebuilt_partitions_and_removes_what_no_version_n
     let again = Index::open(local.clone(), "c").unwrap();
     assert!((recall(&again) - r_after).abs() < 1e-9, "removal changed no answer");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Writes on an inner-product index: new and replaced vectors (within the index's norm
+/// bound) answer by inner product over the live rows, as brute force does, before and
+/// after compaction; a vector longer than the bound is a bad request naming it, and
+/// nothing is written.
+#[test]
+fn inner_product_writes_and_compaction_match_brute_force() {
+    let store: Arc<dyn ObjectStore> = Arc::new(Memory::new());
+    let mut ds = clustered(6_000, 40, 8, 6, 83);
+    let mut rng = ChaCha8Rng::seed_from_u64(84);
+    for row in ds.base.data.chunks_mut(8) {
+        let s: f32 = rng.gen_range(0.3..2.0);
+        row.iter_mut().for_each(|x| *x *= s);
+    }
+    let bound = squash_core::distance::max_norm(&ds.base.data, 8) * 1.2;
+    squash_build::build::build_index(
+        store.as_ref(),
+        ds.base.clone(),
+        ds.attrs.clone(),
+        &squash_build::build::BuildParams {
+            max_norm: Some(bound),
+            ..params(Metric::Ip, 3)
+        },
+    )
+    .unwrap();
+    // The model: row id → vector as given.
+    let mut live: HashMap<u64, Vec<f32>> = (0..6_000u64).map(|i| (i, ds.base.row(i as usize).to_vec())).collect();
+    let writer = Writer::new(store.clone());
+    // 200 new ids and 100 replaced ones, some longer than any built vector.
+    let ids: Vec<u64> = (6_000..6_200).chain(0..100).collect();
+    let rows: Vec<Vec<f32>> = ids
+        .iter()
+        .map(|_| {
+            let base = ds.base.row(rng.gen_range(0..6_000));
+            let s: f32 = rng.gen_range(0.5..1.1);
+            base.iter().map(|x| x * s + rng.gen_range(-0.1..0.1)).collect()
+        })
+        .collect();
+    let upsert = Upsert {
+        ids: Ids::U64(ids.clone()),
+        vectors: Matrix {
+            rows: ids.len(),
+            cols: 8,
+            data: rows.iter().flatten().copied().collect(),
+        },
+        attrs: Attributes::default(),
+    };
+    let check = |index: &Index, live: &HashMap<u64, Vec<f32>>, what: &str| {
+        let mut found = 0;
+        for q in 0..ds.queries.rows {
+            let query = ds.queries.row(q);
+            let mut truth: Vec<(f64, u64)> = live
+                .iter()
+                .map(|(&id, v)| (squash_core::distance::true_distance(Metric::Ip, query, v), id))
+                .collect();
+            truth.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let want: HashSet<u64> = truth.iter().take(10).map(|t| t.1).collect();
+            let hits = search(index, query, 10, None).hits;
+            assert_eq!(hits.len(), 10);
+            for h in &hits {
+                let id = h.id.as_u64().unwrap();
+                let exact = squash_core::distance::true_distance(Metric::Ip, query, &live[&id]);
+                assert!((h.distance as f64 - exact).abs() < 1e-3, "{what}: {h:?} vs {exact}");
+            }
+            found += hits.iter().filter(|h| want.contains(&h.id.as_u64().unwrap())).count();
+        }
+        let recall = found as f64 / (10 * ds.queries.rows) as f64;
+        eprintln!("{what}: recall {recall}");
+        assert!(recall >= 0.95, "{what}: recall {recall}");
+    };
+    check(&Index::open(store.clone(), "ip").unwrap(), &live, "as built");
+    writer.upsert(&upsert).unwrap();
+    for (id, v) in ids.iter().zip(&rows) {
+        live.insert(*id, v.clone());
+    }
+    check(&Index::open(store.clone(), "ip").unwrap(), &live, "after writes");
+    // Longer than the bound: refused, naming the vector; the version stays.
+    let before = Index::open(store.clone(), "ip").unwrap().manifest().meta.version;
+    let too_long = Upsert {
+        ids: Ids::U64(vec![9_000, 9_001]),
+        vectors: Matrix {
+            rows: 2,
+            cols: 8,
+            data: [ds.base.row(0).to_vec(), vec![bound; 8]].concat(),
+        },
+        attrs: Attributes::default(),
+    };
+    let e = writer.upsert(&too_long).unwrap_err().to_string();
+    assert!(e.contains("vectors[1].vector") && e.contains("norm"), "{e}");
+    assert_eq!(
+        Index::open(store.clone(), "ip").unwrap().manifest().meta.version,
+        before
+    );
+    squash_build::compact::compact(store.clone(), std::time::Duration::ZERO).unwrap();
+    check(&Index::open(store.clone(), "ip").unwrap(), &live, "after compaction");
 }

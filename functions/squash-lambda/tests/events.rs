@@ -490,6 +490,7 @@ fn the_batch_route_answers_as_single_queries_do_on_both_plans() {
         .map(|i| SearchRequest {
             vector: (0..12).map(|_| (next() * 8.0 - 4.0) as f32).collect(),
             k: 1 + i % 40,
+            offset: 0,
             filter: (i % 3 == 0).then(|| sample.filter.clone()).flatten(),
             include: if i % 2 == 0 { vec!["attributes".into()] } else { vec![] },
             params: squash_api::SearchParams {

@@ -14,7 +14,11 @@ use thiserror::Error;
 /// API version served by this build.
 pub const API_VERSION: &str = "v1";
 /// Largest `k` a search accepts.
-pub const MAX_K: usize = 1000;
+pub const MAX_K: usize = 10_000;
+/// Most bytes of hits one response carries (JSON, under Lambda's 6 MB response limit
+/// with room for the stats): a longer answer is cut there and says where the rest
+/// starts (`next_offset`); a batch shares it between its queries.
+pub const MAX_RESPONSE_HIT_BYTES: usize = 5 * 1024 * 1024;
 /// Default `k`.
 pub const DEFAULT_K: usize = 10;
 /// Most queries in one batch.
@@ -174,9 +178,13 @@ pub struct SearchParams {
 pub struct SearchRequest {
     /// The query vector.
     pub vector: Vec<f32>,
-    /// Number of neighbours wanted (1..=1000, default 10).
+    /// Number of neighbours wanted (1..=10000, default 10).
     #[serde(default = "default_k")]
     pub k: usize,
+    /// Skip the first `offset` hits of the top `k` (0..k): the next page of an answer
+    /// cut to fit one response (see `next_offset`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: usize,
     /// Optional filter in the JSON predicate language.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<serde_json::Value>,
@@ -320,6 +328,10 @@ fn not_an_object() -> RequestError {
     }
 }
 
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
 impl SearchRequest {
     /// Parses a JSON search request body; the error names the field at fault.
     pub fn from_json(body: &[u8]) -> Result<SearchRequest, RequestError> {
@@ -373,7 +385,8 @@ impl SearchRequest {
 pub struct SearchHit {
     /// Vector id: the user's own, or the row number in the build input.
     pub id: Id,
-    /// Distance in the index metric (squared L2, or 1 − cosine similarity).
+    /// Distance in the index metric: squared L2, 1 − cosine similarity, or for inner
+    /// product −(q · x) (nearest first in every metric).
     pub distance: f32,
     /// Attribute values by name, when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -491,6 +504,11 @@ pub struct SearchResponse {
     /// The partitions that could not be searched, when `partial`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_partitions: Vec<u32>,
+    /// Set when the hits were cut to fit one response ([`MAX_RESPONSE_HIT_BYTES`]): the
+    /// same request with `"offset"` set to this returns the rest (the index version
+    /// must not change between the calls for the pages to join exactly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_offset: Option<usize>,
     /// What the search did.
     pub stats: QueryStats,
 }

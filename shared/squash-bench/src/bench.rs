@@ -177,6 +177,7 @@ pub fn run_case(
         .map(|i| SearchRequest {
             vector: queries.row(i).to_vec(),
             k: opts.k,
+            offset: 0,
             filter: if filters[i].is_null() {
                 None
             } else {

@@ -1,10 +1,11 @@
 //! Exact (brute-force) filtered top-k, multi-threaded over queries. It uses the same
-//! distance function and tie-break as the engine, so answers are comparable bit for bit.
+//! distance function and tie-break as the engine, so answers are comparable bit for bit
+//! (for inner product it ranks by `-(q · x)` in f64 on the vectors as given).
 
 use rayon::prelude::*;
 use squash_build::io::{Attributes, Matrix};
 use squash_build::progress::Progress;
-use squash_core::distance::{exact_distance, Metric};
+use squash_core::distance::{exact_distance, true_distance, Metric};
 use squash_core::filter::Expr;
 use squash_core::topk::{Neighbor, TopK};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +28,11 @@ pub fn brute_force(
         }
         top.push(Neighbor {
             id: i as u64,
-            distance: exact_distance(metric, query, base.row(i)),
+            distance: match metric {
+                // Vectors as given (not transformed): the inner product itself.
+                Metric::Ip => true_distance(metric, query, base.row(i)) as f32,
+                _ => exact_distance(metric, query, base.row(i)),
+            },
         });
     }
     top.into_sorted()

@@ -54,6 +54,10 @@ pub struct BuildParams {
     pub calibrate: bool,
     /// Show progress bars on stderr.
     pub progress: bool,
+    /// Inner product only: the largest vector norm the index will hold (the
+    /// transformation's `M`); `None` takes the data's largest. Writes may add vectors up
+    /// to this norm, so a margin above the data's leaves room for them.
+    pub max_norm: Option<f32>,
 }
 
 impl Default for BuildParams {
@@ -71,6 +75,7 @@ impl Default for BuildParams {
             defaults: default_search_defaults(),
             calibrate: true,
             progress: false,
+            max_norm: None,
         }
     }
 }
@@ -153,6 +158,21 @@ pub fn build_index_with_ids(
         .par_chunks_mut(dim)
         .enumerate()
         .try_for_each(|(i, row)| prepare_vector(metric, row, dim, &format!("vectors[{i}]")))?;
+    // Inner product: every vector gets the transformation's coordinate (`Metric::Ip`).
+    let max_norm = match metric {
+        Metric::Ip => {
+            let m = ip_max_norm(&vectors, params.max_norm)?;
+            vectors = augment(&vectors, m)?;
+            Some(m)
+        }
+        _ => {
+            if params.max_norm.is_some() {
+                return Err(BuildError::bad("max_norm", "applies to the inner-product metric only"));
+            }
+            None
+        }
+    };
+    let dim = vectors.cols;
 
     let p_count = params
         .partitions
@@ -284,6 +304,7 @@ pub fn build_index_with_ids(
             list_counts: &list_counts,
             row_list: &row_list,
             seed: params.seed,
+            metric,
         });
         bar.finish();
         if let Some(c) = calibrated {
@@ -312,8 +333,9 @@ pub fn build_index_with_ids(
     let list_start = Manifest::list_starts(&partitions);
     let mut manifest = Manifest {
         meta: ManifestMeta {
-            dim: dim as u32,
+            dim: (dim - usize::from(max_norm.is_some())) as u32,
             metric,
+            max_norm,
             count: n as u64,
             ids: ids.kind(),
             version: 0,
@@ -560,4 +582,46 @@ pub(crate) fn encode_partition(
         list_centroids,
         presence,
     }
+}
+
+/// The inner-product transformation's `M` for `vectors` (prepared): `given` when it holds
+/// every vector's norm, else the largest norm (an error when `given` is too small).
+fn ip_max_norm(vectors: &Matrix, given: Option<f32>) -> Result<f32> {
+    let largest = squash_core::distance::max_norm(&vectors.data, vectors.cols);
+    match given {
+        Some(m) if !(m.is_finite() && m > 0.0) => Err(BuildError::bad("max_norm", "must be a positive number")),
+        Some(m) if m < largest => {
+            let row = vectors
+                .data
+                .chunks_exact(vectors.cols)
+                .position(|r| squash_core::distance::norm(r) > m)
+                .unwrap_or(0);
+            Err(BuildError::bad(
+                "max_norm",
+                format!("{m} is below the norm of vectors[{row}] ({largest} is the largest)"),
+            ))
+        }
+        Some(m) => Ok(m),
+        None if largest > 0.0 => Ok(largest),
+        None => Err(BuildError::bad(
+            "vectors",
+            "every vector is zero: inner product has nothing to rank",
+        )),
+    }
+}
+
+/// `vectors` with the inner-product transformation's coordinate appended to each row.
+fn augment(vectors: &Matrix, max_norm: f32) -> Result<Matrix> {
+    let dim = vectors.cols;
+    let mut data = Vec::with_capacity(vectors.rows * (dim + 1));
+    for (i, row) in vectors.data.chunks_exact(dim).enumerate() {
+        let mut v = row.to_vec();
+        squash_core::distance::prepare_stored(Metric::Ip, &mut v, dim, max_norm, &format!("vectors[{i}]"))?;
+        data.extend_from_slice(&v);
+    }
+    Ok(Matrix {
+        rows: vectors.rows,
+        cols: dim + 1,
+        data,
+    })
 }

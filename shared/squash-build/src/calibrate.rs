@@ -26,12 +26,13 @@ use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use squash_core::distance::l2sq;
+use squash_core::distance::{l2sq, Metric};
 use squash_core::klt::Klt;
 use squash_core::manifest::{Calibration, Manifest};
 use squash_core::segment::Segment;
 use squash_engine::plan::{plan, Safety};
 use squash_engine::worker::{bound_segment, rerank, PartitionParams};
+use std::borrow::Cow;
 use std::sync::atomic::AtomicU32;
 
 /// Coverage the defaults are calibrated to.
@@ -60,6 +61,25 @@ pub struct CalibrationInput<'a> {
     pub row_list: &'a [u32],
     /// Seed of the query sample and of the random filters.
     pub seed: u64,
+    /// The index metric (an inner-product sample query zeroes the transformation's
+    /// coordinate, see [`sample_query`]).
+    pub metric: Metric,
+}
+
+/// Sample query `row` of the prepared `vectors`, as a query is prepared: the row itself,
+/// or for inner product the row with the transformation's coordinate set to 0.
+pub fn sample_query(vectors: &Matrix, row: usize, metric: Metric) -> Cow<'_, [f32]> {
+    let v = vectors.row(row);
+    match metric {
+        Metric::Ip => {
+            let mut q = v.to_vec();
+            if let Some(last) = q.last_mut() {
+                *last = 0.0;
+            }
+            Cow::Owned(q)
+        }
+        _ => Cow::Borrowed(v),
+    }
 }
 
 /// The knobs calibration chose.
@@ -113,7 +133,8 @@ pub fn calibrate(input: &CalibrationInput) -> Option<Calibrated> {
     let views: Vec<QueryView> = picks
         .par_iter()
         .map(|&qi| {
-            let q = input.vectors.row(qi);
+            let q = sample_query(input.vectors, qi, input.metric);
+            let q: &[f32] = &q;
             let mut d: Vec<(f32, u32)> = (0..n)
                 .filter(|&i| i != qi)
                 .map(|i| (l2sq(q, input.vectors.row(i)), i as u32))
@@ -298,17 +319,22 @@ pub fn calibrate_rerank(
     }
     let k = samples[0].1.len();
     let nprobe = manifest.meta.defaults.nprobe.max(1) as usize;
+    let metric = manifest.meta.metric;
     // Each query's lists, planned once.
     let plans: Vec<Vec<(u32, Vec<u32>)>> = samples
         .par_iter()
-        .map(|(q, _)| plan(manifest, vectors.row(*q), None, k + 1, nprobe, Safety::Fixed(1.0)).partitions)
+        .map(|(q, _)| {
+            let query = sample_query(vectors, *q, metric);
+            plan(manifest, &query, None, k + 1, nprobe, Safety::Fixed(1.0)).partitions
+        })
         .collect();
     let recall_at = |factor: u32| -> f64 {
         let found: usize = samples
             .par_iter()
             .zip(&plans)
             .map(|((q, truth), chosen)| {
-                let query = vectors.row(*q);
+                let query = sample_query(vectors, *q, metric);
+                let query: &[f32] = &query;
                 // k + 1: the query's own row is in the index and is not an answer.
                 let p = PartitionParams {
                     k: k + 1,

@@ -101,7 +101,7 @@ pub fn compact(store: Arc<dyn ObjectStore>, grace: Duration) -> Result<CompactRe
         };
         for &pid in &dirty {
             // The partition's live rows, base first, then each delta in order.
-            let dim = manifest.meta.dim as usize;
+            let dim = manifest.meta.stored_dim();
             let mut data = Vec::new();
             let mut keys = Vec::new();
             let mut names = Vec::new();

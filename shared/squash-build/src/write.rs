@@ -18,7 +18,7 @@ use crate::io::{Attributes, Matrix};
 use squash_core::attrs::{AttrCells, AttrKind, Schema};
 use squash_core::binary::{encode_signs, words_for};
 use squash_core::deletes::{decode_deletes, encode_deletes};
-use squash_core::distance::{l2sq, prepare_vector};
+use squash_core::distance::{l2sq, prepare_stored};
 use squash_core::filter::Expr;
 use squash_core::manifest::{
     string_id_key, DeletesInfo, DeltaInfo, IdKind, Manifest, MANIFEST_KEY, MAX_ID_BYTES, PRESENCE_WORDS,
@@ -679,10 +679,21 @@ fn prepare_upsert(manifest: &Manifest, rows: &Upsert) -> Result<Prepared> {
             format!("has {} values; the index has dimension {dim}", rows.vectors.cols),
         ));
     }
-    let mut vectors = rows.vectors.data.clone();
-    for (i, v) in vectors.chunks_exact_mut(dim).enumerate() {
-        prepare_vector(meta.metric, v, dim, &format!("vectors[{i}].vector"))?;
+    // Prepared as stored (normalised for cosine; for inner product with the
+    // transformation's coordinate, so one more dimension).
+    let mut vectors = Vec::with_capacity(n * meta.stored_dim());
+    for (i, v) in rows.vectors.data.chunks_exact(dim).enumerate() {
+        let mut v = v.to_vec();
+        prepare_stored(
+            meta.metric,
+            &mut v,
+            dim,
+            meta.norm_bound(),
+            &format!("vectors[{i}].vector"),
+        )?;
+        vectors.extend_from_slice(&v);
     }
+    let dim = meta.stored_dim();
     // Attributes: by name onto the index's columns; categorical strings coded (new
     // ones appended to the dictionary); cells widened to hold every new value.
     let mut schema = meta.schema.clone();

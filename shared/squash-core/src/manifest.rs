@@ -188,10 +188,15 @@ pub struct Calibration {
 /// Descriptive fields of a manifest (stored as zstd-compressed JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManifestMeta {
-    /// Vector dimension.
+    /// Vector dimension (of the vectors users give; see [`ManifestMeta::stored_dim`]).
     pub dim: u32,
     /// Distance metric.
     pub metric: Metric,
+    /// For inner product: the largest vector norm the index holds (the transformation's
+    /// `M`, see [`Metric::Ip`]); stored vectors have `dim + 1` coordinates. `None` for
+    /// the other metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_norm: Option<f32>,
     /// Total number of live vectors.
     pub count: u64,
     /// Kind of the vector ids.
@@ -217,6 +222,19 @@ pub struct ManifestMeta {
     pub partitions: Vec<PartitionInfo>,
     /// Program and version that wrote the index.
     pub created_by: String,
+}
+
+impl ManifestMeta {
+    /// Dimension of the stored vectors (and of prepared queries): `dim`, plus one for
+    /// inner product.
+    pub fn stored_dim(&self) -> usize {
+        self.metric.stored_dim(self.dim as usize)
+    }
+
+    /// The inner-product transformation's `M` (0 for the other metrics).
+    pub fn norm_bound(&self) -> f32 {
+        self.max_norm.unwrap_or(0.0)
+    }
 }
 
 /// A decoded manifest.
@@ -313,7 +331,7 @@ impl Manifest {
         let bad = |reason: String| CoreError::corrupt(object, reason);
         let meta: ManifestMeta = serde_json::from_slice(&c.section(META)?)
             .map_err(|e| bad(format!("manifest metadata is not valid: {e}")))?;
-        let dim = meta.dim as usize;
+        let dim = meta.stored_dim();
         let pd = meta.partition_dims as usize;
         let attrs = meta.schema.len();
         if dim == 0 || dim > 65_536 || pd == 0 || pd > dim {

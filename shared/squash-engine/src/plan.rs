@@ -78,6 +78,7 @@ pub fn plan(
     safety: Safety,
 ) -> Plan {
     let yq = manifest.global.transform(query);
+    let calibrated_k = manifest.meta.defaults.calibration.as_ref().map_or(10, |c| c.k as usize);
     let total = manifest.lists();
     let mut order: Vec<(f32, u32)> = (0..total)
         .map(|l| (l2sq(&yq, manifest.list_centroid(l)), l as u32))
@@ -94,8 +95,15 @@ pub fn plan(
         Safety::Fixed(f) => f * k as f64,
         // Without a filter `nprobe` alone decides (the curve's point at selectivity 1 is
         // the calibrated `nprobe`; a smaller one asked for is honoured), with at least k
-        // vectors.
-        Safety::Curve(_) if estimator.is_none() => 0.0,
+        // vectors, up to the k calibrated for. A larger k searches that many more
+        // vectors: the top k spread over as many more lists.
+        Safety::Curve(_) if estimator.is_none() => {
+            if k > calibrated_k {
+                safety.at(1.0) * k as f64
+            } else {
+                0.0
+            }
+        }
         // Set once the nearest `nprobe` lists have given a selectivity estimate.
         Safety::Curve(_) => f64::INFINITY,
     };

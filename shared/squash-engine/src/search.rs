@@ -11,8 +11,9 @@ use crate::worker::{merge_hits, Worker};
 use squash_api::{
     BatchQuery, BatchResponse, BatchStats, Id, ObjectRef, PlanChoice, QueryPart, QueryStats, SearchHit, SearchRequest,
     SearchResponse, SegmentRef, TreeNode, WorkerHit, WorkerRequest, WorkerResponse, MAX_BATCH, MAX_BATCH_HITS, MAX_K,
+    MAX_RESPONSE_HIT_BYTES,
 };
-use squash_core::distance::prepare_vector;
+use squash_core::distance::{prepare_query, report_distance};
 use squash_core::filter::Expr;
 use squash_core::manifest::{DeletesInfo, Manifest, MANIFEST_KEY};
 use squash_storage::{ObjectStore, StorageError};
@@ -203,9 +204,15 @@ impl Index {
                 format!("must be between 1 and {MAX_K}, got {}", req.k),
             ));
         }
+        if req.offset >= req.k {
+            return Err(SearchError::bad(
+                "offset",
+                format!("must be below k ({}), got {}", req.k, req.offset),
+            ));
+        }
         let m = &self.manifest.meta;
         let mut query = req.vector.clone();
-        prepare_vector(m.metric, &mut query, m.dim as usize, "vector")?;
+        prepare_query(m.metric, &mut query, m.dim as usize, "vector")?;
         let filter = match &req.filter {
             Some(f) => Expr::parse(f, &m.schema)?,
             None => None,
@@ -316,6 +323,7 @@ impl Index {
             query,
             filter,
             k: req.k,
+            offset: req.offset,
             rerank_factor: req.params.rerank_factor.unwrap_or(d.rerank_factor),
             hamming_keep: req.params.hamming_keep.unwrap_or(d.hamming_keep),
             with_attributes: !req.include.is_empty(),
@@ -642,14 +650,16 @@ impl Index {
                 s.gets += call.gets;
             }
             let with_attributes = q.with_attributes;
-            let hits = merge_hits(lists, q.k)
+            let (metric, norm_bound) = (m.metric, m.norm_bound());
+            let hits: Vec<SearchHit> = merge_hits(lists, q.k)
                 .into_iter()
+                .skip(q.offset)
                 .map(|h| SearchHit {
                     id: match h.name {
                         Some(name) => Id::Str(name),
                         None => Id::Num(h.id),
                     },
-                    distance: h.distance,
+                    distance: report_distance(metric, h.distance, &q.query, norm_bound),
                     attributes: with_attributes.then(|| {
                         schema
                             .attrs
@@ -660,10 +670,12 @@ impl Index {
                     }),
                 })
                 .collect();
+            let (hits, next_offset) = fit_response(hits, q.offset, MAX_RESPONSE_HIT_BYTES / n);
             results.push(SearchResponse {
                 hits,
                 partial: !gone.is_empty(),
                 missing_partitions: gone,
+                next_offset,
                 stats: s,
             });
         }
@@ -672,10 +684,25 @@ impl Index {
 }
 
 /// One query, validated and planned.
+/// Cuts `hits` (the answer from `offset` on) to at most `budget` bytes of JSON; returns
+/// what fits (at least one hit) and, when some were cut, the offset they start at.
+fn fit_response(mut hits: Vec<SearchHit>, offset: usize, budget: usize) -> (Vec<SearchHit>, Option<usize>) {
+    let mut used = 0usize;
+    for (i, h) in hits.iter().enumerate() {
+        used += serde_json::to_vec(h).map_or(0, |b| b.len()) + 1;
+        if used > budget && i > 0 {
+            hits.truncate(i);
+            return (hits, Some(offset + i));
+        }
+    }
+    (hits, None)
+}
+
 struct Prepared {
     query: Vec<f32>,
     filter: Option<Expr>,
     k: usize,
+    offset: usize,
     rerank_factor: u32,
     hamming_keep: f32,
     with_attributes: bool,

@@ -28,9 +28,15 @@ pub struct BuildArgs {
     /// Output index: a directory or s3://bucket/prefix.
     #[arg(long)]
     out: String,
-    /// Distance metric: l2 or cosine.
+    /// Distance metric: l2, cosine or ip (inner product: higher is nearer; hits report
+    /// the distance -(q · x)).
     #[arg(long, default_value = "l2")]
     metric: String,
+    /// Inner product only: the largest vector norm the index will hold (default: the
+    /// data's largest). Upserts of longer vectors are refused, so leave a margin when
+    /// writes may bring longer ones.
+    #[arg(long)]
+    max_norm: Option<f32>,
     /// Number of partitions (default: about one per 10,000 vectors).
     #[arg(long)]
     partitions: Option<usize>,
@@ -92,6 +98,7 @@ pub fn run(a: BuildArgs) -> Result<()> {
         partition_energy: a.partition_energy,
         defaults,
         progress: !a.no_progress && std::io::stderr().is_terminal(),
+        max_norm: a.max_norm,
         ..BuildParams::default()
     };
     let (n, d) = (vectors.rows, vectors.cols);

@@ -34,7 +34,7 @@ pub struct GroundtruthArgs {
     /// Output JSON lines file.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Distance metric: l2 or cosine (taken from workload.json with --data).
+    /// Distance metric: l2, cosine or ip (taken from workload.json with --data).
     #[arg(long, default_value = "l2")]
     metric: String,
     /// Neighbours per query.

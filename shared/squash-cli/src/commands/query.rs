@@ -95,6 +95,7 @@ pub fn run(a: QueryArgs) -> Result<()> {
         .map(|(vector, filter)| SearchRequest {
             vector,
             k: a.k,
+            offset: 0,
             filter,
             include: if a.include_attributes {
                 vec!["attributes".into()]
