@@ -148,8 +148,18 @@ fn every_bad_request_gets_a_4xx_naming_the_field_on_both_paths() {
         ("k = 0", request(json!({"k": 0})), Want(400, "bad_request", Some("k"))),
         (
             "k above the maximum",
-            request(json!({"k": 1001})),
+            request(json!({"k": 10001})),
             Want(400, "bad_request", Some("k")),
+        ),
+        (
+            "offset not below k",
+            request(json!({"k": 5, "offset": 5})),
+            Want(400, "bad_request", Some("offset")),
+        ),
+        (
+            "negative offset",
+            request(json!({"offset": -1})),
+            Want(400, "bad_request", Some("offset")),
         ),
         (
             "negative k",

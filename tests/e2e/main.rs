@@ -499,7 +499,7 @@ fn bad_requests_name_the_field() {
     let q = ds.queries.row(0).to_vec();
     let cases: Vec<(SearchRequest, &str)> = vec![
         (request(&q, 0, None), "k"),
-        (request(&q, 1001, None), "k"),
+        (request(&q, 10_001, None), "k"),
         (request(&q[..7], 10, None), "vector"),
         (request(&[], 10, None), "vector"),
         (request(&[f32::NAN; 8], 10, None), "vector"),
