@@ -407,22 +407,174 @@ pub fn read_csv_attributes(path: &Path) -> Result<Attributes> {
     })
 }
 
-/// Reads attributes from `.npy` (numeric, named by `names`) or `.csv` (named by its header).
-pub fn read_attributes(path: &Path, names: &[String]) -> Result<Attributes> {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("npy") => read_npy_attributes(path, names),
-        Some("csv") => {
-            if !names.is_empty() {
-                return Err(BuildError::input(
-                    path.display(),
-                    "CSV attributes take their names from the header; drop --attr-names",
-                ));
-            }
-            read_csv_attributes(path)
+/// Reads attributes from JSON lines: one object per row (`{"price": 12.5, "color":
+/// "red"}`), attributes in alphabetical order of their names. An attribute whose values are
+/// numbers is numeric, one whose values are strings is categorical; a missing key or
+/// `null` is a missing value. Mixing numbers and strings in one attribute, booleans,
+/// nested objects and (for now) lists are errors naming the attribute and the line.
+pub fn read_jsonl_attributes(path: &Path) -> Result<Attributes> {
+    use std::io::BufRead;
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kind {
+        Unknown,
+        Number,
+        Text,
+    }
+    struct Column {
+        name: String,
+        kind: Kind,
+        first_line: usize,
+        numbers: Vec<f64>,
+        texts: Vec<Option<String>>,
+    }
+    let bad = |line: usize, msg: String| BuildError::input(path.display(), format!("line {line}: {msg}"));
+    let mut columns: Vec<Column> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut rows = 0usize;
+    for (i, line) in BufReader::new(open(path)?).lines().enumerate() {
+        let line_no = i + 1;
+        let line = line.map_err(|e| BuildError::input(path.display(), format!("cannot read: {e}")))?;
+        if line.trim().is_empty() {
+            return Err(bad(
+                line_no,
+                "empty line (each line is the attributes of one vector: `{}` for none)".into(),
+            ));
         }
+        let value: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| bad(line_no, format!("invalid JSON: {e}")))?;
+        let serde_json::Value::Object(object) = value else {
+            return Err(bad(line_no, "not a JSON object".into()));
+        };
+        for (key, v) in object {
+            let c = match index.get(&key) {
+                Some(&c) => c,
+                None => {
+                    index.insert(key.clone(), columns.len());
+                    columns.push(Column {
+                        name: key.clone(),
+                        kind: Kind::Unknown,
+                        first_line: line_no,
+                        numbers: Vec::new(),
+                        texts: Vec::new(),
+                    });
+                    columns.len() - 1
+                }
+            };
+            let col = &mut columns[c];
+            // Rows before this one (or since this column's last value) are missing.
+            col.numbers.resize(rows, f64::NAN);
+            col.texts.resize(rows, None);
+            let got =
+                match &v {
+                    serde_json::Value::Null => Kind::Unknown,
+                    serde_json::Value::Number(n) => match n.as_f64().filter(|x| x.is_finite()) {
+                        Some(x) => {
+                            col.numbers.push(x);
+                            col.texts.push(None);
+                            Kind::Number
+                        }
+                        None => return Err(bad(line_no, format!("attribute '{key}': {n} is not a finite number"))),
+                    },
+                    serde_json::Value::String(t) => {
+                        col.numbers.push(f64::NAN);
+                        col.texts.push(Some(t.clone()));
+                        Kind::Text
+                    }
+                    serde_json::Value::Array(_) => return Err(bad(
+                        line_no,
+                        format!(
+                            "attribute '{key}': list values are not supported yet (one number or string per attribute)"
+                        ),
+                    )),
+                    serde_json::Value::Bool(_) => {
+                        return Err(bad(
+                            line_no,
+                            format!("attribute '{key}': booleans are not supported (use 0/1 or strings)"),
+                        ))
+                    }
+                    serde_json::Value::Object(_) => {
+                        return Err(bad(
+                            line_no,
+                            format!("attribute '{key}': nested objects are not supported"),
+                        ))
+                    }
+                };
+            match (col.kind, got) {
+                (_, Kind::Unknown) => {
+                    col.numbers.push(f64::NAN);
+                    col.texts.push(None);
+                }
+                (Kind::Unknown, k) => col.kind = k,
+                (a, b) if a == b => {}
+                (a, _) => {
+                    let (was, is) = if a == Kind::Number {
+                        ("numbers", "a string")
+                    } else {
+                        ("strings", "a number")
+                    };
+                    return Err(bad(
+                        line_no,
+                        format!("attribute '{key}' is {is} here but {was} before (one kind per attribute)"),
+                    ));
+                }
+            }
+        }
+        rows += 1;
+    }
+    columns.sort_by(|a, b| a.name.cmp(&b.name));
+    let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+    check_names(&names, path)?;
+    let mut attrs = Vec::with_capacity(columns.len());
+    let mut out = Vec::with_capacity(columns.len());
+    for mut col in columns {
+        col.numbers.resize(rows, f64::NAN);
+        col.texts.resize(rows, None);
+        match col.kind {
+            Kind::Text => {
+                let spec = AttrSpec::categorical(col.name, col.texts.iter().flatten().cloned().collect());
+                out.push(
+                    col.texts
+                        .iter()
+                        .map(|t| t.as_deref().and_then(|t| spec.code_of(t)).unwrap_or(f64::NAN))
+                        .collect(),
+                );
+                attrs.push(spec);
+            }
+            Kind::Number => {
+                out.push(col.numbers);
+                attrs.push(AttrSpec::numeric(col.name));
+            }
+            Kind::Unknown => {
+                return Err(bad(
+                    col.first_line,
+                    format!("attribute '{}' is null on every line (no kind to give it)", col.name),
+                ))
+            }
+        }
+    }
+    Ok(Attributes {
+        schema: Schema { attrs },
+        columns: out,
+    })
+}
+
+/// Reads attributes from `.npy` (numeric, named by `names`), `.csv` (named by its
+/// header) or `.jsonl` (one JSON object per row).
+pub fn read_attributes(path: &Path, names: &[String]) -> Result<Attributes> {
+    let ext = path.extension().and_then(|e| e.to_str());
+    if matches!(ext, Some("csv") | Some("jsonl")) && !names.is_empty() {
+        return Err(BuildError::input(
+            path.display(),
+            "CSV and JSON-lines attributes carry their own names; drop --attr-names",
+        ));
+    }
+    match ext {
+        Some("npy") => read_npy_attributes(path, names),
+        Some("csv") => read_csv_attributes(path),
+        Some("jsonl") => read_jsonl_attributes(path),
         _ => Err(BuildError::input(
             path.display(),
-            "unknown attribute file type (expected .npy or .csv)",
+            "unknown attribute file type (expected .npy, .csv or .jsonl)",
         )),
     }
 }
@@ -517,6 +669,54 @@ mod tests {
         assert!(a.columns[0][1].is_nan());
         assert_eq!(a.columns[1], vec![1.0, 0.0, 1.0]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn jsonl_attributes_read_kinds_and_missing_values_and_name_bad_lines() {
+        let dir = scratch("jsonl");
+        let p = dir.join("a.jsonl");
+        std::fs::write(
+            &p,
+            "{\"price\": 12.5, \"color\": \"red\"}\n{\"color\": \"blue\", \"stock\": 3}\n{}\n{\"price\": null, \"color\": \"red\"}\n",
+        )
+        .unwrap();
+        let a = read_attributes(&p, &[]).unwrap();
+        let names: Vec<&str> = a.schema.attrs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["color", "price", "stock"]);
+        assert_eq!(a.rows(), 4);
+        assert_eq!(a.columns[1][0], 12.5);
+        assert!(a.columns[1][1..].iter().all(|v| v.is_nan()));
+        let color = &a.schema.attrs[0];
+        assert_eq!(color.dictionary, ["blue", "red"]);
+        let code = |t: &str| color.code_of(t).unwrap();
+        assert_eq!(a.columns[0][0], code("red"));
+        assert_eq!(a.columns[0][1], code("blue"));
+        assert!(a.columns[0][2].is_nan());
+        assert_eq!(a.columns[0][3], code("red"));
+        assert_eq!(a.columns[2][1], 3.0);
+        assert!(a.columns[2][0].is_nan() && a.columns[2][3].is_nan());
+        // Mixed kinds, booleans, lists (not yet), non-objects, blank lines: the line and
+        // the attribute are named.
+        for (text, want) in [
+            (
+                "{\"price\": 1}\n{\"price\": \"cheap\"}\n",
+                "line 2: attribute 'price' is a string here but numbers before",
+            ),
+            (
+                "{\"tag\": \"a\"}\n{\"tag\": 7}\n",
+                "line 2: attribute 'tag' is a number here but strings before",
+            ),
+            ("{\"ok\": true}\n", "line 1: attribute 'ok': booleans"),
+            ("{\"tags\": [\"a\"]}\n", "line 1: attribute 'tags': list values"),
+            ("[1, 2]\n", "line 1: not a JSON object"),
+            ("{\"a\": 1}\n\n{\"a\": 2}\n", "line 2: empty line"),
+            ("{\"a\": null}\n", "attribute 'a' is null on every line"),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let e = read_attributes(&p, &[]).unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+        assert!(read_attributes(&p, &["x".into()]).is_err(), "names come from the file");
     }
 
     #[test]

@@ -15,7 +15,8 @@ pub struct BuildArgs {
     /// Vectors: .npy float32 [N, D] or .fvecs.
     #[arg(long)]
     vectors: PathBuf,
-    /// Attributes: .npy [N, A] (numeric; name them with --attr-names) or .csv with a header.
+    /// Attributes: .npy [N, A] (numeric; name them with --attr-names), .csv with a header, or
+    /// .jsonl (one JSON object per vector: numbers and strings, null or absent = missing).
     #[arg(long)]
     attrs: Option<PathBuf>,
     /// Comma-separated attribute names for a .npy attribute file.

@@ -22,7 +22,7 @@ pub struct GroundtruthArgs {
     /// Query vectors.
     #[arg(long)]
     queries: Option<PathBuf>,
-    /// Attributes of the base vectors (.npy/.csv).
+    /// Attributes of the base vectors (.npy/.csv/.jsonl).
     #[arg(long)]
     attrs: Option<PathBuf>,
     /// Names of .npy attribute columns.

@@ -22,8 +22,9 @@ pub struct UpsertArgs {
     /// of the index's kind. New ids are inserted, existing ones replaced.
     #[arg(long)]
     ids: PathBuf,
-    /// Attributes: .npy [N, A] (numeric; name them with --attr-names) or .csv with a
-    /// header; names must be the index's (others are missing values).
+    /// Attributes: .npy [N, A] (numeric; name them with --attr-names), .csv with a header
+    /// or .jsonl (one object per vector); names must be the index's (others are missing
+    /// values).
     #[arg(long)]
     attrs: Option<PathBuf>,
     /// Comma-separated attribute names for a .npy attribute file.
