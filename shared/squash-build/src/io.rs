@@ -464,41 +464,42 @@ pub fn read_jsonl_attributes(path: &Path) -> Result<Attributes> {
             // Rows before this one (or since this column's last value) are missing.
             col.numbers.resize(rows, f64::NAN);
             col.texts.resize(rows, None);
-            let got =
-                match &v {
-                    serde_json::Value::Null => Kind::Unknown,
-                    serde_json::Value::Number(n) => match n.as_f64().filter(|x| x.is_finite()) {
-                        Some(x) => {
-                            col.numbers.push(x);
-                            col.texts.push(None);
-                            Kind::Number
-                        }
-                        None => return Err(bad(line_no, format!("attribute '{key}': {n} is not a finite number"))),
-                    },
-                    serde_json::Value::String(t) => {
-                        col.numbers.push(f64::NAN);
-                        col.texts.push(Some(t.clone()));
-                        Kind::Text
+            let got = match &v {
+                serde_json::Value::Null => Kind::Unknown,
+                serde_json::Value::Number(n) => match n.as_f64().filter(|x| x.is_finite()) {
+                    Some(x) => {
+                        col.numbers.push(x);
+                        col.texts.push(None);
+                        Kind::Number
                     }
-                    serde_json::Value::Array(_) => return Err(bad(
+                    None => return Err(bad(line_no, format!("attribute '{key}': {n} is not a finite number"))),
+                },
+                serde_json::Value::String(t) => {
+                    col.numbers.push(f64::NAN);
+                    col.texts.push(Some(t.clone()));
+                    Kind::Text
+                }
+                serde_json::Value::Array(_) => {
+                    return Err(bad(
                         line_no,
                         format!(
                             "attribute '{key}': list values are not supported yet (one number or string per attribute)"
                         ),
-                    )),
-                    serde_json::Value::Bool(_) => {
-                        return Err(bad(
-                            line_no,
-                            format!("attribute '{key}': booleans are not supported (use 0/1 or strings)"),
-                        ))
-                    }
-                    serde_json::Value::Object(_) => {
-                        return Err(bad(
-                            line_no,
-                            format!("attribute '{key}': nested objects are not supported"),
-                        ))
-                    }
-                };
+                    ))
+                }
+                serde_json::Value::Bool(_) => {
+                    return Err(bad(
+                        line_no,
+                        format!("attribute '{key}': booleans are not supported (use 0/1 or strings)"),
+                    ))
+                }
+                serde_json::Value::Object(_) => {
+                    return Err(bad(
+                        line_no,
+                        format!("attribute '{key}': nested objects are not supported"),
+                    ))
+                }
+            };
             match (col.kind, got) {
                 (_, Kind::Unknown) => {
                     col.numbers.push(f64::NAN);
