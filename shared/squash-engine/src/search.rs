@@ -683,7 +683,6 @@ impl Index {
     }
 }
 
-/// One query, validated and planned.
 /// Cuts `hits` (the answer from `offset` on) to at most `budget` bytes of JSON; returns
 /// what fits (at least one hit) and, when some were cut, the offset they start at.
 fn fit_response(mut hits: Vec<SearchHit>, offset: usize, budget: usize) -> (Vec<SearchHit>, Option<usize>) {
@@ -698,6 +697,7 @@ fn fit_response(mut hits: Vec<SearchHit>, offset: usize, budget: usize) -> (Vec<
     (hits, None)
 }
 
+/// One query, validated and planned.
 struct Prepared {
     query: Vec<f32>,
     filter: Option<Expr>,
