@@ -340,6 +340,7 @@ fn a_long_answer_comes_in_pages_under_the_response_limit() {
                 .collect(),
         },
         columns,
+        lists: Vec::new(),
     };
     let store = Arc::new(Memory::new());
     squash_build::build::build_index_with_ids(
@@ -404,7 +405,7 @@ fn filter_semantics_match_a_naive_evaluator() {
         let expr = Expr::parse(&f, &ds.attrs.schema).expect("parses").expect("non-empty");
         for row in 0..ds.base.rows {
             assert_eq!(
-                expr.matches_row(&ds.attrs.columns, row),
+                expr.matches_row(&ds.attrs.columns, &ds.attrs.lists, row),
                 naive_matches(&f, &ds.attrs, row),
                 "filter {f} row {row}"
             );

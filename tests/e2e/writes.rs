@@ -89,6 +89,7 @@ fn attrs_of(values: &[[f64; 3]]) -> Attributes {
                 .collect(),
             values.iter().map(|v| v[2]).collect(),
         ],
+        lists: Vec::new(),
     }
 }
 
@@ -97,7 +98,7 @@ fn brute(model: &HashMap<u64, Row>, schema: &Schema, q: &[f32], k: usize, filter
     let expr = filter.and_then(|f| Expr::parse(f, schema).unwrap());
     let mut all: Vec<(f32, u64)> = model
         .iter()
-        .filter(|(_, r)| expr.as_ref().is_none_or(|e| e.matches(&|a| r.values[a])))
+        .filter(|(_, r)| expr.as_ref().is_none_or(|e| e.matches_scalars(&|a| r.values[a])))
         .map(|(&id, r)| (exact_distance(Metric::L2, q, &r.vector), id))
         .collect();
     all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
@@ -377,12 +378,14 @@ fn bad_writes_name_the_field_and_write_nothing() {
             attrs: vec![AttrSpec::numeric("weight")],
         },
         columns: vec![vec![f64::NAN, 3.0]],
+        lists: Vec::new(),
     };
     let numeric_as_text = Attributes {
         schema: Schema {
             attrs: vec![AttrSpec::categorical("price", vec!["cheap".into()])],
         },
         columns: vec![vec![0.0, f64::NAN]],
+        lists: Vec::new(),
     };
     let mut nan = rows(Ids::U64(vec![1, 2]), 8, Attributes::default());
     nan.vectors.data[9] = f32::NAN;

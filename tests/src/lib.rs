@@ -67,6 +67,7 @@ pub fn clustered(n: usize, q: usize, dim: usize, clusters: usize, seed: u64) -> 
             ],
         },
         columns: vec![price, color, stock],
+        lists: Vec::new(),
     };
     Dataset { base, queries, attrs }
 }

@@ -12,7 +12,7 @@ use squash_api::{
 use squash_build::ids::Ids;
 use squash_build::io::{Attributes, Matrix};
 use squash_build::{BuildError, Delete, Upsert, WriteReport, Writer};
-use squash_core::attrs::{AttrKind, AttrSpec, Schema};
+use squash_core::attrs::{AttrKind, AttrSpec, ListColumn, Schema, MAX_LIST_ELEMENTS};
 use squash_engine::cache::SegmentCache;
 use squash_engine::cost::Route;
 use squash_engine::in_process::InProcessInvoker;
@@ -171,6 +171,7 @@ pub fn to_upsert(req: UpsertRequest, schema: &Schema) -> Result<Upsert, SearchEr
     let mut numbers = Vec::new();
     let mut strings = Vec::new();
     let mut columns = vec![vec![f64::NAN; n]; schema.len()];
+    let mut lists: Vec<Option<ListColumn>> = schema.attrs.iter().map(|a| a.list.then(ListColumn::default)).collect();
     let mut dictionaries: Vec<AttrSpec> = schema
         .attrs
         .iter()
@@ -208,11 +209,49 @@ pub fn to_upsert(req: UpsertRequest, schema: &Schema) -> Result<Upsert, SearchEr
             ));
         }
         data.extend_from_slice(&v.vector);
+        let mut row_elements: Vec<Vec<f64>> = vec![Vec::new(); schema.len()];
         for (name, value) in v.attributes {
             let field = format!("vectors[{i}].attributes.{name}");
             let a = schema
                 .index_of(&name)
                 .ok_or_else(|| SearchError::bad(&field, format!("unknown attribute (this index has: {})", known())))?;
+            if schema.attrs[a].list {
+                let items = match value {
+                    serde_json::Value::Null => continue,
+                    serde_json::Value::Array(items) => items,
+                    _ => {
+                        return Err(SearchError::bad(
+                            &field,
+                            "the attribute is a list: give an array of values (or null)",
+                        ))
+                    }
+                };
+                if items.len() > MAX_LIST_ELEMENTS {
+                    return Err(SearchError::bad(
+                        &field,
+                        format!("has {} elements; a list holds at most {MAX_LIST_ELEMENTS}", items.len()),
+                    ));
+                }
+                for (j, item) in items.iter().enumerate() {
+                    let here = format!("{field}[{j}]");
+                    let x = match (schema.attrs[a].kind, item) {
+                        (AttrKind::Numeric, serde_json::Value::Number(x)) => x
+                            .as_f64()
+                            .filter(|x| x.is_finite())
+                            .ok_or_else(|| SearchError::bad(&here, "is not a finite number"))?,
+                        (AttrKind::Categorical, serde_json::Value::String(s)) => dictionaries[a].code_or_add(s),
+                        (AttrKind::Numeric, _) => {
+                            return Err(SearchError::bad(&here, "the list holds numbers: give a number"))
+                        }
+                        (AttrKind::Categorical, _) => {
+                            return Err(SearchError::bad(&here, "the list holds strings: give a string"))
+                        }
+                    };
+                    row_elements[a].push(x);
+                }
+                columns[a][i] = row_elements[a].len() as f64;
+                continue;
+            }
             columns[a][i] = match (schema.attrs[a].kind, &value) {
                 (_, serde_json::Value::Null) => f64::NAN,
                 (AttrKind::Numeric, serde_json::Value::Number(x)) => x
@@ -221,6 +260,12 @@ pub fn to_upsert(req: UpsertRequest, schema: &Schema) -> Result<Upsert, SearchEr
                     .ok_or_else(|| SearchError::bad(&field, "is not a finite number"))?,
                 (AttrKind::Categorical, serde_json::Value::String(s)) => dictionaries[a].code_or_add(s),
                 (AttrKind::Categorical, serde_json::Value::Number(x)) => dictionaries[a].code_or_add(&x.to_string()),
+                (_, serde_json::Value::Array(_)) => {
+                    return Err(SearchError::bad(
+                        &field,
+                        "the attribute holds one value: give a number or a string, not an array",
+                    ))
+                }
                 (AttrKind::Numeric, _) => {
                     return Err(SearchError::bad(
                         &field,
@@ -235,14 +280,26 @@ pub fn to_upsert(req: UpsertRequest, schema: &Schema) -> Result<Upsert, SearchEr
                 }
             };
         }
+        for (list, es) in lists.iter_mut().zip(&row_elements) {
+            if let Some(list) = list {
+                list.push(es);
+            }
+        }
     }
     let specs = schema
         .attrs
         .iter()
         .zip(dictionaries)
-        .map(|(a, dict)| match a.kind {
-            AttrKind::Numeric => AttrSpec::numeric(a.name.clone()),
-            AttrKind::Categorical => dict,
+        .map(|(a, dict)| {
+            let spec = match a.kind {
+                AttrKind::Numeric => AttrSpec::numeric(a.name.clone()),
+                AttrKind::Categorical => dict,
+            };
+            if a.list {
+                spec.into_list()
+            } else {
+                spec
+            }
         })
         .collect();
     Ok(Upsert {
@@ -259,6 +316,7 @@ pub fn to_upsert(req: UpsertRequest, schema: &Schema) -> Result<Upsert, SearchEr
         attrs: Attributes {
             schema: Schema { attrs: specs },
             columns,
+            lists,
         },
     })
 }

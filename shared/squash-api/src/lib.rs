@@ -807,8 +807,12 @@ pub struct WorkerHit {
     pub name: Option<String>,
     /// Distance in the index metric.
     pub distance: f32,
-    /// Attribute values in schema order (`NaN` = missing) when asked for.
+    /// Attribute values in schema order (`NaN` = missing; a list attribute's element
+    /// count) when asked for.
     pub attrs: Vec<f64>,
+    /// Each list attribute's elements, in schema order, when attributes are asked for.
+    #[serde(default)]
+    pub elements: Vec<Vec<f64>>,
 }
 
 /// How one partition went.
@@ -1095,6 +1099,7 @@ mod tests {
                     name: None,
                     distance: 1.0 / (i as f32 + 3.0),
                     attrs: vec![f64::MAX / 3.0; 8],
+                    elements: Vec::new(),
                 })
                 .collect(),
             outcomes: (0..100)
@@ -1196,6 +1201,7 @@ mod tests {
                             name: None,
                             distance: 1.0 / (i as f32 + 3.0),
                             attrs: vec![f64::MAX / 3.0; 8],
+                            elements: Vec::new(),
                         })
                         .collect(),
                     outcomes: (0..100)

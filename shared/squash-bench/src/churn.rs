@@ -59,10 +59,7 @@ fn rows_of(m: &Matrix, rows: &[usize]) -> Matrix {
 }
 
 fn attrs_of(a: &Attributes, rows: &[usize]) -> Attributes {
-    Attributes {
-        schema: a.schema.clone(),
-        columns: a.columns.iter().map(|c| rows.iter().map(|&r| c[r]).collect()).collect(),
-    }
+    a.select(rows)
 }
 
 /// Builds the `updates` index of the workload in `data` into `store` (see the module

@@ -22,7 +22,7 @@ pub fn brute_force(
     let mut top = TopK::new(k);
     for i in 0..base.rows {
         if let Some(f) = filter {
-            if !f.matches_row(&attrs.columns, i) {
+            if !f.matches_row(&attrs.columns, &attrs.lists, i) {
                 continue;
             }
         }

@@ -302,7 +302,7 @@ mod tests {
         for _ in 0..50 {
             let f = range_filter(&mut rng, &names, 0.08);
             let e = squash_core::filter::Expr::parse(&f, &schema).unwrap().unwrap();
-            total += rows.iter().filter(|r| e.matches(&|a| r[a])).count() as f64 / rows.len() as f64;
+            total += rows.iter().filter(|r| e.matches_scalars(&|a| r[a])).count() as f64 / rows.len() as f64;
         }
         let mean = total / 50.0;
         assert!((mean - 0.08).abs() < 0.01, "mean selectivity {mean}");

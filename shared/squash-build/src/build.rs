@@ -201,8 +201,16 @@ pub fn build_index_with_ids(
     bar.finish();
     drop(projected);
 
-    // Shared attribute cells.
-    let attr_cells: Vec<AttrCells> = attrs.columns.par_iter().map(|c| AttrCells::build(c)).collect();
+    // Shared attribute cells (a list attribute's element groups).
+    let attr_cells: Vec<AttrCells> = attrs
+        .columns
+        .par_iter()
+        .enumerate()
+        .map(|(a, c)| match attrs.list(a) {
+            Some(l) => AttrCells::build_list(&l.values),
+            None => AttrCells::build(c),
+        })
+        .collect();
 
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); p_count];
     for (i, &p) in part.assignment.iter().enumerate() {
@@ -343,7 +351,7 @@ pub fn build_index_with_ids(
             partition_dims: pd as u32,
             bits_per_dim: params.bits_per_dim,
             seed: params.seed,
-            schema: attrs.schema.clone(),
+            schema: schema_with_stats(&attrs),
             defaults,
             partitions,
             created_by: format!("squash {}", env!("CARGO_PKG_VERSION")),
@@ -524,16 +532,16 @@ pub(crate) fn encode_partition(
         quantizer.encode(y, &mut codes[i * width..(i + 1) * width]);
         encode_signs(y, &mut signs[i * words..(i + 1) * words]);
     }
-    let attr_values: Vec<Vec<f64>> = attrs
-        .columns
+    let attr_codes: Vec<Vec<u8>> = attr_cells
         .iter()
-        .map(|c| rows.iter().map(|&r| c[r]).collect())
+        .enumerate()
+        .map(|(a, cells)| rows.iter().map(|&r| cells.encode_value(attrs.value(a, r))).collect())
         .collect();
-    let attr_codes: Vec<Vec<u8>> = attr_values
-        .iter()
-        .zip(attr_cells)
-        .map(|(col, cells)| col.iter().map(|&v| cells.encode(v)).collect())
-        .collect();
+    let Attributes {
+        columns: attr_values,
+        lists: attr_lists,
+        ..
+    } = attrs.select(&rows);
     // Per list: the centroid of its vectors, in the global KLT space the planner ranks
     // in, and which attribute codes occur.
     let mut list_centroids = Vec::with_capacity(lists * global.out_dims());
@@ -573,6 +581,7 @@ pub(crate) fn encode_partition(
         ids: rows.iter().map(|&r| ids.key(r)).collect(),
         names: rows.iter().filter_map(|&r| ids.name(r).map(str::to_string)).collect(),
         attr_values,
+        attr_lists,
         vectors: data,
         lists: offsets,
     };
@@ -586,6 +595,19 @@ pub(crate) fn encode_partition(
 
 /// The inner-product transformation's `M` for `vectors` (prepared): `given` when it holds
 /// every vector's norm, else the largest norm (an error when `given` is too small).
+/// The schema of `attrs` with each list attribute's element statistics (for the
+/// planner's selectivity estimates).
+fn schema_with_stats(attrs: &Attributes) -> squash_core::attrs::Schema {
+    let mut schema = attrs.schema.clone();
+    for (a, spec) in schema.attrs.iter_mut().enumerate() {
+        if let Some(l) = attrs.list(a) {
+            spec.list = true;
+            spec.elements = Some(squash_core::attrs::ElementStats::build(&attrs.columns[a], l));
+        }
+    }
+    schema
+}
+
 fn ip_max_norm(vectors: &Matrix, given: Option<f32>) -> Result<f32> {
     let largest = squash_core::distance::max_norm(&vectors.data, vectors.cols);
     match given {

@@ -12,6 +12,7 @@ use crate::error::{BuildError, Result};
 use crate::ids::Ids;
 use crate::io::{Attributes, Matrix};
 use crate::write::{Writer, VERSIONS_PREFIX};
+use squash_core::attrs::ListColumn;
 use squash_core::manifest::{IdKind, Manifest, PartitionInfo, MANIFEST_KEY};
 use squash_storage::{ObjectStore, Precondition, StorageError};
 use std::collections::HashSet;
@@ -106,6 +107,11 @@ pub fn compact(store: Arc<dyn ObjectStore>, grace: Duration) -> Result<CompactRe
             let mut keys = Vec::new();
             let mut names = Vec::new();
             let mut columns = vec![Vec::new(); attrs];
+            let mut lists: Vec<Option<ListColumn>> = manifest
+                .attr_cells
+                .iter()
+                .map(|c| c.list.then(ListColumn::default))
+                .collect();
             for h in held.iter().filter(|h| h.partition == pid as u32) {
                 let dead: HashSet<u32> = h.dead.iter().copied().collect();
                 let seg = &h.segment;
@@ -117,6 +123,11 @@ pub fn compact(store: Arc<dyn ObjectStore>, grace: Duration) -> Result<CompactRe
                     }
                     for (a, col) in columns.iter_mut().enumerate() {
                         col.push(seg.attr_column(a)[row]);
+                    }
+                    for (a, list) in lists.iter_mut().enumerate() {
+                        if let Some(list) = list {
+                            list.push(seg.list_elements(a, row));
+                        }
                     }
                 }
             }
@@ -143,6 +154,7 @@ pub fn compact(store: Arc<dyn ObjectStore>, grace: Duration) -> Result<CompactRe
             let table = Attributes {
                 schema: manifest.meta.schema.clone(),
                 columns,
+                lists,
             };
             let rows: Vec<usize> = (0..n).collect();
             let enc = encode_partition(

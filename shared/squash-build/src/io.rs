@@ -3,7 +3,7 @@
 //! Every error names the file and what is wrong with it.
 
 use crate::error::{BuildError, Result};
-use squash_core::attrs::{AttrSpec, Schema};
+use squash_core::attrs::{AttrSpec, AttrValue, ListColumn, Schema, MAX_LIST_ELEMENTS};
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
 
@@ -30,8 +30,12 @@ impl Matrix {
 pub struct Attributes {
     /// Names, kinds and dictionaries.
     pub schema: Schema,
-    /// One column of values per attribute (`NaN` = missing).
+    /// One column of values per attribute (`NaN` = missing; a list attribute's element
+    /// counts).
     pub columns: Vec<Vec<f64>>,
+    /// Each list attribute's elements (`Some` at its column; shorter than `columns`, or
+    /// empty, when the rest are single-valued).
+    pub lists: Vec<Option<ListColumn>>,
 }
 
 impl Attributes {
@@ -39,6 +43,96 @@ impl Attributes {
     pub fn rows(&self) -> usize {
         self.columns.first().map(|c| c.len()).unwrap_or(0)
     }
+
+    /// Value of attribute `a` at `row`, as filters evaluate it.
+    pub fn value(&self, a: usize, row: usize) -> AttrValue<'_> {
+        squash_core::attrs::attr_value(&self.columns, &self.lists, a, row)
+    }
+
+    /// List attribute `a`'s elements (`None` for a single-valued attribute).
+    pub fn list(&self, a: usize) -> Option<&ListColumn> {
+        self.lists.get(a).and_then(Option::as_ref)
+    }
+
+    /// These attributes restricted to rows `rows`, in that order.
+    pub fn select(&self, rows: &[usize]) -> Attributes {
+        Attributes {
+            schema: self.schema.clone(),
+            columns: self
+                .columns
+                .iter()
+                .map(|c| rows.iter().map(|&r| c[r]).collect())
+                .collect(),
+            lists: self
+                .lists
+                .iter()
+                .map(|l| {
+                    l.as_ref().map(|l| {
+                        let mut out = ListColumn::default();
+                        for &r in rows {
+                            out.push(l.get(r));
+                        }
+                        out
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One element (or single value) of an attribute as a text input holds it.
+#[derive(Debug, Clone)]
+enum Element {
+    Number(f64),
+    Text(String),
+}
+
+/// An attribute column read from text: its values row by row (`None` = missing; a
+/// single value is a one-element vector), as one kind, single-valued or lists.
+/// Returns the attribute, its exact column and a list attribute's elements.
+fn finish_column(
+    name: String,
+    list: bool,
+    text: bool,
+    rows: Vec<Option<Vec<Element>>>,
+) -> (AttrSpec, Vec<f64>, Option<ListColumn>) {
+    let spec = if text {
+        let words = rows
+            .iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| match e {
+                Element::Text(t) => Some(t.clone()),
+                Element::Number(_) => None,
+            })
+            .collect();
+        AttrSpec::categorical(name, words)
+    } else {
+        AttrSpec::numeric(name)
+    };
+    let value = |e: &Element| match e {
+        Element::Number(x) => *x,
+        Element::Text(t) => spec.code_of(t).unwrap_or(f64::NAN),
+    };
+    if !list {
+        let column = rows
+            .iter()
+            .map(|r| r.as_ref().and_then(|es| es.first()).map_or(f64::NAN, value))
+            .collect();
+        return (spec, column, None);
+    }
+    let mut elements = ListColumn::default();
+    let mut column = Vec::with_capacity(rows.len());
+    let mut scratch = Vec::new();
+    for r in &rows {
+        scratch.clear();
+        if let Some(es) = r {
+            scratch.extend(es.iter().map(value));
+        }
+        column.push(if r.is_some() { scratch.len() as f64 } else { f64::NAN });
+        elements.push(&scratch);
+    }
+    (spec.into_list(), column, Some(elements))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -323,6 +417,7 @@ pub fn read_npy_attributes(path: &Path, names: &[String]) -> Result<Attributes> 
             attrs: names.into_iter().map(AttrSpec::numeric).collect(),
         },
         columns,
+        lists: Vec::new(),
     })
 }
 
@@ -350,7 +445,9 @@ fn check_names(names: &[String], path: &Path) -> Result<()> {
 
 /// Reads attributes from a CSV file with a header row. A column whose non-empty values
 /// all parse as numbers is numeric; any other column is categorical (strings, dictionary
-/// coded). Empty fields are missing values.
+/// coded). Empty fields are missing values. A column with a `;` in some field is a list
+/// attribute: each field's `;`-separated elements (empty ones dropped, so a lone `;` is
+/// an empty list), numeric when every element is a number.
 pub fn read_csv_attributes(path: &Path) -> Result<Attributes> {
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(open(path)?);
     let headers: Vec<String> = reader
@@ -380,38 +477,71 @@ pub fn read_csv_attributes(path: &Path) -> Result<Attributes> {
     }
     let mut attrs = Vec::with_capacity(headers.len());
     let mut columns = Vec::with_capacity(headers.len());
+    let mut lists = Vec::with_capacity(headers.len());
     for (name, values) in headers.into_iter().zip(raw) {
-        let numeric = values
+        let list = values.iter().any(|v| v.contains(';'));
+        // An empty field is a missing value in either kind of column.
+        let split: Vec<Option<Vec<&str>>> = values
             .iter()
-            .filter(|v| !v.is_empty())
-            .all(|v| v.parse::<f64>().map(|x| x.is_finite()).unwrap_or(false));
-        // An empty field is a missing value (NaN) in either kind of column.
-        let column = |value_of: &dyn Fn(&str) -> f64| -> Vec<f64> {
-            values
-                .iter()
-                .map(|v| if v.is_empty() { f64::NAN } else { value_of(v) })
-                .collect()
-        };
-        if numeric {
-            columns.push(column(&|v| v.parse::<f64>().unwrap_or(f64::NAN)));
-            attrs.push(AttrSpec::numeric(name));
-        } else {
-            let spec = AttrSpec::categorical(name, values.iter().filter(|v| !v.is_empty()).cloned().collect());
-            columns.push(column(&|v| spec.code_of(v).unwrap_or(f64::NAN)));
-            attrs.push(spec);
+            .map(|v| {
+                (!v.is_empty()).then(|| {
+                    if list {
+                        v.split(';').map(str::trim).filter(|e| !e.is_empty()).collect()
+                    } else {
+                        vec![v.as_str()]
+                    }
+                })
+            })
+            .collect();
+        if let Some(row) = split
+            .iter()
+            .position(|r| r.as_ref().is_some_and(|es| es.len() > MAX_LIST_ELEMENTS))
+        {
+            return Err(BuildError::input(
+                path.display(),
+                format!(
+                    "row {}, column '{name}': more than {MAX_LIST_ELEMENTS} elements",
+                    row + 1
+                ),
+            ));
         }
+        let numeric = split
+            .iter()
+            .flatten()
+            .flatten()
+            .all(|v| v.parse::<f64>().map(|x| x.is_finite()).unwrap_or(false));
+        let rows = split
+            .into_iter()
+            .map(|r| {
+                r.map(|es| {
+                    es.into_iter()
+                        .map(|e| match e.parse::<f64>() {
+                            Ok(x) if numeric => Element::Number(x),
+                            _ => Element::Text(e.to_string()),
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        let (spec, column, elements) = finish_column(name, list, !numeric, rows);
+        attrs.push(spec);
+        columns.push(column);
+        lists.push(elements);
     }
     Ok(Attributes {
         schema: Schema { attrs },
         columns,
+        lists,
     })
 }
 
 /// Reads attributes from JSON lines: one object per row (`{"price": 12.5, "color":
-/// "red"}`), attributes in alphabetical order of their names. An attribute whose values are
-/// numbers is numeric, one whose values are strings is categorical; a missing key or
-/// `null` is a missing value. Mixing numbers and strings in one attribute, booleans,
-/// nested objects and (for now) lists are errors naming the attribute and the line.
+/// "red", "tags": ["new", "sale"]}`), attributes in alphabetical order of their names. An
+/// attribute whose values are numbers is numeric, one whose values are strings is
+/// categorical; an attribute whose values are arrays is a list attribute of numbers or
+/// of strings (`[]` is an empty list); a missing key or `null` is a missing value.
+/// Mixing numbers and strings (or lists and single values) in one attribute, booleans
+/// and nested objects or arrays are errors naming the attribute and the line.
 pub fn read_jsonl_attributes(path: &Path) -> Result<Attributes> {
     use std::io::BufRead;
     #[derive(Clone, Copy, PartialEq)]
@@ -423,9 +553,9 @@ pub fn read_jsonl_attributes(path: &Path) -> Result<Attributes> {
     struct Column {
         name: String,
         kind: Kind,
+        list: Option<bool>,
         first_line: usize,
-        numbers: Vec<f64>,
-        texts: Vec<Option<String>>,
+        rows: Vec<Option<Vec<Element>>>,
     }
     let bad = |line: usize, msg: String| BuildError::input(path.display(), format!("line {line}: {msg}"));
     let mut columns: Vec<Column> = Vec::new();
@@ -453,72 +583,90 @@ pub fn read_jsonl_attributes(path: &Path) -> Result<Attributes> {
                     columns.push(Column {
                         name: key.clone(),
                         kind: Kind::Unknown,
+                        list: None,
                         first_line: line_no,
-                        numbers: Vec::new(),
-                        texts: Vec::new(),
+                        rows: Vec::new(),
                     });
                     columns.len() - 1
                 }
             };
             let col = &mut columns[c];
             // Rows before this one (or since this column's last value) are missing.
-            col.numbers.resize(rows, f64::NAN);
-            col.texts.resize(rows, None);
-            let got = match &v {
-                serde_json::Value::Null => Kind::Unknown,
-                serde_json::Value::Number(n) => match n.as_f64().filter(|x| x.is_finite()) {
-                    Some(x) => {
-                        col.numbers.push(x);
-                        col.texts.push(None);
-                        Kind::Number
-                    }
-                    None => return Err(bad(line_no, format!("attribute '{key}': {n} is not a finite number"))),
-                },
-                serde_json::Value::String(t) => {
-                    col.numbers.push(f64::NAN);
-                    col.texts.push(Some(t.clone()));
-                    Kind::Text
-                }
-                serde_json::Value::Array(_) => {
-                    return Err(bad(
-                        line_no,
-                        format!(
-                            "attribute '{key}': list values are not supported yet (one number or string per attribute)"
-                        ),
-                    ))
-                }
-                serde_json::Value::Bool(_) => {
-                    return Err(bad(
+            col.rows.resize(rows, None);
+            let element = |v: &serde_json::Value, what: &str| -> Result<Element> {
+                match v {
+                    serde_json::Value::Number(n) => match n.as_f64().filter(|x| x.is_finite()) {
+                        Some(x) => Ok(Element::Number(x)),
+                        None => Err(bad(line_no, format!("attribute '{key}': {n} is not a finite number"))),
+                    },
+                    serde_json::Value::String(t) => Ok(Element::Text(t.clone())),
+                    serde_json::Value::Bool(_) => Err(bad(
                         line_no,
                         format!("attribute '{key}': booleans are not supported (use 0/1 or strings)"),
-                    ))
-                }
-                serde_json::Value::Object(_) => {
-                    return Err(bad(
+                    )),
+                    serde_json::Value::Null => {
+                        Err(bad(line_no, format!("attribute '{key}': null is not allowed {what}")))
+                    }
+                    _ => Err(bad(
                         line_no,
-                        format!("attribute '{key}': nested objects are not supported"),
-                    ))
+                        format!("attribute '{key}': nested objects and arrays are not supported {what}"),
+                    )),
                 }
             };
-            match (col.kind, got) {
-                (_, Kind::Unknown) => {
-                    col.numbers.push(f64::NAN);
-                    col.texts.push(None);
+            let (is_list, value) = match &v {
+                serde_json::Value::Null => (None, None),
+                serde_json::Value::Array(items) => {
+                    if items.len() > MAX_LIST_ELEMENTS {
+                        return Err(bad(
+                            line_no,
+                            format!("attribute '{key}': more than {MAX_LIST_ELEMENTS} elements"),
+                        ));
+                    }
+                    let es = items
+                        .iter()
+                        .map(|e| element(e, "inside a list"))
+                        .collect::<Result<Vec<_>>>()?;
+                    (Some(true), Some(es))
                 }
-                (Kind::Unknown, k) => col.kind = k,
-                (a, b) if a == b => {}
-                (a, _) => {
-                    let (was, is) = if a == Kind::Number {
-                        ("numbers", "a string")
+                other => (Some(false), Some(vec![element(other, "")?])),
+            };
+            match (col.list, is_list) {
+                (Some(was), Some(is)) if was != is => {
+                    let (here, before) = if is {
+                        ("a list", "single values")
                     } else {
-                        ("strings", "a number")
+                        ("a single value", "lists")
                     };
                     return Err(bad(
                         line_no,
-                        format!("attribute '{key}' is {is} here but {was} before (one kind per attribute)"),
+                        format!("attribute '{key}' is {here} here but {before} before (one shape per attribute)"),
                     ));
                 }
+                (None, Some(is)) => col.list = Some(is),
+                _ => {}
             }
+            for e in value.iter().flatten() {
+                let got = match e {
+                    Element::Number(_) => Kind::Number,
+                    Element::Text(_) => Kind::Text,
+                };
+                match col.kind {
+                    Kind::Unknown => col.kind = got,
+                    k if k == got => {}
+                    k => {
+                        let (was, is) = if k == Kind::Number {
+                            ("numbers", "a string")
+                        } else {
+                            ("strings", "a number")
+                        };
+                        return Err(bad(
+                            line_no,
+                            format!("attribute '{key}' is {is} here but {was} before (one kind per attribute)"),
+                        ));
+                    }
+                }
+            }
+            col.rows.push(value);
         }
         rows += 1;
     }
@@ -527,35 +675,28 @@ pub fn read_jsonl_attributes(path: &Path) -> Result<Attributes> {
     check_names(&names, path)?;
     let mut attrs = Vec::with_capacity(columns.len());
     let mut out = Vec::with_capacity(columns.len());
+    let mut lists = Vec::with_capacity(columns.len());
     for mut col in columns {
-        col.numbers.resize(rows, f64::NAN);
-        col.texts.resize(rows, None);
-        match col.kind {
-            Kind::Text => {
-                let spec = AttrSpec::categorical(col.name, col.texts.iter().flatten().cloned().collect());
-                out.push(
-                    col.texts
-                        .iter()
-                        .map(|t| t.as_deref().and_then(|t| spec.code_of(t)).unwrap_or(f64::NAN))
-                        .collect(),
-                );
-                attrs.push(spec);
-            }
-            Kind::Number => {
-                out.push(col.numbers);
-                attrs.push(AttrSpec::numeric(col.name));
-            }
-            Kind::Unknown => {
-                return Err(bad(
-                    col.first_line,
-                    format!("attribute '{}' is null on every line (no kind to give it)", col.name),
-                ))
-            }
+        col.rows.resize(rows, None);
+        if col.kind == Kind::Unknown {
+            return Err(bad(
+                col.first_line,
+                format!(
+                    "attribute '{}' has no value on any line (null or empty lists only: no kind to give it)",
+                    col.name
+                ),
+            ));
         }
+        let (spec, column, elements) =
+            finish_column(col.name, col.list == Some(true), col.kind == Kind::Text, col.rows);
+        attrs.push(spec);
+        out.push(column);
+        lists.push(elements);
     }
     Ok(Attributes {
         schema: Schema { attrs },
         columns: out,
+        lists,
     })
 }
 
@@ -696,8 +837,8 @@ mod tests {
         assert_eq!(a.columns[0][3], code("red"));
         assert_eq!(a.columns[2][1], 3.0);
         assert!(a.columns[2][0].is_nan() && a.columns[2][3].is_nan());
-        // Mixed kinds, booleans, lists (not yet), non-objects, blank lines: the line and
-        // the attribute are named.
+        // Mixed kinds or shapes, booleans, nested lists, non-objects, blank lines: the
+        // line and the attribute are named.
         for (text, want) in [
             (
                 "{\"price\": 1}\n{\"price\": \"cheap\"}\n",
@@ -708,16 +849,87 @@ mod tests {
                 "line 2: attribute 'tag' is a number here but strings before",
             ),
             ("{\"ok\": true}\n", "line 1: attribute 'ok': booleans"),
-            ("{\"tags\": [\"a\"]}\n", "line 1: attribute 'tags': list values"),
+            (
+                "{\"tags\": [[\"a\"]]}\n",
+                "line 1: attribute 'tags': nested objects and arrays",
+            ),
+            (
+                "{\"tags\": [\"a\"]}\n{\"tags\": \"b\"}\n",
+                "line 2: attribute 'tags' is a single value here but lists before",
+            ),
+            (
+                "{\"tags\": [\"a\", 3]}\n",
+                "line 1: attribute 'tags' is a number here but strings before",
+            ),
+            (
+                "{\"tags\": [null]}\n",
+                "line 1: attribute 'tags': null is not allowed inside a list",
+            ),
             ("[1, 2]\n", "line 1: not a JSON object"),
             ("{\"a\": 1}\n\n{\"a\": 2}\n", "line 2: empty line"),
-            ("{\"a\": null}\n", "attribute 'a' is null on every line"),
+            ("{\"a\": null}\n", "attribute 'a' has no value on any line"),
+            ("{\"a\": []}\n", "attribute 'a' has no value on any line"),
         ] {
             std::fs::write(&p, text).unwrap();
             let e = read_attributes(&p, &[]).unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}: {e}");
         }
         assert!(read_attributes(&p, &["x".into()]).is_err(), "names come from the file");
+    }
+
+    #[test]
+    fn list_attributes_read_from_json_lines_and_csv() {
+        let dir = scratch("lists");
+        let p = dir.join("a.jsonl");
+        std::fs::write(
+            &p,
+            "{\"tags\": [\"red\", \"sale\"], \"sizes\": [1, 2.5]}\n{\"tags\": []}\n{\"sizes\": null}\n{\"tags\": [\"blue\", \"red\", \"red\"], \"sizes\": [7]}\n",
+        )
+        .unwrap();
+        let a = read_attributes(&p, &[]).unwrap();
+        let (sizes, tags) = (&a.schema.attrs[0], &a.schema.attrs[1]);
+        assert!(sizes.list && tags.list);
+        assert_eq!(sizes.kind, squash_core::attrs::AttrKind::Numeric);
+        assert_eq!(tags.dictionary, ["blue", "red", "sale"]);
+        let code = |t: &str| tags.code_of(t).unwrap();
+        assert_eq!(a.value(1, 0), AttrValue::List(Some(&[code("red"), code("sale")][..])));
+        assert_eq!(
+            a.value(1, 1),
+            AttrValue::List(Some(&[][..])),
+            "an empty list is present"
+        );
+        assert_eq!(a.value(1, 2), AttrValue::List(None));
+        assert_eq!(
+            a.value(1, 3),
+            AttrValue::List(Some(&[code("blue"), code("red"), code("red")][..]))
+        );
+        assert_eq!(a.value(0, 0), AttrValue::List(Some(&[1.0, 2.5][..])));
+        assert_eq!(a.value(0, 1), AttrValue::List(None));
+        assert_eq!(a.columns[1][..2], [2.0, 0.0], "list columns hold element counts");
+        assert!(a.columns[1][2].is_nan() && a.columns[1][3] == 3.0);
+        let sub = a.select(&[3, 0]);
+        assert_eq!(sub.value(0, 0), AttrValue::List(Some(&[7.0][..])));
+        assert_eq!(sub.value(1, 1), a.value(1, 0));
+
+        let csv = dir.join("a.csv");
+        std::fs::write(&csv, "price,tags,codes\n1,red;sale,3;4\n2,,5\n3,;,\n4,blue,6;\n").unwrap();
+        let a = read_attributes(&csv, &[]).unwrap();
+        assert!(!a.schema.attrs[0].list && a.schema.attrs[1].list && a.schema.attrs[2].list);
+        assert_eq!(a.schema.attrs[2].kind, squash_core::attrs::AttrKind::Numeric);
+        let tags = &a.schema.attrs[1];
+        let code = |t: &str| tags.code_of(t).unwrap();
+        assert_eq!(a.value(1, 0), AttrValue::List(Some(&[code("red"), code("sale")][..])));
+        assert_eq!(a.value(1, 1), AttrValue::List(None), "an empty field is missing");
+        assert_eq!(
+            a.value(1, 2),
+            AttrValue::List(Some(&[][..])),
+            "a lone ; is an empty list"
+        );
+        assert_eq!(a.value(1, 3), AttrValue::List(Some(&[code("blue")][..])));
+        assert_eq!(a.value(2, 1), AttrValue::List(Some(&[5.0][..])));
+        assert_eq!(a.value(2, 3), AttrValue::List(Some(&[6.0][..])));
+        assert_eq!(a.value(0, 3), AttrValue::Scalar(4.0));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

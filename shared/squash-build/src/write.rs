@@ -15,7 +15,7 @@
 use crate::error::{BuildError, Result};
 use crate::ids::Ids;
 use crate::io::{Attributes, Matrix};
-use squash_core::attrs::{AttrCells, AttrKind, Schema};
+use squash_core::attrs::{AttrCells, AttrKind, AttrValue, ListColumn, Schema};
 use squash_core::binary::{encode_signs, words_for};
 use squash_core::deletes::{decode_deletes, encode_deletes};
 use squash_core::distance::{l2sq, prepare_stored};
@@ -425,7 +425,7 @@ impl Writer {
                 let g = first + local as usize;
                 m.list_counts[g] += 1;
                 for a in 0..attrs {
-                    let c = m.attr_cells[a].encode(merged.values[a][i]);
+                    let c = m.attr_cells[a].encode_value(merged.value(a, i));
                     m.list_presence[(g * attrs + a) * PRESENCE_WORDS + c as usize / 64] |= 1 << (c % 64);
                 }
             }
@@ -519,9 +519,8 @@ impl Writer {
                 })?;
                 for (h, seg) in held.iter().enumerate() {
                     let dead: HashSet<u32> = seg.dead.iter().copied().collect();
-                    let columns = seg.segment.attr_columns();
                     let rows: Vec<u32> = (0..seg.segment.len())
-                        .filter(|&r| !dead.contains(&(r as u32)) && filter.matches(&|a| columns[a][r]))
+                        .filter(|&r| !dead.contains(&(r as u32)) && filter.matches(&|a| seg.segment.attr_value(a, r)))
                         .map(|r| r as u32)
                         .collect();
                     if !rows.is_empty() {
@@ -562,6 +561,8 @@ struct Prepared {
     dim: usize,
     vectors: Vec<f32>,
     values: Vec<Vec<f64>>,
+    /// Each list attribute's elements (`Some` at its column).
+    lists: Vec<Option<ListColumn>>,
     schema: Schema,
     cells: Vec<AttrCells>,
 }
@@ -575,6 +576,11 @@ impl Prepared {
             dim: self.dim,
             vectors: Vec::new(),
             values: vec![Vec::new(); self.values.len()],
+            lists: self
+                .lists
+                .iter()
+                .map(|l| l.as_ref().map(|_| ListColumn::default()))
+                .collect(),
             schema: self.schema.clone(),
             cells: self.cells.clone(),
         }
@@ -591,6 +597,11 @@ impl Prepared {
         for (col, src) in self.values.iter_mut().zip(&other.values) {
             col.push(src[i]);
         }
+        for (list, src) in self.lists.iter_mut().zip(&other.lists) {
+            if let (Some(list), Some(src)) = (list, src) {
+                list.push(src.get(i));
+            }
+        }
     }
 
     /// Appends row `row` of a segment of the index (its values are in the index's coding).
@@ -603,6 +614,16 @@ impl Prepared {
         for (a, col) in self.values.iter_mut().enumerate() {
             col.push(seg.attr_column(a)[row]);
         }
+        for (a, list) in self.lists.iter_mut().enumerate() {
+            if let Some(list) = list {
+                list.push(seg.list_elements(a, row));
+            }
+        }
+    }
+
+    /// Value of attribute `a` at row `i`, as filters and codes see it.
+    fn value(&self, a: usize, i: usize) -> AttrValue<'_> {
+        squash_core::attrs::attr_value(&self.values, &self.lists, a, i)
     }
 }
 
@@ -699,13 +720,19 @@ fn prepare_upsert(manifest: &Manifest, rows: &Upsert) -> Result<Prepared> {
     let mut schema = meta.schema.clone();
     let mut cells = manifest.attr_cells.clone();
     let mut values = vec![vec![f64::NAN; n]; schema.len()];
+    // A list attribute's elements per row (`None` = missing).
+    let mut elements: Vec<Option<Vec<Vec<f64>>>> = schema
+        .attrs
+        .iter()
+        .map(|s| s.list.then(|| vec![Vec::new(); n]))
+        .collect();
     if !rows.attrs.columns.is_empty() && rows.attrs.rows() != n {
         return Err(BuildError::bad(
             "attributes",
             format!("{} attribute rows for {n} vectors", rows.attrs.rows()),
         ));
     }
-    for (spec, col) in rows.attrs.schema.attrs.iter().zip(&rows.attrs.columns) {
+    for (j, (spec, col)) in rows.attrs.schema.attrs.iter().zip(&rows.attrs.columns).enumerate() {
         let at_row = || col.iter().position(|v| !v.is_nan()).unwrap_or(0);
         let field = |i: usize| format!("vectors[{i}].attributes.{}", spec.name);
         let Some(a) = schema.index_of(&spec.name) else {
@@ -716,42 +743,81 @@ fn prepare_upsert(manifest: &Manifest, rows: &Upsert) -> Result<Prepared> {
             ));
         };
         let target = &mut schema.attrs[a];
-        for (i, &v) in col.iter().enumerate() {
-            if v.is_nan() {
+        let given = rows.attrs.list(j);
+        if target.list != given.is_some() {
+            let i = at_row();
+            return Err(BuildError::bad(
+                &field(i),
+                if target.list {
+                    "the attribute is a list: give an array of values"
+                } else {
+                    "the attribute holds one value: give a number or a string, not an array"
+                },
+            ));
+        }
+        for (i, &count) in col.iter().enumerate() {
+            if count.is_nan() {
                 continue;
             }
-            let value = match (target.kind, spec.kind) {
-                (AttrKind::Numeric, AttrKind::Numeric) => v,
-                (AttrKind::Numeric, AttrKind::Categorical) => {
-                    let text = spec.dictionary.get(v as usize).map(String::as_str).unwrap_or("");
-                    return Err(BuildError::bad(
-                        &field(i),
-                        format!("the attribute is numeric; got the string {text:?}"),
-                    ));
-                }
-                (AttrKind::Categorical, AttrKind::Categorical) => {
-                    let text = spec.dictionary.get(v as usize).cloned().unwrap_or_default();
-                    target.code_or_add(&text)
-                }
-                (AttrKind::Categorical, AttrKind::Numeric) => {
-                    let text = if v.fract() == 0.0 && v.abs() < 1e15 {
-                        format!("{}", v as i64)
-                    } else {
-                        v.to_string()
-                    };
-                    target.code_or_add(&text)
-                }
+            let given_elements: Vec<f64> = match given {
+                Some(l) => l.get(i).to_vec(),
+                None => vec![count],
             };
-            values[a][i] = value;
-            cells[a].widen(value);
+            let mut coded = Vec::with_capacity(given_elements.len());
+            for v in given_elements {
+                let value = match (target.kind, spec.kind) {
+                    (AttrKind::Numeric, AttrKind::Numeric) => v,
+                    (AttrKind::Numeric, AttrKind::Categorical) => {
+                        let text = spec.dictionary.get(v as usize).map(String::as_str).unwrap_or("");
+                        return Err(BuildError::bad(
+                            &field(i),
+                            format!("the attribute is numeric; got the string {text:?}"),
+                        ));
+                    }
+                    (AttrKind::Categorical, AttrKind::Categorical) => {
+                        let text = spec.dictionary.get(v as usize).cloned().unwrap_or_default();
+                        target.code_or_add(&text)
+                    }
+                    (AttrKind::Categorical, AttrKind::Numeric) => {
+                        let text = if v.fract() == 0.0 && v.abs() < 1e15 {
+                            format!("{}", v as i64)
+                        } else {
+                            v.to_string()
+                        };
+                        target.code_or_add(&text)
+                    }
+                };
+                cells[a].widen(value);
+                coded.push(value);
+            }
+            match elements[a].as_mut() {
+                Some(rows_elements) => {
+                    values[a][i] = coded.len() as f64;
+                    rows_elements[i] = coded;
+                }
+                None => values[a][i] = coded.first().copied().unwrap_or(f64::NAN),
+            }
         }
     }
+    let lists = elements
+        .into_iter()
+        .map(|e| {
+            e.map(|rows_elements| {
+                let mut l = ListColumn::default();
+                for es in &rows_elements {
+                    l.push(es);
+                }
+                l
+            })
+        })
+        .collect();
     Ok(Prepared {
         keys,
         names,
         dim,
         vectors,
         values,
+        lists,
         schema,
         cells,
     })
@@ -822,10 +888,29 @@ fn delta_parts(
         .iter()
         .map(|col| order.iter().map(|&(i, _)| col[i]).collect())
         .collect();
-    let attr_codes = attr_values
+    let attr_lists: Vec<Option<ListColumn>> = rows
+        .lists
         .iter()
-        .zip(&rows.cells)
-        .map(|(col, cells)| col.iter().map(|&v| cells.encode(v)).collect())
+        .map(|l| {
+            l.as_ref().map(|l| {
+                let mut out = ListColumn::default();
+                for &(i, _) in &order {
+                    out.push(l.get(i));
+                }
+                out
+            })
+        })
+        .collect();
+    let attr_codes = rows
+        .cells
+        .iter()
+        .enumerate()
+        .map(|(a, cells)| {
+            order
+                .iter()
+                .map(|&(i, _)| cells.encode_value(rows.value(a, i)))
+                .collect()
+        })
         .collect();
     let mut vectors = Vec::with_capacity(m * dim);
     for &(i, _) in &order {
@@ -851,6 +936,7 @@ fn delta_parts(
             None => Vec::new(),
         },
         attr_values,
+        attr_lists,
         vectors,
         lists: offsets,
     }

@@ -6,6 +6,12 @@
 //! all partitions (built from every value at build time), code [`MISSING_CODE`] marks a
 //! missing value. Each cell records the smallest and largest value it holds, so a
 //! predicate can be decided per cell as "no", "maybe" or "yes".
+//!
+//! A list attribute (`tags: ["red", "sale"]`) holds any number of elements per row
+//! (numbers, or strings coded as above); its exact column holds the element count
+//! (`NaN` = missing, 0 = an empty list) and the elements lie beside it
+//! ([`ListColumn`]). Its code is a bit set: at most [`LIST_GROUPS`] element groups (cells
+//! built over every element), bit `g` set when some element falls in group `g`.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +21,74 @@ pub const MISSING_CODE: u8 = 255;
 pub const MAX_VALUE_CELLS: usize = 255;
 /// Number of distinct codes (histogram length).
 pub const CODES: usize = 256;
+/// Most element groups of a list attribute (its codes are bit sets below `1 << LIST_GROUPS`).
+pub const LIST_GROUPS: usize = 7;
+/// Most elements one list value may hold.
+pub const MAX_LIST_ELEMENTS: usize = 100;
+
+/// One attribute value of a row, as filters evaluate it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AttrValue<'a> {
+    /// A single value (`NaN` = missing).
+    Scalar(f64),
+    /// A list attribute's elements (`None` = missing; an empty slice is an empty list).
+    List(Option<&'a [f64]>),
+}
+
+/// The elements of one list attribute, row after row: row `r` holds
+/// `values[offsets[r]..offsets[r + 1]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListColumn {
+    /// `rows + 1` ascending offsets into `values`, from 0.
+    pub offsets: Vec<u64>,
+    /// Every row's elements, concatenated.
+    pub values: Vec<f64>,
+}
+
+impl Default for ListColumn {
+    fn default() -> ListColumn {
+        ListColumn {
+            offsets: vec![0],
+            values: Vec::new(),
+        }
+    }
+}
+
+impl ListColumn {
+    /// Elements of row `row` (empty past the end).
+    pub fn get(&self, row: usize) -> &[f64] {
+        match (self.offsets.get(row), self.offsets.get(row + 1)) {
+            (Some(&a), Some(&b)) => &self.values[a as usize..b as usize],
+            _ => &[],
+        }
+    }
+    /// Appends a row.
+    pub fn push(&mut self, elements: &[f64]) {
+        self.values.extend_from_slice(elements);
+        self.offsets.push(self.values.len() as u64);
+    }
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+}
+
+/// Value of attribute `a` at `row` of column-major attribute data: `columns[a]` exact
+/// values (a list attribute's hold element counts), `lists[a]` a list attribute's
+/// elements (`lists` may be shorter than `columns` when later attributes are scalar).
+pub fn attr_value<'a, C: AsRef<[f64]>>(
+    columns: &'a [C],
+    lists: &'a [Option<ListColumn>],
+    a: usize,
+    row: usize,
+) -> AttrValue<'a> {
+    let v = columns[a].as_ref()[row];
+    match lists.get(a).and_then(Option::as_ref) {
+        None => AttrValue::Scalar(v),
+        Some(_) if v.is_nan() => AttrValue::List(None),
+        Some(l) => AttrValue::List(Some(l.get(row))),
+    }
+}
 
 /// Type of an attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,10 +114,69 @@ pub struct AttrSpec {
     /// Strings added to the dictionary by writes after the build (at its end).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub appended: u32,
+    /// True for a list attribute (each row holds a list of values of `kind`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub list: bool,
+    /// How a list attribute's elements were spread over the rows at build time (for the
+    /// planner's estimate of a filter's selectivity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elements: Option<ElementStats>,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+/// Element statistics of a list attribute: its elements in up to [`MAX_VALUE_CELLS`]
+/// equi-depth cells, with the number of rows holding an element in each cell and the
+/// number of distinct elements in it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ElementStats {
+    /// Rows counted.
+    pub rows: u64,
+    /// Rows with a list (possibly empty).
+    pub present: u64,
+    /// The cells.
+    pub cells: AttrCells,
+    /// Rows with at least one element in each cell.
+    pub rows_with: Vec<u64>,
+    /// Distinct elements in each cell.
+    pub distinct: Vec<u32>,
+}
+
+impl ElementStats {
+    /// Statistics of a list column (`counts` = the exact column: element count or `NaN`).
+    pub fn build(counts: &[f64], list: &ListColumn) -> ElementStats {
+        let cells = AttrCells::build(&list.values);
+        let c = cells.len();
+        let (mut rows_with, mut distinct) = (vec![0u64; c], vec![0u32; c]);
+        let mut seen = vec![usize::MAX; c];
+        for row in 0..counts.len() {
+            for &e in list.get(row) {
+                let cell = cells.encode(e) as usize;
+                if cell < c && seen[cell] != row {
+                    seen[cell] = row;
+                    rows_with[cell] += 1;
+                }
+            }
+        }
+        let mut sorted = list.values.clone();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        sorted.dedup();
+        for &e in &sorted {
+            let cell = cells.encode(e) as usize;
+            if cell < c {
+                distinct[cell] += 1;
+            }
+        }
+        ElementStats {
+            rows: counts.len() as u64,
+            present: counts.iter().filter(|v| !v.is_nan()).count() as u64,
+            cells,
+            rows_with,
+            distinct,
+        }
+    }
 }
 
 impl AttrSpec {
@@ -54,6 +187,8 @@ impl AttrSpec {
             kind: AttrKind::Numeric,
             dictionary: Vec::new(),
             appended: 0,
+            list: false,
+            elements: None,
         }
     }
 
@@ -66,7 +201,15 @@ impl AttrSpec {
             kind: AttrKind::Categorical,
             dictionary,
             appended: 0,
+            list: false,
+            elements: None,
         }
+    }
+
+    /// This attribute as a list attribute (of its kind).
+    pub fn into_list(mut self) -> AttrSpec {
+        self.list = true;
+        self
     }
 
     /// Dictionary code of `text`, if the attribute is categorical and knows it.
@@ -94,6 +237,15 @@ impl AttrSpec {
                 (self.dictionary.len() - 1) as f64
             }
         }
+    }
+
+    /// Renders a stored value as JSON: a list attribute's elements (`elements`) as an
+    /// array, else as [`AttrSpec::value_to_json`]; null if missing.
+    pub fn render(&self, value: f64, elements: &[f64]) -> serde_json::Value {
+        if self.list && !value.is_nan() {
+            return serde_json::Value::Array(elements.iter().map(|&e| self.value_to_json(e)).collect());
+        }
+        self.value_to_json(value)
     }
 
     /// Renders a stored value as JSON (string for categorical, number, or null if missing).
@@ -139,13 +291,17 @@ impl Schema {
 }
 
 /// Value cells of one attribute: cell `c` holds values in `[min[c], max[c]]`; cells are
-/// ascending and do not overlap.
+/// ascending and do not overlap. A list attribute's cells are its element groups (at
+/// most [`LIST_GROUPS`]) and its codes bit sets of them ([`AttrCells::encode_list`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AttrCells {
     /// Smallest value of each cell.
     pub min: Vec<f64>,
     /// Largest value of each cell.
     pub max: Vec<f64>,
+    /// True for a list attribute's element groups.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub list: bool,
 }
 
 impl AttrCells {
@@ -153,6 +309,18 @@ impl AttrCells {
     /// [`MAX_VALUE_CELLS`] distinct values each value gets its own cell (codes are exact);
     /// otherwise cells are equi-depth and never split a run of equal values.
     pub fn build(values: &[f64]) -> AttrCells {
+        AttrCells::build_at_most(values, MAX_VALUE_CELLS)
+    }
+
+    /// The element groups of a list attribute from all its elements (as
+    /// [`AttrCells::build`], with at most [`LIST_GROUPS`] cells).
+    pub fn build_list(elements: &[f64]) -> AttrCells {
+        let mut cells = AttrCells::build_at_most(elements, LIST_GROUPS);
+        cells.list = true;
+        cells
+    }
+
+    fn build_at_most(values: &[f64], most: usize) -> AttrCells {
         let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
         sorted.sort_by(|a, b| a.total_cmp(b));
         let mut cells = AttrCells::default();
@@ -161,21 +329,21 @@ impl AttrCells {
         }
         let mut distinct = sorted.clone();
         distinct.dedup();
-        if distinct.len() <= MAX_VALUE_CELLS {
+        if distinct.len() <= most {
             cells.min = distinct.clone();
             cells.max = distinct;
             return cells;
         }
         let n = sorted.len();
         let mut start = 0usize;
-        for c in 0..MAX_VALUE_CELLS {
+        for c in 0..most {
             if start >= n {
                 break;
             }
-            let mut end = if c + 1 == MAX_VALUE_CELLS {
+            let mut end = if c + 1 == most {
                 n
             } else {
-                ((c + 1) * n / MAX_VALUE_CELLS).max(start + 1)
+                ((c + 1) * n / most).max(start + 1)
             };
             while end < n && sorted[end] == sorted[end - 1] {
                 end += 1;
@@ -224,6 +392,36 @@ impl AttrCells {
         }
         let c = self.max.partition_point(|&m| m < value);
         c.min(self.min.len() - 1) as u8
+    }
+
+    /// Code of a list value (`None` = missing): the bit set of the groups its elements
+    /// fall in (0 for an empty list).
+    pub fn encode_list(&self, elements: Option<&[f64]>) -> u8 {
+        match elements {
+            None => MISSING_CODE,
+            Some(es) => es
+                .iter()
+                .filter(|e| !e.is_nan() && !self.min.is_empty())
+                .fold(0u8, |acc, &e| acc | (1u8 << self.encode(e))),
+        }
+    }
+
+    /// Code of row `row`'s value of this attribute (see [`attr_value`]).
+    pub fn encode_value(&self, value: AttrValue) -> u8 {
+        match value {
+            AttrValue::Scalar(v) => self.encode(v),
+            AttrValue::List(es) => self.encode_list(es),
+        }
+    }
+
+    /// True when `code` is a code these cells can produce.
+    pub fn code_is_valid(&self, code: u8) -> bool {
+        code == MISSING_CODE
+            || if self.list {
+                (code as usize) < (1usize << self.len())
+            } else {
+                (code as usize) < self.len()
+            }
     }
 }
 

@@ -5,14 +5,22 @@
 //! {"price": {"$lt": 20}, "category": {"$in": ["books", "toys"]},
 //!  "$or": [{"year": {"$gte": 2020}}, {"stock": {"$exists": false}}]}
 //! ```
-//! Operators: `$eq $ne $gt $gte $lt $lte $in $nin $exists $and $or`. A bare value means
-//! `$eq`; several keys in one object are joined by AND. Missing values match `$ne`,
-//! `$nin` and `$exists: false` and nothing else (MongoDB semantics).
+//! Operators: `$eq $ne $gt $gte $lt $lte $in $nin $exists $and $or`, and on list
+//! attributes `$contains $containsAny $containsAll`. A bare value means `$eq`; several
+//! keys in one object are joined by AND. Missing values match `$ne`, `$nin` and
+//! `$exists: false` and nothing else (MongoDB semantics).
+//!
+//! On a list attribute a comparison asks whether some element matches (`$eq` = some
+//! element equals, `$in` = some element is in the list, `$gt` = some element is
+//! greater, as Amazon S3 Vectors and MongoDB do); `$ne` and `$nin` are their negations
+//! (no element equals / is in the list). `$contains x` is `$eq x`, `$containsAny` is
+//! `$in`, `$containsAll [x, y]` is `$eq x` and `$eq y`. An empty list is present and
+//! has no element.
 //!
 //! Evaluation is three-valued on attribute codes (no / maybe / yes per code cell, which
 //! never says "no" to a matching value) and exact on the stored values.
 
-use crate::attrs::{AttrCells, AttrKind, Schema, CODES, MISSING_CODE};
+use crate::attrs::{AttrCells, AttrKind, AttrValue, Schema, CODES, MISSING_CODE};
 use crate::error::{CoreError, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -99,8 +107,43 @@ impl Pred {
         }
     }
 
-    /// Verdict per code (value cells, then the missing code).
+    /// Exact evaluation on a list value (`None` = missing): some element matches, or for
+    /// `$ne` / `$nin` no element is excluded.
+    pub fn matches_list(&self, elements: Option<&[f64]>) -> bool {
+        let Some(es) = elements else {
+            return self.matches(f64::NAN);
+        };
+        match self {
+            Pred::Ne(x) => !es.contains(x),
+            Pred::Nin(xs) => !es.iter().any(|e| xs.contains(e)),
+            Pred::Exists(e) => *e,
+            positive => es.iter().any(|&e| positive.matches(e)),
+        }
+    }
+
+    /// Exact evaluation on an attribute value.
+    pub fn matches_value(&self, value: AttrValue) -> bool {
+        match value {
+            AttrValue::Scalar(v) => self.matches(v),
+            AttrValue::List(es) => self.matches_list(es),
+        }
+    }
+
+    /// The positive predicate a negation on a list negates (`$ne x` = not `$eq x`).
+    fn list_positive(&self) -> Option<Pred> {
+        match self {
+            Pred::Ne(x) => Some(Pred::Eq(*x)),
+            Pred::Nin(xs) => Some(Pred::In(xs.clone())),
+            _ => None,
+        }
+    }
+
+    /// Verdict per code (value cells, then the missing code); for a list attribute per
+    /// bit set of element groups.
     pub fn code_verdicts(&self, cells: &AttrCells) -> [Verdict; CODES] {
+        if cells.list {
+            return self.list_code_verdicts(cells);
+        }
         let mut out = [Verdict::No; CODES];
         for (slot, (&lo, &hi)) in out.iter_mut().zip(cells.min.iter().zip(&cells.max)) {
             *slot = self.verdict_on_range(lo, hi);
@@ -110,6 +153,38 @@ impl Pred {
         } else {
             Verdict::No
         };
+        out
+    }
+}
+
+impl Pred {
+    fn list_code_verdicts(&self, cells: &AttrCells) -> [Verdict; CODES] {
+        let mut out = [Verdict::No; CODES];
+        let codes = 1usize << cells.len();
+        if let Pred::Exists(e) = self {
+            let present = if *e { Verdict::Yes } else { Verdict::No };
+            out[..codes].fill(present);
+            out[MISSING_CODE as usize] = present.not();
+            return out;
+        }
+        let negated = self.list_positive();
+        let positive = negated.as_ref().unwrap_or(self);
+        // Some element of group g matches: per group, then OR over a code's groups.
+        let groups: Vec<Verdict> = cells
+            .min
+            .iter()
+            .zip(&cells.max)
+            .map(|(&lo, &hi)| positive.verdict_on_range(lo, hi))
+            .collect();
+        for (code, slot) in out[..codes].iter_mut().enumerate() {
+            let v = groups
+                .iter()
+                .enumerate()
+                .filter(|(g, _)| code & (1 << g) != 0)
+                .fold(Verdict::No, |acc, (_, &v)| acc.or(v));
+            *slot = if negated.is_some() { v.not() } else { v };
+        }
+        out[MISSING_CODE as usize] = if negated.is_some() { Verdict::Yes } else { Verdict::No };
         out
     }
 }
@@ -189,18 +264,30 @@ impl Expr {
         }
     }
 
-    /// Exact evaluation; `value(attr)` returns the stored value of column `attr`.
-    pub fn matches(&self, value: &dyn Fn(usize) -> f64) -> bool {
+    /// Exact evaluation; `value(attr)` returns the value of column `attr`.
+    pub fn matches<'a>(&self, value: &dyn Fn(usize) -> AttrValue<'a>) -> bool {
         match self {
             Expr::And(children) => children.iter().all(|c| c.matches(value)),
             Expr::Or(children) => children.iter().any(|c| c.matches(value)),
-            Expr::Leaf { attr, pred } => pred.matches(value(*attr as usize)),
+            Expr::Leaf { attr, pred } => pred.matches_value(value(*attr as usize)),
         }
     }
 
-    /// Exact evaluation on row `row` of column-major attribute values (`columns[a][row]`).
-    pub fn matches_row<C: AsRef<[f64]>>(&self, columns: &[C], row: usize) -> bool {
-        self.matches(&|a| columns[a].as_ref()[row])
+    /// Exact evaluation on single values only (an index without list attributes):
+    /// `value(attr)` returns the stored value of column `attr`.
+    pub fn matches_scalars(&self, value: &dyn Fn(usize) -> f64) -> bool {
+        self.matches(&|a| AttrValue::Scalar(value(a)))
+    }
+
+    /// Exact evaluation on row `row` of column-major attribute values (`columns[a][row]`;
+    /// `lists[a]` a list attribute's elements, see [`crate::attrs::attr_value`]).
+    pub fn matches_row<C: AsRef<[f64]>>(
+        &self,
+        columns: &[C],
+        lists: &[Option<crate::attrs::ListColumn>],
+        row: usize,
+    ) -> bool {
+        self.matches(&|a| crate::attrs::attr_value(columns, lists, a, row))
     }
 
     /// Conservative evaluation on attribute codes: `codes[a]` is the code column of
@@ -340,6 +427,13 @@ enum PresenceNode {
         yes: [u64; 4],
         maybe: [u64; 4],
     },
+    /// A list attribute's leaf: the build-time share of rows that match, where some
+    /// present code can match at all.
+    ListLeaf {
+        attr: usize,
+        possible: [u64; 4],
+        share: f64,
+    },
     And(Vec<PresenceNode>),
     Or(Vec<PresenceNode>),
 }
@@ -362,6 +456,16 @@ impl PresenceNode {
                 }
                 (y as f64 + 0.5 * m as f64) / total as f64
             }
+            PresenceNode::ListLeaf { attr, possible, share } => {
+                let Some(present) = presence.get(attr * 4..attr * 4 + 4) else {
+                    return 1.0;
+                };
+                if (0..4).any(|w| present[w] & possible[w] != 0) {
+                    *share
+                } else {
+                    0.0
+                }
+            }
             PresenceNode::And(children) => children.iter().map(|c| c.fraction(presence)).product(),
             PresenceNode::Or(children) => 1.0 - children.iter().map(|c| 1.0 - c.fraction(presence)).product::<f64>(),
         }
@@ -381,13 +485,30 @@ impl PresenceEstimator {
 
 impl Expr {
     /// The estimator of [`PresenceEstimator::fraction`] for this filter over `cells`
-    /// (code verdicts are computed once per query, not once per list).
-    pub fn presence_estimator(&self, cells: &[AttrCells]) -> PresenceEstimator {
-        fn node(e: &Expr, cells: &[AttrCells]) -> PresenceNode {
+    /// (code verdicts are computed once per query, not once per list). A leaf on a list
+    /// attribute with element statistics in `schema` is estimated at the share of rows
+    /// that matched at build time (at least one row's), in every list where some
+    /// present code can match.
+    pub fn presence_estimator(&self, cells: &[AttrCells], schema: &Schema) -> PresenceEstimator {
+        fn node(e: &Expr, cells: &[AttrCells], schema: &Schema) -> PresenceNode {
             match e {
                 Expr::Leaf { attr, pred } => {
                     let a = *attr as usize;
                     let verdicts = pred.code_verdicts(&cells[a]);
+                    if let Some(stats) = schema.attrs.get(a).and_then(|s| s.elements.as_ref()) {
+                        let mut possible = [0u64; 4];
+                        for (c, v) in verdicts.iter().enumerate() {
+                            if *v != Verdict::No {
+                                possible[c / 64] |= 1 << (c % 64);
+                            }
+                        }
+                        let floor = 1.0 / (stats.rows as f64 + 1.0);
+                        return PresenceNode::ListLeaf {
+                            attr: a,
+                            possible,
+                            share: list_share(pred, stats).max(floor),
+                        };
+                    }
                     let (mut yes, mut maybe) = ([0u64; 4], [0u64; 4]);
                     for (c, v) in verdicts.iter().enumerate() {
                         match v {
@@ -398,8 +519,8 @@ impl Expr {
                     }
                     PresenceNode::Leaf { attr: a, yes, maybe }
                 }
-                Expr::And(children) => PresenceNode::And(merge(children.iter().map(|c| node(c, cells)), true)),
-                Expr::Or(children) => PresenceNode::Or(merge(children.iter().map(|c| node(c, cells)), false)),
+                Expr::And(children) => PresenceNode::And(merge(children.iter().map(|c| node(c, cells, schema)), true)),
+                Expr::Or(children) => PresenceNode::Or(merge(children.iter().map(|c| node(c, cells, schema)), false)),
             }
         }
         // Leaves on the same attribute under one And (or Or) become one leaf whose code
@@ -432,8 +553,52 @@ impl Expr {
             out
         }
         PresenceEstimator {
-            node: node(self, cells),
+            node: node(self, cells, schema),
         }
+    }
+}
+
+/// Share of rows a predicate on a list attribute matched at build time, from its
+/// element statistics: rows with an element in each cell the predicate accepts (a
+/// cell it accepts in part counts as the share of its distinct elements named, or half
+/// for a range), summed over cells; negations are the rest.
+fn list_share(pred: &Pred, stats: &crate::attrs::ElementStats) -> f64 {
+    if stats.rows == 0 {
+        return 1.0;
+    }
+    let rows = stats.rows as f64;
+    let present = stats.present as f64 / rows;
+    if let Pred::Exists(e) = pred {
+        return if *e { present } else { 1.0 - present };
+    }
+    let negated = pred.list_positive();
+    let positive = negated.as_ref().unwrap_or(pred);
+    let cells = &stats.cells;
+    let mut sum = 0.0;
+    for c in 0..cells.len() {
+        let (lo, hi) = (cells.min[c], cells.max[c]);
+        let part = match positive.verdict_on_range(lo, hi) {
+            Verdict::No => 0.0,
+            Verdict::Yes => 1.0,
+            Verdict::Maybe => {
+                let named = match positive {
+                    Pred::Eq(_) => Some(1usize),
+                    Pred::In(xs) => Some(xs.iter().filter(|&&x| lo <= x && x <= hi).count()),
+                    _ => None,
+                };
+                match (named, stats.distinct.get(c)) {
+                    (Some(k), Some(&d)) if d > 0 => (k as f64 / d as f64).min(1.0),
+                    _ => 0.5,
+                }
+            }
+        };
+        sum += part * stats.rows_with.get(c).copied().unwrap_or(0) as f64;
+    }
+    let share = (sum / rows).min(present);
+    if negated.is_some() {
+        1.0 - share
+    } else {
+        share
     }
 }
 
@@ -543,7 +708,7 @@ fn parse_field(
         Value::Object(_) => {
             return Err(CoreError::filter(
                 path,
-                "expected a value or an object of operators ($eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists)",
+                "expected a value or an object of operators ($eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists, $contains, $containsAny, $containsAll)",
             ))
         }
         literal => {
@@ -572,7 +737,14 @@ fn parse_field(
                     _ => Pred::Gte(x),
                 }
             }
-            "$in" | "$nin" => {
+            "$contains" | "$containsAny" | "$containsAll" if !spec.list => {
+                return Err(CoreError::filter(
+                    &here,
+                    format!("'{op}' needs a list attribute; '{}' holds single values", spec.name),
+                ));
+            }
+            "$contains" => Pred::Eq(operand(operand_json, schema, attr, &here)?),
+            "$in" | "$nin" | "$containsAny" | "$containsAll" => {
                 let Value::Array(items) = operand_json else {
                     return Err(CoreError::filter(&here, "expected an array of values"));
                 };
@@ -589,10 +761,17 @@ fn parse_field(
                 for (i, item) in items.iter().enumerate() {
                     xs.push(operand(item, schema, attr, &format!("{here}[{i}]"))?);
                 }
-                if op == "$in" {
-                    Pred::In(xs)
-                } else {
-                    Pred::Nin(xs)
+                match op.as_str() {
+                    "$nin" => Pred::Nin(xs),
+                    "$containsAll" => {
+                        // Every value an element: one `$eq` per value, joined by AND.
+                        let last = xs.pop().unwrap_or(UNKNOWN_CATEGORY);
+                        for x in xs {
+                            push(Pred::Eq(x), parts)?;
+                        }
+                        Pred::Eq(last)
+                    }
+                    _ => Pred::In(xs),
                 }
             }
             "$exists" => match operand_json {
@@ -602,7 +781,7 @@ fn parse_field(
             other => {
                 return Err(CoreError::filter(
                     &here,
-                    format!("unknown operator '{other}' (expected $eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists)"),
+                    format!("unknown operator '{other}' (expected $eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists, $contains, $containsAny, $containsAll)"),
                 ))
             }
         };
@@ -619,6 +798,13 @@ fn operand(json: &Value, schema: &Schema, attr: usize, path: &str) -> Result<f64
             Some(x) if x.is_finite() => Ok(x),
             _ => Err(CoreError::filter(path, "number is out of range")),
         },
+        (_, Value::Array(_)) if spec.list => Err(CoreError::filter(
+            path,
+            format!(
+                "attribute '{}' is a list: compare one element (use $containsAny or $containsAll for several)",
+                spec.name
+            ),
+        )),
         (AttrKind::Numeric, other) => Err(CoreError::filter(
             path,
             format!("attribute '{}' is numeric; got {}", spec.name, type_name(other)),
@@ -649,7 +835,7 @@ fn type_name(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attrs::AttrSpec;
+    use crate::attrs::{AttrSpec, ListColumn};
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -704,7 +890,7 @@ mod tests {
             let mask = expr.eval_codes(&cells, &code_refs, n);
             let mut matches = 0;
             for (row, &m) in mask.iter().enumerate() {
-                let exact = expr.matches_row(&columns, row);
+                let exact = expr.matches_row(&columns, &[], row);
                 if exact {
                     matches += 1;
                     prop_assert!(m & MASK_POSSIBLE != 0, "row {} matches but was dropped", row);
@@ -718,10 +904,151 @@ mod tests {
             for (a, col) in codes.iter().enumerate() {
                 for &c in col { presence[a * 4 + c as usize / 64] |= 1 << (c % 64); }
             }
-            let est = expr.presence_estimator(&cells).fraction(&presence);
+            let est = expr.presence_estimator(&cells, &Schema::default()).fraction(&presence);
             if matches > 0 {
                 prop_assert!(est > 0.0, "estimate 0 but {} rows match", matches);
             }
+        }
+    }
+
+    proptest! {
+        /// On list attributes too: codes never drop a matching row nor call a
+        /// non-matching one certain; exact evaluation means "some element matches" (and
+        /// "no element is excluded" for `$ne` / `$nin`, true on a missing list); the
+        /// presence estimate is zero only without matches.
+        #[test]
+        fn list_codes_are_conservative(
+            expr in arb_expr(),
+            rows in proptest::collection::vec(
+                proptest::option::weighted(0.85, proptest::collection::vec(-4i32..24, 0..5)),
+                1..300,
+            ),
+        ) {
+            // Column 0: a list attribute; column 1: single values.
+            let n = rows.len();
+            let mut list = ListColumn::default();
+            let mut counts = Vec::with_capacity(n);
+            for r in &rows {
+                let es: Vec<f64> = r.iter().flatten().map(|&x| x as f64 / 2.0).collect();
+                counts.push(if r.is_some() { es.len() as f64 } else { f64::NAN });
+                list.push(&es);
+            }
+            let col1: Vec<f64> = (0..n).map(|i| if i % 7 == 0 { f64::NAN } else { ((i * 13) % 31) as f64 / 2.0 - 2.0 }).collect();
+            let columns = vec![counts.clone(), col1];
+            let lists = vec![Some(list.clone()), None];
+            let cells = vec![AttrCells::build_list(&list.values), AttrCells::build(&columns[1])];
+            let codes: Vec<Vec<u8>> = (0..2)
+                .map(|a| (0..n).map(|r| cells[a].encode_value(crate::attrs::attr_value(&columns, &lists, a, r))).collect())
+                .collect();
+            let code_refs: Vec<&[u8]> = codes.iter().map(|c| c.as_slice()).collect();
+            let mask = expr.eval_codes(&cells, &code_refs, n);
+            let naive = |e: &Expr, row: usize| -> bool {
+                fn go(e: &Expr, es: Option<&[f64]>, v1: f64) -> bool {
+                    match e {
+                        Expr::And(c) => c.iter().all(|c| go(c, es, v1)),
+                        Expr::Or(c) => c.iter().any(|c| go(c, es, v1)),
+                        Expr::Leaf { attr: 1, pred } => pred.matches(v1),
+                        Expr::Leaf { pred, .. } => match (pred, es) {
+                            (Pred::Exists(b), es) => *b == es.is_some(),
+                            (Pred::Ne(_) | Pred::Nin(_), None) => true,
+                            (_, None) => false,
+                            (Pred::Ne(x), Some(es)) => es.iter().all(|e| e != x),
+                            (Pred::Nin(xs), Some(es)) => es.iter().all(|e| !xs.contains(e)),
+                            (p, Some(es)) => es.iter().any(|&e| p.matches(e)),
+                        },
+                    }
+                }
+                let es = rows[row].as_ref().map(|_| list.get(row));
+                go(e, es, columns[1][row])
+            };
+            let mut matches = 0;
+            for (row, &m) in mask.iter().enumerate() {
+                let exact = expr.matches_row(&columns, &lists, row);
+                prop_assert_eq!(exact, naive(&expr, row), "row {}", row);
+                if exact {
+                    matches += 1;
+                    prop_assert!(m & MASK_POSSIBLE != 0, "row {} matches but was dropped", row);
+                }
+                if m & MASK_CERTAIN != 0 {
+                    prop_assert!(exact, "row {} called certain but does not match", row);
+                }
+            }
+            let mut presence = vec![0u64; 2 * 4];
+            for (a, col) in codes.iter().enumerate() {
+                for &c in col { presence[a * 4 + c as usize / 64] |= 1 << (c % 64); }
+            }
+            let mut schema = Schema {
+                attrs: vec![AttrSpec::numeric("l").into_list(), AttrSpec::numeric("v")],
+            };
+            schema.attrs[0].elements = Some(crate::attrs::ElementStats::build(&counts, &list));
+            let est = expr.presence_estimator(&cells, &schema).fraction(&presence);
+            if matches > 0 {
+                prop_assert!(est > 0.0, "estimate 0 but {} rows match", matches);
+            }
+        }
+    }
+
+    #[test]
+    fn list_operators_parse_and_evaluate() {
+        let schema = Schema {
+            attrs: vec![
+                AttrSpec::categorical("tags", vec!["new".into(), "red".into(), "sale".into()]).into_list(),
+                AttrSpec::numeric("price"),
+            ],
+        };
+        let code = |t: &str| schema.attrs[0].code_of(t).unwrap();
+        let (new, red, sale) = (code("new"), code("red"), code("sale"));
+        let row = |tags: Option<&'static [f64]>| {
+            move |a: usize| match a {
+                0 => AttrValue::List(tags),
+                _ => AttrValue::Scalar(5.0),
+            }
+        };
+        let both: &'static [f64] = Box::leak(vec![red, sale].into_boxed_slice());
+        let just_new: &'static [f64] = Box::leak(vec![new].into_boxed_slice());
+        let cases = [
+            (json!({"tags": {"$contains": "red"}}), [true, false, false, false]),
+            (json!({"tags": "red"}), [true, false, false, false]),
+            (
+                json!({"tags": {"$containsAny": ["new", "sale"]}}),
+                [true, true, false, false],
+            ),
+            (
+                json!({"tags": {"$containsAll": ["red", "sale"]}}),
+                [true, false, false, false],
+            ),
+            (
+                json!({"tags": {"$containsAll": ["red", "new"]}}),
+                [false, false, false, false],
+            ),
+            (json!({"tags": {"$in": ["new"]}}), [false, true, false, false]),
+            (json!({"tags": {"$ne": "red"}}), [false, true, true, true]),
+            (json!({"tags": {"$nin": ["red", "new"]}}), [false, false, true, true]),
+            (json!({"tags": {"$exists": true}}), [true, true, true, false]),
+            (json!({"tags": {"$exists": false}}), [false, false, false, true]),
+            (json!({"tags": {"$contains": "unknown"}}), [false, false, false, false]),
+        ];
+        for (filter, want) in cases {
+            let f = Expr::parse(&filter, &schema).unwrap().unwrap();
+            let got = [
+                f.matches(&row(Some(both))),
+                f.matches(&row(Some(just_new))),
+                f.matches(&row(Some(&[]))),
+                f.matches(&row(None)),
+            ];
+            assert_eq!(got, want, "{filter}");
+        }
+        for (filter, field) in [
+            (json!({"price": {"$contains": 3}}), "filter.price.$contains"),
+            (json!({"tags": {"$containsAny": "red"}}), "filter.tags.$containsAny"),
+            (json!({"tags": {"$containsAll": []}}), "filter.tags.$containsAll"),
+            (json!({"tags": {"$contains": 3}}), "filter.tags.$contains"),
+            (json!({"tags": ["red"]}), "filter.tags"),
+            (json!({"tags": {"$contains": ["red"]}}), "filter.tags.$contains"),
+            (json!({"tags": {"$lt": "red"}}), "filter.tags.$lt"),
+        ] {
+            let err = Expr::parse(&filter, &schema).expect_err(&filter.to_string());
+            assert_eq!(field_of(err), field, "{filter}");
         }
     }
 
@@ -750,14 +1077,14 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert!(f.matches(&|a| [10.0, 2.0][a]));
-        assert!(!f.matches(&|a| [10.0, 1.0][a]));
-        assert!(!f.matches(&|a| [20.0, 2.0][a]));
-        assert!(!f.matches(&|a| [f64::NAN, 2.0][a]));
+        assert!(f.matches_scalars(&|a| [10.0, 2.0][a]));
+        assert!(!f.matches_scalars(&|a| [10.0, 1.0][a]));
+        assert!(!f.matches_scalars(&|a| [20.0, 2.0][a]));
+        assert!(!f.matches_scalars(&|a| [f64::NAN, 2.0][a]));
         let f = Expr::parse(&json!({"color": {"$ne": "red"}}), &s).unwrap().unwrap();
-        assert!(f.matches(&|a| [0.0, f64::NAN][a]), "missing matches $ne");
+        assert!(f.matches_scalars(&|a| [0.0, f64::NAN][a]), "missing matches $ne");
         let f = Expr::parse(&json!({"color": "purple"}), &s).unwrap().unwrap();
-        assert!(!f.matches(&|a| [0.0, 0.0][a]));
+        assert!(!f.matches_scalars(&|a| [0.0, 0.0][a]));
         assert_eq!(Expr::parse(&json!({}), &s).unwrap(), None);
         assert_eq!(Expr::parse(&Value::Null, &s).unwrap(), None);
     }
@@ -777,7 +1104,7 @@ mod tests {
         let f = Expr::parse(&json!({"price": {"$gte": 4_000, "$lt": 5_000}}), &s)
             .unwrap()
             .unwrap();
-        let est = f.presence_estimator(&cells).fraction(&presence);
+        let est = f.presence_estimator(&cells, &Schema::default()).fraction(&presence);
         // 10 % of the rows; two independent halves would say 0.6 × 0.5 = 30 %.
         assert!((est - 0.1).abs() < 0.01, "{est}");
         let f = Expr::parse(
@@ -786,7 +1113,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        let est = f.presence_estimator(&cells).fraction(&presence);
+        let est = f.presence_estimator(&cells, &Schema::default()).fraction(&presence);
         assert!((est - 0.2).abs() < 0.01, "{est}");
     }
 

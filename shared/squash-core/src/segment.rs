@@ -6,7 +6,7 @@
 //! in one buffer (a memory map for local indexes, the fetched body otherwise), and only
 //! the small per-segment parameters (KLT, quantiser, cells, list offsets) are decoded.
 
-use crate::attrs::AttrCells;
+use crate::attrs::{AttrCells, AttrValue, ListColumn};
 use crate::container::{le, write_container, Container, SectionOut};
 use crate::distance::Metric;
 use crate::error::{CoreError, Result};
@@ -37,6 +37,8 @@ const LISTS: u32 = 11;
 const BLOCKS: u32 = 12;
 const SUMS: u32 = 13;
 const NAMES: u32 = 14;
+const ELEM_OFFSETS: u32 = 15;
+const ELEMENTS: u32 = 16;
 
 /// Target size of one vector block of the SUMS section: the unit in which a ranged read
 /// fetches full vectors for the exact re-rank (one page).
@@ -53,13 +55,15 @@ pub fn vector_block_rows(dim: usize) -> usize {
 
 /// Byte ranges of one list's scanned data relative to each section's start, in the order
 /// its SUMS checksum covers them: blocked codes, sign bits, each attribute's codes, each
-/// attribute's values, ids.
+/// attribute's values, each list attribute's elements (`elems`, byte ranges in
+/// ELEMENTS), ids.
 fn list_parts(
     rows: Range<usize>,
     blocks: Range<usize>,
     n: usize,
     attrs: usize,
     words: usize,
+    elems: Vec<Range<usize>>,
 ) -> Vec<(u32, Range<usize>)> {
     let mut v = Vec::with_capacity(3 + 2 * attrs);
     v.push((BLOCKS, blocks));
@@ -70,8 +74,20 @@ fn list_parts(
     for a in 0..attrs {
         v.push((ATTRS, (a * n + rows.start) * 8..(a * n + rows.end) * 8));
     }
+    v.extend(elems.into_iter().map(|r| (ELEMENTS, r)));
     v.push((IDS, rows.start * 8..rows.end * 8));
     v
+}
+
+/// Byte ranges in ELEMENTS of rows `rows` of each list attribute, given each list
+/// attribute's first element (`base`, in elements) and row offsets.
+fn elem_ranges<'a>(rows: &Range<usize>, lists: impl Iterator<Item = (usize, &'a [u32])>) -> Vec<Range<usize>> {
+    lists
+        .map(|(base, off)| {
+            let at = |r: usize| (base + off.get(r).copied().unwrap_or(0) as usize) * 8;
+            at(rows.start)..at(rows.end)
+        })
+        .collect()
 }
 
 /// Offsets of each list's blocked codes within BLOCKS (one more than there are lists).
@@ -125,8 +141,12 @@ pub struct SegmentParts {
     pub ids: Vec<u64>,
     /// String ids, one per row, in an index of string ids; empty otherwise.
     pub names: Vec<String>,
-    /// Exact attribute values, one column of `count` values per attribute (`NaN` = missing).
+    /// Exact attribute values, one column of `count` values per attribute (`NaN` = missing;
+    /// a list attribute's element count).
     pub attr_values: Vec<Vec<f64>>,
+    /// Each list attribute's elements (`Some` at its column; may be shorter than the
+    /// attributes, or empty, when the rest are single-valued).
+    pub attr_lists: Vec<Option<ListColumn>>,
     /// Full prepared vectors for re-ranking, `count × dim`, row-major.
     pub vectors: Vec<f32>,
     /// Fine lists: list `l` holds rows `lists[l]..lists[l + 1]` (first 0, last `count`).
@@ -161,7 +181,13 @@ impl SegmentParts {
         le::put_f32s(&mut vectors, &self.vectors);
         let meta = serde_json::to_vec(&self.meta).unwrap_or_default();
         let codes = self.attr_codes.concat();
-        let sums = self.sums(&blocks, &signs, &codes, &attrs, &ids, &vectors);
+        let (mut elem_offsets, mut elements) = (Vec::new(), Vec::new());
+        for l in self.attr_lists.iter().flatten() {
+            let off: Vec<u32> = l.offsets.iter().map(|&o| o as u32).collect();
+            le::put_u32s(&mut elem_offsets, &off);
+            le::put_f64s(&mut elements, &l.values);
+        }
+        let sums = self.sums(&blocks, &signs, &codes, &attrs, &elements, &ids, &vectors);
         let mut head = vec![
             SectionOut::zstd(META, meta),
             SectionOut::raw(KLT, klt),
@@ -172,7 +198,12 @@ impl SegmentParts {
         if !self.names.is_empty() {
             head.push(SectionOut::zstd(NAMES, encode_names(&self.names)));
         }
+        let has_lists = self.attr_lists.iter().any(Option::is_some);
+        if has_lists {
+            head.push(SectionOut::raw(ELEM_OFFSETS, elem_offsets));
+        }
         head.push(SectionOut::raw(SUMS, sums));
+        let elements = has_lists.then(|| SectionOut::raw(ELEMENTS, elements));
         write_container(
             SEGMENT_MAGIC,
             head.into_iter()
@@ -181,9 +212,9 @@ impl SegmentParts {
                     SectionOut::raw(SIGNS, signs),
                     SectionOut::raw(ATTR_CODES, codes),
                     SectionOut::raw(ATTRS, attrs),
-                    SectionOut::raw(IDS, ids),
-                    SectionOut::raw(VECTORS, vectors),
                 ])
+                .chain(elements)
+                .chain([SectionOut::raw(IDS, ids), SectionOut::raw(VECTORS, vectors)])
                 .collect(),
         )
     }
@@ -239,7 +270,17 @@ impl SegmentParts {
     /// The SUMS section: `u32` rows per vector block, `u32` list count, one xxh3-64 per
     /// list over its scanned data ([`list_parts`]) and one per vector block, so that a
     /// reader fetching byte ranges can verify exactly what it fetched.
-    fn sums(&self, blocks: &[u8], signs: &[u8], codes: &[u8], attrs: &[u8], ids: &[u8], vectors: &[u8]) -> Vec<u8> {
+    #[allow(clippy::too_many_arguments)]
+    fn sums(
+        &self,
+        blocks: &[u8],
+        signs: &[u8],
+        codes: &[u8],
+        attrs: &[u8],
+        elements: &[u8],
+        ids: &[u8],
+        vectors: &[u8],
+    ) -> Vec<u8> {
         let n = self.meta.count as usize;
         let dim = self.meta.dim as usize;
         let width = self.quantizer.bits.iter().filter(|&&b| b > 0).count();
@@ -250,15 +291,29 @@ impl SegmentParts {
         let mut out = Vec::new();
         le::put_u32s(&mut out, &[rows_per_block as u32, lists as u32]);
         let mut hashes = Vec::with_capacity(lists + n.div_ceil(rows_per_block));
+        let offsets: Vec<Vec<u32>> = self
+            .attr_lists
+            .iter()
+            .flatten()
+            .map(|l| l.offsets.iter().map(|&o| o as u32).collect())
+            .collect();
+        let mut bases = Vec::with_capacity(offsets.len());
+        let mut base = 0usize;
+        for l in self.attr_lists.iter().flatten() {
+            bases.push(base);
+            base += l.values.len();
+        }
         for l in 0..lists {
             let rows = self.lists[l] as usize..self.lists[l + 1] as usize;
+            let elems = elem_ranges(&rows, bases.iter().copied().zip(offsets.iter().map(Vec::as_slice)));
             let mut h = Xxh3::new();
-            for (kind, r) in list_parts(rows, starts[l]..starts[l + 1], n, self.attr_codes.len(), words) {
+            for (kind, r) in list_parts(rows, starts[l]..starts[l + 1], n, self.attr_codes.len(), words, elems) {
                 let section = match kind {
                     BLOCKS => blocks,
                     SIGNS => signs,
                     ATTR_CODES => codes,
                     ATTRS => attrs,
+                    ELEMENTS => elements,
                     _ => ids,
                 };
                 // (Parts whose columns are shorter than `count` hash what they have:
@@ -328,6 +383,9 @@ pub struct Segment {
     signs: Range<usize>,
     attr_codes: Range<usize>,
     attr_values: Range<usize>,
+    /// Per attribute: a list attribute's first element in ELEMENTS and its row offsets.
+    elem_offsets: Arc<Vec<Option<(usize, Vec<u32>)>>>,
+    elements: Range<usize>,
     ids: Range<usize>,
     vectors: Range<usize>,
     /// String ids (the NAMES section), in an index of string ids.
@@ -471,9 +529,29 @@ impl Segment {
         let n = self.len();
         &bytemuck::cast_slice::<u8, f64>(&self.buf[self.attr_values.clone()])[a * n..(a + 1) * n]
     }
-    /// Every attribute's exact values, column by column (for [`crate::filter::Expr::matches_row`]).
+    /// Every attribute's exact values, column by column.
     pub fn attr_columns(&self) -> Vec<&[f64]> {
         (0..self.meta.attrs as usize).map(|a| self.attr_column(a)).collect()
+    }
+    /// Elements of list attribute `a` at `row` (empty for a single-valued attribute).
+    pub fn list_elements(&self, a: usize, row: usize) -> &[f64] {
+        match self.elem_offsets.get(a) {
+            Some(Some((base, off))) => {
+                let all = bytemuck::cast_slice::<u8, f64>(&self.buf[self.elements.clone()]);
+                let (s, e) = (off[row] as usize, off[row + 1] as usize);
+                &all[base + s..base + e]
+            }
+            _ => &[],
+        }
+    }
+    /// Value of attribute `a` at `row`, as filters evaluate it.
+    pub fn attr_value(&self, a: usize, row: usize) -> AttrValue<'_> {
+        let v = self.attr_column(a)[row];
+        match self.elem_offsets.get(a) {
+            Some(Some(_)) if v.is_nan() => AttrValue::List(None),
+            Some(Some(_)) => AttrValue::List(Some(self.list_elements(a, row))),
+            _ => AttrValue::Scalar(v),
+        }
     }
     /// Vector ids, one per row.
     pub fn ids(&self) -> &[u64] {
@@ -520,7 +598,8 @@ impl Segment {
         let quant: usize = self.quantizer.bounds.iter().map(|b| b.len() * f + 1).sum();
         let cells: usize = self.attr_cells.iter().map(|c| c.len() * 16).sum();
         let scan = self.scan_bounds.cells.len() * 17 * f;
-        (klt + quant + cells + scan + self.lists.len() * 4 + self.block_starts.len() * 8) as u64
+        let elems: usize = self.elem_offsets.iter().flatten().map(|(_, o)| o.len() * 4).sum();
+        (klt + quant + cells + scan + elems + self.lists.len() * 4 + self.block_starts.len() * 8) as u64
             + std::mem::size_of::<Segment>() as u64
     }
 
@@ -576,14 +655,24 @@ impl Segment {
             SIGNS => self.signs.start,
             ATTR_CODES => self.attr_codes.start,
             ATTRS => self.attr_values.start,
+            ELEMENTS => self.elements.start,
             _ => self.ids.start,
         };
+        let rows = self.list_rows(l);
+        let elems = elem_ranges(
+            &rows,
+            self.elem_offsets
+                .iter()
+                .flatten()
+                .map(|(base, off)| (*base, off.as_slice())),
+        );
         list_parts(
-            self.list_rows(l),
+            rows,
             self.block_starts[l]..self.block_starts[l + 1],
             self.len(),
             self.meta.attrs as usize,
             self.sign_words(),
+            elems,
         )
         .into_iter()
         .map(|(kind, r)| base(kind) + r.start..base(kind) + r.end)
@@ -724,13 +813,16 @@ impl Segment {
             }
             let rows = self.list_rows(l);
             for a in 0..self.meta.attrs as usize {
-                let cells = self.attr_cells[a].len();
+                let cells = &self.attr_cells[a];
                 let at = self.attr_codes.start + a * n;
-                if out[at + rows.start..at + rows.end]
+                if !out[at + rows.start..at + rows.end]
                     .iter()
-                    .any(|&c| c != crate::attrs::MISSING_CODE && c as usize >= cells)
+                    .all(|&c| cells.code_is_valid(c))
                 {
-                    return Err(bad(format!("attribute {a} has a code beyond its {cells} cells")));
+                    return Err(bad(format!(
+                        "attribute {a} has a code beyond its {} cells",
+                        cells.len()
+                    )));
                 }
             }
             present.lists[l] = true;
@@ -892,16 +984,44 @@ impl Segment {
         let signs = placed(SIGNS, "SIGNS", n * words * 8)?;
         let attr_codes = placed(ATTR_CODES, "ATTR_CODES", n * a)?;
         for i in (0..a).filter(|_| mode != Open::Head) {
-            let cells = attr_cells[i].len();
+            let cells = &attr_cells[i];
             let col = &buf[attr_codes.start + i * n..attr_codes.start + (i + 1) * n];
-            if col
-                .iter()
-                .any(|&c| c != crate::attrs::MISSING_CODE && c as usize >= cells)
-            {
-                return Err(bad(format!("attribute {i} has a code beyond its {cells} cells")));
+            if !col.iter().all(|&c| cells.code_is_valid(c)) {
+                return Err(bad(format!(
+                    "attribute {i} has a code beyond its {} cells",
+                    cells.len()
+                )));
             }
         }
         let attr_values = placed(ATTRS, "ATTRS", n * a * 8)?;
+        // List attributes: row offsets in the head, elements scanned like the values.
+        let list_attrs = attr_cells.iter().filter(|c| c.list).count();
+        let mut elem_offsets: Vec<Option<(usize, Vec<u32>)>> = vec![None; a];
+        let mut total_elements = 0usize;
+        if list_attrs > 0 {
+            let bytes = c.section(ELEM_OFFSETS)?;
+            let mut r = le::Reader::new(&bytes, object, "ELEM_OFFSETS");
+            for (i, cells) in attr_cells.iter().enumerate() {
+                if !cells.list {
+                    continue;
+                }
+                let off = r.u32s(n + 1)?;
+                if off[0] != 0 || off.windows(2).any(|w| w[0] > w[1]) {
+                    return Err(bad(format!("attribute {i}'s element offsets are not ascending from 0")));
+                }
+                let count = off[n] as usize;
+                elem_offsets[i] = Some((total_elements, off));
+                total_elements += count;
+            }
+            r.finish()?;
+        } else if c.has_section(ELEM_OFFSETS) {
+            return Err(bad("element offsets without a list attribute".into()));
+        }
+        let elements = if list_attrs > 0 {
+            placed(ELEMENTS, "ELEMENTS", total_elements * 8)?
+        } else {
+            attr_values.end..attr_values.end
+        };
         let ids = placed(IDS, "IDS", n * 8)?;
         let vectors = placed(VECTORS, "VECTORS", n * dim * 4)?;
         drop(c);
@@ -918,6 +1038,8 @@ impl Segment {
             signs,
             attr_codes,
             attr_values,
+            elem_offsets: Arc::new(elem_offsets),
+            elements,
             ids,
             vectors,
             sums,
@@ -939,11 +1061,15 @@ enum Open {
     Head,
 }
 
-/// Encodes attribute cells: per attribute `u32 count`, `count` f64 minima, `count` f64 maxima.
+/// Bit of an ATTR_CELLS count marking a list attribute's element groups.
+const LIST_FLAG: u32 = 1 << 31;
+
+/// Encodes attribute cells: per attribute `u32 count` (with bit 31 set for a list
+/// attribute's element groups), `count` f64 minima, `count` f64 maxima.
 pub fn encode_cells(cells: &[AttrCells]) -> Vec<u8> {
     let mut out = Vec::new();
     for c in cells {
-        le::put_u32s(&mut out, &[c.len() as u32]);
+        le::put_u32s(&mut out, &[c.len() as u32 | if c.list { LIST_FLAG } else { 0 }]);
         le::put_f64s(&mut out, &c.min);
         le::put_f64s(&mut out, &c.max);
     }
@@ -955,16 +1081,23 @@ pub fn decode_cells(bytes: &[u8], object: &str, attrs: usize) -> Result<Vec<Attr
     let mut r = le::Reader::new(bytes, object, "ATTR_CELLS");
     let mut out = Vec::with_capacity(attrs);
     for i in 0..attrs {
-        let n = r.u32()? as usize;
-        if n > crate::attrs::MAX_VALUE_CELLS {
+        let word = r.u32()?;
+        let list = word & LIST_FLAG != 0;
+        let n = (word & !LIST_FLAG) as usize;
+        let most = if list {
+            crate::attrs::LIST_GROUPS
+        } else {
+            crate::attrs::MAX_VALUE_CELLS
+        };
+        if n > most {
             return Err(CoreError::corrupt(
                 object,
-                format!("attribute {i} has {n} cells (max 255)"),
+                format!("attribute {i} has {n} cells (max {most})"),
             ));
         }
         let min = r.f64s(n)?;
         let max = r.f64s(n)?;
-        out.push(AttrCells { min, max });
+        out.push(AttrCells { min, max, list });
     }
     r.finish()?;
     Ok(out)
@@ -1011,10 +1144,12 @@ mod tests {
                 AttrCells {
                     min: vec![0.0, 10.0],
                     max: vec![9.0, 99.0],
+                    list: false,
                 },
                 AttrCells {
                     min: vec![1.0],
                     max: vec![1.0],
+                    list: false,
                 },
             ],
             attr_codes: vec![
@@ -1025,6 +1160,7 @@ mod tests {
             ],
             ids: (0..n as u64).map(|i| 1000 + i).collect(),
             names: Vec::new(),
+            attr_lists: Vec::new(),
             attr_values: vec![
                 (0..n).map(|i| (i % 2) as f64 * 50.0).collect(),
                 (0..n).map(|i| if i % 5 == 0 { f64::NAN } else { 1.0 }).collect(),
@@ -1103,6 +1239,89 @@ mod tests {
         short.ids.pop();
         let err = Segment::decode("p3", short.encode()).expect_err("short ids");
         assert!(err.to_string().contains("IDS section holds"), "{err}");
+    }
+
+    /// `parts()` with a third attribute: lists of 0 to 3 elements (missing every 9th
+    /// row), coded as bit sets of 3 element groups.
+    fn parts_with_lists() -> SegmentParts {
+        let mut p = parts();
+        let n = p.meta.count as usize;
+        let mut list = ListColumn::default();
+        let mut counts = Vec::new();
+        for r in 0..n {
+            let es: Vec<f64> = (0..r % 4).map(|j| ((r + j * 5) % 6) as f64).collect();
+            counts.push(if r % 9 == 0 { f64::NAN } else { es.len() as f64 });
+            list.push(if r % 9 == 0 { &[] } else { &es });
+        }
+        let cells = AttrCells::build_list(&list.values);
+        assert!(cells.list && cells.len() <= crate::attrs::LIST_GROUPS);
+        let codes = (0..n)
+            .map(|r| cells.encode_value(crate::attrs::attr_value(&[&counts[..]], &[Some(list.clone())], 0, r)))
+            .collect();
+        p.meta.attrs = 3;
+        p.attr_cells.push(cells);
+        p.attr_codes.push(codes);
+        p.attr_values.push(counts);
+        p.attr_lists = vec![None, None, Some(list)];
+        p
+    }
+
+    #[test]
+    fn list_attributes_round_trip_whole_and_by_ranges() {
+        let p = parts_with_lists();
+        let list = p.attr_lists[2].clone().unwrap();
+        let bytes = p.encode();
+        let whole = Segment::decode("s", bytes.clone()).expect("decodes");
+        assert!(whole.attr_cells()[2].list);
+        for row in 0..whole.len() {
+            let want = if row % 9 == 0 {
+                AttrValue::List(None)
+            } else {
+                AttrValue::List(Some(list.get(row)))
+            };
+            assert_eq!(whole.attr_value(2, row), want, "row {row}");
+            assert_eq!(whole.attr_value(0, row), AttrValue::Scalar(p.attr_values[0][row]));
+            assert_eq!(whole.attr_codes(2)[row], p.attr_codes[2][row]);
+        }
+        // By ranges: list 2's elements arrive with it, verified.
+        let head = &bytes[..whole.head_len()];
+        let seg = Segment::open_head("s", head, bytes.len() as u64).expect("head opens");
+        let plan = seg.fetch_plan(&[2], &[]);
+        let bodies: Vec<&[u8]> = plan
+            .ranges
+            .iter()
+            .map(|r| &bytes[r.start as usize..r.end as usize])
+            .collect();
+        let got = seg.extend("s", &plan, &bodies).expect("extends");
+        for row in got.list_rows(2) {
+            assert_eq!(got.attr_value(2, row), whole.attr_value(2, row), "row {row}");
+        }
+        let elements = whole.elements.clone();
+        let flip_at = whole
+            .list_ranges(2)
+            .into_iter()
+            .find(|r| r.start >= elements.start && r.end <= elements.end && !r.is_empty())
+            .expect("list 2 has elements")
+            .start;
+        let mut bad = bytes.clone();
+        bad[flip_at] ^= 1;
+        let bodies: Vec<&[u8]> = plan
+            .ranges
+            .iter()
+            .map(|r| &bad[r.start as usize..r.end as usize])
+            .collect();
+        let err = seg
+            .extend("s", &plan, &bodies)
+            .expect_err("a flipped element is caught");
+        assert!(err.to_string().contains("checksum"), "{err}");
+        // A list code naming a group the cells do not have is corrupt.
+        let mut wrong = p.clone();
+        wrong.attr_codes[2][5] = 1 << 6;
+        let groups = wrong.attr_cells[2].len();
+        if groups < 7 {
+            let err = Segment::decode("p3", wrong.encode()).expect_err("code beyond groups");
+            assert!(err.to_string().contains("beyond its"), "{err}");
+        }
     }
 
     #[test]

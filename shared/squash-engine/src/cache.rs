@@ -140,6 +140,7 @@ mod tests {
             ids: Vec::new(),
             names: Vec::new(),
             attr_values: Vec::new(),
+            attr_lists: Vec::new(),
             vectors: Vec::new(),
             lists: vec![0, 0],
         };

@@ -90,7 +90,7 @@ pub fn plan(
         order.select_nth_unstable_by(prefix, cmp);
     }
     order[..prefix].sort_unstable_by(cmp);
-    let estimator = filter.map(|f| f.presence_estimator(&manifest.attr_cells));
+    let estimator = filter.map(|f| f.presence_estimator(&manifest.attr_cells, &manifest.meta.schema));
     let mut target = match safety {
         Safety::Fixed(f) => f * k as f64,
         // Without a filter `nprobe` alone decides (the curve's point at selectivity 1 is

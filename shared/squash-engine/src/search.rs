@@ -661,11 +661,16 @@ impl Index {
                     },
                     distance: report_distance(metric, h.distance, &q.query, norm_bound),
                     attributes: with_attributes.then(|| {
+                        let mut lists = h.elements.iter();
                         schema
                             .attrs
                             .iter()
                             .zip(&h.attrs)
-                            .map(|(spec, &v)| (spec.name.clone(), spec.value_to_json(v)))
+                            .map(|(spec, &v)| {
+                                let elements = if spec.list { lists.next() } else { None };
+                                let elements = elements.map_or(&[][..], Vec::as_slice);
+                                (spec.name.clone(), spec.render(v, elements))
+                            })
                             .collect()
                     }),
                 })

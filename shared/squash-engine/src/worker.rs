@@ -158,6 +158,14 @@ pub fn select_rows(
         };
         let mut mask = Vec::new();
         let columns = seg.attr_columns();
+        let has_lists = seg.attr_cells().iter().any(|c| c.list);
+        let exact = |row: usize| {
+            if has_lists {
+                f.matches(&|a| seg.attr_value(a, row))
+            } else {
+                f.matches_scalars(&|a| columns[a][row])
+            }
+        };
         let attrs = seg.meta().attrs as usize;
         let full_cols: Vec<&[u8]> = (0..attrs).map(|a| seg.attr_codes(a)).collect();
         let mut code_cols: Vec<&[u8]> = Vec::with_capacity(attrs);
@@ -168,7 +176,7 @@ pub fn select_rows(
             compiled.eval_into(&code_cols, &mut mask);
             for (i, &m) in mask.iter().enumerate() {
                 let row = range.start + i;
-                if m & MASK_POSSIBLE != 0 && (m & MASK_CERTAIN != 0 || f.matches_row(&columns, row)) && live(row) {
+                if m & MASK_POSSIBLE != 0 && (m & MASK_CERTAIN != 0 || exact(row)) && live(row) {
                     candidates.push(row as u32);
                 }
             }
@@ -501,7 +509,7 @@ pub fn rerank(
         // Exact predicate re-check: the candidates are exact already, so this never
         // rejects; it guards the invariant in release builds too.
         if let Some(f) = filter {
-            if !f.matches(&|a| seg.attr_column(a)[row]) {
+            if !f.matches(&|a| seg.attr_value(a, row)) {
                 debug_assert!(false, "filter let a non-matching row through");
                 continue;
             }
@@ -1130,6 +1138,15 @@ impl Worker {
                 } else {
                     Vec::new()
                 },
+                elements: if req.with_attributes {
+                    let seg = segs[h.segment as usize];
+                    (0..seg.meta().attrs as usize)
+                        .filter(|&a| seg.attr_cells()[a].list)
+                        .map(|a| seg.list_elements(a, h.row as usize).to_vec())
+                        .collect()
+                } else {
+                    Vec::new()
+                },
             })
             .collect();
         let mut outcomes: Vec<PartitionOutcome> = req
@@ -1339,6 +1356,7 @@ mod tests {
             name: None,
             distance,
             attrs: vec![attr],
+            elements: Vec::new(),
         }
     }
 

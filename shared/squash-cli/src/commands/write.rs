@@ -143,10 +143,7 @@ pub fn run_upsert(a: UpsertArgs) -> Result<()> {
                 cols: vectors.cols,
                 data: vectors.data[start * vectors.cols..end * vectors.cols].to_vec(),
             },
-            attrs: squash_build::io::Attributes {
-                schema: attrs.schema.clone(),
-                columns: attrs.columns.iter().map(|c| c[start..end].to_vec()).collect(),
-            },
+            attrs: attrs.select(&(start..end).collect::<Vec<usize>>()),
         };
         let r = writer.upsert(&part).map_err(|e| match e {
             // Name rows of the whole input, not of the batch.
