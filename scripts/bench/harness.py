@@ -171,6 +171,10 @@ def mask(flt, columns, rows):
             v = columns[key]
             if not isinstance(cond, dict):
                 cond = {"$eq": cond}
+            if isinstance(v, ListColumn):
+                for op, x in cond.items():
+                    out &= v.mask(op, x, key)
+                continue
             for op, x in cond.items():
                 if op in ("$in", "$nin"):
                     m = np.isin(v, [_check_number(y, key) for y in x])
@@ -188,6 +192,61 @@ def mask(flt, columns, rows):
                     "$gte": np.greater_equal,
                 }[op](v, x)
     return out
+
+
+class ListColumn:
+    """A list attribute (squash's `tags: [...]`): for each element value the rows holding
+    it, and which rows have a list at all. Filters on it mean "some element matches"
+    (`$ne` / `$nin`: no element does), as in squash."""
+
+    def __init__(self, rows):
+        import numpy as np
+
+        self.rows = rows
+        self.present = np.zeros(rows, dtype=bool)
+        self.where = {}
+
+    def add(self, row, elements):
+        if elements is None:
+            return
+        self.present[row] = True
+        for e in set(elements):
+            self.where.setdefault(e, []).append(row)
+
+    def freeze(self):
+        import numpy as np
+
+        self.where = {k: np.asarray(v, dtype=np.int64) for k, v in self.where.items()}
+
+    def _some(self, values):
+        import numpy as np
+
+        m = np.zeros(self.rows, dtype=bool)
+        for x in values:
+            rows = self.where.get(x)
+            if rows is not None:
+                m[rows] = True
+        return m
+
+    def mask(self, op, x, key):
+        if op == "$exists":
+            return self.present if x else ~self.present
+        if op in ("$eq", "$contains"):
+            return self._some([x])
+        if op in ("$in", "$containsAny"):
+            return self._some(x)
+        if op == "$containsAll":
+            import numpy as np
+
+            m = np.ones(self.rows, dtype=bool)
+            for y in x:
+                m &= self._some([y])
+            return m
+        if op == "$ne":
+            return ~self._some([x])
+        if op == "$nin":
+            return ~self._some(x)
+        raise ValueError(f"filter.{key}: operator {op} is not supported on a list attribute here")
 
 
 def sql(flt):

@@ -104,6 +104,23 @@ class Filters(unittest.TestCase):
         with self.assertRaises(ValueError):
             harness.mask({"a0": {"$near": 1}}, cols, rows)
 
+    def test_list_attributes_mean_some_element(self):
+        col = harness.ListColumn(4)
+        for row, tags in enumerate([["a", "b"], [], None, ["b", "b"]]):
+            col.add(row, tags)
+        col.freeze()
+        cols = {"tags": col, "p": np.array([1.0, 2.0, 3.0, 4.0])}
+        cases = [
+            ({"tags": "b"}, [True, False, False, True]),
+            ({"tags": {"$containsAny": ["a", "zz"]}}, [True, False, False, False]),
+            ({"tags": {"$containsAll": ["a", "b"]}}, [True, False, False, False]),
+            ({"tags": {"$nin": ["a"]}}, [False, True, True, True]),
+            ({"tags": {"$ne": "b"}}, [False, True, True, False]),
+            ({"tags": {"$exists": True}, "p": {"$gt": 1}}, [False, True, False, True]),
+        ]
+        for flt, want in cases:
+            self.assertEqual(harness.mask(flt, cols, 4).tolist(), want, flt)
+
     def test_float32_attributes_compare_at_double_precision(self):
         # A float32 value and a double threshold just above it: squash compares in f64.
         v = np.float32(0.1)

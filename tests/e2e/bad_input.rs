@@ -192,6 +192,21 @@ fn every_bad_request_gets_a_4xx_naming_the_field_on_both_paths() {
             Want(400, "bad_request", Some("filter.color.$eq")),
         ),
         (
+            "$contains on a single-valued attribute",
+            request(json!({"filter": {"color": {"$contains": "red"}}})),
+            Want(400, "bad_request", Some("filter.color.$contains")),
+        ),
+        (
+            "$containsAny on a single-valued attribute",
+            request(json!({"filter": {"price": {"$containsAny": [1, 2]}}})),
+            Want(400, "bad_request", Some("filter.price.$containsAny")),
+        ),
+        (
+            "an array compared to a single value",
+            request(json!({"filter": {"color": {"$eq": ["red"]}}})),
+            Want(400, "bad_request", Some("filter.color.$eq")),
+        ),
+        (
             "empty $in",
             request(json!({"filter": {"color": {"$in": []}}})),
             Want(400, "bad_request", Some("filter.color.$in")),

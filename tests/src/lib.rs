@@ -5,7 +5,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 use squash_build::io::{Attributes, Matrix};
-use squash_core::attrs::{AttrKind, AttrSpec, Schema};
+use squash_core::attrs::{AttrKind, AttrSpec, ListColumn, Schema};
 
 /// Category names used by the generated datasets.
 pub const COLORS: [&str; 6] = ["amber", "blue", "cyan", "green", "red", "violet"];
@@ -72,16 +72,112 @@ pub fn clustered(n: usize, q: usize, dim: usize, clusters: usize, seed: u64) -> 
     Dataset { base, queries, attrs }
 }
 
-/// The JSON value of attribute `name` of row `row` (`None` when missing).
+/// Tag words of [`with_lists`], most frequent first.
+pub const TAGS: usize = 30;
+
+/// The name of tag `t`.
+pub fn tag(t: usize) -> String {
+    format!("tag{t:02}")
+}
+
+/// `ds` with two list attributes more: `sizes` (0 to 3 integers in 0..40, ~5 % missing)
+/// and `tags` (0 to 4 of [`TAGS`] words drawn with Zipf-like weights 1/(t+1), ~5 %
+/// missing; empty lists included).
+pub fn with_lists(mut ds: Dataset, seed: u64) -> Dataset {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n = ds.base.rows;
+    let weights: Vec<f64> = (0..TAGS).map(|t| 1.0 / (t + 1) as f64).collect();
+    let total: f64 = weights.iter().sum();
+    let draw_tag = |rng: &mut ChaCha8Rng| -> usize {
+        let mut x = rng.gen::<f64>() * total;
+        for (t, w) in weights.iter().enumerate() {
+            if x < *w {
+                return t;
+            }
+            x -= w;
+        }
+        TAGS - 1
+    };
+    let (mut sizes, mut tags) = (ListColumn::default(), ListColumn::default());
+    let (mut size_counts, mut tag_counts) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let spec = AttrSpec::categorical("tags", (0..TAGS).map(tag).collect()).into_list();
+    for _ in 0..n {
+        if rng.gen_bool(0.05) {
+            size_counts.push(f64::NAN);
+            sizes.push(&[]);
+        } else {
+            let s: Vec<f64> = (0..rng.gen_range(0..4)).map(|_| rng.gen_range(0..40) as f64).collect();
+            size_counts.push(s.len() as f64);
+            sizes.push(&s);
+        }
+        if rng.gen_bool(0.05) {
+            tag_counts.push(f64::NAN);
+            tags.push(&[]);
+        } else {
+            let t: Vec<f64> = (0..rng.gen_range(0..5))
+                .map(|_| spec.code_of(&tag(draw_tag(&mut rng))).unwrap_or(f64::NAN))
+                .collect();
+            tag_counts.push(t.len() as f64);
+            tags.push(&t);
+        }
+    }
+    let a = &mut ds.attrs;
+    a.lists.resize(a.columns.len(), None);
+    a.schema.attrs.push(AttrSpec::numeric("sizes").into_list());
+    a.columns.push(size_counts);
+    a.lists.push(Some(sizes));
+    a.schema.attrs.push(spec);
+    a.columns.push(tag_counts);
+    a.lists.push(Some(tags));
+    ds
+}
+
+/// A random filter on the list attributes of [`with_lists`] (mixed with the scalar ones).
+pub fn random_list_filter(rng: &mut ChaCha8Rng, depth: usize) -> Value {
+    let leaf = |rng: &mut ChaCha8Rng| -> Value {
+        let t = |rng: &mut ChaCha8Rng| tag(rng.gen_range(0..TAGS + 2));
+        match rng.gen_range(0..11) {
+            0 => serde_json::json!({"tags": {"$contains": t(rng)}}),
+            1 => serde_json::json!({"tags": {"$containsAny": [t(rng), t(rng)]}}),
+            2 => serde_json::json!({"tags": {"$containsAll": [t(rng), t(rng)]}}),
+            3 => serde_json::json!({"tags": t(rng)}),
+            4 => serde_json::json!({"tags": {"$nin": [t(rng), t(rng)]}}),
+            5 => serde_json::json!({"tags": {"$ne": t(rng)}}),
+            6 => serde_json::json!({"tags": {"$exists": rng.gen_bool(0.5)}}),
+            7 => serde_json::json!({"sizes": {"$lt": rng.gen_range(0..40)}}),
+            8 => serde_json::json!({"sizes": {"$in": [rng.gen_range(0..40), rng.gen_range(0..40)]}}),
+            9 => serde_json::json!({"sizes": {"$gte": rng.gen_range(0..40), "$lt": rng.gen_range(0..40)}}),
+            _ => random_filter(rng, 0),
+        }
+    };
+    if depth == 0 || rng.gen_bool(0.5) {
+        return leaf(rng);
+    }
+    let n = rng.gen_range(1..4);
+    let children: Vec<Value> = (0..n).map(|_| random_list_filter(rng, depth - 1)).collect();
+    if rng.gen_bool(0.5) {
+        serde_json::json!({ "$and": children })
+    } else {
+        serde_json::json!({ "$or": children })
+    }
+}
+
+/// The JSON value of attribute `name` of row `row` (`None` when missing; an array for a
+/// list attribute).
 pub fn value_of(attrs: &Attributes, name: &str, row: usize) -> Option<Value> {
     let a = attrs.schema.index_of(name)?;
     let v = attrs.columns[a][row];
     if v.is_nan() {
         return None;
     }
-    match attrs.schema.attrs[a].kind {
-        AttrKind::Numeric => Some(serde_json::json!(v)),
-        AttrKind::Categorical => Some(Value::String(attrs.schema.attrs[a].dictionary[v as usize].clone())),
+    let spec = &attrs.schema.attrs[a];
+    let one = |v: f64| match spec.kind {
+        AttrKind::Numeric => serde_json::json!(v),
+        AttrKind::Categorical => Value::String(spec.dictionary[v as usize].clone()),
+    };
+    match attrs.list(a) {
+        Some(l) => Some(Value::Array(l.get(row).iter().map(|&e| one(e)).collect())),
+        None => Some(one(v)),
     }
 }
 
@@ -98,7 +194,9 @@ fn same(a: &Value, b: &Value) -> bool {
 }
 
 /// Naive interpretation of a JSON filter on one row, straight from the documented
-/// semantics (MongoDB style; missing values match only `$ne`, `$nin`, `$exists: false`).
+/// semantics (MongoDB style; missing values match only `$ne`, `$nin`, `$exists: false`;
+/// on a list, a comparison asks whether some element matches and `$ne` / `$nin` whether
+/// no element is excluded).
 pub fn naive_matches(filter: &Value, attrs: &Attributes, row: usize) -> bool {
     let Value::Object(map) = filter else { return true };
     map.iter().all(|(key, cond)| match key.as_str() {
@@ -114,30 +212,49 @@ pub fn naive_matches(filter: &Value, attrs: &Attributes, row: usize) -> bool {
                 Value::Object(o) => o.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 literal => vec![("$eq".into(), literal.clone())],
             };
-            ops.iter().all(|(op, operand)| match (op.as_str(), &value) {
-                ("$exists", v) => operand.as_bool() == Some(v.is_some()),
-                ("$ne", None) | ("$nin", None) => true,
-                (_, None) => false,
-                ("$eq", Some(v)) => same(v, operand),
-                ("$ne", Some(v)) => !same(v, operand),
-                ("$lt", Some(v)) => cmp(v, operand) == Some(std::cmp::Ordering::Less),
-                ("$lte", Some(v)) => matches!(
-                    cmp(v, operand),
-                    Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
-                ),
-                ("$gt", Some(v)) => cmp(v, operand) == Some(std::cmp::Ordering::Greater),
-                ("$gte", Some(v)) => {
-                    matches!(
-                        cmp(v, operand),
-                        Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
-                    )
-                }
-                ("$in", Some(v)) => operand.as_array().is_some_and(|a| a.iter().any(|x| same(v, x))),
-                ("$nin", Some(v)) => operand.as_array().is_some_and(|a| !a.iter().any(|x| same(v, x))),
-                _ => false,
-            })
+            if let Some(Value::Array(elements)) = &value {
+                return ops.iter().all(|(op, operand)| {
+                    let some = |op: &str, x: &Value| elements.iter().any(|e| scalar_matches(op, x, &Some(e.clone())));
+                    match op.as_str() {
+                        "$exists" => operand.as_bool() == Some(true),
+                        "$contains" => some("$eq", operand),
+                        "$containsAny" => operand.as_array().is_some_and(|a| a.iter().any(|x| some("$eq", x))),
+                        "$containsAll" => operand.as_array().is_some_and(|a| a.iter().all(|x| some("$eq", x))),
+                        "$ne" => !some("$eq", operand),
+                        "$nin" => operand.as_array().is_some_and(|a| !a.iter().any(|x| some("$eq", x))),
+                        other => some(other, operand),
+                    }
+                });
+            }
+            ops.iter().all(|(op, operand)| scalar_matches(op, operand, &value))
         }
     })
+}
+
+/// One operator on one (possibly missing) value.
+fn scalar_matches(op: &str, operand: &Value, value: &Option<Value>) -> bool {
+    match (op, value) {
+        ("$exists", v) => operand.as_bool() == Some(v.is_some()),
+        ("$ne", None) | ("$nin", None) => true,
+        (_, None) => false,
+        ("$eq", Some(v)) => same(v, operand),
+        ("$ne", Some(v)) => !same(v, operand),
+        ("$lt", Some(v)) => cmp(v, operand) == Some(std::cmp::Ordering::Less),
+        ("$lte", Some(v)) => matches!(
+            cmp(v, operand),
+            Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+        ),
+        ("$gt", Some(v)) => cmp(v, operand) == Some(std::cmp::Ordering::Greater),
+        ("$gte", Some(v)) => {
+            matches!(
+                cmp(v, operand),
+                Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
+            )
+        }
+        ("$in", Some(v)) => operand.as_array().is_some_and(|a| a.iter().any(|x| same(v, x))),
+        ("$nin", Some(v)) => operand.as_array().is_some_and(|a| !a.iter().any(|x| same(v, x))),
+        _ => false,
+    }
 }
 
 /// A random filter over the generated schema, from simple ranges to nested `$or`s.

@@ -260,10 +260,17 @@ pub fn to_upsert(req: UpsertRequest, schema: &Schema) -> Result<Upsert, SearchEr
                     .ok_or_else(|| SearchError::bad(&field, "is not a finite number"))?,
                 (AttrKind::Categorical, serde_json::Value::String(s)) => dictionaries[a].code_or_add(s),
                 (AttrKind::Categorical, serde_json::Value::Number(x)) => dictionaries[a].code_or_add(&x.to_string()),
-                (_, serde_json::Value::Array(_)) => {
+                (kind, serde_json::Value::Array(_)) => {
                     return Err(SearchError::bad(
                         &field,
-                        "the attribute holds one value: give a number or a string, not an array",
+                        match kind {
+                            AttrKind::Numeric => {
+                                "the attribute is numeric and holds one value: give a number, not an array"
+                            }
+                            AttrKind::Categorical => {
+                                "the attribute is categorical and holds one value: give a string, not an array"
+                            }
+                        },
                     ))
                 }
                 (AttrKind::Numeric, _) => {

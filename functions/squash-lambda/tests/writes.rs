@@ -326,3 +326,87 @@ fn string_ids_round_trip_through_http_and_batch_answers() {
     );
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// List attributes over HTTP: an upsert gives `tags` as an array (a tag the build never
+/// saw, an empty list), a strong search finds it by `$contains` and answers with the
+/// array; a single value, an element of the wrong kind or too many elements is a 400
+/// naming the field.
+#[test]
+fn list_attributes_travel_through_http_upserts_and_searches() {
+    use squash_build::io::Attributes;
+    use squash_core::attrs::{AttrSpec, ListColumn, Schema};
+    let root = std::env::temp_dir().join(format!("squash-lambda-lists-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let store = LocalDir::new(root.join("tagged"));
+    let dim = 6;
+    let data: Vec<f32> = (0..300 * dim).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+    let spec = AttrSpec::categorical("tags", vec!["a".into(), "b".into(), "c".into()]).into_list();
+    let mut list = ListColumn::default();
+    let mut counts = Vec::new();
+    for r in 0..300 {
+        let es: Vec<f64> = (0..r % 3).map(|j| ((r + j) % 3) as f64).collect();
+        counts.push(es.len() as f64);
+        list.push(&es);
+    }
+    let attrs = Attributes {
+        schema: Schema { attrs: vec![spec] },
+        columns: vec![counts],
+        lists: vec![Some(list)],
+    };
+    let params = BuildParams {
+        partitions: Some(2),
+        ..BuildParams::default()
+    };
+    let base = Matrix {
+        rows: 300,
+        cols: dim,
+        data,
+    };
+    build_index_with_ids(&store, base, attrs, &Ids::U64((0..300).collect()), &params).unwrap();
+    let c = coordinator(&root, &[("SQUASH_WRITES", "on")]);
+    let far = json!([9.0, 9.0, 9.0, 9.0, 9.0, 9.0]);
+    let near = json!([8.0, 9.0, 9.0, 9.0, 9.0, 9.0]);
+    let body = json!({"vectors": [
+        {"id": 1000, "vector": far, "attributes": {"tags": ["new", "a"]}},
+        {"id": 1001, "vector": near, "attributes": {"tags": []}},
+    ]});
+    let (status, report) = send(&c, &post(UPSERT, "tagged", "upsert", &body));
+    assert_eq!(status, 200, "{report}");
+    let strong = |filter: Value| {
+        search(
+            &c,
+            "tagged",
+            &far,
+            json!({"k": 1, "filter": filter, "consistency": "strong"}),
+        )
+    };
+    let found = strong(json!({"tags": {"$contains": "new"}}));
+    assert_eq!(found["hits"][0]["id"], json!(1000), "{found}");
+    assert_eq!(found["hits"][0]["attributes"]["tags"], json!(["new", "a"]));
+    let found = strong(json!({"tags": {"$containsAll": ["new", "a"]}}));
+    assert_eq!(found["hits"][0]["id"], json!(1000), "{found}");
+    let found = strong(json!({"tags": {"$nin": ["new", "a", "b", "c"]}}));
+    assert_eq!(
+        found["hits"][0]["id"],
+        json!(1001),
+        "the empty list holds none: {found}"
+    );
+    assert_eq!(found["hits"][0]["attributes"]["tags"], json!([]));
+    let found = strong(json!({"tags": {"$contains": "nothing-has-this"}}));
+    assert_eq!(found["hits"], json!([]), "{found}");
+    let many: Vec<String> = (0..101).map(|i| format!("t{i}")).collect();
+    for (attrs, field) in [
+        (json!({"tags": "a"}), "vectors[0].attributes.tags"),
+        (json!({"tags": ["a", 3]}), "vectors[0].attributes.tags[1]"),
+        (json!({"tags": many}), "vectors[0].attributes.tags"),
+    ] {
+        let body = json!({"vectors": [{"id": 5, "vector": far, "attributes": attrs}]});
+        let (status, reply) = send(&c, &post(UPSERT, "tagged", "upsert", &body));
+        assert_eq!(
+            (status, &reply["error"]["field"]),
+            (400, &json!(field)),
+            "{body}: {reply}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use squash_build::build::{build_index_with_ids, BuildParams};
-use squash_build::io::{read_npy_attributes, read_vectors, Attributes, Matrix};
+use squash_build::io::{read_vectors, Attributes, Matrix};
 use squash_build::{Delete, Ids, Upsert, Writer};
 use squash_storage::ObjectStore;
 use std::path::Path;
@@ -74,7 +74,7 @@ pub fn churn(data: &Path, store: Arc<dyn ObjectStore>, share: f64, batch: usize,
     }
     let w = Workload::load(data)?;
     let base = read_vectors(&data.join(&w.base))?;
-    let attrs = read_npy_attributes(&data.join(&w.attrs), &w.attr_names)?;
+    let attrs = w.attributes(data)?;
     let n = base.rows;
     let m = ((n as f64 * share).round() as usize).max(1);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -5,7 +5,7 @@
 //! `synthesize` writes the same directory layout as [`crate::workload::prepare`].
 
 use crate::error::{BenchError, Result};
-use crate::workload::{label_case, range_cases, Workload};
+use crate::workload::{label_case, range_cases, Workload, WorkloadCase};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -32,8 +32,76 @@ pub struct SynthParams {
     pub attributes: usize,
     /// Target selectivities of the range-filter cases.
     pub selectivities: Vec<f64>,
+    /// When positive, a `tags` list attribute over this many words (`tags.jsonl`): 0 to
+    /// 4 distinct tags per vector, drawn with Zipf weights `1 / rank`, independent of the
+    /// vectors; and a `tags` case: `$containsAny` of two tags, about 1 % of the rows.
+    pub tags: usize,
     /// Seed of every random choice: same seed, same bytes.
     pub seed: u64,
+}
+
+/// Name of tag `t` (rank `t`, 0 the most frequent).
+pub fn tag_name(t: usize) -> String {
+    format!("t{t:05}")
+}
+
+/// Writes `tags.jsonl` for `rows` rows (see [`SynthParams::tags`]) and returns how many
+/// rows hold each tag.
+fn write_tags(path: &Path, rows: usize, words: usize, seed: u64) -> Result<Vec<u64>> {
+    let err = |e: std::io::Error| BenchError::input(path.display(), format!("cannot write: {e}"));
+    let mut cumulative = Vec::with_capacity(words);
+    let mut acc = 0.0;
+    for t in 0..words {
+        acc += 1.0 / (t + 1) as f64;
+        cumulative.push(acc);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut counts = vec![0u64; words];
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(err)?);
+    let mut row: Vec<usize> = Vec::with_capacity(4);
+    for _ in 0..rows {
+        row.clear();
+        let want = rng.gen_range(0..=4usize).min(words);
+        while row.len() < want {
+            let x = rng.gen::<f64>() * acc;
+            let t = cumulative.partition_point(|&c| c <= x).min(words - 1);
+            if !row.contains(&t) {
+                row.push(t);
+            }
+        }
+        for &t in &row {
+            counts[t] += 1;
+        }
+        let names: Vec<String> = row.iter().map(|&t| tag_name(t)).collect();
+        writeln!(out, "{}", serde_json::json!({ "tags": names })).map_err(err)?;
+    }
+    out.flush().map_err(err)?;
+    Ok(counts)
+}
+
+/// The `tags` case: each query asks for `$containsAny` of two tags that each hold
+/// 0.3–0.7 % of the rows (the rarest ones when none do), so that about 1 % match.
+fn tags_case(out: &Path, counts: &[u64], rows: usize, queries: usize, rng: &mut impl Rng) -> Result<WorkloadCase> {
+    let share = |t: usize| counts[t] as f64 / rows.max(1) as f64;
+    let mut pool: Vec<usize> = (0..counts.len())
+        .filter(|&t| (0.003..=0.007).contains(&share(t)))
+        .collect();
+    if pool.len() < 2 {
+        pool = (counts.len().saturating_sub(2)..counts.len()).collect();
+    }
+    let mut total = 0.0;
+    let lines: Vec<serde_json::Value> = (0..queries)
+        .map(|_| {
+            let a = pool[rng.gen_range(0..pool.len())];
+            let mut b = pool[rng.gen_range(0..pool.len())];
+            if b == a && pool.len() > 1 {
+                b = pool[(pool.iter().position(|&x| x == a).unwrap_or(0) + 1) % pool.len()];
+            }
+            total += share(a) + share(b);
+            serde_json::json!({"tags": {"$containsAny": [tag_name(a), tag_name(b)]}})
+        })
+        .collect();
+    crate::workload::write_case(out, "tags".into(), total / queries.max(1) as f64, "tags", &lines)
 }
 
 /// One standard normal draw (Box–Muller).
@@ -190,7 +258,16 @@ pub fn synthesize(out: &Path, p: &SynthParams, progress: bool) -> Result<Workloa
     let mut cases = range_cases(out, &mut chunk_rng(4, 0), &names, &p.selectivities, p.queries)?;
     cases.push(label_case(out, &labels, p.clusters)?);
     names.push("label".into());
-    Workload::write(out, Metric::L2, names, cases)
+    if p.tags == 0 {
+        let _ = std::fs::remove_file(out.join("tags.jsonl"));
+        return Workload::write(out, Metric::L2, names, cases);
+    }
+    let counts = write_tags(&out.join("tags.jsonl"), p.rows, p.tags, p.seed ^ 0x7a95)?;
+    cases.push(tags_case(out, &counts, p.rows, p.queries, &mut chunk_rng(5, 0))?);
+    let mut w = Workload::write(out, Metric::L2, names, cases)?;
+    w.extra_attrs = vec!["tags.jsonl".into()];
+    w.save(out)?;
+    Ok(w)
 }
 
 #[cfg(test)]
@@ -208,6 +285,7 @@ mod tests {
             queries: 20,
             attributes: 4,
             selectivities: vec![1.0, 0.08],
+            tags: 0,
             seed: 7,
         };
         let w = synthesize(&dir, &p, false).unwrap();
@@ -245,6 +323,58 @@ mod tests {
         assert_eq!(first, std::fs::read(dir.join("base.npy")).unwrap());
         assert_eq!(w.cases.len(), 3);
         assert_eq!(w.cases[2].label, "label");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn tags_follow_zipf_and_their_case_selects_about_one_percent() {
+        let dir = std::env::temp_dir().join(format!("squash-synth-tags-{}", std::process::id()));
+        let p = SynthParams {
+            rows: 40_000,
+            dim: 4,
+            clusters: 3,
+            queries: 50,
+            attributes: 1,
+            selectivities: vec![1.0],
+            tags: 200,
+            seed: 9,
+        };
+        let w = synthesize(&dir, &p, false).unwrap();
+        assert_eq!(w.extra_attrs, vec!["tags.jsonl".to_string()]);
+        let attrs = w.attributes(&dir).unwrap();
+        assert_eq!(
+            attrs.schema.attrs.last().map(|a| (a.name.as_str(), a.list)),
+            Some(("tags", true))
+        );
+        let a = attrs.schema.index_of("tags").unwrap();
+        let spec = &attrs.schema.attrs[a];
+        let rows_with = |t: usize| {
+            let code = spec.code_of(&tag_name(t)).unwrap();
+            (0..p.rows)
+                .filter(|&r| attrs.list(a).unwrap().get(r).contains(&code))
+                .count()
+        };
+        // Zipf: rank 0 about twice rank 1 and ten times rank 9.
+        let (r0, r1, r9) = (rows_with(0), rows_with(1), rows_with(9));
+        assert!(r0 > r1 && (1.6..2.4).contains(&(r0 as f64 / r1 as f64)), "{r0} {r1}");
+        assert!((7.0..13.0).contains(&(r0 as f64 / r9 as f64)), "{r0} {r9}");
+        let case = w.cases.iter().find(|c| c.label == "tags").expect("tags case");
+        let filters = squash_build::io::read_json_lines(&dir.join(&case.filters)).unwrap();
+        assert_eq!(filters.len(), 50);
+        let mut matched = 0.0;
+        for f in &filters {
+            let e = squash_core::filter::Expr::parse(f, &attrs.schema).unwrap().unwrap();
+            matched += (0..p.rows)
+                .filter(|&r| e.matches_row(&attrs.columns, &attrs.lists, r))
+                .count() as f64;
+        }
+        let mean = matched / (50.0 * p.rows as f64);
+        assert!((0.005..0.015).contains(&mean), "tags case matches {mean}");
+        assert!(
+            (case.selectivity - mean).abs() < 0.003,
+            "{} vs {mean}",
+            case.selectivity
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

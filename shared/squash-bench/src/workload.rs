@@ -37,8 +37,12 @@ pub struct Workload {
     pub queries: String,
     /// Attribute file (`.npy`, `[rows, A]`).
     pub attrs: String,
-    /// Attribute names.
+    /// Attribute names (of `attrs`).
     pub attr_names: Vec<String>,
+    /// More attribute files (`.jsonl`, named by their own keys, e.g. list attributes),
+    /// joined after `attrs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_attrs: Vec<String>,
     /// Neighbours per ground-truth line.
     pub groundtruth_k: usize,
     /// Selectivity cases.
@@ -63,13 +67,30 @@ impl Workload {
             queries: "queries.npy".into(),
             attrs: "attrs.npy".into(),
             attr_names,
+            extra_attrs: Vec::new(),
             groundtruth_k: 100,
             cases,
         };
-        let path = dir.join("workload.json");
-        let json = serde_json::to_string_pretty(&w).unwrap_or_default();
-        std::fs::write(&path, json).map_err(|e| BenchError::input(path.display(), format!("cannot write: {e}")))?;
+        w.save(dir)?;
         Ok(w)
+    }
+
+    /// Writes this workload as `dir/workload.json`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let path = dir.join("workload.json");
+        let json = serde_json::to_string_pretty(self).unwrap_or_default();
+        std::fs::write(&path, json).map_err(|e| BenchError::input(path.display(), format!("cannot write: {e}")))
+    }
+
+    /// Every attribute of the base vectors: `attrs` named by `attr_names`, then each of
+    /// `extra_attrs`.
+    pub fn attributes(&self, dir: &Path) -> Result<squash_build::io::Attributes> {
+        let mut out = squash_build::io::read_attributes(&dir.join(&self.attrs), &self.attr_names)?;
+        for extra in &self.extra_attrs {
+            let path = dir.join(extra);
+            out = out.join(squash_build::io::read_attributes(&path, &[])?, &path)?;
+        }
+        Ok(out)
     }
 }
 
@@ -217,7 +238,7 @@ pub(crate) fn label_case(out: &Path, labels: &[usize], count: usize) -> Result<W
 }
 
 /// Writes one case's filters file (`filters-STEM.jsonl`) and returns the case.
-fn write_case(
+pub(crate) fn write_case(
     out: &Path,
     label: String,
     selectivity: f64,

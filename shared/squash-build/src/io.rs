@@ -54,6 +54,41 @@ impl Attributes {
         self.lists.get(a).and_then(Option::as_ref)
     }
 
+    /// These attributes and `other`'s side by side (the same rows; `other` read from
+    /// `path`, which errors name). Names must differ.
+    pub fn join(mut self, other: Attributes, path: &Path) -> Result<Attributes> {
+        if self.columns.is_empty() {
+            return Ok(other);
+        }
+        if other.columns.is_empty() {
+            return Ok(self);
+        }
+        if other.rows() != self.rows() {
+            return Err(BuildError::input(
+                path.display(),
+                format!("has {} rows; the other attributes have {}", other.rows(), self.rows()),
+            ));
+        }
+        if let Some(dup) = other
+            .schema
+            .attrs
+            .iter()
+            .find(|a| self.schema.index_of(&a.name).is_some())
+        {
+            return Err(BuildError::input(
+                path.display(),
+                format!("attribute '{}' is given twice", dup.name),
+            ));
+        }
+        self.lists.resize(self.columns.len(), None);
+        let mut lists = other.lists;
+        lists.resize(other.columns.len(), None);
+        self.schema.attrs.extend(other.schema.attrs);
+        self.columns.extend(other.columns);
+        self.lists.extend(lists);
+        Ok(self)
+    }
+
     /// These attributes restricted to rows `rows`, in that order.
     pub fn select(&self, rows: &[usize]) -> Attributes {
         Attributes {

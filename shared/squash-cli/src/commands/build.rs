@@ -16,9 +16,10 @@ pub struct BuildArgs {
     #[arg(long)]
     vectors: PathBuf,
     /// Attributes: .npy [N, A] (numeric; name them with --attr-names), .csv with a header, or
-    /// .jsonl (one JSON object per vector: numbers and strings, null or absent = missing).
+    /// .jsonl (one JSON object per vector: numbers, strings and lists of either, null or
+    /// absent = missing). Give it more than once to join several files' attributes (one `.npy` at most).
     #[arg(long)]
-    attrs: Option<PathBuf>,
+    attrs: Vec<PathBuf>,
     /// Comma-separated attribute names for a .npy attribute file.
     #[arg(long, value_delimiter = ',')]
     attr_names: Vec<String>,
@@ -64,10 +65,14 @@ pub struct BuildArgs {
 pub fn run(a: BuildArgs) -> Result<()> {
     let t0 = Instant::now();
     let vectors = read_vectors(&a.vectors)?;
-    let attrs = load_attrs(a.attrs.as_deref(), &a.attr_names)?;
+    let attrs = load_attrs(&a.attrs, &a.attr_names)?;
     if !attrs.columns.is_empty() && attrs.rows() != vectors.rows {
         return Err(CliError::input(
-            a.attrs.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            a.attrs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" + "),
             format!(
                 "has {} rows but {} has {} vectors",
                 attrs.rows(),

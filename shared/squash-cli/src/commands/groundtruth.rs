@@ -4,7 +4,7 @@ use super::{load_attrs, metric, CliError, Result};
 use clap::Args;
 use squash_bench::groundtruth::{groundtruth, neighbors_to_json};
 use squash_bench::workload::Workload;
-use squash_build::io::{read_attributes, read_json_lines, read_vectors, Attributes, Matrix};
+use squash_build::io::{read_json_lines, read_vectors, Attributes, Matrix};
 use squash_core::distance::{prepare_vector, Metric};
 use squash_core::filter::Expr;
 use std::io::IsTerminal;
@@ -23,8 +23,9 @@ pub struct GroundtruthArgs {
     #[arg(long)]
     queries: Option<PathBuf>,
     /// Attributes of the base vectors (.npy/.csv/.jsonl).
+    /// Give it more than once to join several files' attributes (one `.npy` at most).
     #[arg(long)]
-    attrs: Option<PathBuf>,
+    attrs: Vec<PathBuf>,
     /// Names of .npy attribute columns.
     #[arg(long, value_delimiter = ',')]
     attr_names: Vec<String>,
@@ -49,7 +50,7 @@ pub fn run(a: GroundtruthArgs) -> Result<()> {
         let w = Workload::load(dir)?;
         let base = prepared(&read_vectors(&dir.join(&w.base))?, w.metric, "base")?;
         let queries = prepared(&read_vectors(&dir.join(&w.queries))?, w.metric, "queries")?;
-        let attrs = read_attributes(&dir.join(&w.attrs), &w.attr_names)?;
+        let attrs = w.attributes(dir)?;
         for case in &w.cases {
             let t0 = Instant::now();
             let fpath = dir.join(&case.filters);
@@ -80,7 +81,7 @@ pub fn run(a: GroundtruthArgs) -> Result<()> {
             format!("queries have {} dimensions, base has {}", queries_m.cols, base_m.cols),
         ));
     }
-    let attrs = load_attrs(a.attrs.as_deref(), &a.attr_names)?;
+    let attrs = load_attrs(&a.attrs, &a.attr_names)?;
     let filters = match &a.filters {
         Some(p) => parse_filters(&read_json_lines(p)?, &attrs, p)?,
         None => Vec::new(),

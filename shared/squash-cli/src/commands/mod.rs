@@ -186,11 +186,33 @@ pub fn open_index(location: &str) -> Result<Index> {
     Ok(Index::open(open_store(location)?, &name)?)
 }
 
-/// Reads the attribute file, if any (`names` name the columns of a `.npy`).
-pub fn load_attrs(path: Option<&Path>, names: &[String]) -> Result<Attributes> {
-    match path {
-        Some(p) => Ok(read_attributes(p, names)?),
-        None if !names.is_empty() => Err(CliError::bad("attr-names", "given without --attrs")),
-        None => Ok(Attributes::default()),
+/// Reads the attribute files, if any, side by side (`names` name the columns of the one
+/// `.npy` among them).
+pub fn load_attrs(paths: &[std::path::PathBuf], names: &[String]) -> Result<Attributes> {
+    if paths.is_empty() && !names.is_empty() {
+        return Err(CliError::bad("attr-names", "given without --attrs"));
     }
+    let npy = paths
+        .iter()
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("npy"))
+        .count();
+    if npy > 1 {
+        return Err(CliError::bad(
+            "attrs",
+            "at most one .npy attribute file (named by --attr-names)",
+        ));
+    }
+    let mut out = Attributes::default();
+    for p in paths {
+        let is_npy = p.extension().and_then(|e| e.to_str()) == Some("npy");
+        let table = read_attributes(p, if is_npy { names } else { &[] })?;
+        out = out.join(table, p)?;
+    }
+    if npy == 0 && !names.is_empty() {
+        return Err(CliError::bad(
+            "attr-names",
+            "names a .npy attribute file; none was given",
+        ));
+    }
+    Ok(out)
 }

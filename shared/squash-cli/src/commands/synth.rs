@@ -20,6 +20,10 @@ pub struct SynthArgs {
     /// Mixture components (values of `label`).
     #[arg(long, default_value_t = 100)]
     clusters: usize,
+    /// Words of a `tags` list attribute (Zipf-distributed, 0 to 4 per vector) and its
+    /// `tags` case; 0 for none.
+    #[arg(long, default_value_t = 0)]
+    tags: usize,
     #[command(flatten)]
     cases: CaseArgs,
 }
@@ -34,6 +38,7 @@ pub fn run(a: SynthArgs) -> Result<()> {
         queries: a.cases.queries,
         attributes: a.cases.attributes,
         selectivities: a.cases.selectivities.clone(),
+        tags: a.tags,
         seed: a.cases.seed,
     };
     let w = squash_bench::synth::synthesize(&a.out, &p, std::io::stderr().is_terminal())?;

@@ -25,8 +25,9 @@ pub struct UpsertArgs {
     /// Attributes: .npy [N, A] (numeric; name them with --attr-names), .csv with a header
     /// or .jsonl (one object per vector); names must be the index's (others are missing
     /// values).
+    /// Give it more than once to join several files' attributes (one `.npy` at most).
     #[arg(long)]
-    attrs: Option<PathBuf>,
+    attrs: Vec<PathBuf>,
     /// Comma-separated attribute names for a .npy attribute file.
     #[arg(long, value_delimiter = ',')]
     attr_names: Vec<String>,
@@ -115,7 +116,7 @@ pub fn run_upsert(a: UpsertArgs) -> Result<()> {
     let t0 = Instant::now();
     let vectors = read_vectors(&a.vectors)?;
     let ids = read_ids(&a.ids)?;
-    let attrs = load_attrs(a.attrs.as_deref(), &a.attr_names)?;
+    let attrs = load_attrs(&a.attrs, &a.attr_names)?;
     let n = vectors.rows;
     if ids.len() != Some(n) {
         return Err(CliError::input(
@@ -125,7 +126,11 @@ pub fn run_upsert(a: UpsertArgs) -> Result<()> {
     }
     if !attrs.columns.is_empty() && attrs.rows() != n {
         return Err(CliError::input(
-            a.attrs.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            a.attrs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" + "),
             format!("has {} rows for {n} vectors", attrs.rows()),
         ));
     }
