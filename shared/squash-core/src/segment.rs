@@ -384,7 +384,7 @@ pub struct Segment {
     attr_codes: Range<usize>,
     attr_values: Range<usize>,
     /// Per attribute: a list attribute's first element in ELEMENTS and its row offsets.
-    elem_offsets: Arc<Vec<Option<(usize, Vec<u32>)>>>,
+    elem_offsets: Arc<Vec<Option<ElemOffsets>>>,
     elements: Range<usize>,
     ids: Range<usize>,
     vectors: Range<usize>,
@@ -397,6 +397,9 @@ pub struct Segment {
     /// rest of the buffer is zeros, never read). `None` for a whole segment.
     present: Option<Arc<Present>>,
 }
+
+/// A list attribute's first element in ELEMENTS and its `N + 1` row offsets.
+type ElemOffsets = (usize, Vec<u32>);
 
 /// The SUMS section, decoded.
 #[derive(Debug)]
@@ -996,7 +999,7 @@ impl Segment {
         let attr_values = placed(ATTRS, "ATTRS", n * a * 8)?;
         // List attributes: row offsets in the head, elements scanned like the values.
         let list_attrs = attr_cells.iter().filter(|c| c.list).count();
-        let mut elem_offsets: Vec<Option<(usize, Vec<u32>)>> = vec![None; a];
+        let mut elem_offsets: Vec<Option<ElemOffsets>> = vec![None; a];
         let mut total_elements = 0usize;
         if list_attrs > 0 {
             let bytes = c.section(ELEM_OFFSETS)?;
