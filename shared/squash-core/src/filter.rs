@@ -865,6 +865,37 @@ mod tests {
         })
     }
 
+    /// Checks a code mask against exact evaluation (`exact(row)`): a matching row is
+    /// never dropped, a non-matching one never called certain. Returns the matches.
+    fn check_mask(
+        mask: &[u8],
+        exact: impl Fn(usize) -> std::result::Result<bool, TestCaseError>,
+    ) -> std::result::Result<usize, TestCaseError> {
+        let mut matches = 0;
+        for (row, &m) in mask.iter().enumerate() {
+            let exact = exact(row)?;
+            if exact {
+                matches += 1;
+                prop_assert!(m & MASK_POSSIBLE != 0, "row {} matches but was dropped", row);
+            }
+            if m & MASK_CERTAIN != 0 {
+                prop_assert!(exact, "row {} called certain but does not match", row);
+            }
+        }
+        Ok(matches)
+    }
+
+    /// Code-presence bitmaps of code columns, all rows as one list.
+    fn presence_of(codes: &[Vec<u8>]) -> Vec<u64> {
+        let mut presence = vec![0u64; codes.len() * 4];
+        for (a, col) in codes.iter().enumerate() {
+            for &c in col {
+                presence[a * 4 + c as usize / 64] |= 1 << (c % 64);
+            }
+        }
+        presence
+    }
+
     proptest! {
         /// Code-level evaluation never drops a matching row and never calls a
         /// non-matching row certain; the presence estimate is zero only without matches.
@@ -888,22 +919,9 @@ mod tests {
             let codes: Vec<Vec<u8>> = columns.iter().zip(&cells).map(|(c, cl)| c.iter().map(|&v| cl.encode(v)).collect()).collect();
             let code_refs: Vec<&[u8]> = codes.iter().map(|c| c.as_slice()).collect();
             let mask = expr.eval_codes(&cells, &code_refs, n);
-            let mut matches = 0;
-            for (row, &m) in mask.iter().enumerate() {
-                let exact = expr.matches_row(&columns, &[], row);
-                if exact {
-                    matches += 1;
-                    prop_assert!(m & MASK_POSSIBLE != 0, "row {} matches but was dropped", row);
-                }
-                if m & MASK_CERTAIN != 0 {
-                    prop_assert!(exact, "row {} called certain but does not match", row);
-                }
-            }
+            let matches = check_mask(&mask, |row| Ok(expr.matches_row(&columns, &[], row)))?;
             // The planner's estimate, with all rows as one list.
-            let mut presence = vec![0u64; 2 * 4];
-            for (a, col) in codes.iter().enumerate() {
-                for &c in col { presence[a * 4 + c as usize / 64] |= 1 << (c % 64); }
-            }
+            let presence = presence_of(&codes);
             let est = expr.presence_estimator(&cells, &Schema::default()).fraction(&presence);
             if matches > 0 {
                 prop_assert!(est > 0.0, "estimate 0 but {} rows match", matches);
@@ -961,22 +979,12 @@ mod tests {
                 let es = rows[row].as_ref().map(|_| list.get(row));
                 go(e, es, columns[1][row])
             };
-            let mut matches = 0;
-            for (row, &m) in mask.iter().enumerate() {
+            let matches = check_mask(&mask, |row| {
                 let exact = expr.matches_row(&columns, &lists, row);
                 prop_assert_eq!(exact, naive(&expr, row), "row {}", row);
-                if exact {
-                    matches += 1;
-                    prop_assert!(m & MASK_POSSIBLE != 0, "row {} matches but was dropped", row);
-                }
-                if m & MASK_CERTAIN != 0 {
-                    prop_assert!(exact, "row {} called certain but does not match", row);
-                }
-            }
-            let mut presence = vec![0u64; 2 * 4];
-            for (a, col) in codes.iter().enumerate() {
-                for &c in col { presence[a * 4 + c as usize / 64] |= 1 << (c % 64); }
-            }
+                Ok(exact)
+            })?;
+            let presence = presence_of(&codes);
             let mut schema = Schema {
                 attrs: vec![AttrSpec::numeric("l").into_list(), AttrSpec::numeric("v")],
             };

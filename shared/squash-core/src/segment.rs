@@ -1244,6 +1244,14 @@ mod tests {
         assert!(err.to_string().contains("IDS section holds"), "{err}");
     }
 
+    /// The bytes of `object` a fetch plan asks for, range by range.
+    fn bodies_of<'a>(object: &'a [u8], plan: &FetchPlan) -> Vec<&'a [u8]> {
+        plan.ranges
+            .iter()
+            .map(|r| &object[r.start as usize..r.end as usize])
+            .collect()
+    }
+
     /// `parts()` with a third attribute: lists of 0 to 3 elements (missing every 9th
     /// row), coded as bit sets of 3 element groups.
     fn parts_with_lists() -> SegmentParts {
@@ -1290,11 +1298,7 @@ mod tests {
         let head = &bytes[..whole.head_len()];
         let seg = Segment::open_head("s", head, bytes.len() as u64).expect("head opens");
         let plan = seg.fetch_plan(&[2], &[]);
-        let bodies: Vec<&[u8]> = plan
-            .ranges
-            .iter()
-            .map(|r| &bytes[r.start as usize..r.end as usize])
-            .collect();
+        let bodies = bodies_of(&bytes, &plan);
         let got = seg.extend("s", &plan, &bodies).expect("extends");
         for row in got.list_rows(2) {
             assert_eq!(got.attr_value(2, row), whole.attr_value(2, row), "row {row}");
@@ -1308,11 +1312,7 @@ mod tests {
             .start;
         let mut bad = bytes.clone();
         bad[flip_at] ^= 1;
-        let bodies: Vec<&[u8]> = plan
-            .ranges
-            .iter()
-            .map(|r| &bad[r.start as usize..r.end as usize])
-            .collect();
+        let bodies = bodies_of(&bad, &plan);
         let err = seg
             .extend("s", &plan, &bodies)
             .expect_err("a flipped element is caught");
@@ -1342,11 +1342,7 @@ mod tests {
         // List 2 and the vectors of rows 40 and 41.
         let plan = seg.fetch_plan(&[2, 2], &[41, 40]);
         assert!(!plan.is_empty() && plan.bytes() < (bytes.len() - head.len()) as u64);
-        let bodies: Vec<&[u8]> = plan
-            .ranges
-            .iter()
-            .map(|r| &bytes[r.start as usize..r.end as usize])
-            .collect();
+        let bodies = bodies_of(&bytes, &plan);
         let got = seg.extend("s", &plan, &bodies).expect("extends");
         assert!(got.has_list(2) && !got.has_list(1) && got.has_vector(40) && got.has_vector(41));
         for row in got.list_rows(2) {
@@ -1363,11 +1359,7 @@ mod tests {
         // Extending again keeps what was held and adds the rest; nothing is fetched twice.
         let plan2 = got.fetch_plan(&[1, 2], &[40, 0]);
         assert_eq!((plan2.lists(), plan2.blocks()), (&[1usize][..], &[][..]));
-        let bodies2: Vec<&[u8]> = plan2
-            .ranges
-            .iter()
-            .map(|r| &bytes[r.start as usize..r.end as usize])
-            .collect();
+        let bodies2 = bodies_of(&bytes, &plan2);
         let more = got.extend("s", &plan2, &bodies2).expect("extends again");
         assert!(more.has_list(1) && more.has_list(2) && more.has_vector(0) && more.has_vector(40));
         assert_eq!(more.list_blocks(1), whole.list_blocks(1));
