@@ -205,10 +205,12 @@ class ListColumn:
         self.rows = rows
         self.present = np.zeros(rows, dtype=bool)
         self.where = {}
+        self.values = [None] * rows
 
     def add(self, row, elements):
         if elements is None:
             return
+        self.values[row] = list(elements)
         self.present[row] = True
         for e in set(elements):
             self.where.setdefault(e, []).append(row)
@@ -249,24 +251,48 @@ class ListColumn:
         raise ValueError(f"filter.{key}: operator {op} is not supported on a list attribute here")
 
 
-def sql(flt):
+def _literal(x):
+    if isinstance(x, str):
+        return "'" + x.replace("'", "''") + "'"
+    return repr(float(x))
+
+
+def _list_sql(key, op, x):
+    """One operator on a list column, in LanceDB's SQL (DataFusion's array functions)."""
+    if op == "$exists":
+        return f"{key} IS {'NOT ' if x else ''}NULL"
+    values = x if isinstance(x, list) else [x]
+    arr = "[" + ", ".join(_literal(v) for v in values) + "]"
+    if op in ("$eq", "$contains", "$in", "$containsAny"):
+        return f"array_has_any({key}, {arr})"
+    if op == "$containsAll":
+        return f"array_has_all({key}, {arr})"
+    if op in ("$ne", "$nin"):
+        return f"(NOT array_has_any({key}, {arr}) OR {key} IS NULL)"
+    raise ValueError(f"filter.{key}: operator {op} is not supported on a list attribute here")
+
+
+def sql(flt, lists=()):
     """The filter as a SQL predicate (LanceDB's `where`); floats written with repr so
-    they round-trip exactly."""
+    they round-trip exactly. `lists` names the list attributes."""
     if flt is None or flt == {}:
         return None
     parts = []
     for key, cond in flt.items():
         if key == "$and":
-            parts.append("(" + " AND ".join(sql(c) for c in cond) + ")")
+            parts.append("(" + " AND ".join(sql(c, lists) for c in cond) + ")")
         elif key == "$or":
-            parts.append("(" + " OR ".join(sql(c) for c in cond) + ")")
+            parts.append("(" + " OR ".join(sql(c, lists) for c in cond) + ")")
         elif key == "$not":
-            parts.append(f"(NOT {sql(cond)})")
+            parts.append(f"(NOT {sql(cond, lists)})")
         elif key.startswith("$"):
             raise ValueError(f"unknown operator {key}")
         else:
             if not isinstance(cond, dict):
                 cond = {"$eq": cond}
+            if key in lists:
+                parts.extend(_list_sql(key, op, x) for op, x in cond.items())
+                continue
             for op, x in cond.items():
                 if op in ("$in", "$nin"):
                     vals = ", ".join(repr(_check_number(y, key)) for y in x)

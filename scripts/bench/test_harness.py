@@ -120,6 +120,11 @@ class Filters(unittest.TestCase):
         ]
         for flt, want in cases:
             self.assertEqual(harness.mask(flt, cols, 4).tolist(), want, flt)
+        self.assertEqual(
+            harness.sql({"tags": {"$containsAny": ["a", "it's"]}, "p": {"$gt": 1}}, {"tags"}),
+            "array_has_any(tags, ['a', 'it''s']) AND p > 1.0",
+        )
+        self.assertEqual(harness.sql({"tags": {"$nin": ["a"]}}, {"tags"}), "(NOT array_has_any(tags, ['a']) OR tags IS NULL)")
 
     def test_float32_attributes_compare_at_double_precision(self):
         # A float32 value and a double threshold just above it: squash compares in f64.
