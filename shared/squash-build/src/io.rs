@@ -101,15 +101,7 @@ impl Attributes {
             lists: self
                 .lists
                 .iter()
-                .map(|l| {
-                    l.as_ref().map(|l| {
-                        let mut out = ListColumn::default();
-                        for &r in rows {
-                            out.push(l.get(r));
-                        }
-                        out
-                    })
-                })
+                .map(|l| l.as_ref().map(|l| l.select(rows.iter().copied())))
                 .collect(),
         }
     }

@@ -891,15 +891,7 @@ fn delta_parts(
     let attr_lists: Vec<Option<ListColumn>> = rows
         .lists
         .iter()
-        .map(|l| {
-            l.as_ref().map(|l| {
-                let mut out = ListColumn::default();
-                for &(i, _) in &order {
-                    out.push(l.get(i));
-                }
-                out
-            })
-        })
+        .map(|l| l.as_ref().map(|l| l.select(order.iter().map(|&(i, _)| i))))
         .collect();
     let attr_codes = rows
         .cells

@@ -71,6 +71,14 @@ impl ListColumn {
     pub fn rows(&self) -> usize {
         self.offsets.len().saturating_sub(1)
     }
+    /// The rows `rows`, in that order.
+    pub fn select(&self, rows: impl IntoIterator<Item = usize>) -> ListColumn {
+        let mut out = ListColumn::default();
+        for r in rows {
+            out.push(self.get(r));
+        }
+        out
+    }
 }
 
 /// Value of attribute `a` at `row` of column-major attribute data: `columns[a]` exact

@@ -1126,27 +1126,23 @@ impl Worker {
         let (hits, reranked) = rerank(&segs, pool, &req.query, req.filter.as_ref(), params);
         let hits: Vec<WorkerHit> = hits
             .into_iter()
-            .map(|h| WorkerHit {
-                id: h.id,
-                name: segs[h.segment as usize].name(h.row as usize).map(str::to_string),
-                distance: h.distance,
-                attrs: if req.with_attributes {
-                    let seg = segs[h.segment as usize];
-                    (0..seg.meta().attrs as usize)
-                        .map(|a| seg.attr_column(a)[h.row as usize])
-                        .collect()
+            .map(|h| {
+                let (seg, row) = (segs[h.segment as usize], h.row as usize);
+                let columns = if req.with_attributes {
+                    0..seg.meta().attrs as usize
                 } else {
-                    Vec::new()
-                },
-                elements: if req.with_attributes {
-                    let seg = segs[h.segment as usize];
-                    (0..seg.meta().attrs as usize)
+                    0..0
+                };
+                WorkerHit {
+                    id: h.id,
+                    name: seg.name(row).map(str::to_string),
+                    distance: h.distance,
+                    attrs: columns.clone().map(|a| seg.attr_column(a)[row]).collect(),
+                    elements: columns
                         .filter(|&a| seg.attr_cells()[a].list)
-                        .map(|a| seg.list_elements(a, h.row as usize).to_vec())
-                        .collect()
-                } else {
-                    Vec::new()
-                },
+                        .map(|a| seg.list_elements(a, row).to_vec())
+                        .collect(),
+                }
             })
             .collect();
         let mut outcomes: Vec<PartitionOutcome> = req
