@@ -5,6 +5,7 @@ mod bad_input;
 mod bench;
 mod corruption;
 mod faults;
+mod tenants;
 mod writes;
 
 use rand::{Rng, SeedableRng};

@@ -132,6 +132,53 @@ pub fn with_lists(mut ds: Dataset, seed: u64) -> Dataset {
     ds
 }
 
+/// The name of tenant `t` of [`with_tenants`] (rank `t`, 0 the largest).
+pub fn tenant(t: usize) -> String {
+    format!("tenant-{t:05}")
+}
+
+/// `ds` with two high-cardinality categorical attributes more: `tenant`, one of
+/// `tenants` names spread over the rows independently of the vectors with Zipf weights
+/// `1 / (t + 1)^0.7` (~3 % missing), and `region`, the vector's cell on a grid over
+/// its first two coordinates (so each region's rows lie close together).
+pub fn with_tenants(mut ds: Dataset, tenants: usize, seed: u64) -> Dataset {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n = ds.base.rows;
+    let mut cumulative = Vec::with_capacity(tenants);
+    let mut acc = 0.0;
+    for t in 0..tenants {
+        acc += 1.0 / ((t + 1) as f64).powf(0.7);
+        cumulative.push(acc);
+    }
+    let spec = AttrSpec::categorical("tenant", (0..tenants).map(tenant).collect());
+    let column: Vec<f64> = (0..n)
+        .map(|_| {
+            if rng.gen_bool(0.03) {
+                return f64::NAN;
+            }
+            let x = rng.gen::<f64>() * acc;
+            let t = cumulative.partition_point(|&c| c <= x).min(tenants - 1);
+            spec.code_of(&tenant(t)).unwrap_or(f64::NAN)
+        })
+        .collect();
+    let names: Vec<String> = (0..n).map(|r| region_of(ds.base.row(r))).collect();
+    let region = AttrSpec::categorical("region", names.clone());
+    let region_column: Vec<f64> = names.iter().map(|t| region.code_of(t).unwrap_or(f64::NAN)).collect();
+    let a = &mut ds.attrs;
+    a.lists.resize(a.columns.len(), None);
+    a.schema.attrs.push(spec);
+    a.columns.push(column);
+    a.schema.attrs.push(region);
+    a.columns.push(region_column);
+    a.lists.resize(a.columns.len(), None);
+    ds
+}
+
+/// The `region` of [`with_tenants`] for a vector.
+pub fn region_of(v: &[f32]) -> String {
+    format!("r{}:{}", (v[0] * 2.0).floor() as i64, (v[1] * 2.0).floor() as i64)
+}
+
 /// A random filter on the list attributes of [`with_lists`] (mixed with the scalar ones).
 pub fn random_list_filter(rng: &mut ChaCha8Rng, depth: usize) -> Value {
     let leaf = |rng: &mut ChaCha8Rng| -> Value {

@@ -17,7 +17,7 @@ use squash_engine::cache::SegmentCache;
 use squash_engine::cost::Route;
 use squash_engine::in_process::InProcessInvoker;
 use squash_engine::invoker::WorkerInvoker;
-use squash_engine::search::{load_manifest, Call, Index, Local};
+use squash_engine::search::{load_manifest_reusing, Call, Index, Local};
 use squash_engine::worker::Worker;
 use squash_engine::SearchError;
 use squash_storage::{Connector, DiskTier, ObjectStore};
@@ -419,7 +419,11 @@ impl Coordinator {
         // Read without holding the lock: two requests may both read an expired
         // manifest, and the later one wins; neither waits on the other's I/O.
         let store = self.container.index_store(name)?;
-        let manifest = load_manifest(store.as_ref(), name)?;
+        let previous = {
+            let open = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
+            open.get(name).map(|o| o.index.clone())
+        };
+        let manifest = load_manifest_reusing(store.as_ref(), name, previous.as_ref().map(|i| i.manifest()))?;
         let config = &self.container.config;
         let worker =
             Arc::new(Worker::with_cache(store, self.container.cache.clone()).with_range_reads(config.range_reads));

@@ -36,6 +36,14 @@ pub struct SynthParams {
     /// 4 distinct tags per vector, drawn with Zipf weights `1 / rank`, independent of the
     /// vectors; and a `tags` case: `$containsAny` of two tags, about 1 % of the rows.
     pub tags: usize,
+    /// When positive, two high-cardinality key attributes over about this many values
+    /// each (`tenants.jsonl`): `tenant`, spread over the rows independently of the
+    /// vectors with Zipf weights `1 / rank^0.7` (the largest about 1 % of the rows), and
+    /// `local_tenant`, the vector's own region (its mixture component cut into equally
+    /// likely cells along two random directions); cases `tenant` (one tenant per query,
+    /// log-uniformly sized between 0.001 % and 1 % of the rows) and `local-tenant` (the
+    /// tenant of the query's own region).
+    pub tenants: usize,
     /// Seed of every random choice: same seed, same bytes.
     pub seed: u64,
 }
@@ -102,6 +110,120 @@ fn tags_case(out: &Path, counts: &[u64], rows: usize, queries: usize, rng: &mut 
         })
         .collect();
     crate::workload::write_case(out, "tags".into(), total / queries.max(1) as f64, "tags", &lines)
+}
+
+/// Name of uniform tenant `t` (rank `t`, 0 the largest).
+pub fn tenant_name(t: usize) -> String {
+    format!("u{t:06}")
+}
+
+/// Zipf exponent of the uniform tenants' sizes.
+const TENANT_ZIPF: f64 = 0.7;
+
+/// Cells per direction of a component for about `tenants` local tenants.
+fn local_grid(tenants: usize, clusters: usize) -> usize {
+    ((tenants as f64 / clusters.max(1) as f64).sqrt().ceil() as usize).max(1)
+}
+
+impl Mixture {
+    /// The local tenant of vector `x` of component `c`: its cell along two fixed
+    /// random directions, in units of the component's spread (cells equally likely).
+    fn local_tenant(&self, x: &[f32], c: usize, dirs: &[f32], grid: usize) -> usize {
+        let center = &self.centers[c * self.dim..(c + 1) * self.dim];
+        let mut cell = [0usize; 2];
+        for (i, out) in cell.iter_mut().enumerate() {
+            let u = &dirs[i * self.dim..(i + 1) * self.dim];
+            let z: f32 = x.iter().zip(center).zip(u).map(|((x, m), u)| (x - m) * u).sum::<f32>() / self.sigma[c];
+            // Logistic approximation of the normal CDF (error under 0.01).
+            let p = 1.0 / (1.0 + (-1.702 * z as f64).exp());
+            *out = ((p * grid as f64) as usize).min(grid - 1);
+        }
+        (c * grid + cell[0]) * grid + cell[1]
+    }
+}
+
+/// Writes `tenants.jsonl` (see [`SynthParams::tenants`]) and returns the rows of each
+/// uniform tenant.
+fn write_tenants(
+    path: &Path,
+    p: &SynthParams,
+    mix: &Mixture,
+    dirs: &[f32],
+    chunk_rng: &(dyn Fn(u64, usize) -> ChaCha8Rng + Sync),
+) -> Result<Vec<u64>> {
+    let err = |e: std::io::Error| BenchError::input(path.display(), format!("cannot write: {e}"));
+    let n = p.tenants;
+    let mut cumulative = Vec::with_capacity(n);
+    let mut acc = 0.0;
+    for t in 0..n {
+        acc += 1.0 / ((t + 1) as f64).powf(TENANT_ZIPF);
+        cumulative.push(acc);
+    }
+    let grid = local_grid(n, p.clusters);
+    let mut counts = vec![0u64; n];
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(err)?);
+    let chunks: Vec<usize> = (0..p.rows.div_ceil(CHUNK)).collect();
+    for batch in chunks.chunks(rayon::current_num_threads().max(1) * 2) {
+        let done: Vec<(String, Vec<usize>)> = batch
+            .par_iter()
+            .map(|&c| {
+                let rows = CHUNK.min(p.rows - c * CHUNK);
+                // The base chunk's stream again: the same vectors, one at a time.
+                let mut base_rng = chunk_rng(1, c);
+                let mut rng = chunk_rng(6, c);
+                let mut x = vec![0f32; p.dim];
+                let mut text = String::with_capacity(rows * 44);
+                let mut drawn = Vec::with_capacity(rows);
+                for _ in 0..rows {
+                    let comp = mix.draw(&mut base_rng, &mut x);
+                    let local = mix.local_tenant(&x, comp, dirs, grid);
+                    let u = rng.gen::<f64>() * acc;
+                    let t = cumulative.partition_point(|&c| c <= u).min(n - 1);
+                    drawn.push(t);
+                    text.push_str(&format!(
+                        "{{\"local_tenant\":\"l{local:06}\",\"tenant\":\"{}\"}}\n",
+                        tenant_name(t)
+                    ));
+                }
+                (text, drawn)
+            })
+            .collect();
+        for (text, drawn) in done {
+            out.write_all(text.as_bytes()).map_err(err)?;
+            for t in drawn {
+                counts[t] += 1;
+            }
+        }
+    }
+    out.flush().map_err(err)?;
+    Ok(counts)
+}
+
+/// The `tenant` case: each query asks for one uniform tenant, its size drawn
+/// log-uniformly between 0.001 % and 1 % of the rows (at least one row).
+fn tenant_case(out: &Path, counts: &[u64], rows: usize, queries: usize, rng: &mut impl Rng) -> Result<WorkloadCase> {
+    let mut by_size: Vec<(u64, usize)> = counts
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c > 0)
+        .map(|(t, &c)| (c, t))
+        .collect();
+    by_size.sort_unstable();
+    let lo = (rows as f64 * 1e-5).max(1.0);
+    let hi = (rows as f64 * 1e-2).max(lo);
+    let mut total = 0.0;
+    let lines: Vec<serde_json::Value> = (0..queries)
+        .map(|_| {
+            let want = (lo.ln() + rng.gen::<f64>() * (hi.ln() - lo.ln())).exp();
+            let i = by_size
+                .partition_point(|&(c, _)| (c as f64) < want)
+                .min(by_size.len().saturating_sub(1));
+            let (c, t) = by_size.get(i).copied().unwrap_or((0, 0));
+            total += c as f64 / rows.max(1) as f64;
+            serde_json::json!({ "tenant": tenant_name(t) })
+        })
+        .collect();
+    crate::workload::write_case(out, "tenant".into(), total / queries.max(1) as f64, "tenant", &lines)
 }
 
 /// One standard normal draw (Box–Muller).
@@ -258,15 +380,46 @@ pub fn synthesize(out: &Path, p: &SynthParams, progress: bool) -> Result<Workloa
     let mut cases = range_cases(out, &mut chunk_rng(4, 0), &names, &p.selectivities, p.queries)?;
     cases.push(label_case(out, &labels, p.clusters)?);
     names.push("label".into());
-    if p.tags == 0 {
-        let _ = std::fs::remove_file(out.join("tags.jsonl"));
-        return Workload::write(out, Metric::L2, names, cases);
+    let mut extra = Vec::new();
+    let _ = std::fs::remove_file(out.join("tags.jsonl"));
+    let _ = std::fs::remove_file(out.join("tenants.jsonl"));
+    if p.tags > 0 {
+        let counts = write_tags(&out.join("tags.jsonl"), p.rows, p.tags, p.seed ^ 0x7a95)?;
+        cases.push(tags_case(out, &counts, p.rows, p.queries, &mut chunk_rng(5, 0))?);
+        extra.push("tags.jsonl".to_string());
     }
-    let counts = write_tags(&out.join("tags.jsonl"), p.rows, p.tags, p.seed ^ 0x7a95)?;
-    cases.push(tags_case(out, &counts, p.rows, p.queries, &mut chunk_rng(5, 0))?);
+    if p.tenants > 0 {
+        let mut rng = chunk_rng(7, 0);
+        let mut dirs: Vec<f32> = (0..2 * dim).map(|_| normal(&mut rng)).collect();
+        for u in dirs.chunks_mut(dim) {
+            let norm = u.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            u.iter_mut().for_each(|x| *x /= norm);
+        }
+        let counts = write_tenants(&out.join("tenants.jsonl"), p, &mix, &dirs, &chunk_rng)?;
+        cases.push(tenant_case(out, &counts, p.rows, p.queries, &mut rng)?);
+        let grid = local_grid(p.tenants, p.clusters);
+        let lines: Vec<serde_json::Value> = queries
+            .chunks(dim)
+            .zip(&labels)
+            .map(
+                |(q, &c)| serde_json::json!({ "local_tenant": format!("l{:06}", mix.local_tenant(q, c, &dirs, grid)) }),
+            )
+            .collect();
+        let share = 1.0 / (p.clusters * grid * grid) as f64;
+        cases.push(crate::workload::write_case(
+            out,
+            "local-tenant".into(),
+            share,
+            "local-tenant",
+            &lines,
+        )?);
+        extra.push("tenants.jsonl".to_string());
+    }
     let mut w = Workload::write(out, Metric::L2, names, cases)?;
-    w.extra_attrs = vec!["tags.jsonl".into()];
-    w.save(out)?;
+    if !extra.is_empty() {
+        w.extra_attrs = extra;
+        w.save(out)?;
+    }
     Ok(w)
 }
 
@@ -286,6 +439,7 @@ mod tests {
             attributes: 4,
             selectivities: vec![1.0, 0.08],
             tags: 0,
+            tenants: 0,
             seed: 7,
         };
         let w = synthesize(&dir, &p, false).unwrap();
@@ -337,6 +491,7 @@ mod tests {
             attributes: 1,
             selectivities: vec![1.0],
             tags: 200,
+            tenants: 0,
             seed: 9,
         };
         let w = synthesize(&dir, &p, false).unwrap();

@@ -11,13 +11,14 @@ use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use squash_core::attrs::AttrCells;
+use squash_core::attrs::{AttrCells, AttrKind};
 use squash_core::binary::{encode_signs, words_for};
 use squash_core::distance::{prepare_vector, Metric};
 use squash_core::klt::Klt;
 use squash_core::manifest::{Manifest, ManifestMeta, PartitionInfo, SearchDefaults, PRESENCE_WORDS};
 use squash_core::osq::{allocate_bits, Quantizer, MAX_BITS};
 use squash_core::segment::{Segment, SegmentMeta, SegmentParts};
+use squash_core::values::{ValuePostings, MANY_VALUES};
 use squash_storage::ObjectStore;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
@@ -297,6 +298,23 @@ pub fn build_index_with_ids(
         segments.push(written.kept);
         bytes_written += bytes;
     }
+    // High-cardinality categorical attributes get a value index (their dictionary and
+    // which lists hold each value), stored beside the manifest.
+    let values: Vec<Option<std::sync::Arc<ValuePostings>>> = attrs
+        .schema
+        .attrs
+        .iter()
+        .enumerate()
+        .map(|(a, spec)| {
+            (spec.kind == AttrKind::Categorical && !spec.list && spec.dictionary.len() > MANY_VALUES).then(|| {
+                std::sync::Arc::new(ValuePostings::from_rows(
+                    spec.dictionary.len(),
+                    &attrs.columns[a],
+                    &row_list,
+                ))
+            })
+        })
+        .collect();
     let mut defaults = params.defaults.clone();
     defaults.calibration = None;
     if defaults.safety > 0.0 {
@@ -362,6 +380,7 @@ pub fn build_index_with_ids(
         list_centroids,
         list_counts,
         list_presence,
+        values,
     };
     if calibrate_rerank_factor {
         let bar = Progress::new(params.progress, "calibrating re-rank", 1);
@@ -377,6 +396,10 @@ pub fn build_index_with_ids(
         bar.finish();
     } else {
         drop(segments);
+    }
+    for (key, bytes) in manifest.value_objects(None) {
+        store.put(&key, &bytes)?;
+        bytes_written += bytes.len() as u64;
     }
     let bytes = manifest.encode();
     store.put(MANIFEST_KEY, &bytes)?;

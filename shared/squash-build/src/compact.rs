@@ -55,7 +55,7 @@ pub fn compact(store: Arc<dyn ObjectStore>, grace: Duration) -> Result<CompactRe
     let mut report = CompactReport::default();
     for _attempt in 0..crate::write::MAX_COMMIT_ATTEMPTS {
         let (bytes, tag) = store.get_tagged(MANIFEST_KEY)?;
-        let manifest = Manifest::decode(MANIFEST_KEY, &bytes)?;
+        let manifest = crate::write::read_manifest(store.as_ref(), &bytes)?;
         let dirty: Vec<usize> = manifest
             .meta
             .partitions
@@ -100,6 +100,9 @@ pub fn compact(store: Arc<dyn ObjectStore>, grace: Duration) -> Result<CompactRe
             seed: manifest.meta.seed,
             ..BuildParams::default()
         };
+        // Value-indexed attributes: `(code, partition, local list, rows)` of the
+        // rebuilt partitions, numbered globally once every partition's lists are known.
+        let mut fresh: Vec<Vec<(u32, u32, u32, u32)>> = vec![Vec::new(); attrs];
         for &pid in &dirty {
             // The partition's live rows, base first, then each delta in order.
             let dim = manifest.meta.stored_dim();
@@ -168,6 +171,19 @@ pub fn compact(store: Arc<dyn ObjectStore>, grace: Duration) -> Result<CompactRe
                 manifest.meta.metric,
                 &params,
             );
+            for (a, out) in fresh.iter_mut().enumerate() {
+                if manifest.postings(a).is_none() {
+                    continue;
+                }
+                for (l, w) in enc.segment.lists.windows(2).enumerate() {
+                    for &r in &enc.rows[w[0] as usize..w[1] as usize] {
+                        let v = table.columns[a][r as usize];
+                        if v.is_finite() && v >= 0.0 {
+                            out.push((v as u32, pid as u32, l as u32, 1));
+                        }
+                    }
+                }
+            }
             let bytes = enc.segment.encode();
             let key = format!("segments/p{pid:05}-{:032x}.sqs", xxh3_128(&bytes));
             let head = squash_core::segment::head_len_of(&key, &bytes)?;
@@ -192,6 +208,23 @@ pub fn compact(store: Arc<dyn ObjectStore>, grace: Duration) -> Result<CompactRe
         m.list_counts = counts.concat();
         m.list_presence = presence.concat();
         m.list_start = Manifest::list_starts(&m.meta.partitions);
+        for (a, fresh) in fresh.into_iter().enumerate() {
+            if let Some(old) = manifest.postings(a) {
+                let rebuilt: HashSet<u32> = dirty.iter().map(|&p| p as u32).collect();
+                let map = |l: u32| {
+                    let (p, local) = manifest.list_home(l as usize);
+                    (!rebuilt.contains(&p)).then(|| m.list_start[p as usize] + local)
+                };
+                let fresh = fresh
+                    .into_iter()
+                    .map(|(c, p, local, n)| (c, m.list_start[p as usize] + local, n))
+                    .collect();
+                let codes = m.meta.schema.attrs[a].dictionary.len();
+                let new = old.rebuilt(codes, map, fresh);
+                m.values[a] = Some(std::sync::Arc::new(new));
+            }
+        }
+        objects.extend(m.value_objects(Some(&manifest)));
         m.meta.count = m.meta.partitions.iter().map(|p| p.live()).sum();
         m.meta.version = manifest.meta.version + 1;
         m.meta.committed_at = SystemTime::now()
@@ -222,7 +255,13 @@ pub fn compact(store: Arc<dyn ObjectStore>, grace: Duration) -> Result<CompactRe
 
 /// Every object key a manifest names.
 fn named(m: &Manifest) -> impl Iterator<Item = String> + '_ {
-    m.meta.partitions.iter().flat_map(|p| {
+    let values = m
+        .meta
+        .schema
+        .attrs
+        .iter()
+        .filter_map(|s| s.values.as_ref().map(|r| r.key.clone()));
+    values.chain(m.meta.partitions.iter().flat_map(|p| {
         std::iter::once(p.key.clone())
             .chain(p.deletes.iter().map(|d| d.key.clone()))
             .chain(
@@ -230,10 +269,10 @@ fn named(m: &Manifest) -> impl Iterator<Item = String> + '_ {
                     .iter()
                     .flat_map(|d| std::iter::once(d.key.clone()).chain(d.deletes.iter().map(|x| x.key.clone()))),
             )
-    })
+    }))
 }
 
-/// Removes segment and deletion-set objects named by no version younger than `grace`
+/// Removes segment, deletion-set and value-index objects named by no version younger than `grace`
 /// (a version's age counts from when the next one was committed) and not written
 /// within it, and the copies of versions older than it.
 fn collect_garbage(store: &dyn ObjectStore, grace: Duration, report: &mut CompactReport) -> Result<()> {

@@ -183,7 +183,7 @@ impl Writer {
         let mut retries = 0;
         loop {
             let (bytes, tag) = self.store.get_tagged(MANIFEST_KEY)?;
-            let manifest = Manifest::decode(MANIFEST_KEY, &bytes)?;
+            let manifest = read_manifest(self.store.as_ref(), &bytes)?;
             let mut staged = stage(&manifest)?;
             staged.report.retries = retries;
             if staged.objects.is_empty() {
@@ -192,7 +192,13 @@ impl Writer {
                 staged.report.count = manifest.meta.count;
                 return Ok(staged.report);
             }
-            let (segments, deletes): (Vec<_>, Vec<_>) = staged.objects.iter().partition(|(k, _)| k.ends_with(".sqs"));
+            // Value indexes whose dictionary or postings changed go with the segments.
+            let values = staged.manifest.value_objects(Some(&manifest));
+            staged.objects.extend(values);
+            let (segments, deletes): (Vec<_>, Vec<_>) = staged
+                .objects
+                .iter()
+                .partition(|(k, _)| k.ends_with(".sqs") || k.ends_with(".sqv"));
             self.step("segments")?;
             put_all(self.store.as_ref(), &segments)?;
             self.step("deletes")?;
@@ -380,6 +386,11 @@ impl Writer {
         let base_of: HashMap<u32, &Held> = held.iter().filter(|h| h.place == 0).map(|h| (h.partition, h)).collect();
         let attrs = m.meta.schema.len();
         let mut replaced_in_deltas = 0u64;
+        // Postings of value-indexed attributes: the touched partitions' lists are
+        // counted again from their base rows and their new delta.
+        let mut touched = vec![false; m.lists()];
+        let mut fresh: Vec<Vec<(u32, u32, u32)>> = vec![Vec::new(); attrs];
+        let code_at = |v: f64, list: usize| (v.is_finite() && v >= 0.0).then_some((v as u32, list as u32, 1u32));
         for (&pid, members) in &by_partition {
             let base = base_of
                 .get(&pid)
@@ -421,6 +432,21 @@ impl Writer {
             for l in 0..base.segment.list_count() {
                 m.list_counts[first + l] = base.segment.list_rows(l).len() as u32;
             }
+            for (a, out) in fresh.iter_mut().enumerate() {
+                if m.postings(a).is_none() {
+                    continue;
+                }
+                let column = base.segment.attr_column(a);
+                for l in 0..base.segment.list_count() {
+                    touched[first + l] = true;
+                    out.extend(base.segment.list_rows(l).filter_map(|r| code_at(column[r], first + l)));
+                }
+                for &(i, local) in &merged_members {
+                    if let AttrValue::Scalar(v) = merged.value(a, i) {
+                        out.extend(code_at(v, first + local as usize));
+                    }
+                }
+            }
             for &(i, local) in &merged_members {
                 let g = first + local as usize;
                 m.list_counts[g] += 1;
@@ -444,6 +470,13 @@ impl Writer {
                 deletes: None,
             }];
             objects.push((key, bytes));
+        }
+        for (a, fresh) in fresh.into_iter().enumerate() {
+            if let Some(old) = m.postings(a) {
+                let codes = m.meta.schema.attrs[a].dictionary.len();
+                let new = old.rebuilt(codes, |l| (!touched[l as usize]).then_some(l), fresh);
+                m.values[a] = Some(Arc::new(new));
+            }
         }
         let deleted = self.apply_deletes(&mut m, &held, dead_new, &mut objects);
         debug_assert_eq!(deleted + replaced_in_deltas, replaced);
@@ -543,6 +576,16 @@ impl Writer {
             },
         })
     }
+}
+
+/// Decodes the manifest `bytes` and attaches the value indexes it names.
+pub(crate) fn read_manifest(store: &dyn ObjectStore, bytes: &[u8]) -> Result<Manifest> {
+    let mut manifest = Manifest::decode(MANIFEST_KEY, bytes)?;
+    for key in manifest.pending_values() {
+        let bytes = store.get(&key)?;
+        manifest.attach_values(&key, &bytes)?;
+    }
+    Ok(manifest)
 }
 
 fn put_all(store: &dyn ObjectStore, objects: &[&(String, Vec<u8>)]) -> Result<()> {

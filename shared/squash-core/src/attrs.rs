@@ -129,6 +129,26 @@ pub struct AttrSpec {
     /// planner's estimate of a filter's selectivity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elements: Option<ElementStats>,
+    /// A high-cardinality categorical attribute's value index (its whole dictionary and
+    /// its postings, see [`crate::values`]): the manifest names the object and stores
+    /// no dictionary of its own for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<ValuesRef>,
+}
+
+/// The value-index object of a high-cardinality categorical attribute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValuesRef {
+    /// Object key, relative to the index root (content-hashed).
+    pub key: String,
+    /// Size of the object in bytes.
+    pub bytes: u64,
+    /// xxh3-64 of the whole object, 16 lowercase hex digits.
+    pub checksum: String,
+    /// Strings in its dictionary.
+    pub strings: u64,
+    /// (value, list) pairs in its postings.
+    pub pairs: u64,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -197,6 +217,7 @@ impl AttrSpec {
             appended: 0,
             list: false,
             elements: None,
+            values: None,
         }
     }
 
@@ -211,6 +232,7 @@ impl AttrSpec {
             appended: 0,
             list: false,
             elements: None,
+            values: None,
         }
     }
 

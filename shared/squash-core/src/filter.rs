@@ -22,6 +22,7 @@
 
 use crate::attrs::{AttrCells, AttrKind, AttrValue, Schema, CODES, MISSING_CODE};
 use crate::error::{CoreError, Result};
+use crate::values::ValuePostings;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -434,13 +435,20 @@ enum PresenceNode {
         possible: [u64; 4],
         share: f64,
     },
+    /// `$eq` / `$in` on a value-indexed attribute: the rows of the named values in each
+    /// list holding some (lists ascending), exact from the postings.
+    Postings(Vec<(u32, u32)>),
     And(Vec<PresenceNode>),
     Or(Vec<PresenceNode>),
 }
 
 impl PresenceNode {
-    fn fraction(&self, presence: &[u64]) -> f64 {
+    fn fraction(&self, list: usize, list_rows: f64, presence: &[u64]) -> f64 {
         match self {
+            PresenceNode::Postings(rows) => match rows.binary_search_by_key(&(list as u32), |r| r.0) {
+                Ok(i) if list_rows > 0.0 => (rows[i].1 as f64 / list_rows).min(1.0),
+                _ => 0.0,
+            },
             PresenceNode::Leaf { attr, yes, maybe } => {
                 let Some(present) = presence.get(attr * 4..attr * 4 + 4) else {
                     return 1.0;
@@ -466,8 +474,13 @@ impl PresenceNode {
                     0.0
                 }
             }
-            PresenceNode::And(children) => children.iter().map(|c| c.fraction(presence)).product(),
-            PresenceNode::Or(children) => 1.0 - children.iter().map(|c| 1.0 - c.fraction(presence)).product::<f64>(),
+            PresenceNode::And(children) => children.iter().map(|c| c.fraction(list, list_rows, presence)).product(),
+            PresenceNode::Or(children) => {
+                1.0 - children
+                    .iter()
+                    .map(|c| 1.0 - c.fraction(list, list_rows, presence))
+                    .product::<f64>()
+            }
         }
     }
 }
@@ -479,7 +492,33 @@ impl PresenceEstimator {
     /// as half a match. Exactly 0 only when no present code can match: such a list
     /// certainly holds no match.
     pub fn fraction(&self, presence: &[u64]) -> f64 {
-        self.node.fraction(presence)
+        self.node.fraction(0, 0.0, presence)
+    }
+
+    /// Where the matches can be, exactly, when the filter is decided by postings: the
+    /// `(list, rows)` of a value-indexed `$eq` / `$in` that is the whole filter or one
+    /// of its top-level `$and` conditions (the one with the fewest rows), lists
+    /// ascending; `None` otherwise.
+    pub fn exact_lists(&self) -> Option<&[(u32, u32)]> {
+        let rows = |v: &[(u32, u32)]| v.iter().map(|r| u64::from(r.1)).sum::<u64>();
+        match &self.node {
+            PresenceNode::Postings(v) => Some(v),
+            PresenceNode::And(children) => children
+                .iter()
+                .filter_map(|c| match c {
+                    PresenceNode::Postings(v) => Some(v.as_slice()),
+                    _ => None,
+                })
+                .min_by_key(|v| rows(v)),
+            _ => None,
+        }
+    }
+
+    /// [`PresenceEstimator::fraction`] of global list `list` holding `list_rows` rows:
+    /// a leaf on a value-indexed attribute counts the list's rows of the named values
+    /// exactly from the attribute's postings (0 where it holds none).
+    pub fn fraction_of_list(&self, list: usize, list_rows: f64, presence: &[u64]) -> f64 {
+        self.node.fraction(list, list_rows, presence)
     }
 }
 
@@ -490,10 +529,52 @@ impl Expr {
     /// that matched at build time (at least one row's), in every list where some
     /// present code can match.
     pub fn presence_estimator(&self, cells: &[AttrCells], schema: &Schema) -> PresenceEstimator {
-        fn node(e: &Expr, cells: &[AttrCells], schema: &Schema) -> PresenceNode {
+        self.presence_estimator_with(cells, schema, &[])
+    }
+
+    /// [`Expr::presence_estimator`] that also counts `$eq` / `$in` on an attribute with
+    /// postings in `values` (indexed by attribute) exactly, list by list.
+    pub fn presence_estimator_with(
+        &self,
+        cells: &[AttrCells],
+        schema: &Schema,
+        values: &[Option<std::sync::Arc<ValuePostings>>],
+    ) -> PresenceEstimator {
+        fn node(
+            e: &Expr,
+            cells: &[AttrCells],
+            schema: &Schema,
+            values: &[Option<std::sync::Arc<ValuePostings>>],
+        ) -> PresenceNode {
             match e {
                 Expr::Leaf { attr, pred } => {
                     let a = *attr as usize;
+                    if let Some(postings) = values.get(a).and_then(|v| v.as_deref()) {
+                        let named: &[f64] = match pred {
+                            Pred::Eq(x) => std::slice::from_ref(x),
+                            Pred::In(xs) => xs,
+                            _ => &[],
+                        };
+                        if matches!(pred, Pred::Eq(_) | Pred::In(_)) {
+                            let mut rows: Vec<(u32, u32)> = Vec::new();
+                            let mut seen: Vec<f64> = Vec::new();
+                            for &x in named {
+                                if !seen.contains(&x) {
+                                    seen.push(x);
+                                    rows.extend(postings.get(x));
+                                }
+                            }
+                            rows.sort_unstable();
+                            let mut merged: Vec<(u32, u32)> = Vec::with_capacity(rows.len());
+                            for (l, n) in rows {
+                                match merged.last_mut() {
+                                    Some(last) if last.0 == l => last.1 += n,
+                                    _ => merged.push((l, n)),
+                                }
+                            }
+                            return PresenceNode::Postings(merged);
+                        }
+                    }
                     let verdicts = pred.code_verdicts(&cells[a]);
                     if let Some(stats) = schema.attrs.get(a).and_then(|s| s.elements.as_ref()) {
                         let mut possible = [0u64; 4];
@@ -519,8 +600,12 @@ impl Expr {
                     }
                     PresenceNode::Leaf { attr: a, yes, maybe }
                 }
-                Expr::And(children) => PresenceNode::And(merge(children.iter().map(|c| node(c, cells, schema)), true)),
-                Expr::Or(children) => PresenceNode::Or(merge(children.iter().map(|c| node(c, cells, schema)), false)),
+                Expr::And(children) => {
+                    PresenceNode::And(merge(children.iter().map(|c| node(c, cells, schema, values)), true))
+                }
+                Expr::Or(children) => {
+                    PresenceNode::Or(merge(children.iter().map(|c| node(c, cells, schema, values)), false))
+                }
             }
         }
         // Leaves on the same attribute under one And (or Or) become one leaf whose code
@@ -553,7 +638,7 @@ impl Expr {
             out
         }
         PresenceEstimator {
-            node: node(self, cells, schema),
+            node: node(self, cells, schema, values),
         }
     }
 }

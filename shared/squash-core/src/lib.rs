@@ -19,5 +19,6 @@ pub mod manifest;
 pub mod osq;
 pub mod segment;
 pub mod topk;
+pub mod values;
 
 pub use error::{CoreError, Result};

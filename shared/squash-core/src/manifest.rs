@@ -10,7 +10,10 @@ use crate::distance::Metric;
 use crate::error::{CoreError, Result};
 use crate::klt::Klt;
 use crate::segment::{decode_cells, encode_cells};
+use crate::values::{decode_values, encode_values, ValuePostings};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 /// Key of the manifest object under an index's root.
 pub const MANIFEST_KEY: &str = "manifest.sqm";
@@ -256,6 +259,10 @@ pub struct Manifest {
     pub list_presence: Vec<u64>,
     /// First global list number of each partition, plus the total (derived, not stored).
     pub list_start: Vec<u32>,
+    /// Per attribute: the postings of a high-cardinality categorical attribute (see
+    /// [`crate::values`]), `None` for the others. Stored in the value-index objects the
+    /// schema names, not in the manifest; empty or shorter than the schema when none.
+    pub values: Vec<Option<Arc<ValuePostings>>>,
 }
 
 impl Manifest {
@@ -311,7 +318,14 @@ impl Manifest {
         le::put_u32s(&mut list_counts, &self.list_counts);
         let mut presence = Vec::new();
         le::put_u64s(&mut presence, &self.list_presence);
-        let meta = serde_json::to_vec(&self.meta).unwrap_or_default();
+        // A value-indexed attribute's dictionary lives in its value-index object.
+        let mut meta = self.meta.clone();
+        for spec in &mut meta.schema.attrs {
+            if spec.values.is_some() {
+                spec.dictionary = Vec::new();
+            }
+        }
+        let meta = serde_json::to_vec(&meta).unwrap_or_default();
         write_container(
             MANIFEST_MAGIC,
             vec![
@@ -325,7 +339,103 @@ impl Manifest {
         )
     }
 
-    /// Decodes and verifies a manifest; `object` names it in errors.
+    /// Postings of attribute `a`, if it is value-indexed.
+    pub fn postings(&self, a: usize) -> Option<&ValuePostings> {
+        self.values.get(a).and_then(|v| v.as_deref())
+    }
+
+    /// Encodes the value index of every attribute that has postings, points the schema
+    /// at it and returns the objects to store (`(key, bytes)`), leaving out those whose
+    /// key `previous` already names (unchanged content, already stored). Call before
+    /// [`Manifest::encode`] whenever a dictionary or the postings changed.
+    pub fn value_objects(&mut self, previous: Option<&Manifest>) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for a in 0..self.meta.schema.len() {
+            let Some(postings) = self.values.get(a).and_then(|v| v.clone()) else {
+                continue;
+            };
+            let spec = &mut self.meta.schema.attrs[a];
+            let bytes = encode_values(&spec.dictionary, &postings);
+            let key = format!("segments/values-a{a:03}-{:032x}.sqv", xxh3_128(&bytes));
+            let stored = previous
+                .and_then(|m| m.meta.schema.attrs.get(a))
+                .and_then(|s| s.values.as_ref())
+                .is_some_and(|r| r.key == key);
+            spec.values = Some(crate::attrs::ValuesRef {
+                key: key.clone(),
+                bytes: bytes.len() as u64,
+                checksum: format!("{:016x}", xxh3_64(&bytes)),
+                strings: spec.dictionary.len() as u64,
+                pairs: postings.pairs() as u64,
+            });
+            if !stored {
+                out.push((key, bytes));
+            }
+        }
+        out
+    }
+
+    /// Keys of the value-index objects the schema names and that are not attached yet
+    /// (see [`Manifest::attach_values`]).
+    pub fn pending_values(&self) -> Vec<String> {
+        self.meta
+            .schema
+            .attrs
+            .iter()
+            .enumerate()
+            .filter(|(a, s)| s.values.is_some() && self.postings(*a).is_none())
+            .filter_map(|(_, s)| s.values.as_ref().map(|r| r.key.clone()))
+            .collect()
+    }
+
+    /// Verifies the value-index object `key` (size, checksum, structure, fit with the
+    /// manifest) and attaches its dictionary and postings to the attribute naming it.
+    pub fn attach_values(&mut self, key: &str, bytes: &[u8]) -> Result<()> {
+        let Some(a) = self
+            .meta
+            .schema
+            .attrs
+            .iter()
+            .position(|s| s.values.as_ref().is_some_and(|r| r.key == key))
+        else {
+            return Err(CoreError::corrupt(
+                key,
+                "no attribute of the manifest names this value index",
+            ));
+        };
+        let bad = |reason: String| CoreError::corrupt(key, reason);
+        let r = self.meta.schema.attrs[a]
+            .values
+            .clone()
+            .ok_or_else(|| bad("no reference".into()))?;
+        if bytes.len() as u64 != r.bytes || format!("{:016x}", xxh3_64(bytes)) != r.checksum {
+            return Err(bad(format!(
+                "size or checksum differs from the manifest's ({} bytes, expected {})",
+                bytes.len(),
+                r.bytes
+            )));
+        }
+        let (strings, postings) = decode_values(key, bytes)?;
+        if strings.len() as u64 != r.strings || postings.pairs() as u64 != r.pairs {
+            return Err(bad("dictionary or postings size differs from the manifest's".into()));
+        }
+        if postings.max_list().is_some_and(|l| l as usize >= self.lists()) {
+            return Err(bad(format!("postings name a list past the index's {}", self.lists())));
+        }
+        let spec = &mut self.meta.schema.attrs[a];
+        if (spec.appended as usize) > strings.len() {
+            return Err(bad("fewer strings than the manifest says writes appended".into()));
+        }
+        spec.dictionary = strings;
+        self.values.resize(self.meta.schema.len(), None);
+        self.values[a] = Some(Arc::new(postings));
+        Ok(())
+    }
+
+    /// Decodes and verifies a manifest; `object` names it in errors. The dictionaries
+    /// and postings of value-indexed attributes are left out: attach them with
+    /// [`Manifest::attach_values`] for each key of [`Manifest::pending_values`] before
+    /// searching or writing (reading object keys does not need them).
     pub fn decode(object: &str, bytes: &[u8]) -> Result<Manifest> {
         let c = Container::parse(object, MANIFEST_MAGIC, bytes)?;
         let bad = |reason: String| CoreError::corrupt(object, reason);
@@ -365,6 +475,13 @@ impl Manifest {
                     "partition {i}: deltas ({delta_rows} rows) and deletions ({dead} rows, {} counted) do not fit its {} rows",
                     p.deleted, p.count
                 )));
+            }
+        }
+        for spec in &meta.schema.attrs {
+            if let Some(r) = &spec.values {
+                if unsafe_key(&r.key) {
+                    return Err(bad(format!("attribute '{}' has an unsafe key '{}'", spec.name, r.key)));
+                }
             }
         }
         if meta.partitions.iter().map(|p| p.live()).sum::<u64>() != meta.count {
@@ -417,6 +534,7 @@ impl Manifest {
             list_counts,
             list_presence,
             list_start,
+            values: Vec::new(),
         })
     }
 }

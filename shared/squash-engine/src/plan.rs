@@ -90,7 +90,8 @@ pub fn plan(
         order.select_nth_unstable_by(prefix, cmp);
     }
     order[..prefix].sort_unstable_by(cmp);
-    let estimator = filter.map(|f| f.presence_estimator(&manifest.attr_cells, &manifest.meta.schema));
+    let estimator =
+        filter.map(|f| f.presence_estimator_with(&manifest.attr_cells, &manifest.meta.schema, &manifest.values));
     let mut target = match safety {
         Safety::Fixed(f) => f * k as f64,
         // Without a filter `nprobe` alone decides (the curve's point at selectivity 1 is
@@ -107,6 +108,22 @@ pub fn plan(
         // Set once the nearest `nprobe` lists have given a selectivity estimate.
         Safety::Curve(_) => f64::INFINITY,
     };
+    // A filter decided by a value index (`tenant = x`) names exactly the lists that can
+    // hold a match and how many rows do. When those lists together are no larger than
+    // what the curve scans at its sparsest point, all of them are searched (every
+    // match is seen); otherwise the curve's factor is read at the exact selectivity.
+    let mut exact_target = false;
+    if let (Some(rows), Safety::Curve(points)) = (estimator.as_ref().and_then(|e| e.exact_lists()), safety) {
+        let in_lists: f64 = rows.iter().map(|&(l, _)| manifest.list_counts[l as usize] as f64).sum();
+        let matches: f64 = rows.iter().map(|&(_, n)| n as f64).sum();
+        let budget = points.first().map_or(0.0, |&(s0, f0)| f0 / s0 * k as f64);
+        exact_target = true;
+        target = if in_lists <= budget {
+            f64::INFINITY
+        } else {
+            safety.at(matches / (manifest.meta.count.max(1) as f64)) * k as f64
+        };
+    }
     let live_share: Vec<f64> = manifest
         .meta
         .partitions
@@ -133,13 +150,13 @@ pub fn plan(
         let count = manifest.list_counts[l] as f64 * live_share[manifest.list_home(l).0 as usize];
         let est = match &estimator {
             None => count,
-            Some(e) => count * e.fraction(manifest.presence(l)),
+            Some(e) => count * e.fraction_of_list(l, manifest.list_counts[l] as f64, manifest.presence(l)),
         };
         if i <= nprobe {
             near_rows += count;
             near_matches += est;
             if i == nprobe || i == order.len() {
-                if let (Safety::Curve(_), Some(_)) = (safety, &estimator) {
+                if let (Safety::Curve(_), Some(_), false) = (safety, &estimator, exact_target) {
                     let s = if near_rows > 0.0 { near_matches / near_rows } else { 0.0 };
                     target = safety.at(s) * k as f64;
                 }

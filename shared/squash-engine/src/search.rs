@@ -77,13 +77,51 @@ impl Default for Call {
 
 /// Reads and verifies the manifest of the index in `store`.
 pub fn load_manifest(store: &dyn ObjectStore, name: &str) -> Result<Manifest> {
+    load_manifest_reusing(store, name, None)
+}
+
+/// [`load_manifest`], taking the value indexes that `previous` (an earlier version of
+/// the same index) already holds instead of reading them again.
+pub fn load_manifest_reusing(store: &dyn ObjectStore, name: &str, previous: Option<&Manifest>) -> Result<Manifest> {
     let bytes = store.get(MANIFEST_KEY).map_err(|e| match e {
         StorageError::NotFound { store, .. } => SearchError::NotFound {
             what: format!("index '{name}' (no {MANIFEST_KEY} in {store})"),
         },
         other => SearchError::Storage(other),
     })?;
-    Ok(Manifest::decode(MANIFEST_KEY, &bytes)?)
+    let mut manifest = Manifest::decode(MANIFEST_KEY, &bytes)?;
+    if let Some(old) = previous {
+        for (a, spec) in old.meta.schema.attrs.iter().enumerate() {
+            let (Some(r), Some(p)) = (&spec.values, old.values.get(a).and_then(|v| v.clone())) else {
+                continue;
+            };
+            let same = manifest.meta.schema.attrs.get(a).and_then(|s| s.values.as_ref()) == Some(r);
+            if same && manifest.meta.schema.attrs[a].name == spec.name {
+                manifest.meta.schema.attrs[a].dictionary = spec.dictionary.clone();
+                manifest.values.resize(manifest.meta.schema.len(), None);
+                manifest.values[a] = Some(p);
+            }
+        }
+    }
+    attach_values(store, &mut manifest)?;
+    Ok(manifest)
+}
+
+/// Reads and attaches the value-index objects `manifest` names (the dictionaries and
+/// postings of its high-cardinality attributes); a missing or damaged one is an error
+/// naming it.
+pub fn attach_values(store: &dyn ObjectStore, manifest: &mut Manifest) -> Result<()> {
+    for key in manifest.pending_values() {
+        let bytes = store.get(&key).map_err(|e| match e {
+            StorageError::NotFound { .. } => SearchError::from(squash_core::CoreError::corrupt(
+                &key,
+                "the value index the manifest names is missing",
+            )),
+            other => SearchError::Storage(other),
+        })?;
+        manifest.attach_values(&key, &bytes)?;
+    }
+    Ok(())
 }
 
 impl Index {

@@ -24,6 +24,10 @@ pub struct SynthArgs {
     /// `tags` case; 0 for none.
     #[arg(long, default_value_t = 0)]
     tags: usize,
+    /// Values of two high-cardinality key attributes (`tenant`, spread uniformly, and
+    /// `local_tenant`, by region) and their `tenant` / `local-tenant` cases; 0 for none.
+    #[arg(long, default_value_t = 0)]
+    tenants: usize,
     #[command(flatten)]
     cases: CaseArgs,
 }
@@ -39,6 +43,7 @@ pub fn run(a: SynthArgs) -> Result<()> {
         attributes: a.cases.attributes,
         selectivities: a.cases.selectivities.clone(),
         tags: a.tags,
+        tenants: a.tenants,
         seed: a.cases.seed,
     };
     let w = squash_bench::synth::synthesize(&a.out, &p, std::io::stderr().is_terminal())?;
