@@ -124,14 +124,14 @@ $(BENCH_VENV)/.done: scripts/bench/requirements.txt
 
 # synth-1m and synth-10m: generated, exact answers, index (its build line kept beside it).
 $(SYNTH)/synth-1m/workload.json: | $(SQUASH)
-	$(SQUASH) synth --out $(SYNTH)/synth-1m --rows 1000000 --dim 128 --queries 1000 --tags 1000
+	$(SQUASH) synth --out $(SYNTH)/synth-1m --rows 1000000 --dim 128 --queries 1000 --tags 1000 --tenants 100000
 	$(SQUASH) groundtruth --data $(SYNTH)/synth-1m
 $(SYNTH)/synth-10m/workload.json: | $(SQUASH)
 	$(SQUASH) synth --out $(SYNTH)/synth-10m --rows 10000000 --dim 128 --queries 100
 	$(SQUASH) groundtruth --data $(SYNTH)/synth-10m
 $(SYNTH)/%-index/manifest.sqm: $(SYNTH)/%/workload.json $(SQUASH)
 	rm -rf $(SYNTH)/$*-index
-	set -o pipefail; $(SQUASH) build --vectors $(SYNTH)/$*/base.npy --attrs $(SYNTH)/$*/attrs.npy --attr-names a0,a1,a2,a3,label $$(test -f $(SYNTH)/$*/tags.jsonl && echo --attrs $(SYNTH)/$*/tags.jsonl) --out $(SYNTH)/$*-index --no-progress 2>&1 | tee $(SYNTH)/$*-index.build.txt
+	set -o pipefail; $(SQUASH) build --vectors $(SYNTH)/$*/base.npy --attrs $(SYNTH)/$*/attrs.npy --attr-names a0,a1,a2,a3,label $$(test -f $(SYNTH)/$*/tags.jsonl && echo --attrs $(SYNTH)/$*/tags.jsonl) $$(test -f $(SYNTH)/$*/tenants.jsonl && echo --attrs $(SYNTH)/$*/tenants.jsonl) --out $(SYNTH)/$*-index --no-progress 2>&1 | tee $(SYNTH)/$*-index.build.txt
 
 BENCH_SETS ?= glove-50:$(GLOVE):$(GLOVE_INDEX) fashion-784:$(FASHION):$(FASHION_INDEX) synth-1m:$(SYNTH)/synth-1m:$(SYNTH)/synth-1m-index
 BENCH_DEPS ?= $(BENCH_VENV)/.done $(GLOVE_INDEX)/manifest.sqm $(FASHION_INDEX)/manifest.sqm $(SYNTH)/synth-1m-index/manifest.sqm
@@ -175,7 +175,7 @@ bench-updates: $(SYNTH)/synth-1m-index/manifest.sqm
 # every case (so the harness's filters and recall agree with squash's ground truth),
 # and the cost table and the plots were written.
 $(SYNTH)/smoke/workload.json: | $(SQUASH)
-	$(SQUASH) synth --out $(SYNTH)/smoke --rows 20000 --dim 32 --clusters 20 --queries 50 --tags 100
+	$(SQUASH) synth --out $(SYNTH)/smoke --rows 20000 --dim 32 --clusters 20 --queries 50 --tags 100 --tenants 2000
 	$(SQUASH) groundtruth --data $(SYNTH)/smoke
 bench-smoke: $(BENCH_VENV)/.done $(SYNTH)/smoke-index/manifest.sqm
 	$(MAKE) --no-print-directory bench BENCH=target/bench-smoke BENCH_DEPS= BENCH_10M=0 BENCH_UPDATES=0 BENCH_QUERIES=20 BENCH_REPEATS=1 \

@@ -293,13 +293,17 @@ def sql(flt, lists=()):
             if key in lists:
                 parts.extend(_list_sql(key, op, x) for op, x in cond.items())
                 continue
+            # A string operand is a key's value (`tenant = 'u000042'`).
+            def lit(y):
+                return _literal(y) if isinstance(y, str) else repr(_check_number(y, key))
+
             for op, x in cond.items():
                 if op in ("$in", "$nin"):
-                    vals = ", ".join(repr(_check_number(y, key)) for y in x)
+                    vals = ", ".join(lit(y) for y in x)
                     parts.append(f"{key} {'IN' if op == '$in' else 'NOT IN'} ({vals})")
                     continue
                 sym = {"$eq": "=", "$ne": "!=", "$lt": "<", "$lte": "<=", "$gt": ">", "$gte": ">="}.get(op)
                 if sym is None:
                     raise ValueError(f"filter.{key}: unknown operator {op}")
-                parts.append(f"{key} {sym} {_check_number(x, key)!r}")
+                parts.append(f"{key} {sym} {lit(x)}")
     return " AND ".join(parts)

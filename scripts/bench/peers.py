@@ -47,8 +47,11 @@ class Data:
         attrs = np.load(os.path.join(path, self.w["attrs"]))
         self.columns = {n: attrs[:, i].astype(np.float64) for i, n in enumerate(self.w["attr_names"])}
         self.rows, self.dim = self.base.shape
-        # List attributes (`extra_attrs`, JSON lines): element -> rows, for the masks.
+        # Attributes of `extra_attrs` (JSON lines): element -> rows, for the masks. A
+        # list attribute (`tags`) is held as it is; a single string (`tenant`, a key) as
+        # a one-element list, whose masks mean the same; `keys` names those.
         self.lists = set()
+        self.keys = set()
         for extra in self.w.get("extra_attrs", []):
             cols = {}
             with open(os.path.join(path, extra)) as f:
@@ -56,11 +59,16 @@ class Data:
                     for name, value in json.loads(line).items():
                         if name not in cols:
                             cols[name] = harness.ListColumn(self.rows)
-                        cols[name].add(row, value)
+                        if isinstance(value, list):
+                            cols[name].add(row, value)
+                        elif value is not None:
+                            self.keys.add(name)
+                            cols[name].add(row, [value])
             for name, col in cols.items():
                 col.freeze()
                 self.columns[name] = col
-                self.lists.add(name)
+                if name not in self.keys:
+                    self.lists.add(name)
         self.cases = []
         for c in self.w["cases"]:
             filters = harness.read_json_lines(os.path.join(path, c["filters"]))[:limit]
@@ -270,9 +278,11 @@ def lancedb_systems(data, cache, which):
                 "id": pa.array(np.arange(data.rows, dtype=np.int64)),
                 "vector": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), data.dim),
             }
-            scalars = [n for n in data.columns if n not in data.lists]
+            scalars = [n for n in data.columns if n not in data.lists and n not in data.keys]
             for n in scalars:
                 cols[n] = pa.array(data.columns[n])
+            for n in data.keys:
+                cols[n] = pa.array([v[0] if v else None for v in data.columns[n].values], type=pa.string())
             for n in data.lists:
                 values = data.columns[n].values
                 sample = next((v for v in values if v), [""])
@@ -289,6 +299,8 @@ def lancedb_systems(data, cache, which):
                 table.create_scalar_index(n, index_type="BTREE")
             for n in data.lists:
                 table.create_scalar_index(n, index_type="LABEL_LIST")
+            for n in data.keys:
+                table.create_scalar_index(n, index_type="BITMAP")
             built = time.perf_counter() - t
             del table, db
             os.rename(tmp, path)

@@ -125,6 +125,15 @@ class Filters(unittest.TestCase):
             "array_has_any(tags, ['a', 'it''s']) AND p > 1.0",
         )
         self.assertEqual(harness.sql({"tags": {"$nin": ["a"]}}, {"tags"}), "(NOT array_has_any(tags, ['a']) OR tags IS NULL)")
+        # A key (a single string per row): its masks as a one-element list, SQL with literals.
+        key = harness.ListColumn(4)
+        for row, v in enumerate(["u1", "u2", None, "u1"]):
+            if v is not None:
+                key.add(row, [v])
+        key.freeze()
+        self.assertEqual(harness.mask({"tenant": "u1"}, {"tenant": key}, 4).tolist(), [True, False, False, True])
+        self.assertEqual(harness.sql({"tenant": "u1"}), "tenant = 'u1'")
+        self.assertEqual(harness.sql({"tenant": {"$in": ["u1", "o'k"]}}), "tenant IN ('u1', 'o''k')")
 
     def test_float32_attributes_compare_at_double_precision(self):
         # A float32 value and a double threshold just above it: squash compares in f64.
