@@ -79,17 +79,6 @@ pub fn plan(
 ) -> Plan {
     let yq = manifest.global.transform(query);
     let calibrated_k = manifest.meta.defaults.calibration.as_ref().map_or(10, |c| c.k as usize);
-    let total = manifest.lists();
-    let mut order: Vec<(f32, u32)> = (0..total)
-        .map(|l| (l2sq(&yq, manifest.list_centroid(l)), l as u32))
-        .collect();
-    let cmp = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-    // Sort only a prefix first: most queries stop within it.
-    let prefix = nprobe.saturating_mul(2).max(64).min(order.len());
-    if prefix < order.len() {
-        order.select_nth_unstable_by(prefix, cmp);
-    }
-    order[..prefix].sort_unstable_by(cmp);
     let estimator =
         filter.map(|f| f.presence_estimator_with(&manifest.attr_cells, &manifest.meta.schema, &manifest.values));
     let mut target = match safety {
@@ -113,17 +102,36 @@ pub fn plan(
     // what the curve scans at its sparsest point, all of them are searched (every
     // match is seen); otherwise the curve's factor is read at the exact selectivity.
     let mut exact_target = false;
+    // In the exhaustive case only the lists holding a match are ranked.
+    let mut only: Option<Vec<u32>> = None;
     if let (Some(rows), Safety::Curve(points)) = (estimator.as_ref().and_then(|e| e.exact_lists()), safety) {
         let in_lists: f64 = rows.iter().map(|&(l, _)| manifest.list_counts[l as usize] as f64).sum();
         let matches: f64 = rows.iter().map(|&(_, n)| n as f64).sum();
         let budget = points.first().map_or(0.0, |&(s0, f0)| f0 / s0 * k as f64);
         exact_target = true;
         target = if in_lists <= budget {
+            only = Some(rows.iter().map(|&(l, _)| l).collect());
             f64::INFINITY
         } else {
             safety.at(matches / (manifest.meta.count.max(1) as f64)) * k as f64
         };
     }
+    let mut order: Vec<(f32, u32)> = match only {
+        Some(lists) => lists
+            .into_iter()
+            .map(|l| (l2sq(&yq, manifest.list_centroid(l as usize)), l))
+            .collect(),
+        None => (0..manifest.lists())
+            .map(|l| (l2sq(&yq, manifest.list_centroid(l)), l as u32))
+            .collect(),
+    };
+    let cmp = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+    // Sort only a prefix first: most queries stop within it.
+    let prefix = nprobe.saturating_mul(2).max(64).min(order.len());
+    if prefix < order.len() {
+        order.select_nth_unstable_by(prefix, cmp);
+    }
+    order[..prefix].sort_unstable_by(cmp);
     let live_share: Vec<f64> = manifest
         .meta
         .partitions
