@@ -735,7 +735,7 @@ impl WorkerService {
         let answer = serde_json::from_value::<WorkerPayload>(event)
             .map_err(|e| format!("not a worker request: {e}"))
             .and_then(|payload| self.handle(payload))
-            .and_then(|resp| WireReply::new(&resp).map_err(|e| e.to_string()))
+            .and_then(|resp| WireReply::within_limit(&resp).map_err(|e| e.to_string()))
             .and_then(|reply| serde_json::to_value(reply).map_err(|e| e.to_string()));
         answer.unwrap_or_else(|message| json!({ "error": message }))
     }

@@ -901,6 +901,10 @@ pub struct WireReply {
     pub wire: String,
 }
 
+/// Largest reply a worker sends: Lambda refuses a synchronous response over 6 MB (this
+/// leaves room for the JSON around the base64 text).
+pub const MAX_REPLY_BYTES: usize = 6 * 1024 * 1024 - 1024;
+
 impl WireReply {
     /// Wraps a response.
     pub fn new(resp: &WorkerResponse) -> Result<WireReply, WireError> {
@@ -908,6 +912,22 @@ impl WireReply {
         Ok(WireReply {
             wire: base64::engine::general_purpose::STANDARD.encode(encode_wire(resp)?),
         })
+    }
+
+    /// Wraps a response that must fit one Lambda reply: one larger than
+    /// [`MAX_REPLY_BYTES`] (a large k asking for attributes with long lists) is an error
+    /// that says so and how to ask instead, not a reply Lambda would refuse.
+    pub fn within_limit(resp: &WorkerResponse) -> Result<WireReply, WireError> {
+        let reply = WireReply::new(resp)?;
+        if reply.wire.len() > MAX_REPLY_BYTES {
+            let hits = resp.hits.len() + resp.batch.iter().map(|b| b.hits.len()).sum::<usize>();
+            return Err(WireError(format!(
+                "the worker's answer ({hits} hits, {:.1} MB encoded) exceeds Lambda's 6 MB response limit: \
+                 ask for fewer hits (k) or leave out \"attributes\" (long list attributes make each hit large)",
+                reply.wire.len() as f64 / 1e6
+            )));
+        }
+        Ok(reply)
     }
 
     /// The response inside.
@@ -949,6 +969,33 @@ pub fn decode_wire<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
 mod tests {
     use super::*;
     use squash_core::filter::Pred;
+
+    /// A worker answer too large for one Lambda reply (10,000 hits with 100-element
+    /// lists as attributes) is refused with a message saying what to ask instead; the
+    /// same hits with 4-element lists fit.
+    #[test]
+    fn a_worker_reply_over_the_limit_is_refused_clearly() {
+        let reply = |elements: usize| WorkerResponse {
+            hits: (0..MAX_BATCH_HITS as u64)
+                .map(|i| WorkerHit {
+                    id: i,
+                    name: None,
+                    distance: i as f32,
+                    attrs: vec![elements as f64, 0.5],
+                    elements: vec![(0..elements).map(|e| e as f64 + 0.123_456_789).collect()],
+                })
+                .collect(),
+            outcomes: Vec::new(),
+            invocations: 0,
+            cold_workers: 0,
+            batch: Vec::new(),
+            billed_ms: 0,
+        };
+        let fits = WireReply::within_limit(&reply(4)).expect("small lists fit");
+        assert!(fits.wire.len() <= MAX_REPLY_BYTES);
+        let e = WireReply::within_limit(&reply(100)).unwrap_err().to_string();
+        assert!(e.contains("6 MB") && e.contains("k") && e.contains("attributes"), "{e}");
+    }
 
     #[test]
     fn request_errors_name_the_field() {
