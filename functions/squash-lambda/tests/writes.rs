@@ -410,3 +410,98 @@ fn list_attributes_travel_through_http_upserts_and_searches() {
     }
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// A key with many values (600 rows, 300 tenants: a value index beside the manifest)
+/// through the coordinator: searched by tenant, rendered in hits, extended by an HTTP
+/// upsert with a tenant the build never saw (strongly consistent), a damaged value index
+/// reported by name.
+#[test]
+fn tenant_keys_travel_through_http_upserts_and_searches() {
+    use squash_build::io::Attributes;
+    use squash_core::attrs::{AttrSpec, Schema};
+    let root = std::env::temp_dir().join(format!("squash-lambda-tenants-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let store = LocalDir::new(root.join("keyed"));
+    let dim = 4;
+    let rows = 600;
+    let data: Vec<f32> = (0..rows * dim).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+    let name = |r: usize| format!("tenant-{:03}", r / 2);
+    let spec = AttrSpec::categorical("tenant", (0..rows).map(name).collect());
+    let column: Vec<f64> = (0..rows).map(|r| spec.code_of(&name(r)).unwrap()).collect();
+    let attrs = Attributes {
+        schema: Schema { attrs: vec![spec] },
+        columns: vec![column],
+        lists: Vec::new(),
+    };
+    let params = BuildParams {
+        partitions: Some(2),
+        ..BuildParams::default()
+    };
+    let base = Matrix { rows, cols: dim, data };
+    let report = build_index_with_ids(
+        &store,
+        base.clone(),
+        attrs,
+        &Ids::U64((0..rows as u64).collect()),
+        &params,
+    )
+    .unwrap();
+    let key = report.manifest.meta.schema.attrs[0]
+        .values
+        .clone()
+        .expect("a value index")
+        .key;
+    let c = coordinator(&root, &[("SQUASH_WRITES", "on")]);
+    // Rows 84 and 85 are tenant-042's: from anywhere, those two and nothing else.
+    let v = json!(base.data[10 * dim..11 * dim].to_vec());
+    let found = search(&c, "keyed", &v, json!({"k": 5, "filter": {"tenant": "tenant-042"}}));
+    let ids: Vec<u64> = found["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ids.iter().copied().collect::<std::collections::BTreeSet<_>>(),
+        [84, 85].into(),
+        "{found}"
+    );
+    assert_eq!(found["hits"][0]["attributes"]["tenant"], json!("tenant-042"));
+    let found = search(
+        &c,
+        "keyed",
+        &v,
+        json!({"k": 5, "filter": {"tenant": {"$in": ["tenant-001", "nobody"]}}}),
+    );
+    assert_eq!(found["hits"].as_array().unwrap().len(), 2, "{found}");
+    // A new tenant by HTTP upsert, seen by a strong read.
+    let far = json!([9.0, 9.0, 9.0, 9.0]);
+    let body = json!({"vectors": [{"id": 5000, "vector": far, "attributes": {"tenant": "newcomer"}}]});
+    let (status, reply) = send(&c, &post(UPSERT, "keyed", "upsert", &body));
+    assert_eq!(status, 200, "{reply}");
+    let found = search(
+        &c,
+        "keyed",
+        &json!([0.0, 0.0, 0.0, 0.0]),
+        json!({"k": 3, "filter": {"tenant": "newcomer"}, "consistency": "strong"}),
+    );
+    assert_eq!(found["hits"].as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found["hits"][0]["id"], json!(5000));
+    assert_eq!(found["hits"][0]["attributes"]["tenant"], json!("newcomer"));
+    // The write replaced the value index; a damaged current one is named in the error.
+    let current = squash_engine::search::load_manifest(&store, "keyed").unwrap();
+    let now = current.meta.schema.attrs[0].values.clone().unwrap().key;
+    assert_ne!(now, key, "the write wrote a new value index");
+    store.put(&now, b"not a value index").unwrap();
+    let body = json!({"vector": far, "k": 1, "consistency": "strong"});
+    // This coordinator re-reads the manifest but keeps the value index it holds under
+    // the same (content-addressed) key: no second read of megabytes per manifest read.
+    let (status, reply) = send(&c, &post(UPSERT, "keyed", "search", &body));
+    assert_eq!(status, 200, "{reply}");
+    // A new container reads it and reports it by name.
+    let fresh = coordinator(&root, &[("SQUASH_WRITES", "on")]);
+    let (status, reply) = send(&fresh, &post(UPSERT, "keyed", "search", &body));
+    assert_eq!(status, 500, "{reply}");
+    assert!(reply.to_string().contains(&now), "{reply}");
+    let _ = std::fs::remove_dir_all(&root);
+}
