@@ -117,18 +117,58 @@ impl ValuePostings {
 
     /// These postings with lists renumbered by `map` (lists it maps to `None` are
     /// dropped: their rows are in `fresh`), `fresh`'s triples added, over `codes` values.
+    ///
+    /// `map` must keep the order of the lists it keeps (as renumbering partitions does):
+    /// the postings are then merged value by value, not sorted all over again.
     pub fn rebuilt(
         &self,
         codes: usize,
         map: impl Fn(u32) -> Option<u32>,
         fresh: Vec<(u32, u32, u32)>,
     ) -> ValuePostings {
-        let mut triples: Vec<(u32, u32, u32)> = self
-            .triples()
-            .filter_map(|(c, l, n)| map(l).map(|l| (c, l, n)))
-            .collect();
-        triples.extend(fresh);
-        ValuePostings::from_triples(codes, triples)
+        let fresh = ValuePostings::from_triples(codes, fresh);
+        let mut out = ValuePostings {
+            offsets: Vec::with_capacity(codes + 1),
+            lists: Vec::with_capacity(self.pairs() + fresh.pairs()),
+            counts: Vec::with_capacity(self.pairs() + fresh.pairs()),
+        };
+        out.offsets.push(0);
+        let mut kept: Vec<(u32, u32)> = Vec::new();
+        for c in 0..codes {
+            kept.clear();
+            if c < self.codes() {
+                let range = self.offsets[c] as usize..self.offsets[c + 1] as usize;
+                kept.extend(
+                    self.lists[range.clone()]
+                        .iter()
+                        .zip(&self.counts[range])
+                        .filter_map(|(&l, &n)| map(l).map(|l| (l, n))),
+                );
+            }
+            let range = fresh.offsets[c] as usize..fresh.offsets[c + 1] as usize;
+            let (fl, fc) = (&fresh.lists[range.clone()], &fresh.counts[range]);
+            let start = out.lists.len();
+            let (mut i, mut j) = (0, 0);
+            while i < kept.len() || j < fl.len() {
+                let (l, n) = if j == fl.len() || (i < kept.len() && kept[i].0 <= fl[j]) {
+                    i += 1;
+                    kept[i - 1]
+                } else {
+                    j += 1;
+                    (fl[j - 1], fc[j - 1])
+                };
+                if out.lists.len() > start && out.lists.last() == Some(&l) {
+                    if let Some(x) = out.counts.last_mut() {
+                        *x = x.saturating_add(n);
+                    }
+                } else {
+                    out.lists.push(l);
+                    out.counts.push(n);
+                }
+            }
+            out.offsets.push(out.lists.len() as u32);
+        }
+        out
     }
 
     /// Largest list number named, if any.
@@ -247,6 +287,15 @@ mod tests {
         assert_eq!(r.get(2.0).collect::<Vec<_>>(), [(1, 1), (14, 1)]);
         assert_eq!(r.get(3.0).collect::<Vec<_>>(), [(0, 5)]);
         assert_eq!(r.triples().count(), 5);
+        // The merge equals sorting everything again.
+        let naive = |map: &dyn Fn(u32) -> Option<u32>, fresh: Vec<(u32, u32, u32)>| {
+            let mut t: Vec<_> = p.triples().filter_map(|(c, l, n)| map(l).map(|l| (c, l, n))).collect();
+            t.extend(fresh);
+            ValuePostings::from_triples(4, t)
+        };
+        let fresh = vec![(0, 13, 2), (2, 11, 1), (2, 14, 3), (0, 13, 1), (1, 0, 1)];
+        let map = |l: u32| (l != 4).then_some(l + 10);
+        assert_eq!(p.rebuilt(4, map, fresh.clone()), naive(&map, fresh));
         // A flipped byte is caught and the object named.
         let mut bad = bytes.clone();
         let at = bad.len() - 3;
