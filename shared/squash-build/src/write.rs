@@ -373,8 +373,8 @@ impl Writer {
         }
         let replaced = found.len() as u64;
         let mut m = manifest.clone();
-        m.meta.schema = rows.schema.clone();
-        m.attr_cells = rows.cells.clone();
+        m.meta.schema = (*rows.schema).clone();
+        m.attr_cells = (*rows.cells).clone();
         let mut objects = Vec::new();
         // Each new row to the nearest list (in the planner's space), grouped by partition.
         let assign = assign_lists(manifest, &rows.vectors, rows.dim);
@@ -606,8 +606,10 @@ struct Prepared {
     values: Vec<Vec<f64>>,
     /// Each list attribute's elements (`Some` at its column).
     lists: Vec<Option<ListColumn>>,
-    schema: Schema,
-    cells: Vec<AttrCells>,
+    /// Shared by every partition's merged rows: a schema with a 100,000-string
+    /// dictionary is not copied per partition.
+    schema: Arc<Schema>,
+    cells: Arc<Vec<AttrCells>>,
 }
 
 impl Prepared {
@@ -861,8 +863,8 @@ fn prepare_upsert(manifest: &Manifest, rows: &Upsert) -> Result<Prepared> {
         vectors,
         values,
         lists,
-        schema,
-        cells,
+        schema: Arc::new(schema),
+        cells: Arc::new(cells),
     })
 }
 
@@ -963,7 +965,7 @@ fn delta_parts(
         quantizer,
         codes,
         signs,
-        attr_cells: rows.cells.clone(),
+        attr_cells: (*rows.cells).clone(),
         attr_codes,
         ids: order.iter().map(|&(i, _)| rows.keys[i]).collect(),
         names: match &rows.names {

@@ -355,6 +355,18 @@ impl Manifest {
                 continue;
             };
             let spec = &mut self.meta.schema.attrs[a];
+            // Unchanged since `previous` (the same postings, no string appended): its
+            // object stands, nothing to encode.
+            let same = previous.and_then(|m| {
+                let old = m.meta.schema.attrs.get(a)?;
+                let unchanged = m.values.get(a)?.as_ref().is_some_and(|p| Arc::ptr_eq(p, &postings))
+                    && old.dictionary.len() == spec.dictionary.len();
+                unchanged.then(|| old.values.clone()).flatten()
+            });
+            if let Some(r) = same {
+                spec.values = Some(r);
+                continue;
+            }
             let bytes = encode_values(&spec.dictionary, &postings);
             let key = format!("segments/values-a{a:03}-{:032x}.sqv", xxh3_128(&bytes));
             let stored = previous
