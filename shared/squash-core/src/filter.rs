@@ -549,31 +549,26 @@ impl Expr {
             match e {
                 Expr::Leaf { attr, pred } => {
                     let a = *attr as usize;
-                    if let Some(postings) = values.get(a).and_then(|v| v.as_deref()) {
-                        let named: &[f64] = match pred {
-                            Pred::Eq(x) => std::slice::from_ref(x),
-                            Pred::In(xs) => xs,
-                            _ => &[],
-                        };
-                        if matches!(pred, Pred::Eq(_) | Pred::In(_)) {
-                            let mut rows: Vec<(u32, u32)> = Vec::new();
-                            let mut seen: Vec<f64> = Vec::new();
-                            for &x in named {
-                                if !seen.contains(&x) {
-                                    seen.push(x);
-                                    rows.extend(postings.get(x));
-                                }
+                    let named: Option<&[f64]> = match pred {
+                        Pred::Eq(x) => Some(std::slice::from_ref(x)),
+                        Pred::In(xs) => Some(xs),
+                        _ => None,
+                    };
+                    if let (Some(postings), Some(named)) = (values.get(a).and_then(|v| v.as_deref()), named) {
+                        // Each named value once (an `$in` may name up to 10,000).
+                        let mut codes = named.to_vec();
+                        codes.sort_by(f64::total_cmp);
+                        codes.dedup();
+                        let mut rows: Vec<(u32, u32)> = codes.iter().flat_map(|&x| postings.get(x)).collect();
+                        rows.sort_unstable();
+                        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(rows.len());
+                        for (l, n) in rows {
+                            match merged.last_mut() {
+                                Some(last) if last.0 == l => last.1 += n,
+                                _ => merged.push((l, n)),
                             }
-                            rows.sort_unstable();
-                            let mut merged: Vec<(u32, u32)> = Vec::with_capacity(rows.len());
-                            for (l, n) in rows {
-                                match merged.last_mut() {
-                                    Some(last) if last.0 == l => last.1 += n,
-                                    _ => merged.push((l, n)),
-                                }
-                            }
-                            return PresenceNode::Postings(merged);
                         }
+                        return PresenceNode::Postings(merged);
                     }
                     let verdicts = pred.code_verdicts(&cells[a]);
                     if let Some(stats) = schema.attrs.get(a).and_then(|s| s.elements.as_ref()) {

@@ -70,13 +70,12 @@ impl ValuePostings {
     /// Postings of the rows `values` (dictionary codes as `f64`, `NaN` = missing), row
     /// `r` in global list `row_list[r]`.
     pub fn from_rows(codes: usize, values: &[f64], row_list: &[u32]) -> ValuePostings {
-        let mut triples: Vec<(u32, u32, u32)> = values
+        let triples: Vec<(u32, u32, u32)> = values
             .iter()
             .zip(row_list)
             .filter(|(v, _)| v.is_finite() && **v >= 0.0)
             .map(|(&v, &l)| (v as u32, l, 1))
             .collect();
-        triples.sort_unstable();
         ValuePostings::from_triples(codes, triples)
     }
 
