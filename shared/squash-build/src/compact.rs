@@ -177,9 +177,8 @@ pub fn compact(store: Arc<dyn ObjectStore>, grace: Duration) -> Result<CompactRe
                 }
                 for (l, w) in enc.segment.lists.windows(2).enumerate() {
                     for &r in &enc.rows[w[0] as usize..w[1] as usize] {
-                        let v = table.columns[a][r as usize];
-                        if v.is_finite() && v >= 0.0 {
-                            out.push((v as u32, pid as u32, l as u32, 1));
+                        if let Some(c) = squash_core::values::code_of_value(table.columns[a][r as usize]) {
+                            out.push((c, pid as u32, l as u32, 1));
                         }
                     }
                 }
@@ -208,9 +207,9 @@ pub fn compact(store: Arc<dyn ObjectStore>, grace: Duration) -> Result<CompactRe
         m.list_counts = counts.concat();
         m.list_presence = presence.concat();
         m.list_start = Manifest::list_starts(&m.meta.partitions);
+        let rebuilt: HashSet<u32> = dirty.iter().map(|&p| p as u32).collect();
         for (a, fresh) in fresh.into_iter().enumerate() {
             if let Some(old) = manifest.postings(a) {
-                let rebuilt: HashSet<u32> = dirty.iter().map(|&p| p as u32).collect();
                 let map = |l: u32| {
                     let (p, local) = manifest.list_home(l as usize);
                     (!rebuilt.contains(&p)).then(|| m.list_start[p as usize] + local)

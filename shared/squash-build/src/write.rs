@@ -24,6 +24,7 @@ use squash_core::manifest::{
     string_id_key, DeletesInfo, DeltaInfo, IdKind, Manifest, MANIFEST_KEY, MAX_ID_BYTES, PRESENCE_WORDS,
 };
 use squash_core::segment::{Segment, SegmentMeta, SegmentParts};
+use squash_core::values::code_of_value;
 use squash_engine::cache::SegmentCache;
 use squash_storage::{ObjectStore, Precondition, StorageError};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -390,7 +391,7 @@ impl Writer {
         // counted again from their base rows and their new delta.
         let mut touched = vec![false; m.lists()];
         let mut fresh: Vec<Vec<(u32, u32, u32)>> = vec![Vec::new(); attrs];
-        let code_at = |v: f64, list: usize| (v.is_finite() && v >= 0.0).then_some((v as u32, list as u32, 1u32));
+        let code_at = |v: f64, list: usize| code_of_value(v).map(|c| (c, list as u32, 1u32));
         for (&pid, members) in &by_partition {
             let base = base_of
                 .get(&pid)

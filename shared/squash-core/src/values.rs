@@ -24,6 +24,11 @@ pub const MANY_VALUES: usize = crate::attrs::MAX_VALUE_CELLS;
 const STRINGS: u32 = 1;
 const POSTINGS: u32 = 2;
 
+/// The dictionary code a stored value names (`None` for a missing value).
+pub fn code_of_value(v: f64) -> Option<u32> {
+    (v.is_finite() && v >= 0.0).then_some(v as u32)
+}
+
 /// For each value (dictionary code) of an attribute, the fine lists holding it and its
 /// row count in each, lists ascending.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -73,8 +78,7 @@ impl ValuePostings {
         let triples: Vec<(u32, u32, u32)> = values
             .iter()
             .zip(row_list)
-            .filter(|(v, _)| v.is_finite() && **v >= 0.0)
-            .map(|(&v, &l)| (v as u32, l, 1))
+            .filter_map(|(&v, &l)| code_of_value(v).map(|c| (c, l, 1)))
             .collect();
         ValuePostings::from_triples(codes, triples)
     }
