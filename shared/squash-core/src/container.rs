@@ -278,7 +278,14 @@ impl<'a> Container<'a> {
             }
             1 => {
                 let raw_len = usize::try_from(e.raw_len).map_err(|_| bad("section too large".into()))?;
-                let out = zstd::bulk::decompress(data, raw_len)
+                // The stored length is trusted for the first allocation only as far as
+                // the frame could plausibly expand: a damaged (or forged) length must
+                // come back as an error, never as an allocation that aborts the process.
+                // One byte past it is read, so a frame longer than declared is caught.
+                let mut out = Vec::with_capacity(raw_len.min(data.len().saturating_mul(1024)));
+                let decoder = zstd::stream::read::Decoder::with_buffer(data)
+                    .map_err(|err| bad(format!("section {kind} does not decompress: {err}")))?;
+                std::io::Read::read_to_end(&mut std::io::Read::take(decoder, e.raw_len.saturating_add(1)), &mut out)
                     .map_err(|err| bad(format!("section {kind} does not decompress: {err}")))?;
                 if out.len() != raw_len {
                     return Err(bad(format!("section {kind} decompressed to the wrong length")));
@@ -456,5 +463,22 @@ mod tests {
             assert!(ok.is_err(), "flip at byte {i} went unnoticed");
         }
         assert!(Container::parse("t", b"SQUASHT1", &bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// A compressed section whose stored length is absurd (with both checksums made to
+    /// match, as a fuzzer does) is an error naming the object, not an aborting allocation.
+    #[test]
+    fn absurd_decompressed_length_is_an_error() {
+        let bytes = write_container(b"SQUASHT1", vec![SectionOut::zstd(1, b"hello hello hello".to_vec())]);
+        for raw_len in [1u64 << 40, (1 << 62) + 3, u64::MAX, 16, 18] {
+            let mut bad = bytes.clone();
+            bad[FIXED_HEADER + 24..FIXED_HEADER + 32].copy_from_slice(&raw_len.to_le_bytes());
+            let header_len = FIXED_HEADER + ENTRY;
+            let sum = xxh3_64(&bad[..header_len]);
+            bad[header_len..header_len + 8].copy_from_slice(&sum.to_le_bytes());
+            let c = Container::parse("t.sqs", b"SQUASHT1", &bad).unwrap();
+            let err = c.section(1).unwrap_err().to_string();
+            assert!(err.contains("t.sqs"), "{err}");
+        }
     }
 }
