@@ -41,6 +41,12 @@ pub const TARGET_COVERAGE: f64 = 0.98;
 pub const CALIBRATION_K: usize = 10;
 /// Selectivities of the random filters `safety` is calibrated on.
 pub const CALIBRATION_SELECTIVITIES: [f64; 3] = [0.08, 0.01, 0.001];
+/// Random filters each sample query is measured under, per selectivity. The factor a
+/// selectivity needs is set by the few neighbours furthest out in list order (the
+/// target's last 2 %); one filter per query left that tail to a few dozen neighbours,
+/// and builds of the same data with different seeds disagreed by a fifth at 0.1 %.
+/// More filters cost no brute force (the same neighbours, filtered again).
+pub const FILTERS_PER_QUERY: usize = 8;
 /// Fewest lists (and vectors) an index needs before calibrating pays off; smaller
 /// indexes keep the static defaults.
 pub const MIN_LISTS: usize = 16;
@@ -179,24 +185,26 @@ pub fn calibrate(input: &CalibrationInput) -> Option<Calibrated> {
     // safety: per selectivity, the smallest factor reaching the target; the largest wins.
     let mut by_selectivity = Vec::new();
     for (si, &s) in CALIBRATION_SELECTIVITIES.iter().enumerate() {
-        let salt = input.seed ^ (0x5e1ec7 + si as u64);
-        // Each query's top-k matching neighbours under the random filter, as list ranks.
-        let filtered: Vec<(&QueryView, Vec<u32>)> = views
-            .iter()
-            .filter_map(|v| {
-                let ranks: Vec<u32> = v
-                    .rows
-                    .iter()
-                    .zip(&v.ranks)
-                    .filter(|(&row, _)| passes(row, salt, s))
-                    .map(|(_, &r)| r)
-                    .take(k)
-                    .collect();
-                (ranks.len() == k).then_some((v, ranks))
+        // Each query's top-k matching neighbours under each of FILTERS_PER_QUERY random
+        // filters, as list ranks.
+        let filtered: Vec<(&QueryView, Vec<u32>)> = (0..FILTERS_PER_QUERY as u64)
+            .flat_map(|fi| {
+                let salt = input.seed ^ (0x5e1ec7 + si as u64) ^ fi.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                views.iter().filter_map(move |v| {
+                    let ranks: Vec<u32> = v
+                        .rows
+                        .iter()
+                        .zip(&v.ranks)
+                        .filter(|(&row, _)| passes(row, salt, s))
+                        .map(|(_, &r)| r)
+                        .take(k)
+                        .collect();
+                    (ranks.len() == k).then_some((v, ranks))
+                })
             })
             .collect();
         // Too few vectors for this selectivity: the queries left would be a biased few.
-        if filtered.len() < views.len() / 2 {
+        if filtered.len() < views.len() * FILTERS_PER_QUERY / 2 {
             continue;
         }
         let coverage = |f: f64| -> f64 {
@@ -228,11 +236,11 @@ pub fn calibrate(input: &CalibrationInput) -> Option<Calibrated> {
             }
             hi
         };
-        by_selectivity.push((s, round_up_2(needed)));
+        by_selectivity.push((s, round_up_3(needed)));
     }
     // A filter that matches (almost) everything needs no more than the unfiltered search:
     // the `nprobe` lists, about `nprobe × n / lists` vectors.
-    by_selectivity.push((1.0, round_up_2(nprobe as f64 * n as f64 / lists as f64 / k as f64)));
+    by_selectivity.push((1.0, round_up_3(nprobe as f64 * n as f64 / lists as f64 / k as f64)));
     by_selectivity.sort_by(|a: &(f64, f64), b| a.0.total_cmp(&b.0));
     // A sparser filter never scans fewer vectors (`safety / s`) than a denser one: where
     // the measured points disagree (the `nprobe` floor decided a dense one), the sparser
@@ -241,7 +249,7 @@ pub fn calibrate(input: &CalibrationInput) -> Option<Calibrated> {
         let (s0, f0) = by_selectivity[i];
         let (s1, f1) = by_selectivity[i + 1];
         if f0 / s0 < f1 / s1 {
-            by_selectivity[i].1 = round_up_2(f1 / s1 * s0);
+            by_selectivity[i].1 = round_up_3(f1 / s1 * s0);
         }
     }
     // The fixed factor that serves every measured filter: the largest (1, k matches, if
@@ -276,13 +284,23 @@ fn passes(row: u32, salt: u64, s: f64) -> bool {
     (h >> 11) as f64 / (1u64 << 53) as f64 <= s
 }
 
-/// Rounds up to two significant digits (37.2 → 38, 1234 → 1300).
-fn round_up_2(x: f64) -> f64 {
+/// Rounds up to three significant digits (37.21 → 37.3, 1234.5 → 1240): readable
+/// knobs, at most 1 % above the measured need (two digits added up to 10 %, and made
+/// two builds of the same data differ by that much where one measured 1,199 and the
+/// other 1,203).
+fn round_up_3(x: f64) -> f64 {
     if x <= 0.0 {
         return x;
     }
-    let scale = 10f64.powi(x.log10().floor() as i32 - 1);
-    (x / scale).ceil() * scale
+    let e = x.log10().floor() as i32 - 2;
+    // Digits as an integer (a hair under it still counts as it), then scaled back by
+    // an exact power of ten, so 12.1 is stored as 12.1, not 12.100000000000001.
+    let digits = (x / 10f64.powi(e) - 1e-9).ceil();
+    if e < 0 {
+        digits / 10f64.powi(-e)
+    } else {
+        digits * 10f64.powi(e)
+    }
 }
 
 /// Re-rank factors tried by [`calibrate_rerank`], ascending. None below 10: filtered
@@ -380,11 +398,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rounds_up_to_two_significant_digits() {
-        assert_eq!(round_up_2(37.2), 38.0);
-        assert!((round_up_2(1234.0) - 1300.0).abs() < 1e-9);
-        assert!((round_up_2(0.512) - 0.52).abs() < 1e-9);
-        assert_eq!(round_up_2(50.0), 50.0);
+    fn rounds_up_to_three_significant_digits() {
+        assert_eq!(round_up_3(37.21), 37.3);
+        assert_eq!(round_up_3(1234.5), 1240.0);
+        assert_eq!(round_up_3(0.5121), 0.513);
+        assert_eq!(round_up_3(50.0), 50.0);
+        assert_eq!(round_up_3(1203.6), 1210.0);
+        // Exact decimals, not 12.100000000000001.
+        assert_eq!(round_up_3(12.01), 12.1);
+        assert_eq!(round_up_3(8.751), 8.76);
     }
 
     #[test]
