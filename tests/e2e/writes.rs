@@ -1023,3 +1023,185 @@ fn list_attributes_survive_upserts_and_compaction() {
     );
     expect(&index, "after compaction");
 }
+
+/// Writes that churn a partition past the fold share fold it (rebuild it from its live
+/// rows) in a version right after the write's: no committed version is left with a
+/// churned partition, answers match brute force over the live rows throughout, and a
+/// writer with folding off leaves the deltas. A fold that fails leaves the write
+/// committed and says why; the next write folds.
+#[test]
+fn writes_fold_the_partitions_they_churn() {
+    use squash_build::compact::{needs_fold, FOLD_MIN_ROWS};
+    use squash_build::write::DEFAULT_FOLD_SHARE;
+    let store = s3("fold");
+    let off = s3("nofold");
+    let n = 4_000usize;
+    // One mixture: the first n rows built, the next 2,400 upserted, and its queries.
+    let ds = clustered(n + 2_400, 100, 16, 6, 131);
+    let built = Matrix {
+        rows: n,
+        cols: 16,
+        data: ds.base.data[..n * 16].to_vec(),
+    };
+    let built_attrs = ds.attrs.select(&(0..n).collect::<Vec<_>>());
+    for s in [&store, &off] {
+        build_index_with_ids(
+            s.as_ref(),
+            built.clone(),
+            built_attrs.clone(),
+            &Ids::U64((0..n as u64).collect()),
+            &params(Metric::L2, 2),
+        )
+        .unwrap();
+    }
+    let churned = |s: &Arc<dyn ObjectStore>| -> usize {
+        let m = Index::open(s.clone(), "w").unwrap().manifest().clone();
+        (m.meta.partitions.iter())
+            .filter(|p| needs_fold(p, DEFAULT_FOLD_SHARE))
+            .count()
+    };
+    // The first fold fails (as a dying store would make it): the write stands.
+    let failed_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = failed_once.clone();
+    let writer = Writer::new(store.clone()).with_hook(move |step| {
+        if step == "fold" && !flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(squash_build::BuildError::bad("fold", "drill: the fold dies"));
+        }
+        Ok(())
+    });
+    let plain = Writer::new(off.clone()).with_fold_share(None);
+    let mut model: HashMap<u64, Row> = (0..n as u64)
+        .map(|r| {
+            let i = r as usize;
+            let values = [ds.attrs.columns[0][i], ds.attrs.columns[1][i], ds.attrs.columns[2][i]];
+            (
+                r,
+                Row {
+                    vector: ds.base.row(i).to_vec(),
+                    values,
+                },
+            )
+        })
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(133);
+    let (mut folded, mut fold_errors, mut last_fold_failed) = (0u64, 0usize, false);
+    // Six writes of 400 rows (new ids and replacements), each followed by 300 deletes.
+    for w in 0..6usize {
+        let rows = w * 400..(w + 1) * 400;
+        let live: Vec<u64> = model.keys().copied().collect();
+        let ids: Vec<u64> = rows
+            .clone()
+            .map(|i| {
+                if i % 4 == 0 {
+                    live[rng.gen_range(0..live.len())]
+                } else {
+                    100_000 + i as u64
+                }
+            })
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let values: Vec<[f64; 3]> = (0..ids.len())
+            .map(|j| {
+                let i = n + rows.start + j;
+                [ds.attrs.columns[0][i], ds.attrs.columns[1][i], ds.attrs.columns[2][i]]
+            })
+            .collect();
+        let data: Vec<f32> = (0..ids.len())
+            .flat_map(|j| ds.base.row(n + rows.start + j).to_vec())
+            .collect();
+        let up = Upsert {
+            ids: Ids::U64(ids.clone()),
+            vectors: Matrix {
+                rows: ids.len(),
+                cols: 16,
+                data,
+            },
+            attrs: attrs_of(&values),
+        };
+        for (j, &id) in ids.iter().enumerate() {
+            model.insert(
+                id,
+                Row {
+                    vector: ds.base.row(n + rows.start + j).to_vec(),
+                    values: values[j],
+                },
+            );
+        }
+        let mut live: Vec<u64> = model.keys().copied().collect();
+        live.sort_unstable();
+        live.shuffle(&mut rng);
+        let gone: Vec<u64> = live[..300].to_vec();
+        for id in &gone {
+            model.remove(id);
+        }
+        let del = Delete::Ids(Ids::U64(gone.clone()));
+        for write in [&|| writer.upsert(&up), &|| writer.delete(&del)] as [&dyn Fn() -> _; 2] {
+            let r: squash_build::WriteReport = write().unwrap();
+            folded += r.folded;
+            if let Some(e) = &r.fold_error {
+                assert!(e.contains("drill"), "{e}");
+                fold_errors += 1;
+            }
+            last_fold_failed = r.fold_error.is_some();
+            // A fold that succeeded leaves no churned partition behind.
+            if !last_fold_failed {
+                assert_eq!(churned(&store), 0, "write {w} left a churned partition");
+            }
+        }
+        for r in [
+            plain.upsert(&up).unwrap(),
+            plain.delete(&Delete::Ids(Ids::U64(gone.clone()))).unwrap(),
+        ] {
+            assert_eq!((r.folded, &r.fold_error), (0, &None), "folding is off");
+        }
+        for s in [&store, &off] {
+            assert_eq!(
+                Index::open(s.clone(), "w").unwrap().manifest().meta.count,
+                model.len() as u64
+            );
+        }
+    }
+    assert_eq!(fold_errors, 1, "the drill's fold failed, and only it");
+    assert!(!last_fold_failed);
+    assert!(folded >= 2, "{folded} partitions folded");
+    assert!(
+        churned(&off) > 0,
+        "without folding the deltas stay (churn ≥ {FOLD_MIN_ROWS} rows)"
+    );
+    // Both indexes answer as brute force over the live rows does; the folded one with
+    // fewer segments.
+    let schema = Index::open(store.clone(), "w").unwrap().manifest().meta.schema.clone();
+    for s in [&store, &off] {
+        let index = Index::open(s.clone(), "w").unwrap();
+        let (mut found, mut wanted) = (0, 0);
+        for q in 0..100 {
+            let v = ds.queries.row(q);
+            let filter = (q % 2 == 1).then(|| random_filter(&mut rng, 1));
+            let truth = brute(&model, &schema, v, 10, filter.as_ref());
+            let resp = search(&index, v, 10, filter);
+            wanted += truth.len();
+            for h in &resp.hits {
+                let id = h.id.as_u64().unwrap();
+                assert!(model.contains_key(&id), "deleted id {id} answered");
+                found += truth.contains(&id) as usize;
+            }
+        }
+        let recall = found as f64 / wanted.max(1) as f64;
+        assert!(
+            recall >= 0.9,
+            "recall {recall:.3} (folding {})",
+            std::ptr::eq(s, &store)
+        );
+        // Every live upserted row finds itself.
+        for id in model.keys().filter(|&&id| id >= 100_000).take(50) {
+            let hit = &search(&index, &model[id].vector, 1, None).hits[0];
+            assert!(hit.distance < 1e-3, "{id}: {hit:?}");
+        }
+    }
+    let deltas = |s: &Arc<dyn ObjectStore>| -> usize {
+        let m = Index::open(s.clone(), "w").unwrap().manifest().clone();
+        m.meta.partitions.iter().map(|p| p.deltas.len()).sum()
+    };
+    assert!(deltas(&store) <= deltas(&off));
+}

@@ -21,6 +21,7 @@ pub const ENV_VARS: &[&str] = &[
     "SQUASH_INVOKE_TIMEOUT_MS",
     "SQUASH_MANIFEST_TTL",
     "SQUASH_WRITES",
+    "SQUASH_FOLD_SHARE",
     "SQUASH_RANGE_READS",
     "SQUASH_WORKER_MEMORY_MB",
     // Read by squash-storage's S3 store, not by `Config`.
@@ -69,6 +70,9 @@ pub struct Config {
     /// Whether the coordinator serves the upsert and delete routes (`SQUASH_WRITES`:
     /// `off`, the default, or `on`; the deployment must also let it write to S3).
     pub writes: bool,
+    /// Churn share past which a write folds a partition (`SQUASH_FOLD_SHARE`: default
+    /// 0.1, `off` never folds; see `squash_build::Writer::with_fold_share`).
+    pub fold_share: Option<f64>,
     /// Whether workers read missed segments by byte ranges (`SQUASH_RANGE_READS`: `off`,
     /// the default, or `on`; see [`RangeReads`]).
     pub range_reads: RangeReads,
@@ -159,6 +163,14 @@ impl Config {
                 Some("on") => true,
                 Some(v) => return Err(format!("SQUASH_WRITES={v:?}: expected on or off")),
             },
+            fold_share: match get("SQUASH_FOLD_SHARE").as_deref().map(str::trim) {
+                None | Some("") => Some(squash_build::write::DEFAULT_FOLD_SHARE),
+                Some("off") => None,
+                Some(v) => match v.parse::<f64>() {
+                    Ok(s) if s.is_finite() && s > 0.0 => Some(s),
+                    _ => return Err(format!("SQUASH_FOLD_SHARE={v:?}: expected a share above 0 or off")),
+                },
+            },
             memory_mb: memory_mb.unwrap_or(2048),
             worker_memory_mb: number(get, "SQUASH_WORKER_MEMORY_MB", 2048)?,
             range_reads: match get("SQUASH_RANGE_READS") {
@@ -244,6 +256,17 @@ mod tests {
         assert_eq!(c.range_reads, RangeReads::On);
         let e = config(&[("SQUASH_INDEX_ROOT", "/d"), ("SQUASH_WRITES", "yes")]).unwrap_err();
         assert!(e.contains("SQUASH_WRITES"), "{e}");
+        for bad in ["0", "-0.1", "NaN", "some"] {
+            let e = config(&[("SQUASH_INDEX_ROOT", "/d"), ("SQUASH_FOLD_SHARE", bad)]).unwrap_err();
+            assert!(e.contains("SQUASH_FOLD_SHARE"), "{e}");
+        }
+        let share = |v: &str| {
+            config(&[("SQUASH_INDEX_ROOT", "/d"), ("SQUASH_FOLD_SHARE", v)])
+                .unwrap()
+                .fold_share
+        };
+        assert_eq!((share("off"), share("0.25")), (None, Some(0.25)));
+        assert_eq!(config(&[("SQUASH_INDEX_ROOT", "/d")]).unwrap().fold_share, Some(0.1));
         let e = config(&[("SQUASH_INDEX_ROOT", "/d"), ("SQUASH_MANIFEST_TTL", "-1")]).unwrap_err();
         assert!(e.contains("SQUASH_MANIFEST_TTL"), "{e}");
         let c = config(&[

@@ -501,10 +501,10 @@ impl Coordinator {
         if let Some(w) = self.writers.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
             return Ok(w.clone());
         }
-        let writer = Arc::new(Writer::with_cache(
-            self.container.index_store(name)?,
-            self.container.cache.clone(),
-        ));
+        let writer = Arc::new(
+            Writer::with_cache(self.container.index_store(name)?, self.container.cache.clone())
+                .with_fold_share(self.container.config.fold_share),
+        );
         let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
         Ok(writers.entry(name.to_string()).or_insert(writer).clone())
     }

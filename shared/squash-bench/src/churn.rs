@@ -40,6 +40,10 @@ pub struct ChurnReport {
     pub delete_per_s: f64,
     /// Commits refused and retried.
     pub retries: u32,
+    /// Partitions folded by the upserts (a partition may fold more than once).
+    pub folded_by_upserts: u64,
+    /// Partitions folded by the delete.
+    pub folded_by_delete: u64,
     /// Manifest version at the end.
     pub version: u64,
     /// Live vectors at the end (the workload's base).
@@ -125,6 +129,7 @@ pub fn churn(data: &Path, store: Arc<dyn ObjectStore>, share: f64, batch: usize,
     let writer = Writer::new(store.clone());
     let t0 = Instant::now();
     let mut retries = 0;
+    let mut folded_by_upserts = 0;
     for chunk in held.chunks(batch) {
         let r = writer.upsert(&Upsert {
             ids: Ids::U64(chunk.iter().map(|&r| r as u64).collect()),
@@ -132,11 +137,18 @@ pub fn churn(data: &Path, store: Arc<dyn ObjectStore>, share: f64, batch: usize,
             attrs: attrs_of(&attrs, chunk),
         })?;
         retries += r.retries;
+        folded_by_upserts += r.folded;
+        if let Some(e) = r.fold_error {
+            return Err(BenchError::bad("fold", e));
+        }
     }
     let upsert_s = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let r = writer.delete(&Delete::Ids(Ids::U64((0..m).map(|j| (n + j) as u64).collect())))?;
     let delete_s = t0.elapsed().as_secs_f64();
+    if let Some(e) = &r.fold_error {
+        return Err(BenchError::bad("fold", e.clone()));
+    }
     Ok(ChurnReport {
         base: n,
         upserted: m,
@@ -146,6 +158,8 @@ pub fn churn(data: &Path, store: Arc<dyn ObjectStore>, share: f64, batch: usize,
         upsert_per_s: m as f64 / upsert_s.max(1e-9),
         delete_per_s: m as f64 / delete_s.max(1e-9),
         retries: retries + r.retries,
+        folded_by_upserts,
+        folded_by_delete: r.folded,
         version: r.version,
         count: r.count,
     })

@@ -52,27 +52,53 @@ pub struct CompactReport {
 /// commits after it re-applies its write on the compacted version).
 pub fn compact(store: Arc<dyn ObjectStore>, grace: Duration) -> Result<CompactReport> {
     let writer = Writer::new(store.clone());
-    let mut report = CompactReport::default();
+    let mut report = fold_where(&writer, store.as_ref(), &|p| !p.deltas.is_empty() || p.deleted > 0)?;
+    collect_garbage(store.as_ref(), grace, &mut report)?;
+    Ok(report)
+}
+
+/// Whether a write leaves partition `p` churned enough to fold (see
+/// [`Writer::with_fold_share`]): its rows in deltas plus its deleted rows reach `share`
+/// of its base rows and at least [`FOLD_MIN_ROWS`], and it has a live row left.
+pub fn needs_fold(p: &PartitionInfo, share: f64) -> bool {
+    let churned = p.count - p.base_count() + p.deleted;
+    p.live() > 0 && churned >= FOLD_MIN_ROWS && churned as f64 >= share * p.base_count() as f64
+}
+
+/// Fewest churned rows (in deltas or deleted) a write folds a partition for: below it
+/// a delta costs a query less than folding costs the write.
+pub const FOLD_MIN_ROWS: u64 = 1_000;
+
+/// Rebuilds the partitions `select` accepts, as [`compact`] does (no garbage collected),
+/// committed as one version with the writer's conditional commit (starting over on a
+/// newer version when another writer commits first). Reports the version it read when
+/// no partition was selected.
+pub(crate) fn fold_where(
+    writer: &Writer,
+    store: &dyn ObjectStore,
+    select: &dyn Fn(&PartitionInfo) -> bool,
+) -> Result<CompactReport> {
     for _attempt in 0..crate::write::MAX_COMMIT_ATTEMPTS {
         let (bytes, tag) = store.get_tagged(MANIFEST_KEY)?;
-        let manifest = crate::write::read_manifest(store.as_ref(), &bytes)?;
+        let manifest = crate::write::read_manifest(store, &bytes)?;
         let dirty: Vec<usize> = manifest
             .meta
             .partitions
             .iter()
             .enumerate()
-            .filter(|(_, p)| !p.deltas.is_empty() || p.deleted > 0)
+            .filter(|(_, p)| select(p))
             .map(|(i, _)| i)
             .collect();
-        report = CompactReport {
+        let mut report = CompactReport {
             version: manifest.meta.version,
             count: manifest.meta.count,
             ..CompactReport::default()
         };
         if dirty.is_empty() {
-            break;
+            return Ok(report);
         }
-        let held = writer.held_segments(&manifest)?;
+        let wanted: HashSet<u32> = dirty.iter().map(|&p| p as u32).collect();
+        let held = writer.held_segments_of(&manifest, &|p| wanted.contains(&p))?;
         let mut m = manifest.clone();
         let mut objects: Vec<(String, Vec<u8>)> = Vec::new();
         // Per partition: its lists' slices of the manifest arrays, replaced where rebuilt.
@@ -241,15 +267,20 @@ pub fn compact(store: Arc<dyn ObjectStore>, grace: Duration) -> Result<CompactRe
                 let _ = store.put(&format!("{VERSIONS_PREFIX}{:020}.sqm", m.meta.version), &encoded);
                 report.version = m.meta.version;
                 report.count = m.meta.count;
-                break;
+                return Ok(report);
             }
             // A writer committed meanwhile: fold again from its version.
             Err(StorageError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
     }
-    collect_garbage(store.as_ref(), grace, &mut report)?;
-    Ok(report)
+    Err(BuildError::bad(
+        "manifest",
+        format!(
+            "gave up folding after {} conflicting commits: other writers kept committing first",
+            crate::write::MAX_COMMIT_ATTEMPTS
+        ),
+    ))
 }
 
 /// Every object key a manifest names.

@@ -82,6 +82,14 @@ pub struct WriteReport {
     pub bytes_written: u64,
     /// Live vectors after the write.
     pub count: u64,
+    /// Partitions the write left churned past the fold share and that were folded
+    /// (rebuilt, as `squash compact` does, in a version of their own).
+    pub folded: u64,
+    /// Why folding failed, when it did: the write itself is committed all the same
+    /// (the partitions stay as the write left them until a later write or
+    /// `squash compact` folds them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fold_error: Option<String>,
 }
 
 impl WriteReport {
@@ -96,6 +104,10 @@ impl WriteReport {
         self.retries += other.retries;
         self.objects_written += other.objects_written;
         self.bytes_written += other.bytes_written;
+        self.folded += other.folded;
+        if other.fold_error.is_some() {
+            self.fold_error.clone_from(&other.fold_error);
+        }
     }
 }
 
@@ -107,7 +119,13 @@ pub struct Writer {
     deletes: Mutex<HashMap<String, Arc<Vec<u32>>>>,
     /// Called between the steps of a write (for fault drills): `before("commit")`…
     hook: Option<Box<Hook>>,
+    /// Churn share past which a write folds a partition (`None`: never).
+    fold_share: Option<f64>,
 }
+
+/// Default share of a partition's base rows that its deltas and deletions may reach
+/// before a write folds it ([`Writer::with_fold_share`]).
+pub const DEFAULT_FOLD_SHARE: f64 = 0.1;
 
 /// A fault drill's hook: called with each step's name before it runs.
 type Hook = dyn Fn(&str) -> Result<()> + Send + Sync;
@@ -144,6 +162,7 @@ impl Writer {
             cache,
             deletes: Mutex::new(HashMap::new()),
             hook: None,
+            fold_share: Some(DEFAULT_FOLD_SHARE),
         }
     }
 
@@ -152,6 +171,38 @@ impl Writer {
     pub fn with_hook(mut self, hook: impl Fn(&str) -> Result<()> + Send + Sync + 'static) -> Writer {
         self.hook = Some(Box::new(hook));
         self
+    }
+
+    /// This writer, folding after each write the partitions whose rows in deltas plus
+    /// deleted rows reach `share` of their base rows (and at least
+    /// [`crate::compact::FOLD_MIN_ROWS`]); `None` never folds. A query scans a delta's
+    /// rows and skips deleted ones at a cost a rebuilt partition does not have, so
+    /// folding bounds what writes cost searches between compactions; the fold is its
+    /// own version, committed after the write's. Default [`DEFAULT_FOLD_SHARE`].
+    pub fn with_fold_share(mut self, share: Option<f64>) -> Writer {
+        self.fold_share = share.filter(|s| s.is_finite() && *s >= 0.0);
+        self
+    }
+
+    /// Folds what the write just committed left churned (see
+    /// [`Writer::with_fold_share`]), adding the fold to `report`. The write is
+    /// committed already: a failed fold is reported in `fold_error`, not as an error.
+    fn fold_after(&self, mut report: WriteReport, churned: bool) -> Result<WriteReport> {
+        let Some(share) = self.fold_share.filter(|_| churned) else {
+            return Ok(report);
+        };
+        let folded = self.step("fold").and_then(|()| {
+            crate::compact::fold_where(self, self.store.as_ref(), &|p| crate::compact::needs_fold(p, share))
+        });
+        match folded {
+            Ok(f) => {
+                report.folded = f.partitions;
+                report.version = f.version;
+                report.count = f.count;
+            }
+            Err(e) => report.fold_error = Some(e.to_string()),
+        }
+        Ok(report)
     }
 
     fn step(&self, name: &str) -> Result<()> {
@@ -166,21 +217,24 @@ impl Writer {
     /// attribute, an id of the wrong kind or too long) is rejected before anything is
     /// written, with the field named as `vectors[i].field`.
     pub fn upsert(&self, rows: &Upsert) -> Result<WriteReport> {
-        self.commit_loop(|manifest| {
+        let (report, churned) = self.commit_loop(|manifest| {
             let prepared = prepare_upsert(manifest, rows)?;
             self.stage_upsert(manifest, prepared)
-        })
+        })?;
+        self.fold_after(report, churned)
     }
 
     /// Deletes the rows of the given ids, or those matching a filter, committed as one
     /// new version (none when nothing matched).
     pub fn delete(&self, what: &Delete) -> Result<WriteReport> {
-        self.commit_loop(|manifest| self.stage_delete(manifest, what))
+        let (report, churned) = self.commit_loop(|manifest| self.stage_delete(manifest, what))?;
+        self.fold_after(report, churned)
     }
 
     /// Reads the current manifest, stages the write on it and commits it with a
-    /// conditional write; on a conflict, starts over from the newer version.
-    fn commit_loop(&self, mut stage: impl FnMut(&Manifest) -> Result<Staged>) -> Result<WriteReport> {
+    /// conditional write; on a conflict, starts over from the newer version. Also says
+    /// whether the version committed has a partition to fold.
+    fn commit_loop(&self, mut stage: impl FnMut(&Manifest) -> Result<Staged>) -> Result<(WriteReport, bool)> {
         let mut retries = 0;
         loop {
             let (bytes, tag) = self.store.get_tagged(MANIFEST_KEY)?;
@@ -191,7 +245,7 @@ impl Writer {
                 // Nothing changed (a delete of absent ids): no new version.
                 staged.report.version = manifest.meta.version;
                 staged.report.count = manifest.meta.count;
-                return Ok(staged.report);
+                return Ok((staged.report, false));
             }
             // Value indexes whose dictionary or postings changed go with the segments.
             let values = staged.manifest.value_objects(Some(&manifest));
@@ -224,7 +278,10 @@ impl Writer {
                     }
                     staged.report.version = version;
                     staged.report.count = staged.manifest.meta.count;
-                    return Ok(staged.report);
+                    let churned = self.fold_share.is_some_and(|share| {
+                        (staged.manifest.meta.partitions.iter()).any(|p| crate::compact::needs_fold(p, share))
+                    });
+                    return Ok((staged.report, churned));
                 }
                 Err(StorageError::Conflict { .. }) if retries + 1 < MAX_COMMIT_ATTEMPTS => {
                     retries += 1;
@@ -253,8 +310,18 @@ impl Writer {
 
     /// Every segment of the index (base and deltas) with its deleted rows.
     pub(crate) fn held_segments(&self, manifest: &Manifest) -> Result<Vec<Held>> {
+        self.held_segments_of(manifest, &|_| true)
+    }
+
+    /// The segments (base and deltas) of the partitions `wanted_partition` accepts, with
+    /// their deleted rows.
+    pub(crate) fn held_segments_of(
+        &self,
+        manifest: &Manifest,
+        wanted_partition: &dyn Fn(u32) -> bool,
+    ) -> Result<Vec<Held>> {
         let mut wanted: Vec<Wanted> = Vec::new();
-        for p in &manifest.meta.partitions {
+        for p in manifest.meta.partitions.iter().filter(|p| wanted_partition(p.id)) {
             wanted.push((p.id, 0, &p.key, p.bytes, &p.checksum, p.deletes.as_ref()));
             for (i, d) in p.deltas.iter().enumerate() {
                 wanted.push((p.id, i + 1, &d.key, d.bytes, &d.checksum, d.deletes.as_ref()));

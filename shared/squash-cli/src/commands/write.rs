@@ -34,6 +34,32 @@ pub struct UpsertArgs {
     /// Vectors per committed version (each batch is one write).
     #[arg(long, default_value_t = 100_000)]
     batch: usize,
+    #[command(flatten)]
+    fold: FoldArgs,
+}
+
+/// When a write folds the partitions it churned.
+#[derive(Args)]
+pub struct FoldArgs {
+    /// Fold (rebuild, as `squash compact` does) a partition whose rows in deltas plus
+    /// deleted rows reach this share of its base rows (and at least 1,000), in a
+    /// version after the write's; `off`: never.
+    #[arg(long, default_value = "0.1", value_parser = parse_fold_share)]
+    fold_share: FoldShare,
+}
+
+/// A parsed `--fold-share`.
+#[derive(Clone, Copy)]
+pub struct FoldShare(Option<f64>);
+
+fn parse_fold_share(v: &str) -> std::result::Result<FoldShare, String> {
+    if v.trim() == "off" {
+        return Ok(FoldShare(None));
+    }
+    match v.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 => Ok(FoldShare(Some(s))),
+        _ => Err(format!("{v:?}: expected a share above 0 or off")),
+    }
 }
 
 #[derive(Args)]
@@ -47,6 +73,8 @@ pub struct DeleteArgs {
     /// Delete every vector matching this filter (JSON, the search filter language).
     #[arg(long)]
     filter: Option<String>,
+    #[command(flatten)]
+    fold: FoldArgs,
 }
 
 #[derive(Args)]
@@ -137,7 +165,7 @@ pub fn run_upsert(a: UpsertArgs) -> Result<()> {
     if a.batch == 0 {
         return Err(CliError::bad("batch", "must be at least 1"));
     }
-    let writer = Writer::new(open_store(&a.index)?);
+    let writer = Writer::new(open_store(&a.index)?).with_fold_share(a.fold.fold_share.0);
     let mut total = WriteReport::default();
     for start in (0..n).step_by(a.batch) {
         let end = (start + a.batch).min(n);
@@ -189,6 +217,8 @@ pub fn run_delete(a: DeleteArgs) -> Result<()> {
         ),
         (None, None) => return Err(CliError::bad("ids", "give --ids or --filter")),
     };
-    let report = Writer::new(open_store(&a.index)?).delete(&what)?;
+    let report = Writer::new(open_store(&a.index)?)
+        .with_fold_share(a.fold.fold_share.0)
+        .delete(&what)?;
     print(&report, t0)
 }
