@@ -236,6 +236,7 @@ pub fn build_index_with_ids(
                 &global,
                 metric,
                 params,
+                None,
             );
             let bytes = enc.segment.encode();
             let key = format!("segments/p{pid:05}-{:032x}.sqs", xxh3_128(&bytes));
@@ -501,7 +502,8 @@ fn fine_lists(rotated: &[f32], dim: usize, energies: &[f32], pid: u32, params: &
     (lists, part.assignment)
 }
 
-/// Builds the segment of one partition from its member rows: rows grouped by fine list.
+/// Builds the segment of one partition from its member rows: rows grouped by fine list,
+/// the lists clustered here, or `given` as `(lists, list of each member row)`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn encode_partition(
     pid: u32,
@@ -513,6 +515,7 @@ pub(crate) fn encode_partition(
     global: &Klt,
     metric: Metric,
     params: &BuildParams,
+    given: Option<(usize, &[u32])>,
 ) -> Encoded {
     let dim = vectors.cols;
     let n = rows.len();
@@ -523,7 +526,10 @@ pub(crate) fn encode_partition(
         klt.apply(vectors.row(r), &mut scratch, out);
     }
     // Order the rows list by list (stable inside a list).
-    let (lists, assignment) = fine_lists(&rotated, dim, &klt.eigenvalues, pid, params);
+    let (lists, assignment) = match given {
+        Some((lists, assignment)) => (lists, assignment.to_vec()),
+        None => fine_lists(&rotated, dim, &klt.eigenvalues, pid, params),
+    };
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by_key(|&i| assignment[i]);
     let mut offsets = vec![0u32; lists + 1];

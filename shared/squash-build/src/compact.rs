@@ -52,7 +52,8 @@ pub struct CompactReport {
 /// commits after it re-applies its write on the compacted version).
 pub fn compact(store: Arc<dyn ObjectStore>, grace: Duration) -> Result<CompactReport> {
     let writer = Writer::new(store.clone());
-    let mut report = fold_where(&writer, store.as_ref(), &|p| !p.deltas.is_empty() || p.deleted > 0)?;
+    let dirty = |p: &PartitionInfo| !p.deltas.is_empty() || p.deleted > 0;
+    let mut report = fold_where(&writer, store.as_ref(), &dirty, None, Lists::Refit)?;
     collect_garbage(store.as_ref(), grace, &mut report)?;
     Ok(report)
 }
@@ -69,19 +70,38 @@ pub fn needs_fold(p: &PartitionInfo, share: f64) -> bool {
 /// a delta costs a query less than folding costs the write.
 pub const FOLD_MIN_ROWS: u64 = 1_000;
 
-/// Rebuilds the partitions `select` accepts, as [`compact`] does (no garbage collected),
-/// committed as one version with the writer's conditional commit (starting over on a
-/// newer version when another writer commits first). Reports the version it read when
-/// no partition was selected.
+/// Share of a partition's base rows that are churned (in deltas or deleted).
+fn churn_share(p: &PartitionInfo) -> f64 {
+    (p.count - p.base_count() + p.deleted) as f64 / p.base_count().max(1) as f64
+}
+
+/// What a rebuilt partition's fine lists are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lists {
+    /// Clustered again from the live rows ([`compact`]).
+    Refit,
+    /// As they are: every live row stays in its list and each list keeps the centroid
+    /// the planner ranks it by (a fold after a write). A row a write placed in the list
+    /// nearest to it is still found first by a query for it.
+    Keep,
+}
+
+/// Rebuilds the partitions `select` accepts (at most `limit` of them, the most churned
+/// first) from their live rows (the KLT and quantiser fitted again, the fine lists as
+/// `list_mode` says), committed as one version with the writer's conditional commit
+/// (starting over on a newer version when another writer commits first); no garbage
+/// is collected. Reports the version it read when no partition was selected.
 pub(crate) fn fold_where(
     writer: &Writer,
     store: &dyn ObjectStore,
     select: &dyn Fn(&PartitionInfo) -> bool,
+    limit: Option<usize>,
+    list_mode: Lists,
 ) -> Result<CompactReport> {
     for _attempt in 0..crate::write::MAX_COMMIT_ATTEMPTS {
         let (bytes, tag) = store.get_tagged(MANIFEST_KEY)?;
         let manifest = crate::write::read_manifest(store, &bytes)?;
-        let dirty: Vec<usize> = manifest
+        let mut dirty: Vec<usize> = manifest
             .meta
             .partitions
             .iter()
@@ -89,6 +109,12 @@ pub(crate) fn fold_where(
             .filter(|(_, p)| select(p))
             .map(|(i, _)| i)
             .collect();
+        if let Some(limit) = limit.filter(|&l| l < dirty.len()) {
+            let share = |i: usize| churn_share(&manifest.meta.partitions[i]);
+            dirty.sort_by(|&a, &b| share(b).total_cmp(&share(a)).then(a.cmp(&b)));
+            dirty.truncate(limit);
+            dirty.sort_unstable();
+        }
         let mut report = CompactReport {
             version: manifest.meta.version,
             count: manifest.meta.count,
@@ -136,6 +162,7 @@ pub(crate) fn fold_where(
             let mut keys = Vec::new();
             let mut names = Vec::new();
             let mut columns = vec![Vec::new(); attrs];
+            let mut row_lists: Vec<u32> = Vec::new();
             let mut lists: Vec<Option<ListColumn>> = manifest
                 .attr_cells
                 .iter()
@@ -144,7 +171,12 @@ pub(crate) fn fold_where(
             for h in held.iter().filter(|h| h.partition == pid as u32) {
                 let dead: HashSet<u32> = h.dead.iter().copied().collect();
                 let seg = &h.segment;
+                let mut list_of = vec![0u32; seg.len()];
+                for l in 0..seg.list_count() {
+                    list_of[seg.list_rows(l)].fill(l as u32);
+                }
                 for row in (0..seg.len()).filter(|r| !dead.contains(&(*r as u32))) {
+                    row_lists.push(list_of[row]);
                     data.extend_from_slice(seg.vector(row));
                     keys.push(seg.id(row));
                     if let Some(n) = seg.name(row) {
@@ -196,6 +228,7 @@ pub(crate) fn fold_where(
                 &manifest.global,
                 manifest.meta.metric,
                 &params,
+                (list_mode == Lists::Keep).then_some((info.lists as usize, row_lists.as_slice())),
             );
             for (a, out) in fresh.iter_mut().enumerate() {
                 if manifest.postings(a).is_none() {
@@ -225,7 +258,9 @@ pub(crate) fn fold_where(
                 deleted: 0,
             };
             counts[pid] = enc.segment.lists.windows(2).map(|w| w[1] - w[0]).collect();
-            centroids[pid] = enc.list_centroids;
+            if list_mode == Lists::Refit {
+                centroids[pid] = enc.list_centroids;
+            }
             presence[pid] = enc.presence;
             objects.push((key, bytes));
         }

@@ -121,6 +121,8 @@ pub struct Writer {
     hook: Option<Box<Hook>>,
     /// Churn share past which a write folds a partition (`None`: never).
     fold_share: Option<f64>,
+    /// Most partitions one write folds (`None`: every churned one).
+    fold_limit: Option<usize>,
 }
 
 /// Default share of a partition's base rows that its deltas and deletions may reach
@@ -163,6 +165,7 @@ impl Writer {
             deletes: Mutex::new(HashMap::new()),
             hook: None,
             fold_share: Some(DEFAULT_FOLD_SHARE),
+            fold_limit: None,
         }
     }
 
@@ -184,6 +187,15 @@ impl Writer {
         self
     }
 
+    /// This writer, folding at most `limit` partitions after a write (the most churned
+    /// first; the others fold after later writes): bounds how long a write call takes
+    /// (a partition of 10,000 rows takes about 0.2 s), as a coordinator behind an HTTP
+    /// gateway's time limit needs.
+    pub fn with_fold_limit(mut self, limit: Option<usize>) -> Writer {
+        self.fold_limit = limit;
+        self
+    }
+
     /// Folds what the write just committed left churned (see
     /// [`Writer::with_fold_share`]), adding the fold to `report`. The write is
     /// committed already: a failed fold is reported in `fold_error`, not as an error.
@@ -192,7 +204,9 @@ impl Writer {
             return Ok(report);
         };
         let folded = self.step("fold").and_then(|()| {
-            crate::compact::fold_where(self, self.store.as_ref(), &|p| crate::compact::needs_fold(p, share))
+            let churned = |p: &squash_core::manifest::PartitionInfo| crate::compact::needs_fold(p, share);
+            let keep = crate::compact::Lists::Keep;
+            crate::compact::fold_where(self, self.store.as_ref(), &churned, self.fold_limit, keep)
         });
         match folded {
             Ok(f) => {
