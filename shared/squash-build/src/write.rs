@@ -199,9 +199,9 @@ impl Writer {
     /// Folds what the write just committed left churned (see
     /// [`Writer::with_fold_share`]), adding the fold to `report`. The write is
     /// committed already: a failed fold is reported in `fold_error`, not as an error.
-    fn fold_after(&self, mut report: WriteReport, churned: bool) -> Result<WriteReport> {
+    fn fold_after(&self, mut report: WriteReport, churned: bool) -> WriteReport {
         let Some(share) = self.fold_share.filter(|_| churned) else {
-            return Ok(report);
+            return report;
         };
         let folded = self.step("fold").and_then(|()| {
             let churned = |p: &squash_core::manifest::PartitionInfo| crate::compact::needs_fold(p, share);
@@ -216,7 +216,7 @@ impl Writer {
             }
             Err(e) => report.fold_error = Some(e.to_string()),
         }
-        Ok(report)
+        report
     }
 
     fn step(&self, name: &str) -> Result<()> {
@@ -235,14 +235,14 @@ impl Writer {
             let prepared = prepare_upsert(manifest, rows)?;
             self.stage_upsert(manifest, prepared)
         })?;
-        self.fold_after(report, churned)
+        Ok(self.fold_after(report, churned))
     }
 
     /// Deletes the rows of the given ids, or those matching a filter, committed as one
     /// new version (none when nothing matched).
     pub fn delete(&self, what: &Delete) -> Result<WriteReport> {
         let (report, churned) = self.commit_loop(|manifest| self.stage_delete(manifest, what))?;
-        self.fold_after(report, churned)
+        Ok(self.fold_after(report, churned))
     }
 
     /// Reads the current manifest, stages the write on it and commits it with a
