@@ -62,8 +62,13 @@ pub fn compact(store: Arc<dyn ObjectStore>, grace: Duration) -> Result<CompactRe
 /// [`Writer::with_fold_share`]): its rows in deltas plus its deleted rows reach `share`
 /// of its base rows and at least [`FOLD_MIN_ROWS`], and it has a live row left.
 pub fn needs_fold(p: &PartitionInfo, share: f64) -> bool {
-    let churned = p.count - p.base_count() + p.deleted;
+    let churned = churned_rows(p);
     p.live() > 0 && churned >= FOLD_MIN_ROWS && churned as f64 >= share * p.base_count() as f64
+}
+
+/// A partition's rows in deltas plus its deleted rows.
+fn churned_rows(p: &PartitionInfo) -> u64 {
+    p.count - p.base_count() + p.deleted
 }
 
 /// Fewest churned rows (in deltas or deleted) a write folds a partition for: below it
@@ -72,7 +77,7 @@ pub const FOLD_MIN_ROWS: u64 = 1_000;
 
 /// Share of a partition's base rows that are churned (in deltas or deleted).
 fn churn_share(p: &PartitionInfo) -> f64 {
-    (p.count - p.base_count() + p.deleted) as f64 / p.base_count().max(1) as f64
+    churned_rows(p) as f64 / p.base_count().max(1) as f64
 }
 
 /// What a rebuilt partition's fine lists are.
