@@ -163,13 +163,9 @@ impl Config {
                 Some("on") => true,
                 Some(v) => return Err(format!("SQUASH_WRITES={v:?}: expected on or off")),
             },
-            fold_share: match get("SQUASH_FOLD_SHARE").as_deref().map(str::trim) {
-                None | Some("") => Some(squash_build::write::DEFAULT_FOLD_SHARE),
-                Some("off") => None,
-                Some(v) => match v.parse::<f64>() {
-                    Ok(s) if s.is_finite() && s > 0.0 => Some(s),
-                    _ => return Err(format!("SQUASH_FOLD_SHARE={v:?}: expected a share above 0 or off")),
-                },
+            fold_share: match get("SQUASH_FOLD_SHARE").filter(|v| !v.trim().is_empty()) {
+                None => Some(squash_build::write::DEFAULT_FOLD_SHARE),
+                Some(v) => squash_build::write::parse_fold_share(&v).map_err(|e| format!("SQUASH_FOLD_SHARE={e}"))?,
             },
             memory_mb: memory_mb.unwrap_or(2048),
             worker_memory_mb: number(get, "SQUASH_WORKER_MEMORY_MB", 2048)?,

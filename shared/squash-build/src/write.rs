@@ -129,6 +129,18 @@ pub struct Writer {
 /// before a write folds it ([`Writer::with_fold_share`]).
 pub const DEFAULT_FOLD_SHARE: f64 = 0.1;
 
+/// Reads a fold share as a user gives it (`--fold-share`, `SQUASH_FOLD_SHARE`): a number
+/// above 0, or `off` (never fold).
+pub fn parse_fold_share(v: &str) -> std::result::Result<Option<f64>, String> {
+    match v.trim() {
+        "off" => Ok(None),
+        t => match t.parse::<f64>() {
+            Ok(s) if s.is_finite() && s > 0.0 => Ok(Some(s)),
+            _ => Err(format!("{v:?}: expected a share above 0 or off")),
+        },
+    }
+}
+
 /// A fault drill's hook: called with each step's name before it runs.
 type Hook = dyn Fn(&str) -> Result<()> + Send + Sync;
 

@@ -53,13 +53,7 @@ pub struct FoldArgs {
 pub struct FoldShare(Option<f64>);
 
 fn parse_fold_share(v: &str) -> std::result::Result<FoldShare, String> {
-    if v.trim() == "off" {
-        return Ok(FoldShare(None));
-    }
-    match v.trim().parse::<f64>() {
-        Ok(s) if s.is_finite() && s > 0.0 => Ok(FoldShare(Some(s))),
-        _ => Err(format!("{v:?}: expected a share above 0 or off")),
-    }
+    squash_build::write::parse_fold_share(v).map(FoldShare)
 }
 
 #[derive(Args)]
