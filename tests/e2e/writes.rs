@@ -28,6 +28,17 @@ struct Row {
     values: [f64; 3],
 }
 
+impl Row {
+    /// Row `i` of a test dataset: its vector and its price, color and stock.
+    fn of(ds: &squash_tests::Dataset, i: usize) -> Row {
+        let c = &ds.attrs.columns;
+        Row {
+            vector: ds.base.row(i).to_vec(),
+            values: [c[0][i], c[1][i], c[2][i]],
+        }
+    }
+}
+
 fn s3(suffix: &str) -> Arc<dyn ObjectStore> {
     use squash_storage::s3::S3Store;
     let endpoint = s3_endpoint();
@@ -119,19 +130,7 @@ fn upserts_are_found_replaced_rows_show_new_values_and_deleted_ids_never_return(
         &p,
     )
     .unwrap();
-    let mut model: HashMap<u64, Row> = ids
-        .iter()
-        .enumerate()
-        .map(|(r, &id)| {
-            (
-                id,
-                Row {
-                    vector: ds.base.row(r).to_vec(),
-                    values: [ds.attrs.columns[0][r], ds.attrs.columns[1][r], ds.attrs.columns[2][r]],
-                },
-            )
-        })
-        .collect();
+    let mut model: HashMap<u64, Row> = ids.iter().enumerate().map(|(r, &id)| (id, Row::of(&ds, r))).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     // 300 new rows (from the same clusters, some far outside them) and 100 replaced
     // ones, whose new values widen the cells (price 150+) and the dictionary.
@@ -637,18 +636,7 @@ fn compaction_folds_writes_into_rebuilt_partitions_and_removes_what_no_version_n
     .unwrap();
     let fresh = clustered(300, 0, 16, 6, 122);
     let writer = Writer::new(local.clone());
-    let mut model: HashMap<u64, Row> = (0..3_000u64)
-        .map(|r| {
-            let i = r as usize;
-            (
-                r,
-                Row {
-                    vector: ds.base.row(i).to_vec(),
-                    values: [ds.attrs.columns[0][i], ds.attrs.columns[1][i], ds.attrs.columns[2][i]],
-                },
-            )
-        })
-        .collect();
+    let mut model: HashMap<u64, Row> = (0..3_000u64).map(|r| (r, Row::of(&ds, r as usize))).collect();
     // 300 upserts (100 replacing), in three writes, then 400 deletes.
     for w in 0..3 {
         let ids: Vec<u64> = (0..100)
@@ -1070,19 +1058,7 @@ fn writes_fold_the_partitions_they_churn() {
         Ok(())
     });
     let plain = Writer::new(off.clone()).with_fold_share(None);
-    let mut model: HashMap<u64, Row> = (0..n as u64)
-        .map(|r| {
-            let i = r as usize;
-            let values = [ds.attrs.columns[0][i], ds.attrs.columns[1][i], ds.attrs.columns[2][i]];
-            (
-                r,
-                Row {
-                    vector: ds.base.row(i).to_vec(),
-                    values,
-                },
-            )
-        })
-        .collect();
+    let mut model: HashMap<u64, Row> = (0..n as u64).map(|r| (r, Row::of(&ds, r as usize))).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(133);
     let (mut folded, mut fold_errors, mut last_fold_failed) = (0u64, 0usize, false);
     // Six writes of 400 rows (new ids and replacements), each followed by 300 deletes.
@@ -1102,33 +1078,19 @@ fn writes_fold_the_partitions_they_churn() {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let values: Vec<[f64; 3]> = (0..ids.len())
-            .map(|j| {
-                let i = n + rows.start + j;
-                [ds.attrs.columns[0][i], ds.attrs.columns[1][i], ds.attrs.columns[2][i]]
-            })
-            .collect();
-        let data: Vec<f32> = (0..ids.len())
-            .flat_map(|j| ds.base.row(n + rows.start + j).to_vec())
-            .collect();
+        // Id j gets the dataset's row n + rows.start + j.
+        let new: Vec<Row> = (0..ids.len()).map(|j| Row::of(&ds, n + rows.start + j)).collect();
+        let values: Vec<[f64; 3]> = new.iter().map(|r| r.values).collect();
         let up = Upsert {
             ids: Ids::U64(ids.clone()),
             vectors: Matrix {
                 rows: ids.len(),
                 cols: 16,
-                data,
+                data: new.iter().flat_map(|r| r.vector.iter().copied()).collect(),
             },
             attrs: attrs_of(&values),
         };
-        for (j, &id) in ids.iter().enumerate() {
-            model.insert(
-                id,
-                Row {
-                    vector: ds.base.row(n + rows.start + j).to_vec(),
-                    values: values[j],
-                },
-            );
-        }
+        model.extend(ids.iter().copied().zip(new));
         let mut live: Vec<u64> = model.keys().copied().collect();
         live.sort_unstable();
         live.shuffle(&mut rng);
