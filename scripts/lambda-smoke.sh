@@ -61,10 +61,13 @@ functions_down() {
     for p in "${fpids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
     fpids=()
 }
-search() {
+search() { # [EVENT]: events/raw-search.json unless given
     "$lambda" lambda invoke squash-coordinator --invoke-address 127.0.0.1 --invoke-port "$port" \
-        --data-file events/raw-search.json --output-format json
+        --data-file "${1:-events/raw-search.json}" --output-format json
 }
+# The same search forced to fan out (the coordinator searches a small index by itself).
+python3 -c 'import json, sys; e = json.load(open(sys.argv[1])); e["search"].setdefault("params", {})["plan"] = "fanout"; json.dump(e, open(sys.argv[2], "w"))' \
+    events/raw-search.json "$dir/fanout-search.json"
 arm64() { echo "$qemu" -L "$sysroot" "$dir/$1/bootstrap"; }
 
 fpids=()
@@ -92,8 +95,8 @@ functions_down
 function_up "$port" squash-coordinator 1 $(arm64 coordinator)
 # shellcheck disable=SC2046
 function_up $((port + 1)) squash-worker 1 $(arm64 worker)
-answer=$(search)
-check "arm64 coordinator invoking an arm64 worker, events/raw-search.json" "$answer"
+answer=$(search "$dir/fanout-search.json")
+check "arm64 coordinator invoking an arm64 worker, events/raw-search.json with plan fanout" "$answer"
 invocations=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["stats"]["invocations"])' "$answer")
 [ "$invocations" = 1 ] || { echo "lambda-smoke: expected 1 worker invocation, the stats say $invocations" >&2; status=1; }
 functions_down

@@ -8,13 +8,13 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use squash_build::build::{build_index_with_ids, MANIFEST_KEY};
 use squash_build::io::{Attributes, Matrix};
-use squash_build::{Ids, Upsert, Writer};
 use squash_core::attrs::{AttrSpec, Schema};
 use squash_core::distance::Metric;
 use squash_core::manifest::Manifest;
 use squash_engine::search::Index;
 use squash_storage::{LocalDir, Memory, ObjectStore};
 use squash_tests::{clustered, naive_matches, region_of, row, tenant, with_tenants, Dataset};
+use squash_write::{Ids, Upsert, Writer};
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -10,13 +10,13 @@ use serde_json::{json, Value};
 use squash_api::{Id, SearchParams, SearchRequest};
 use squash_build::build::build_index_with_ids;
 use squash_build::io::{Attributes, Matrix};
-use squash_build::{Delete, Ids, Upsert, Writer};
 use squash_core::attrs::{AttrSpec, Schema};
 use squash_core::distance::{exact_distance, prepare_vector, Metric};
 use squash_core::filter::Expr;
 use squash_engine::search::Index;
 use squash_storage::{Fault, Faulty, LocalDir, Memory, ObjectStore};
 use squash_tests::{clustered, random_filter, COLORS};
+use squash_write::{Delete, Ids, Upsert, Writer};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -600,7 +600,7 @@ fn a_writer_dying_at_any_step_leaves_the_previous_version_answering() {
     for step in ["segments", "deletes", "commit"] {
         let w = Writer::new(local.clone()).with_hook(move |s| {
             if s == step {
-                Err(squash_build::BuildError::bad("test", format!("killed before {s}")))
+                Err(squash_write::WriteError::bad("test", format!("killed before {s}")))
             } else {
                 Ok(())
             }
@@ -1019,8 +1019,8 @@ fn list_attributes_survive_upserts_and_compaction() {
 /// committed and says why; the next write folds.
 #[test]
 fn writes_fold_the_partitions_they_churn() {
-    use squash_build::compact::{needs_fold, FOLD_MIN_ROWS};
-    use squash_build::write::DEFAULT_FOLD_SHARE;
+    use squash_write::fold::{needs_fold, FOLD_MIN_ROWS};
+    use squash_write::write::DEFAULT_FOLD_SHARE;
     let store = s3("fold");
     let off = s3("nofold");
     let n = 4_000usize;
@@ -1053,7 +1053,7 @@ fn writes_fold_the_partitions_they_churn() {
     let flag = failed_once.clone();
     let writer = Writer::new(store.clone()).with_hook(move |step| {
         if step == "fold" && !flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            return Err(squash_build::BuildError::bad("fold", "drill: the fold dies"));
+            return Err(squash_write::WriteError::bad("fold", "drill: the fold dies"));
         }
         Ok(())
     });
@@ -1100,7 +1100,7 @@ fn writes_fold_the_partitions_they_churn() {
         }
         let del = Delete::Ids(Ids::U64(gone.clone()));
         for write in [&|| writer.upsert(&up), &|| writer.delete(&del)] as [&dyn Fn() -> _; 2] {
-            let r: squash_build::WriteReport = write().unwrap();
+            let r: squash_write::WriteReport = write().unwrap();
             folded += r.folded;
             if let Some(e) = &r.fold_error {
                 assert!(e.contains("drill"), "{e}");

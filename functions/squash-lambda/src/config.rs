@@ -71,7 +71,7 @@ pub struct Config {
     /// `off`, the default, or `on`; the deployment must also let it write to S3).
     pub writes: bool,
     /// Churn share past which a write folds a partition (`SQUASH_FOLD_SHARE`: default
-    /// 0.1, `off` never folds; see `squash_build::Writer::with_fold_share`).
+    /// 0.1, `off` never folds; see `squash_write::Writer::with_fold_share`).
     pub fold_share: Option<f64>,
     /// Whether workers read missed segments by byte ranges (`SQUASH_RANGE_READS`: `off`,
     /// the default, or `on`; see [`RangeReads`]).
@@ -164,8 +164,8 @@ impl Config {
                 Some(v) => return Err(format!("SQUASH_WRITES={v:?}: expected on or off")),
             },
             fold_share: match get("SQUASH_FOLD_SHARE").filter(|v| !v.trim().is_empty()) {
-                None => Some(squash_build::write::DEFAULT_FOLD_SHARE),
-                Some(v) => squash_build::write::parse_fold_share(&v).map_err(|e| format!("SQUASH_FOLD_SHARE={e}"))?,
+                None => Some(squash_write::write::DEFAULT_FOLD_SHARE),
+                Some(v) => squash_write::write::parse_fold_share(&v).map_err(|e| format!("SQUASH_FOLD_SHARE={e}"))?,
             },
             memory_mb: memory_mb.unwrap_or(2048),
             worker_memory_mb: number(get, "SQUASH_WORKER_MEMORY_MB", 2048)?,

@@ -9,9 +9,6 @@ use squash_api::{
     parse_body, parse_value, BatchRequest, BatchResponse, Consistency, DeleteRequest, Id, SearchRequest,
     SearchResponse, UpsertRequest, WireReply, WorkerPayload, WorkerResponse, MAX_DELETE_IDS, MAX_UPSERT_VECTORS,
 };
-use squash_build::ids::Ids;
-use squash_build::io::{Attributes, Matrix};
-use squash_build::{BuildError, Delete, Upsert, WriteReport, Writer};
 use squash_core::attrs::{AttrKind, AttrSpec, ListColumn, Schema, MAX_LIST_ELEMENTS};
 use squash_engine::cache::SegmentCache;
 use squash_engine::cost::Route;
@@ -21,6 +18,7 @@ use squash_engine::search::{load_manifest_reusing, Call, Index, Local};
 use squash_engine::worker::Worker;
 use squash_engine::SearchError;
 use squash_storage::{Connector, DiskTier, ObjectStore};
+use squash_write::{Attributes, Delete, Ids, Matrix, Upsert, WriteError, WriteReport, Writer};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -150,13 +148,12 @@ pub const MAX_WRITE_BODY_BYTES: usize = 5 << 20;
 /// partitions, well inside API Gateway's 30 s limit.
 pub const COORDINATOR_FOLD_LIMIT: usize = 8;
 
-/// A build-side error as the API reports it.
-fn write_error(e: BuildError) -> SearchError {
+/// A write's error as the API reports it.
+fn write_error(e: WriteError) -> SearchError {
     match e {
-        BuildError::Invalid { field, message } => SearchError::bad(&field, message),
-        BuildError::Core(e) => e.into(),
-        BuildError::Storage(e) => SearchError::Storage(e),
-        BuildError::Input { path, message } => SearchError::internal(format!("{path}: {message}")),
+        WriteError::Invalid { field, message } => SearchError::bad(&field, message),
+        WriteError::Core(e) => e.into(),
+        WriteError::Storage(e) => SearchError::Storage(e),
     }
 }
 

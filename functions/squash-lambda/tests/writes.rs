@@ -6,11 +6,11 @@
 use crate::events::{DELETE, RAW_DELETE, RAW_UPSERT, UPSERT};
 use serde_json::{json, Value};
 use squash_build::build::{build_index_with_ids, BuildParams};
-use squash_build::io::Matrix;
-use squash_build::Ids;
 use squash_lambda::events::handle_event;
 use squash_lambda::{Config, Coordinator};
 use squash_storage::{LocalDir, ObjectStore};
+use squash_write::Ids;
+use squash_write::Matrix;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -333,8 +333,8 @@ fn string_ids_round_trip_through_http_and_batch_answers() {
 /// naming the field.
 #[test]
 fn list_attributes_travel_through_http_upserts_and_searches() {
-    use squash_build::io::Attributes;
     use squash_core::attrs::{AttrSpec, ListColumn, Schema};
+    use squash_write::Attributes;
     let root = std::env::temp_dir().join(format!("squash-lambda-lists-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let store = LocalDir::new(root.join("tagged"));
@@ -417,8 +417,8 @@ fn list_attributes_travel_through_http_upserts_and_searches() {
 /// reported by name.
 #[test]
 fn tenant_keys_travel_through_http_upserts_and_searches() {
-    use squash_build::io::Attributes;
     use squash_core::attrs::{AttrSpec, Schema};
+    use squash_write::Attributes;
     let root = std::env::temp_dir().join(format!("squash-lambda-tenants-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let store = LocalDir::new(root.join("keyed"));

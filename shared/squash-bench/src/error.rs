@@ -16,6 +16,12 @@ pub enum BenchError {
     Search(#[from] SearchError),
 }
 
+impl From<squash_write::WriteError> for BenchError {
+    fn from(e: squash_write::WriteError) -> Self {
+        BenchError::Build(e.into())
+    }
+}
+
 impl BenchError {
     /// An invalid setting `field` (see [`BuildError::bad`]).
     pub fn bad(field: &str, message: impl Into<String>) -> Self {

@@ -88,7 +88,9 @@ impl Workload {
         let mut out = squash_build::io::read_attributes(&dir.join(&self.attrs), &self.attr_names)?;
         for extra in &self.extra_attrs {
             let path = dir.join(extra);
-            out = out.join(squash_build::io::read_attributes(&path, &[])?, &path)?;
+            out = out
+                .join(squash_build::io::read_attributes(&path, &[])?)
+                .map_err(|m| BenchError::input(path.display(), m))?;
         }
         Ok(out)
     }

@@ -12,16 +12,15 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use squash_core::attrs::{AttrCells, AttrKind};
-use squash_core::binary::{encode_signs, words_for};
 use squash_core::distance::{prepare_vector, Metric};
 use squash_core::klt::Klt;
-use squash_core::manifest::{Manifest, ManifestMeta, PartitionInfo, SearchDefaults, PRESENCE_WORDS};
-use squash_core::osq::{allocate_bits, Quantizer, MAX_BITS};
-use squash_core::segment::{Segment, SegmentMeta, SegmentParts};
+use squash_core::manifest::{Manifest, ManifestMeta, PartitionInfo, SearchDefaults};
+use squash_core::osq::MAX_BITS;
+use squash_core::segment::Segment;
 use squash_core::values::{ValuePostings, MANY_VALUES};
 use squash_storage::ObjectStore;
+use squash_write::partition::{encode_partition, ListsOf, PartitionInput, PartitionObject, Quantisation};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
-use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 pub use squash_core::manifest::MANIFEST_KEY;
 
@@ -61,6 +60,16 @@ pub struct BuildParams {
     pub max_norm: Option<f32>,
 }
 
+impl BuildParams {
+    /// How each partition's quantiser is fitted.
+    pub fn quantisation(&self) -> Quantisation {
+        Quantisation {
+            bits_per_dim: self.bits_per_dim,
+            lloyd_sample: self.lloyd_sample,
+        }
+    }
+}
+
 impl Default for BuildParams {
     fn default() -> Self {
         BuildParams {
@@ -72,7 +81,7 @@ impl Default for BuildParams {
             seed: 42,
             partition_energy: 0.9,
             kmeans_iterations: 12,
-            lloyd_sample: 20_000,
+            lloyd_sample: squash_write::partition::DEFAULT_LLOYD_SAMPLE,
             defaults: default_search_defaults(),
             calibrate: true,
             progress: false,
@@ -222,39 +231,32 @@ pub fn build_index_with_ids(
     // RETAIN_SEGMENT_BYTES; the rest are read back from the store when it runs (mapped,
     // for a local index), so a large build never holds its whole index in memory.
     let retained_bytes = AtomicU64::new(0);
+    let input = PartitionInput {
+        vectors: &vectors,
+        attrs: &attrs,
+        ids,
+        attr_cells: &attr_cells,
+        global: &global,
+        metric,
+        quantisation: params.quantisation(),
+    };
     let results: Vec<Result<(PartitionInfo, Written, u64)>> = members
         .par_iter()
         .enumerate()
         .map(|(pid, rows)| {
-            let enc = encode_partition(
-                pid as u32,
-                rows,
-                &vectors,
-                &attrs,
-                ids,
-                &attr_cells,
-                &global,
-                metric,
-                params,
-                None,
-            );
-            let bytes = enc.segment.encode();
-            let key = format!("segments/p{pid:05}-{:032x}.sqs", xxh3_128(&bytes));
-            store.put(&key, &bytes)?;
+            let cluster =
+                |rotated: &[f32], dim: usize, energies: &[f32]| fine_lists(rotated, dim, energies, pid as u32, params);
+            let obj = encode_partition(pid as u32, rows, &input, ListsOf::Cluster(&cluster)).into_object()?;
+            store.put(&obj.info.key, &obj.bytes)?;
             bar.inc(1);
-            let head = squash_core::segment::head_len_of(&key, &bytes)?;
-            let info = PartitionInfo {
-                id: pid as u32,
-                count: rows.len() as u64,
-                key,
-                bytes: bytes.len() as u64,
-                checksum: format!("{:016x}", xxh3_64(&bytes)),
-                lists: (enc.segment.lists.len() - 1) as u32,
-                head,
-                deltas: Vec::new(),
-                deletes: None,
-                deleted: 0,
-            };
+            let PartitionObject {
+                info,
+                bytes,
+                lists,
+                rows,
+                list_centroids,
+                presence,
+            } = obj;
             let len = bytes.len() as u64;
             let keep = retained_bytes.fetch_add(len, AtomicOrdering::Relaxed) + len <= RETAIN_SEGMENT_BYTES;
             // Bytes encoded just above: structure checked, sections not re-hashed.
@@ -265,10 +267,10 @@ pub fn build_index_with_ids(
             };
             // Only what the manifest and the calibration need survives the partition.
             let written = Written {
-                lists: enc.segment.lists,
-                rows: enc.rows,
-                list_centroids: enc.list_centroids,
-                presence: enc.presence,
+                lists,
+                rows,
+                list_centroids,
+                presence,
                 kept,
             };
             Ok((info, written, len))
@@ -450,16 +452,6 @@ pub fn default_nprobe(lists: usize) -> u32 {
     ((lists as f64 * 0.08).ceil() as u32).max(1)
 }
 
-/// One encoded partition: its segment, and per fine list its centroid in the global KLT
-/// space and its attribute code-presence bitmaps.
-pub(crate) struct Encoded {
-    pub(crate) segment: SegmentParts,
-    /// Input row of each segment row.
-    pub(crate) rows: Vec<u32>,
-    pub(crate) list_centroids: Vec<f32>,
-    pub(crate) presence: Vec<u64>,
-}
-
 /// What the rest of the build needs of a partition once its segment is written: its
 /// list offsets and ids, the lists' centroids and presence bitmaps, and the segment
 /// itself when kept for the re-rank calibration.
@@ -473,7 +465,13 @@ struct Written {
 
 /// Splits a partition's rows into balanced fine lists by k-means on the leading
 /// coordinates of the partition's own KLT (`rotated`, `n × dim`); returns each row's list.
-fn fine_lists(rotated: &[f32], dim: usize, energies: &[f32], pid: u32, params: &BuildParams) -> (usize, Vec<u32>) {
+pub(crate) fn fine_lists(
+    rotated: &[f32],
+    dim: usize,
+    energies: &[f32],
+    pid: u32,
+    params: &BuildParams,
+) -> (usize, Vec<u32>) {
     let n = rotated.len() / dim.max(1);
     let lists = ((n as f64 / params.list_vectors as f64).round() as usize).clamp(1, n.max(1));
     if lists == 1 || n == 0 {
@@ -500,126 +498,6 @@ fn fine_lists(rotated: &[f32], dim: usize, energies: &[f32], pid: u32, params: &
         &|| {},
     );
     (lists, part.assignment)
-}
-
-/// Builds the segment of one partition from its member rows: rows grouped by fine list,
-/// the lists clustered here, or `given` as `(lists, list of each member row)`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn encode_partition(
-    pid: u32,
-    rows: &[usize],
-    vectors: &Matrix,
-    attrs: &Attributes,
-    ids: &Ids,
-    attr_cells: &[AttrCells],
-    global: &Klt,
-    metric: Metric,
-    params: &BuildParams,
-    given: Option<(usize, &[u32])>,
-) -> Encoded {
-    let dim = vectors.cols;
-    let n = rows.len();
-    let klt = Klt::fit(rows.iter().map(|&r| vectors.row(r)), dim, dim);
-    let mut rotated = vec![0f32; n * dim];
-    let mut scratch = vec![0f32; dim];
-    for (&r, out) in rows.iter().zip(rotated.chunks_exact_mut(dim)) {
-        klt.apply(vectors.row(r), &mut scratch, out);
-    }
-    // Order the rows list by list (stable inside a list).
-    let (lists, assignment) = match given {
-        Some((lists, assignment)) => (lists, assignment.to_vec()),
-        None => fine_lists(&rotated, dim, &klt.eigenvalues, pid, params),
-    };
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|&i| assignment[i]);
-    let mut offsets = vec![0u32; lists + 1];
-    for &l in &assignment {
-        offsets[l as usize + 1] += 1;
-    }
-    for l in 0..lists {
-        offsets[l + 1] += offsets[l];
-    }
-    let rotated: Vec<f32> = order
-        .iter()
-        .flat_map(|&i| rotated[i * dim..(i + 1) * dim].iter().copied())
-        .collect();
-    let rows: Vec<usize> = order.iter().map(|&i| rows[i]).collect();
-
-    let mut data = Vec::with_capacity(n * dim);
-    for &r in &rows {
-        data.extend_from_slice(vectors.row(r));
-    }
-    let total_bits = (params.bits_per_dim as f64 * dim as f64).round() as usize;
-    let bits = allocate_bits(&klt.eigenvalues, total_bits, MAX_BITS);
-    let quantizer = Quantizer::train(&rotated, dim, &bits, params.lloyd_sample);
-    let width = bits.iter().filter(|&&b| b > 0).count();
-    let mut codes = vec![0u8; n * width];
-    let words = words_for(dim);
-    let mut signs = vec![0u64; n * words];
-    for i in 0..n {
-        let y = &rotated[i * dim..(i + 1) * dim];
-        quantizer.encode(y, &mut codes[i * width..(i + 1) * width]);
-        encode_signs(y, &mut signs[i * words..(i + 1) * words]);
-    }
-    let attr_codes: Vec<Vec<u8>> = attr_cells
-        .iter()
-        .enumerate()
-        .map(|(a, cells)| rows.iter().map(|&r| cells.encode_value(attrs.value(a, r))).collect())
-        .collect();
-    let Attributes {
-        columns: attr_values,
-        lists: attr_lists,
-        ..
-    } = attrs.select(&rows);
-    // Per list: the centroid of its vectors, in the global KLT space the planner ranks
-    // in, and which attribute codes occur.
-    let mut list_centroids = Vec::with_capacity(lists * global.out_dims());
-    let mut presence = vec![0u64; lists * attr_codes.len() * PRESENCE_WORDS];
-    for l in 0..lists {
-        let range = offsets[l] as usize..offsets[l + 1] as usize;
-        let mut mean = vec![0f64; dim];
-        for r in range.clone() {
-            for (m, &x) in mean.iter_mut().zip(&data[r * dim..(r + 1) * dim]) {
-                *m += x as f64;
-            }
-        }
-        let count = range.len().max(1) as f64;
-        let mean: Vec<f32> = mean.iter().map(|&m| (m / count) as f32).collect();
-        list_centroids.extend(global.transform(&mean));
-        for (a, col) in attr_codes.iter().enumerate() {
-            let bits = &mut presence[(l * attr_codes.len() + a) * PRESENCE_WORDS..][..PRESENCE_WORDS];
-            for &c in &col[range.clone()] {
-                bits[c as usize / 64] |= 1 << (c % 64);
-            }
-        }
-    }
-    let segment = SegmentParts {
-        meta: SegmentMeta {
-            partition: pid,
-            count: n as u64,
-            dim: dim as u32,
-            metric,
-            attrs: attrs.columns.len() as u32,
-        },
-        klt,
-        quantizer,
-        codes,
-        signs,
-        attr_cells: attr_cells.to_vec(),
-        attr_codes,
-        ids: rows.iter().map(|&r| ids.key(r)).collect(),
-        names: rows.iter().filter_map(|&r| ids.name(r).map(str::to_string)).collect(),
-        attr_values,
-        attr_lists,
-        vectors: data,
-        lists: offsets,
-    };
-    Encoded {
-        segment,
-        rows: rows.iter().map(|&r| r as u32).collect(),
-        list_centroids,
-        presence,
-    }
 }
 
 /// The inner-product transformation's `M` for `vectors` (prepared): `given` when it holds

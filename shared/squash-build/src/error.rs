@@ -41,5 +41,15 @@ impl BuildError {
     }
 }
 
+impl From<squash_write::WriteError> for BuildError {
+    fn from(e: squash_write::WriteError) -> Self {
+        match e {
+            squash_write::WriteError::Invalid { field, message } => BuildError::Invalid { field, message },
+            squash_write::WriteError::Core(e) => BuildError::Core(e),
+            squash_write::WriteError::Storage(e) => BuildError::Storage(e),
+        }
+    }
+}
+
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, BuildError>;

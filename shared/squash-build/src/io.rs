@@ -1,111 +1,13 @@
 //! Reading and writing input files: `.npy` (float32/float64/int32/int64, 2-D, C order),
-//! `.fvecs`, and attribute tables (`.npy` columns with names, or CSV with a header).
+//! `.fvecs`, `.bvecs`, and attribute tables (`.npy` columns with names, or CSV with a header).
 //! Every error names the file and what is wrong with it.
 
 use crate::error::{BuildError, Result};
-use squash_core::attrs::{AttrSpec, AttrValue, ListColumn, Schema, MAX_LIST_ELEMENTS};
+use squash_core::attrs::{AttrSpec, ListColumn, Schema, MAX_LIST_ELEMENTS};
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
 
-/// A dense row-major matrix of f32.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Matrix {
-    /// Rows.
-    pub rows: usize,
-    /// Columns.
-    pub cols: usize,
-    /// `rows × cols` values.
-    pub data: Vec<f32>,
-}
-
-impl Matrix {
-    /// Row `i`.
-    pub fn row(&self, i: usize) -> &[f32] {
-        &self.data[i * self.cols..(i + 1) * self.cols]
-    }
-}
-
-/// Attribute columns with their schema.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Attributes {
-    /// Names, kinds and dictionaries.
-    pub schema: Schema,
-    /// One column of values per attribute (`NaN` = missing; a list attribute's element
-    /// counts).
-    pub columns: Vec<Vec<f64>>,
-    /// Each list attribute's elements (`Some` at its column; shorter than `columns`, or
-    /// empty, when the rest are single-valued).
-    pub lists: Vec<Option<ListColumn>>,
-}
-
-impl Attributes {
-    /// Number of rows (0 when there are no attributes).
-    pub fn rows(&self) -> usize {
-        self.columns.first().map(|c| c.len()).unwrap_or(0)
-    }
-
-    /// Value of attribute `a` at `row`, as filters evaluate it.
-    pub fn value(&self, a: usize, row: usize) -> AttrValue<'_> {
-        squash_core::attrs::attr_value(&self.columns, &self.lists, a, row)
-    }
-
-    /// List attribute `a`'s elements (`None` for a single-valued attribute).
-    pub fn list(&self, a: usize) -> Option<&ListColumn> {
-        self.lists.get(a).and_then(Option::as_ref)
-    }
-
-    /// These attributes and `other`'s side by side (the same rows; `other` read from
-    /// `path`, which errors name). Names must differ.
-    pub fn join(mut self, other: Attributes, path: &Path) -> Result<Attributes> {
-        if self.columns.is_empty() {
-            return Ok(other);
-        }
-        if other.columns.is_empty() {
-            return Ok(self);
-        }
-        if other.rows() != self.rows() {
-            return Err(BuildError::input(
-                path.display(),
-                format!("has {} rows; the other attributes have {}", other.rows(), self.rows()),
-            ));
-        }
-        if let Some(dup) = other
-            .schema
-            .attrs
-            .iter()
-            .find(|a| self.schema.index_of(&a.name).is_some())
-        {
-            return Err(BuildError::input(
-                path.display(),
-                format!("attribute '{}' is given twice", dup.name),
-            ));
-        }
-        self.lists.resize(self.columns.len(), None);
-        let mut lists = other.lists;
-        lists.resize(other.columns.len(), None);
-        self.schema.attrs.extend(other.schema.attrs);
-        self.columns.extend(other.columns);
-        self.lists.extend(lists);
-        Ok(self)
-    }
-
-    /// These attributes restricted to rows `rows`, in that order.
-    pub fn select(&self, rows: &[usize]) -> Attributes {
-        Attributes {
-            schema: self.schema.clone(),
-            columns: self
-                .columns
-                .iter()
-                .map(|c| rows.iter().map(|&r| c[r]).collect())
-                .collect(),
-            lists: self
-                .lists
-                .iter()
-                .map(|l| l.as_ref().map(|l| l.select(rows.iter().copied())))
-                .collect(),
-        }
-    }
-}
+pub use squash_write::{Attributes, Matrix};
 
 /// One element (or single value) of an attribute as a text input holds it.
 #[derive(Debug, Clone)]
@@ -316,11 +218,26 @@ pub fn read_npy_matrix(path: &Path) -> Result<Matrix> {
     Ok(Matrix { rows, cols, data })
 }
 
-/// Reads an `.fvecs` file (per row: little-endian i32 dimension, then that many f32).
+/// Reads an `.fvecs` file: per vector a little-endian `i32` dimension, then that many
+/// little-endian `f32` values.
 pub fn read_fvecs(path: &Path) -> Result<Matrix> {
+    read_xvecs(path, "fvecs", 4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+}
+
+/// Reads a `.bvecs` file (the BIGANN format of SIFT1B): per vector a little-endian
+/// `i32` dimension, then that many unsigned bytes, read as floats 0 to 255.
+pub fn read_bvecs(path: &Path) -> Result<Matrix> {
+    read_xvecs(path, "bvecs", 1, |c| c[0] as f32)
+}
+
+/// Reads a TEXMEX `.?vecs` file whose values are `width` bytes each, decoded by `value`.
+fn read_xvecs(path: &Path, ext: &str, width: usize, value: fn(&[u8]) -> f32) -> Result<Matrix> {
     let bytes = std::fs::read(path).map_err(|e| BuildError::input(path.display(), format!("cannot read: {e}")))?;
     if bytes.len() < 4 {
-        return Err(BuildError::input(path.display(), "empty or truncated .fvecs file"));
+        return Err(BuildError::input(
+            path.display(),
+            format!("empty or truncated .{ext} file"),
+        ));
     }
     let dim = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     if dim <= 0 || dim > 65_536 {
@@ -330,7 +247,7 @@ pub fn read_fvecs(path: &Path) -> Result<Matrix> {
         ));
     }
     let dim = dim as usize;
-    let record = 4 + 4 * dim;
+    let record = 4 + width * dim;
     if bytes.len() % record != 0 {
         return Err(BuildError::input(
             path.display(),
@@ -350,24 +267,21 @@ pub fn read_fvecs(path: &Path) -> Result<Matrix> {
                 format!("row {i} has dimension {d}, first row has {dim}"),
             ));
         }
-        data.extend(
-            rec[4..]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-        );
+        data.extend(rec[4..].chunks_exact(width).map(value));
     }
     Ok(Matrix { rows, cols: dim, data })
 }
 
-/// Reads vectors from `.npy` or `.fvecs` (chosen by extension).
+/// Reads vectors from `.npy`, `.fvecs` or `.bvecs` (chosen by extension).
 pub fn read_vectors(path: &Path) -> Result<Matrix> {
     let m = match path.extension().and_then(|e| e.to_str()) {
         Some("npy") => read_npy_matrix(path)?,
         Some("fvecs") => read_fvecs(path)?,
+        Some("bvecs") => read_bvecs(path)?,
         _ => {
             return Err(BuildError::input(
                 path.display(),
-                "unknown vector file type (expected .npy or .fvecs)",
+                "unknown vector file type (expected .npy, .fvecs or .bvecs)",
             ))
         }
     };
@@ -809,6 +723,7 @@ pub fn read_json_lines(path: &Path) -> Result<Vec<serde_json::Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use squash_core::attrs::AttrValue;
 
     /// A fresh scratch directory for one test.
     fn scratch(name: &str) -> std::path::PathBuf {
@@ -981,6 +896,29 @@ mod tests {
             .to_string()
             .contains("row 1 has dimension 2"));
         std::fs::write(&p, &bytes[..bytes.len() - 2]).unwrap();
+        assert!(read_vectors(&p).unwrap_err().to_string().contains("not a multiple"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bvecs_reads_bytes_as_floats_and_rejects_ragged_rows() {
+        let dir = scratch("bvecs");
+        let p = dir.join("v.bvecs");
+        let mut bytes = Vec::new();
+        for row in [[0u8, 7, 255, 1], [9, 8, 7, 6]] {
+            bytes.extend_from_slice(&4i32.to_le_bytes());
+            bytes.extend_from_slice(&row);
+        }
+        std::fs::write(&p, &bytes).unwrap();
+        let m = read_vectors(&p).unwrap();
+        assert_eq!((m.rows, m.cols), (2, 4));
+        assert_eq!(m.row(0), &[0.0, 7.0, 255.0, 1.0]);
+        assert_eq!(m.row(1), &[9.0, 8.0, 7.0, 6.0]);
+        bytes[8..12].copy_from_slice(&3i32.to_le_bytes());
+        std::fs::write(&p, &bytes).unwrap();
+        let e = read_vectors(&p).unwrap_err().to_string();
+        assert!(e.contains("row 1 has dimension 3"), "{e}");
+        std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
         assert!(read_vectors(&p).unwrap_err().to_string().contains("not a multiple"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -1,10 +1,13 @@
 //! # squash-build
 //!
 //! Building an index: reading vectors and attributes ([`io`]: `.npy`, `.fvecs`,
-//! `.bvecs`, CSV), balanced k-means ([`kmeans`]), then per partition the KLT, OSQ
-//! quantiser, sign bits and attribute codes, written as segments plus one manifest
-//! ([`build`]), the default search knobs measured on the data ([`calibrate`]), with a progress bar on terminals ([`progress`]). The query engine never
-//! links this crate.
+//! `.bvecs`, CSV, JSON lines), balanced k-means ([`kmeans`]), then per partition the
+//! KLT, OSQ quantiser, sign bits and attribute codes (the write path's
+//! [`squash_write::partition`]), written as segments plus one manifest ([`build`]), the
+//! default search knobs measured on the data ([`calibrate`]), compaction with the fine
+//! lists clustered again ([`compact`]), with a progress bar on terminals
+//! ([`progress`]). Only the CLI (and tools beside it) link this crate: the Lambda
+//! functions link the query engine and the write path, never k-means or file readers.
 
 #![warn(missing_docs)]
 
@@ -16,9 +19,7 @@ pub mod ids;
 pub mod io;
 pub mod kmeans;
 pub mod progress;
-pub mod write;
 
 pub use build::{build_index, build_index_with_ids, BuildParams};
 pub use error::{BuildError, Result};
 pub use ids::Ids;
-pub use write::{Delete, Upsert, WriteReport, Writer};

@@ -16,6 +16,7 @@ pub mod fastscan;
 pub mod filter;
 pub mod klt;
 pub mod manifest;
+pub mod naming;
 pub mod osq;
 pub mod segment;
 pub mod topk;

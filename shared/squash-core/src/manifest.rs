@@ -13,10 +13,9 @@ use crate::segment::{decode_cells, encode_cells};
 use crate::values::{decode_values, encode_values, ValuePostings};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 /// Key of the manifest object under an index's root.
-pub const MANIFEST_KEY: &str = "manifest.sqm";
+pub use crate::naming::MANIFEST_KEY;
 
 /// Magic of manifest objects.
 pub const MANIFEST_MAGIC: &[u8; 8] = b"SQUASHMF";
@@ -294,6 +293,57 @@ impl Manifest {
         (p as u32, (l - self.list_start[p] as usize) as u32)
     }
 
+    /// Global numbers of partition `p`'s lists.
+    pub fn lists_of(&self, p: usize) -> std::ops::Range<usize> {
+        self.list_start[p] as usize..self.list_start[p + 1] as usize
+    }
+
+    /// Sets the number of rows global list `l` holds.
+    pub fn set_list_count(&mut self, l: usize, rows: u32) {
+        self.list_counts[l] = rows;
+    }
+
+    /// Records one more row in global list `l`, with attribute codes `codes` (one per
+    /// attribute) now present in it.
+    pub fn add_row_to_list(&mut self, l: usize, codes: impl IntoIterator<Item = u8>) {
+        self.list_counts[l] += 1;
+        let attrs = self.meta.schema.len();
+        for (a, c) in codes.into_iter().enumerate().take(attrs) {
+            self.list_presence[(l * attrs + a) * PRESENCE_WORDS + c as usize / 64] |= 1 << (c % 64);
+        }
+    }
+
+    /// Replaces partition `p` with `info` and its lists with `counts` rows each, code
+    /// presence `presence` ([`PRESENCE_WORDS`] words per attribute per list) and, when
+    /// given, centroids `centroids` (`partition_dims` per list; `None` keeps the
+    /// lists' centroids, so the number of lists must not change). The lists of the
+    /// partitions after `p` are renumbered.
+    pub fn replace_partition(
+        &mut self,
+        p: usize,
+        info: PartitionInfo,
+        counts: &[u32],
+        presence: &[u64],
+        centroids: Option<&[f32]>,
+    ) {
+        let old = self.lists_of(p);
+        let pd = self.meta.partition_dims as usize;
+        let w = self.meta.schema.len() * PRESENCE_WORDS;
+        debug_assert_eq!(info.lists as usize, counts.len());
+        debug_assert_eq!(presence.len(), counts.len() * w);
+        debug_assert!(centroids.is_some() || counts.len() == old.len());
+        if let Some(c) = centroids {
+            debug_assert_eq!(c.len(), counts.len() * pd);
+            self.list_centroids
+                .splice(old.start * pd..old.end * pd, c.iter().copied());
+        }
+        self.list_counts.splice(old.clone(), counts.iter().copied());
+        self.list_presence
+            .splice(old.start * w..old.end * w, presence.iter().copied());
+        self.meta.partitions[p] = info;
+        self.list_start = Manifest::list_starts(&self.meta.partitions);
+    }
+
     /// Prefix sums of the partitions' list counts (see [`Manifest::list_start`]).
     pub fn list_starts(partitions: &[PartitionInfo]) -> Vec<u32> {
         let mut out = Vec::with_capacity(partitions.len() + 1);
@@ -368,7 +418,7 @@ impl Manifest {
                 continue;
             }
             let bytes = encode_values(&spec.dictionary, &postings);
-            let key = format!("segments/values-a{a:03}-{:032x}.sqv", xxh3_128(&bytes));
+            let key = crate::naming::Naming::values_key(a, &bytes);
             let stored = previous
                 .and_then(|m| m.meta.schema.attrs.get(a))
                 .and_then(|s| s.values.as_ref())
@@ -376,7 +426,7 @@ impl Manifest {
             spec.values = Some(crate::attrs::ValuesRef {
                 key: key.clone(),
                 bytes: bytes.len() as u64,
-                checksum: format!("{:016x}", xxh3_64(&bytes)),
+                checksum: crate::naming::Naming::checksum(&bytes),
                 strings: spec.dictionary.len() as u64,
                 pairs: postings.pairs() as u64,
             });
@@ -420,7 +470,7 @@ impl Manifest {
             .values
             .clone()
             .ok_or_else(|| bad("no reference".into()))?;
-        if bytes.len() as u64 != r.bytes || format!("{:016x}", xxh3_64(bytes)) != r.checksum {
+        if bytes.len() as u64 != r.bytes || crate::naming::Naming::checksum(bytes) != r.checksum {
             return Err(bad(format!(
                 "size or checksum differs from the manifest's ({} bytes, expected {})",
                 bytes.len(),

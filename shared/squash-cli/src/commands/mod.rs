@@ -67,6 +67,12 @@ pub enum CliError {
     Core(#[from] CoreError),
 }
 
+impl From<squash_write::WriteError> for CliError {
+    fn from(e: squash_write::WriteError) -> Self {
+        CliError::Build(e.into())
+    }
+}
+
 impl CliError {
     /// An invalid flag value.
     pub fn bad(field: &str, message: impl Into<String>) -> Self {
@@ -206,7 +212,7 @@ pub fn load_attrs(paths: &[std::path::PathBuf], names: &[String]) -> Result<Attr
     for p in paths {
         let is_npy = p.extension().and_then(|e| e.to_str()) == Some("npy");
         let table = read_attributes(p, if is_npy { names } else { &[] })?;
-        out = out.join(table, p)?;
+        out = out.join(table).map_err(|m| BuildError::input(p.display(), m))?;
     }
     if npy == 0 && !names.is_empty() {
         return Err(CliError::bad(

@@ -5,8 +5,8 @@ use super::{load_attrs, CliError, Result};
 use clap::Args;
 use squash_build::ids::read_ids;
 use squash_build::io::read_vectors;
-use squash_build::{Delete, Upsert, WriteReport, Writer};
 use squash_storage::open_store;
+use squash_write::{Delete, Upsert, WriteReport, Writer};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -53,7 +53,7 @@ pub struct FoldArgs {
 pub struct FoldShare(Option<f64>);
 
 fn parse_fold_share(v: &str) -> std::result::Result<FoldShare, String> {
-    squash_build::write::parse_fold_share(v).map(FoldShare)
+    squash_write::write::parse_fold_share(v).map(FoldShare)
 }
 
 #[derive(Args)]
@@ -165,7 +165,7 @@ pub fn run_upsert(a: UpsertArgs) -> Result<()> {
         let end = (start + a.batch).min(n);
         let part = Upsert {
             ids: ids.slice(start..end),
-            vectors: squash_build::io::Matrix {
+            vectors: squash_write::Matrix {
                 rows: end - start,
                 cols: vectors.cols,
                 data: vectors.data[start * vectors.cols..end * vectors.cols].to_vec(),
@@ -174,7 +174,7 @@ pub fn run_upsert(a: UpsertArgs) -> Result<()> {
         };
         let r = writer.upsert(&part).map_err(|e| match e {
             // Name rows of the whole input, not of the batch.
-            squash_build::BuildError::Invalid { field, message } => CliError::bad(&shift_row(&field, start), message),
+            squash_write::WriteError::Invalid { field, message } => CliError::bad(&shift_row(&field, start), message),
             other => other.into(),
         })?;
         total.add(&r);

@@ -12,33 +12,23 @@
 //! read (its objects are orphans, removed by `squash compact`); readers hold one
 //! manifest version from the start to the end of a query, so they never see half a write.
 
-use crate::error::{BuildError, Result};
+use crate::commit::{commit, Hook, Staged};
+use crate::error::{Result, WriteError};
 use crate::ids::Ids;
-use crate::io::{Attributes, Matrix};
+use crate::table::{Attributes, Matrix};
 use squash_core::attrs::{AttrCells, AttrKind, AttrValue, ListColumn, Schema};
 use squash_core::binary::{encode_signs, words_for};
 use squash_core::deletes::{decode_deletes, encode_deletes};
 use squash_core::distance::{l2sq, prepare_stored};
 use squash_core::filter::Expr;
-use squash_core::manifest::{
-    string_id_key, DeletesInfo, DeltaInfo, IdKind, Manifest, MANIFEST_KEY, MAX_ID_BYTES, PRESENCE_WORDS,
-};
+use squash_core::manifest::{string_id_key, DeletesInfo, DeltaInfo, IdKind, Manifest, MAX_ID_BYTES};
+use squash_core::naming::Naming;
 use squash_core::segment::{Segment, SegmentMeta, SegmentParts};
 use squash_core::values::code_of_value;
 use squash_engine::cache::SegmentCache;
-use squash_storage::{ObjectStore, Precondition, StorageError};
+use squash_storage::ObjectStore;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
-
-/// Most conditional commits a write attempts before giving up (each conflict means
-/// another writer committed first; the write is re-applied on the new version).
-pub const MAX_COMMIT_ATTEMPTS: u32 = 64;
-
-/// Prefix of the copies of committed manifests kept for `squash compact` (which
-/// removes objects no version younger than its grace period names).
-pub const VERSIONS_PREFIX: &str = "versions/";
 
 /// Rows to insert or replace: ids (integers or strings, as the index's), vectors and
 /// attributes by name (a subset of the index's; absent ones are missing values).
@@ -141,9 +131,6 @@ pub fn parse_fold_share(v: &str) -> std::result::Result<Option<f64>, String> {
     }
 }
 
-/// A fault drill's hook: called with each step's name before it runs.
-type Hook = dyn Fn(&str) -> Result<()> + Send + Sync;
-
 /// A segment of the manifest to hold: partition, place, key, size, checksum, deletions.
 type Wanted<'a> = (u32, usize, &'a str, u64, &'a str, Option<&'a DeletesInfo>);
 
@@ -154,13 +141,6 @@ pub(crate) struct Held {
     pub(crate) place: usize,
     pub(crate) segment: Arc<Segment>,
     pub(crate) dead: Arc<Vec<u32>>,
-}
-
-/// New objects and the manifest they go into, ready to commit.
-struct Staged {
-    manifest: Manifest,
-    objects: Vec<(String, Vec<u8>)>,
-    report: WriteReport,
 }
 
 impl Writer {
@@ -190,7 +170,7 @@ impl Writer {
 
     /// This writer, folding after each write the partitions whose rows in deltas plus
     /// deleted rows reach `share` of their base rows (and at least
-    /// [`crate::compact::FOLD_MIN_ROWS`]); `None` never folds. A query scans a delta's
+    /// [`crate::fold::FOLD_MIN_ROWS`]); `None` never folds. A query scans a delta's
     /// rows and skips deleted ones at a cost a rebuilt partition does not have, so
     /// folding bounds what writes cost searches between compactions; the fold is its
     /// own version, committed after the write's. Default [`DEFAULT_FOLD_SHARE`].
@@ -216,9 +196,9 @@ impl Writer {
             return report;
         };
         let folded = self.step("fold").and_then(|()| {
-            let churned = |p: &squash_core::manifest::PartitionInfo| crate::compact::needs_fold(p, share);
-            let keep = crate::compact::Lists::Keep;
-            crate::compact::fold_where(self, self.store.as_ref(), &churned, self.fold_limit, keep)
+            let churned = |p: &squash_core::manifest::PartitionInfo| crate::fold::needs_fold(p, share);
+            let keep = crate::fold::Lists::Keep;
+            crate::fold::fold_where(self, self.store.as_ref(), &churned, self.fold_limit, keep)
         });
         match folded {
             Ok(f) => {
@@ -257,81 +237,23 @@ impl Writer {
         Ok(self.fold_after(report, churned))
     }
 
-    /// Reads the current manifest, stages the write on it and commits it with a
-    /// conditional write; on a conflict, starts over from the newer version. Also says
-    /// whether the version committed has a partition to fold.
-    fn commit_loop(&self, mut stage: impl FnMut(&Manifest) -> Result<Staged>) -> Result<(WriteReport, bool)> {
-        let mut retries = 0;
-        loop {
-            let (bytes, tag) = self.store.get_tagged(MANIFEST_KEY)?;
-            let manifest = read_manifest(self.store.as_ref(), &bytes)?;
-            let mut staged = stage(&manifest)?;
-            staged.report.retries = retries;
-            if staged.objects.is_empty() {
-                // Nothing changed (a delete of absent ids): no new version.
-                staged.report.version = manifest.meta.version;
-                staged.report.count = manifest.meta.count;
-                return Ok((staged.report, false));
-            }
-            // Value indexes whose dictionary or postings changed go with the segments.
-            let values = staged.manifest.value_objects(Some(&manifest));
-            staged.objects.extend(values);
-            let (segments, deletes): (Vec<_>, Vec<_>) = staged
-                .objects
-                .iter()
-                .partition(|(k, _)| k.ends_with(".sqs") || k.ends_with(".sqv"));
-            self.step("segments")?;
-            put_all(self.store.as_ref(), &segments)?;
-            self.step("deletes")?;
-            put_all(self.store.as_ref(), &deletes)?;
-            staged.report.objects_written = staged.objects.len() as u64 + 1;
-            staged.report.bytes_written = staged.objects.iter().map(|(_, b)| b.len() as u64).sum();
-            let version = manifest.meta.version + 1;
-            staged.manifest.meta.version = version;
-            staged.manifest.meta.committed_at = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let encoded = staged.manifest.encode();
-            staged.report.bytes_written += encoded.len() as u64;
-            self.step("commit")?;
-            match self.store.put_if(MANIFEST_KEY, &encoded, &Precondition::Matches(tag)) {
-                Ok(_) => {
-                    // A copy for `squash compact` to know what this version named;
-                    // the commit above is what counts, so a failure here only keeps
-                    // more objects alive at the next compaction.
-                    if self.step("history").is_ok() {
-                        let _ = self.store.put(&format!("{VERSIONS_PREFIX}{version:020}.sqm"), &encoded);
-                    }
-                    staged.report.version = version;
-                    staged.report.count = staged.manifest.meta.count;
-                    let churned = self.fold_share.is_some_and(|share| {
-                        (staged.manifest.meta.partitions.iter()).any(|p| crate::compact::needs_fold(p, share))
-                    });
-                    return Ok((staged.report, churned));
-                }
-                Err(StorageError::Conflict { .. }) if retries + 1 < MAX_COMMIT_ATTEMPTS => {
-                    retries += 1;
-                    // Back off a little, more each time, with jitter so that two
-                    // writers do not collide in lockstep.
-                    // (The clock's nanoseconds differ between two racing processes.)
-                    let nanos = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.subsec_nanos());
-                    let jitter = xxh3_64(&[nanos.to_le_bytes(), retries.to_le_bytes()].concat());
-                    let ms = (2u64 << retries.min(6)) + jitter % 8;
-                    std::thread::sleep(Duration::from_millis(ms));
-                }
-                Err(StorageError::Conflict { .. }) => {
-                    return Err(BuildError::bad(
-                        "manifest",
-                        format!(
-                        "gave up after {MAX_COMMIT_ATTEMPTS} conflicting commits: other writers kept committing first"
-                    ),
-                    ))
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+    /// Commits the write `stage` makes (see [`crate::commit`]); also says whether the
+    /// version committed has a partition to fold.
+    fn commit_loop(&self, stage: impl FnMut(&Manifest) -> Result<Staged<WriteReport>>) -> Result<(WriteReport, bool)> {
+        let no_hook = |_: &str| Ok(());
+        let hook: &Hook = self.hook.as_deref().unwrap_or(&no_hook);
+        let committed = commit(self.store.as_ref(), "writing", hook, stage)?;
+        let mut report = committed.outcome;
+        report.retries = committed.retries;
+        report.objects_written = committed.objects_written;
+        report.bytes_written = committed.bytes_written;
+        report.version = committed.manifest.meta.version;
+        report.count = committed.manifest.meta.count;
+        let churned = committed.changed
+            && self.fold_share.is_some_and(|share| {
+                (committed.manifest.meta.partitions.iter()).any(|p| crate::fold::needs_fold(p, share))
+            });
+        Ok((report, churned))
     }
 
     /// Every segment of the index (base and deltas) with its deleted rows.
@@ -370,20 +292,10 @@ impl Writer {
                 None => self
                     .cache
                     .get(key)
-                    .ok_or_else(|| BuildError::bad("segments", format!("segment '{key}' was not read")))?,
+                    .ok_or_else(|| WriteError::bad("segments", format!("segment '{key}' was not read")))?,
                 Some(blob) => {
                     let blob = blob?;
-                    let sum = format!("{:016x}", xxh3_64(&blob.bytes));
-                    if blob.bytes.len() as u64 != bytes || sum != checksum {
-                        return Err(squash_core::CoreError::corrupt(
-                            key,
-                            format!(
-                                "{} bytes with checksum {sum}, the manifest says {bytes} bytes, {checksum}",
-                                blob.bytes.len()
-                            ),
-                        )
-                        .into());
-                    }
+                    Naming::verify(key, &blob.bytes, bytes, checksum)?;
                     let seg = Arc::new(Segment::decode_verified(key, blob.bytes.clone())?);
                     let charge = seg.decoded_bytes() + if blob.mapped { 0 } else { bytes };
                     self.cache.insert(key, seg.clone(), charge);
@@ -409,19 +321,7 @@ impl Writer {
             return Ok(rows.clone());
         }
         let bytes = self.store.get(&d.key)?;
-        let sum = format!("{:016x}", xxh3_64(&bytes));
-        if bytes.len() as u64 != d.bytes || sum != d.checksum {
-            return Err(squash_core::CoreError::corrupt(
-                &d.key,
-                format!(
-                    "{} bytes with checksum {sum}, the manifest says {} bytes, {}",
-                    bytes.len(),
-                    d.bytes,
-                    d.checksum
-                ),
-            )
-            .into());
-        }
+        Naming::verify(&d.key, &bytes, d.bytes, &d.checksum)?;
         let rows = Arc::new(decode_deletes(&d.key, &bytes, total)?);
         self.deletes
             .lock()
@@ -454,7 +354,7 @@ impl Writer {
         found
     }
 
-    fn stage_upsert(&self, manifest: &Manifest, rows: Prepared) -> Result<Staged> {
+    fn stage_upsert(&self, manifest: &Manifest, rows: Prepared) -> Result<Staged<WriteReport>> {
         let held = self.held_segments(manifest)?;
         let mut keys: HashMap<u64, Vec<usize>> = HashMap::new();
         for (i, &k) in rows.keys.iter().enumerate() {
@@ -488,7 +388,7 @@ impl Writer {
         for (&pid, members) in &by_partition {
             let base = base_of
                 .get(&pid)
-                .ok_or_else(|| BuildError::bad("manifest", format!("partition {pid} has no base segment")))?;
+                .ok_or_else(|| WriteError::bad("manifest", format!("partition {pid} has no base segment")))?;
             // One delta per partition: its earlier deltas' live rows (less those this
             // write replaces) move into the new one with the new rows, and the old
             // deltas, with their deletion sets, leave the manifest. A query then scans
@@ -519,12 +419,12 @@ impl Writer {
             }
             let parts = delta_parts(&base.segment, pid, &merged_members, &merged, manifest.meta.metric);
             let bytes = parts.encode();
-            let key = format!("segments/p{pid:05}-{:032x}.sqs", xxh3_128(&bytes));
+            let key = Naming::segment_key(pid, &bytes);
             let head = squash_core::segment::head_len_of(&key, &bytes)?;
-            let first = m.list_start[pid as usize] as usize;
+            let first = m.lists_of(pid as usize).start;
             // The partition's list sizes: the base segment's plus the merged delta's.
             for l in 0..base.segment.list_count() {
-                m.list_counts[first + l] = base.segment.list_rows(l).len() as u32;
+                m.set_list_count(first + l, base.segment.list_rows(l).len() as u32);
             }
             for (a, out) in fresh.iter_mut().enumerate() {
                 if m.postings(a).is_none() {
@@ -542,12 +442,10 @@ impl Writer {
                 }
             }
             for &(i, local) in &merged_members {
-                let g = first + local as usize;
-                m.list_counts[g] += 1;
-                for a in 0..attrs {
-                    let c = m.attr_cells[a].encode_value(merged.value(a, i));
-                    m.list_presence[(g * attrs + a) * PRESENCE_WORDS + c as usize / 64] |= 1 << (c % 64);
-                }
+                let codes: Vec<u8> = (0..attrs)
+                    .map(|a| m.attr_cells[a].encode_value(merged.value(a, i)))
+                    .collect();
+                m.add_row_to_list(first + local as usize, codes);
             }
             let p = &mut m.meta.partitions[pid as usize];
             let base_rows = base.segment.len() as u64;
@@ -557,7 +455,7 @@ impl Writer {
             p.deltas = vec![DeltaInfo {
                 key: key.clone(),
                 bytes: bytes.len() as u64,
-                checksum: format!("{:016x}", xxh3_64(&bytes)),
+                checksum: Naming::checksum(&bytes),
                 count: merged_members.len() as u64,
                 head,
                 version: manifest.meta.version + 1,
@@ -574,11 +472,10 @@ impl Writer {
         }
         let deleted = self.apply_deletes(&mut m, &held, dead_new, &mut objects);
         debug_assert_eq!(deleted + replaced_in_deltas, replaced);
-        m.meta.count = m.meta.partitions.iter().map(|p| p.live()).sum();
         Ok(Staged {
             manifest: m,
             objects,
-            report: WriteReport {
+            outcome: WriteReport {
                 inserted: rows.keys.len() as u64 - replaced,
                 replaced,
                 ..WriteReport::default()
@@ -604,11 +501,11 @@ impl Writer {
             let added = rows.len() - seg.dead.len();
             total += added as u64;
             let bytes = encode_deletes(&rows, seg.segment.len() as u64);
-            let key = format!("segments/p{:05}-{:032x}.sqd", seg.partition, xxh3_128(&bytes));
+            let key = Naming::deletes_key(seg.partition, &bytes);
             let info = DeletesInfo {
                 key: key.clone(),
                 bytes: bytes.len() as u64,
-                checksum: format!("{:016x}", xxh3_64(&bytes)),
+                checksum: Naming::checksum(&bytes),
                 rows: rows.len() as u64,
             };
             let p = &mut m.meta.partitions[seg.partition as usize];
@@ -622,7 +519,7 @@ impl Writer {
         total
     }
 
-    fn stage_delete(&self, manifest: &Manifest, what: &Delete) -> Result<Staged> {
+    fn stage_delete(&self, manifest: &Manifest, what: &Delete) -> Result<Staged<WriteReport>> {
         let held = self.held_segments(manifest)?;
         let mut dead_new: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
         let mut missing = 0;
@@ -642,7 +539,7 @@ impl Writer {
             }
             Delete::Filter(json) => {
                 let filter = Expr::parse(json, &manifest.meta.schema)?.ok_or_else(|| {
-                    BuildError::bad("filter", "an empty filter would delete everything; rebuild instead")
+                    WriteError::bad("filter", "an empty filter would delete everything; rebuild instead")
                 })?;
                 for (h, seg) in held.iter().enumerate() {
                     let dead: HashSet<u32> = seg.dead.iter().copied().collect();
@@ -659,34 +556,16 @@ impl Writer {
         let mut m = manifest.clone();
         let mut objects = Vec::new();
         let deleted = self.apply_deletes(&mut m, &held, dead_new, &mut objects);
-        m.meta.count = m.meta.partitions.iter().map(|p| p.live()).sum();
         Ok(Staged {
             manifest: m,
             objects,
-            report: WriteReport {
+            outcome: WriteReport {
                 deleted,
                 missing,
                 ..WriteReport::default()
             },
         })
     }
-}
-
-/// Decodes the manifest `bytes` and attaches the value indexes it names.
-pub(crate) fn read_manifest(store: &dyn ObjectStore, bytes: &[u8]) -> Result<Manifest> {
-    let mut manifest = Manifest::decode(MANIFEST_KEY, bytes)?;
-    for key in manifest.pending_values() {
-        let bytes = store.get(&key)?;
-        manifest.attach_values(&key, &bytes)?;
-    }
-    Ok(manifest)
-}
-
-fn put_all(store: &dyn ObjectStore, objects: &[&(String, Vec<u8>)]) -> Result<()> {
-    use rayon::prelude::*;
-    objects
-        .par_iter()
-        .try_for_each(|(k, b)| store.put(k, b).map_err(BuildError::from))
 }
 
 /// An upsert checked against the index: internal id keys, string ids, prepared vectors,
@@ -775,7 +654,7 @@ fn id_keys(
 ) -> Result<(Vec<u64>, Option<Vec<String>>)> {
     let kind = manifest.meta.ids;
     match (ids, kind) {
-        (Ids::Rows, _) => Err(BuildError::bad("ids", "writes need ids")),
+        (Ids::Rows, _) => Err(WriteError::bad("ids", "writes need ids")),
         (Ids::U64(v), IdKind::U64) => Ok((v.clone(), None)),
         (Ids::Strings(v), IdKind::String) => {
             if let Some((i, s)) = v
@@ -783,18 +662,18 @@ fn id_keys(
                 .enumerate()
                 .find(|(_, s)| s.is_empty() || s.len() > MAX_ID_BYTES)
             {
-                return Err(BuildError::bad(
+                return Err(WriteError::bad(
                     &field_of(i),
                     format!("is {} bytes; string ids are 1 to {MAX_ID_BYTES} bytes", s.len()),
                 ));
             }
             Ok((v.iter().map(|s| string_id_key(s)).collect(), Some(v.clone())))
         }
-        (Ids::U64(_), IdKind::String) => Err(BuildError::bad(
+        (Ids::U64(_), IdKind::String) => Err(WriteError::bad(
             &field_of(0),
             "this index has string ids; an integer was given",
         )),
-        (Ids::Strings(v), IdKind::U64) => Err(BuildError::bad(
+        (Ids::Strings(v), IdKind::U64) => Err(WriteError::bad(
             &field_of(0),
             format!(
                 "this index has unsigned integer ids; got the string {:?}",
@@ -810,7 +689,7 @@ fn prepare_upsert(manifest: &Manifest, rows: &Upsert) -> Result<Prepared> {
     let dim = meta.dim as usize;
     let n = rows.ids.len().unwrap_or(0);
     if n == 0 {
-        return Err(BuildError::bad("vectors", "no vectors to upsert"));
+        return Err(WriteError::bad("vectors", "no vectors to upsert"));
     }
     let (keys, names) = id_keys(manifest, &rows.ids, &|i| format!("vectors[{i}].id"))?;
     // Duplicates within the request.
@@ -819,7 +698,7 @@ fn prepare_upsert(manifest: &Manifest, rows: &Upsert) -> Result<Prepared> {
         if let Some(&j) = first.get(&k) {
             if names.as_ref().is_none_or(|n| n[i] == n[j]) {
                 let id = names.as_ref().map_or(k.to_string(), |n| format!("{:?}", n[i]));
-                return Err(BuildError::bad(
+                return Err(WriteError::bad(
                     &format!("vectors[{i}].id"),
                     format!("duplicate id {id} (also vectors[{j}]); an upsert names each id once"),
                 ));
@@ -828,13 +707,13 @@ fn prepare_upsert(manifest: &Manifest, rows: &Upsert) -> Result<Prepared> {
         first.insert(k, i);
     }
     if rows.vectors.rows != n {
-        return Err(BuildError::bad(
+        return Err(WriteError::bad(
             "vectors",
             format!("{} vectors for {n} ids", rows.vectors.rows),
         ));
     }
     if rows.vectors.cols != dim {
-        return Err(BuildError::bad(
+        return Err(WriteError::bad(
             "vectors[0].vector",
             format!("has {} values; the index has dimension {dim}", rows.vectors.cols),
         ));
@@ -866,7 +745,7 @@ fn prepare_upsert(manifest: &Manifest, rows: &Upsert) -> Result<Prepared> {
         .map(|s| s.list.then(|| vec![Vec::new(); n]))
         .collect();
     if !rows.attrs.columns.is_empty() && rows.attrs.rows() != n {
-        return Err(BuildError::bad(
+        return Err(WriteError::bad(
             "attributes",
             format!("{} attribute rows for {n} vectors", rows.attrs.rows()),
         ));
@@ -876,7 +755,7 @@ fn prepare_upsert(manifest: &Manifest, rows: &Upsert) -> Result<Prepared> {
         let field = |i: usize| format!("vectors[{i}].attributes.{}", spec.name);
         let Some(a) = schema.index_of(&spec.name) else {
             let known: Vec<&str> = schema.attrs.iter().map(|a| a.name.as_str()).collect();
-            return Err(BuildError::bad(
+            return Err(WriteError::bad(
                 &field(at_row()),
                 format!("unknown attribute (this index has: {})", known.join(", ")),
             ));
@@ -885,7 +764,7 @@ fn prepare_upsert(manifest: &Manifest, rows: &Upsert) -> Result<Prepared> {
         let given = rows.attrs.list(j);
         if target.list != given.is_some() {
             let i = at_row();
-            return Err(BuildError::bad(
+            return Err(WriteError::bad(
                 &field(i),
                 if target.list {
                     "the attribute is a list: give an array of values"
@@ -908,7 +787,7 @@ fn prepare_upsert(manifest: &Manifest, rows: &Upsert) -> Result<Prepared> {
                     (AttrKind::Numeric, AttrKind::Numeric) => v,
                     (AttrKind::Numeric, AttrKind::Categorical) => {
                         let text = spec.dictionary.get(v as usize).map(String::as_str).unwrap_or("");
-                        return Err(BuildError::bad(
+                        return Err(WriteError::bad(
                             &field(i),
                             format!("the attribute is numeric; got the string {text:?}"),
                         ));

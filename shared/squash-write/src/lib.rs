@@ -1,0 +1,26 @@
+//! # squash-write
+//!
+//! The write path, all that a coordinator links to change an index: upserts and
+//! deletes by id or by filter as delta segments and deletion sets ([`write`]), one
+//! commit protocol for every change ([`commit`]), folding churned partitions and
+//! compaction ([`fold`]), garbage collection ([`gc`]), encoding a partition from its
+//! rows ([`partition`], shared with the build), ids ([`ids`]) and rows in memory
+//! ([`table`]). No input readers, no k-means, no progress bars: those are the build
+//! crate's, which only the CLI links.
+
+#![warn(missing_docs)]
+
+pub mod commit;
+pub mod error;
+pub mod fold;
+pub mod gc;
+pub mod ids;
+pub mod partition;
+pub mod table;
+pub mod write;
+
+pub use error::{Result, WriteError};
+pub use fold::{compact, CompactReport};
+pub use ids::Ids;
+pub use table::{Attributes, Matrix};
+pub use write::{Delete, Upsert, WriteReport, Writer};
