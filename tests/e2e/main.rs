@@ -15,6 +15,7 @@ use squash_api::{PlanChoice, SearchParams, SearchRequest};
 use squash_bench::groundtruth::{brute_force, recall_at};
 use squash_build::build::{build_index, BuildParams, MANIFEST_KEY};
 use squash_build::io::{Attributes, Matrix};
+use squash_core::attrs::AttrSpec;
 use squash_core::distance::{prepare_vector, Metric};
 use squash_core::filter::Expr;
 use squash_engine::search::Index;
@@ -821,6 +822,73 @@ fn searching_everything_without_pruning_is_exact() {
         let got: Vec<(u64, f32)> = resp.hits.iter().map(|h| (row(&h.id), h.distance)).collect();
         let want: Vec<(u64, f32)> = truth.iter().map(|n| (n.id, n.distance)).collect();
         assert_eq!(got, want, "query {q}");
+    }
+}
+
+/// More lists never lower recall, whatever the filter and however small the re-rank
+/// factor: the re-rank stops on a bound (and takes more bounds when it used them all
+/// without stopping), so the answer is the exact top-k of the lists searched. Random
+/// clustered data, several seeds; filters independent of the vectors, correlated with
+/// them (the query's own region) and anti-correlated (the region farthest from it);
+/// `nprobe` growing up to every list, where the answer is brute force's.
+#[test]
+fn recall_never_falls_as_more_lists_are_searched() {
+    // A region: which of the first four coordinates is largest.
+    let region = |v: &[f32]| (0..4).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap_or(0) as f64;
+    let farthest = |v: &[f32]| (0..4).min_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap_or(0) as f64;
+    let mut rng = ChaCha8Rng::seed_from_u64(2026);
+    for seed in 0..3u64 {
+        let mut ds = clustered(4_000, 10, 16, 8, 500 + seed);
+        let column: Vec<f64> = (0..ds.base.rows).map(|i| region(ds.base.row(i))).collect();
+        ds.attrs.schema.attrs.push(AttrSpec::numeric("region"));
+        ds.attrs.columns.push(column);
+        let (_, index) = build(&ds, &params(Metric::L2, 4));
+        let lists = index.manifest().lists() as u32;
+        let base = prepared(&ds.base, Metric::L2);
+        for q in 0..ds.queries.rows {
+            let v = ds.queries.row(q);
+            let filters = [
+                None,
+                Some(random_filter(&mut rng, 1)),
+                Some(json!({"region": {"$eq": region(v)}})),
+                Some(json!({"region": {"$eq": farthest(v)}})),
+            ];
+            for filter in filters {
+                let expr = filter.as_ref().and_then(|f| Expr::parse(f, &ds.attrs.schema).unwrap());
+                let truth = brute_force(&base, Metric::L2, &ds.attrs, v, expr.as_ref(), 10);
+                let truth_ids: Vec<u64> = truth.iter().map(|n| n.id).collect();
+                for rerank_factor in [Some(1), None] {
+                    let mut found = 0;
+                    for nprobe in [1, 2, 4, 8, 16, lists] {
+                        let req = SearchRequest {
+                            params: SearchParams {
+                                nprobe: Some(nprobe),
+                                safety: Some(1.0),
+                                rerank_factor,
+                                ..SearchParams::default()
+                            },
+                            ..request(v, 10, filter.clone())
+                        };
+                        let resp = index.search(&req).unwrap();
+                        let now = resp.hits.iter().filter(|h| truth_ids.contains(&row(&h.id))).count();
+                        assert!(
+                            now >= found,
+                            "seed {seed} query {q} filter {filter:?} factor {rerank_factor:?}: \
+                             {found} true neighbours at a smaller nprobe, {now} at {nprobe}"
+                        );
+                        found = now;
+                        if nprobe == lists {
+                            let got: Vec<(u64, f32)> = resp.hits.iter().map(|h| (row(&h.id), h.distance)).collect();
+                            let want: Vec<(u64, f32)> = truth.iter().map(|n| (n.id, n.distance)).collect();
+                            assert_eq!(
+                                got, want,
+                                "seed {seed} query {q} filter {filter:?}: every list is exact"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -444,11 +444,17 @@ fn the_sample_worker_request_is_served() {
     assert_eq!(handled.summary, "ok");
     let reply: WireReply = serde_json::from_value(handled.answer).unwrap();
     let resp = reply.into_response().unwrap();
-    assert_eq!(resp.outcomes.len(), 3);
-    assert!(resp.outcomes.iter().all(|o| o.error.is_none()), "{:?}", resp.outcomes);
+    assert_eq!(resp.answers.len(), 1, "one query, one answer");
+    let answer = &resp.answers[0];
+    assert_eq!(answer.outcomes.len(), 3);
+    assert!(
+        answer.outcomes.iter().all(|o| o.error.is_none()),
+        "{:?}",
+        answer.outcomes
+    );
     let req: WorkerRequest = serde_json::from_str(WORKER).unwrap();
     let mut search = body_of(SEARCH);
-    search.vector = req.query.clone();
+    search.vector = req.queries[0].query.clone();
     search.filter = None;
     search.include.clear();
     search.params.nprobe = Some(3);
@@ -456,10 +462,10 @@ fn the_sample_worker_request_is_served() {
     let want = embedded().search(&search).unwrap();
     // The sample's query is the coordinator's prepared (unit-length) vector, rounded.
     assert_eq!(
-        resp.hits.iter().map(|h| h.id).collect::<Vec<_>>(),
+        answer.hits.iter().map(|h| h.id).collect::<Vec<_>>(),
         want.hits.iter().map(|h| h.id.as_u64().unwrap()).collect::<Vec<_>>()
     );
-    for (g, w) in resp.hits.iter().zip(&want.hits) {
+    for (g, w) in answer.hits.iter().zip(&want.hits) {
         assert!((g.distance - w.distance).abs() < 1e-5, "{g:?} {w:?}");
     }
     // Garbage in: an error reply, never a panic.
@@ -467,8 +473,8 @@ fn the_sample_worker_request_is_served() {
         let r = w.handle_json(bad.clone());
         assert!(r["error"].is_string(), "{bad} -> {r}");
     }
-    let escape = json!({"index": "../etc", "query": [1.0], "k": 1, "filter": null, "segments": [],
-        "rerank_factor": 1, "hamming_keep": 1.0, "with_attributes": false});
+    let escape = json!({"index": "../etc", "segments": [], "queries": [{"slot": 0, "query": [1.0], "k": 1,
+        "filter": null, "rerank_factor": 1, "hamming_keep": 1.0, "with_attributes": false, "parts": []}]});
     assert!(w.handle_json(escape)["error"].as_str().unwrap().contains("index"));
 }
 

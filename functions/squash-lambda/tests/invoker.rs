@@ -91,11 +91,9 @@ fn invoke(script: Vec<Answer>) -> (Result<WorkerResponse, String>, Vec<String>) 
 
 fn reply() -> String {
     let resp = WorkerResponse {
-        hits: vec![],
-        outcomes: vec![],
+        answers: vec![],
         invocations: 0,
         cold_workers: 1,
-        batch: vec![],
         billed_ms: 1,
     };
     serde_json::to_string(&WireReply::new(&resp).unwrap()).unwrap()

@@ -8,7 +8,6 @@
 #![warn(missing_docs)]
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use squash_core::filter::Expr;
 use thiserror::Error;
 
 /// API version served by this build.
@@ -610,365 +609,19 @@ pub struct BatchResponse {
     pub stats: BatchStats,
 }
 
-/// A segment a worker must search.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SegmentRef {
-    /// Partition id.
-    pub partition: u32,
-    /// Object key (immutable, content-hashed).
-    pub key: String,
-    /// Expected size in bytes.
-    pub bytes: u64,
-    /// Expected xxh3-64 of the object (16 hex digits).
-    pub checksum: String,
-    /// Fine lists of the segment to scan (numbers inside the segment, ascending).
-    pub lists: Vec<u32>,
-    /// Bytes of the segment's parameters, fetched first when it is read by ranges (0:
-    /// read it whole).
-    #[serde(default)]
-    pub head: u64,
-    /// The segment's deleted rows, when writes deleted or replaced some: never returned.
-    #[serde(default)]
-    pub deletes: Option<ObjectRef>,
-}
+pub mod wire;
+pub mod worker;
 
-/// An immutable object a worker fetches and verifies: its key, size and xxh3-64.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObjectRef {
-    /// Object key (content-hashed).
-    pub key: String,
-    /// Expected size in bytes.
-    pub bytes: u64,
-    /// Expected xxh3-64 of the object (16 hex digits).
-    pub checksum: String,
-}
-
-/// A node of the fan-out tree below a worker: the worker that serves it, the segments it
-/// searches itself and its own children.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TreeNode {
-    /// Logical worker (0..W) that serves this node.
-    pub worker: u32,
-    /// Segments this node searches itself.
-    pub segments: Vec<SegmentRef>,
-    /// Nodes this node invokes and merges.
-    #[serde(default)]
-    pub children: Vec<TreeNode>,
-}
-
-impl TreeNode {
-    /// Every segment of this subtree, this node's first.
-    pub fn all_segments(&self) -> Vec<&SegmentRef> {
-        let mut out: Vec<&SegmentRef> = self.segments.iter().collect();
-        for c in &self.children {
-            out.extend(c.all_segments());
-        }
-        out
-    }
-
-    /// Nodes in this subtree, this one included.
-    pub fn node_count(&self) -> usize {
-        1 + self.children.iter().map(TreeNode::node_count).sum::<usize>()
-    }
-
-    /// Levels in this subtree (1 for a leaf).
-    pub fn depth(&self) -> usize {
-        1 + self.children.iter().map(TreeNode::depth).max().unwrap_or(0)
-    }
-}
-
-/// What a coordinator sends a worker: one query, its filter and the segments to search.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WorkerRequest {
-    /// Index the segments belong to (for caches and messages).
-    pub index: String,
-    /// Logical worker (0..W) meant to serve this request, so its cache stays warm.
-    #[serde(default)]
-    pub worker: u32,
-    /// Prepared query vector (normalised for cosine).
-    pub query: Vec<f32>,
-    /// Results wanted.
-    pub k: u32,
-    /// Parsed filter.
-    pub filter: Option<Expr>,
-    /// Segments to search.
-    pub segments: Vec<SegmentRef>,
-    /// Exact re-rank budget per partition, as a multiple of k.
-    pub rerank_factor: u32,
-    /// Fraction kept by the Hamming prune.
-    pub hamming_keep: f32,
-    /// Return attribute values with each hit.
-    pub with_attributes: bool,
-    /// Subtrees this worker invokes concurrently while it searches its own segments.
-    /// (No `skip_serializing_if` on wire types: bincode is not self-describing.)
-    #[serde(default)]
-    pub children: Vec<TreeNode>,
-    /// A batch: when not empty, these queries are searched (each in its own parts of
-    /// `segments` and of the subtrees) and `query`, `k`, `filter`, the knobs and the
-    /// segments' `lists` of this request are not used. Each segment is fetched once for
-    /// every query that needs it.
-    #[serde(default)]
-    pub batch: Vec<BatchQuery>,
-}
-
-/// One query of a batch as a worker gets it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BatchQuery {
-    /// Its place in the batch (answers carry it back).
-    pub slot: u32,
-    /// Prepared query vector.
-    pub query: Vec<f32>,
-    /// Results wanted.
-    pub k: u32,
-    /// Parsed filter.
-    pub filter: Option<Expr>,
-    /// Exact re-rank budget, as a multiple of k.
-    pub rerank_factor: u32,
-    /// Fraction kept by the Hamming prune.
-    pub hamming_keep: f32,
-    /// Return attribute values with each hit.
-    pub with_attributes: bool,
-    /// The partitions it searches (in this subtree) and their lists.
-    pub parts: Vec<QueryPart>,
-}
-
-/// A partition one query of a batch searches, and the lists in it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QueryPart {
-    /// Partition id.
-    pub partition: u32,
-    /// Fine lists to scan (ascending; empty: every list).
-    pub lists: Vec<u32>,
-}
-
-/// A worker's answer to one query of a batch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BatchAnswer {
-    /// The query's place in the batch.
-    pub slot: u32,
-    /// Best hits over the parts searched, nearest first.
-    pub hits: Vec<WorkerHit>,
-    /// One outcome per part searched.
-    pub outcomes: Vec<PartitionOutcome>,
-}
-
-impl WorkerRequest {
-    /// The request for `node`, with this request's query and knobs; a batch keeps only
-    /// the queries, and their parts, that fall in the node's subtree.
-    pub fn for_node(&self, node: &TreeNode) -> WorkerRequest {
-        let batch = if self.batch.is_empty() {
-            Vec::new()
-        } else {
-            let mine: std::collections::HashSet<u32> = node.all_segments().iter().map(|s| s.partition).collect();
-            self.batch
-                .iter()
-                .filter_map(|q| {
-                    let parts: Vec<QueryPart> = q
-                        .parts
-                        .iter()
-                        .filter(|p| mine.contains(&p.partition))
-                        .cloned()
-                        .collect();
-                    (!parts.is_empty()).then(|| BatchQuery { parts, ..q.clone() })
-                })
-                .collect()
-        };
-        WorkerRequest {
-            batch,
-            index: self.index.clone(),
-            worker: node.worker,
-            query: self.query.clone(),
-            k: self.k,
-            filter: self.filter.clone(),
-            segments: node.segments.clone(),
-            rerank_factor: self.rerank_factor,
-            hamming_keep: self.hamming_keep,
-            with_attributes: self.with_attributes,
-            children: node.children.clone(),
-        }
-    }
-
-    /// Every segment this request covers (its own and its subtrees').
-    pub fn all_segments(&self) -> Vec<&SegmentRef> {
-        let mut out: Vec<&SegmentRef> = self.segments.iter().collect();
-        for c in &self.children {
-            out.extend(c.all_segments());
-        }
-        out
-    }
-}
-
-/// One hit as a worker returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WorkerHit {
-    /// Vector id (for string ids, the xxh3-64 of the string: `name` holds it).
-    pub id: u64,
-    /// The string id, in an index of string ids.
-    pub name: Option<String>,
-    /// Distance in the index metric.
-    pub distance: f32,
-    /// Attribute values in schema order (`NaN` = missing; a list attribute's element
-    /// count) when asked for.
-    pub attrs: Vec<f64>,
-    /// Each list attribute's elements, in schema order, when attributes are asked for.
-    #[serde(default)]
-    pub elements: Vec<Vec<f64>>,
-}
-
-/// How one partition went.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PartitionOutcome {
-    /// Partition id.
-    pub partition: u32,
-    /// Error message when the partition could not be searched.
-    pub error: Option<String>,
-    /// Candidate counts.
-    pub counts: StageCounts,
-    /// Served from the cache.
-    pub cache_hit: bool,
-    /// Bytes fetched from the store.
-    pub bytes_fetched: u64,
-    /// Microseconds getting the segment (0 on a cache hit).
-    #[serde(default)]
-    pub fetch_us: u64,
-    /// Microseconds searching the segment.
-    #[serde(default)]
-    pub scan_us: u64,
-    /// GET requests made for it (1 for a whole object; its head and ranges when read by
-    /// ranges; 0 on a cache hit that needed nothing more).
-    #[serde(default)]
-    pub gets: u64,
-}
-
-/// What a worker answers: its merged top-k and the outcome of each partition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WorkerResponse {
-    /// Best hits over the worker's partitions, nearest first.
-    pub hits: Vec<WorkerHit>,
-    /// One outcome per requested segment, the subtree's included.
-    pub outcomes: Vec<PartitionOutcome>,
-    /// Invocations made below this worker (its subtree, not itself).
-    #[serde(default)]
-    pub invocations: u32,
-    /// Containers in this subtree (this one included) that served their first request.
-    #[serde(default)]
-    pub cold_workers: u32,
-    /// Answers per query of a batch request (then `hits` and `outcomes` are empty).
-    #[serde(default)]
-    pub batch: Vec<BatchAnswer>,
-    /// Milliseconds billed in this subtree: each node's duration rounded up to a whole
-    /// millisecond (inner nodes wait for their children and are billed for it).
-    #[serde(default)]
-    pub billed_ms: u64,
-}
-
-/// A worker invocation's payload: the request as JSON (readable, used by the samples in
-/// `events/`) or as base64 of its bincode encoding (what invokers send: smaller, faster).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum WorkerPayload {
-    /// `{"wire": "<base64 of bincode>"}`.
-    Wire {
-        /// Base64 (standard alphabet, padded) of [`encode_wire`] output.
-        wire: String,
-    },
-    /// A plain JSON [`WorkerRequest`].
-    Json(Box<WorkerRequest>),
-}
-
-impl WorkerPayload {
-    /// Wraps a request for sending.
-    pub fn wire<T: Serialize>(value: &T) -> Result<WorkerPayload, WireError> {
-        use base64::Engine as _;
-        Ok(WorkerPayload::Wire {
-            wire: base64::engine::general_purpose::STANDARD.encode(encode_wire(value)?),
-        })
-    }
-
-    /// The request inside.
-    pub fn into_request(self) -> Result<WorkerRequest, WireError> {
-        match self {
-            WorkerPayload::Json(r) => Ok(*r),
-            WorkerPayload::Wire { wire } => decode_base64_wire(&wire),
-        }
-    }
-}
-
-/// A worker's answer as it travels back: `{"wire": "<base64 of bincode WorkerResponse>"}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WireReply {
-    /// Base64 of [`encode_wire`] output.
-    pub wire: String,
-}
-
-/// Largest reply a worker sends: Lambda refuses a synchronous response over 6 MB (this
-/// leaves room for the JSON around the base64 text).
-pub const MAX_REPLY_BYTES: usize = 6 * 1024 * 1024 - 1024;
-
-impl WireReply {
-    /// Wraps a response.
-    pub fn new(resp: &WorkerResponse) -> Result<WireReply, WireError> {
-        use base64::Engine as _;
-        Ok(WireReply {
-            wire: base64::engine::general_purpose::STANDARD.encode(encode_wire(resp)?),
-        })
-    }
-
-    /// Wraps a response that must fit one Lambda reply: one larger than
-    /// [`MAX_REPLY_BYTES`] (a large k asking for attributes with long lists) is an error
-    /// that says so and how to ask instead, not a reply Lambda would refuse.
-    pub fn within_limit(resp: &WorkerResponse) -> Result<WireReply, WireError> {
-        let reply = WireReply::new(resp)?;
-        if reply.wire.len() > MAX_REPLY_BYTES {
-            let hits = resp.hits.len() + resp.batch.iter().map(|b| b.hits.len()).sum::<usize>();
-            return Err(WireError(format!(
-                "the worker's answer ({hits} hits, {:.1} MB encoded) exceeds Lambda's 6 MB response limit: \
-                 ask for fewer hits (k) or leave out \"attributes\" (long list attributes make each hit large)",
-                reply.wire.len() as f64 / 1e6
-            )));
-        }
-        Ok(reply)
-    }
-
-    /// The response inside.
-    pub fn into_response(self) -> Result<WorkerResponse, WireError> {
-        decode_base64_wire(&self.wire)
-    }
-}
-
-fn decode_base64_wire<T: DeserializeOwned>(text: &str) -> Result<T, WireError> {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(|e| WireError(format!("bad base64: {e}")))?;
-    decode_wire(&bytes)
-}
-
-/// Errors of the wire codec.
-#[derive(Debug, Error)]
-#[error("wire payload error: {0}")]
-pub struct WireError(String);
-
-/// Encodes an internal payload with bincode 2 (standard config).
-pub fn encode_wire<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| WireError(e.to_string()))
-}
-
-/// Decodes an internal payload written by [`encode_wire`]; trailing bytes are an error.
-pub fn decode_wire<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
-    let (value, used) =
-        bincode::serde::decode_from_slice(bytes, bincode::config::standard().with_limit::<{ 64 << 20 }>())
-            .map_err(|e| WireError(e.to_string()))?;
-    if used != bytes.len() {
-        return Err(WireError(format!("{} trailing bytes", bytes.len() - used)));
-    }
-    Ok(value)
-}
+pub use wire::{decode_wire, encode_wire, WireError, WireReply, WorkerPayload, MAX_REPLY_BYTES};
+pub use worker::{
+    ObjectRef, PartitionOutcome, QueryAnswer, QueryPart, SegmentRef, TreeNode, WorkerHit, WorkerQuery, WorkerRequest,
+    WorkerResponse,
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use squash_core::filter::Pred;
+    use squash_core::filter::{Expr, Pred};
 
     /// A worker answer too large for one Lambda reply (10,000 hits with 100-element
     /// lists as attributes) is refused with a message saying what to ask instead; the
@@ -976,19 +629,21 @@ mod tests {
     #[test]
     fn a_worker_reply_over_the_limit_is_refused_clearly() {
         let reply = |elements: usize| WorkerResponse {
-            hits: (0..MAX_BATCH_HITS as u64)
-                .map(|i| WorkerHit {
-                    id: i,
-                    name: None,
-                    distance: i as f32,
-                    attrs: vec![elements as f64, 0.5],
-                    elements: vec![(0..elements).map(|e| e as f64 + 0.123_456_789).collect()],
-                })
-                .collect(),
-            outcomes: Vec::new(),
+            answers: vec![QueryAnswer {
+                slot: 0,
+                hits: (0..MAX_BATCH_HITS as u64)
+                    .map(|i| WorkerHit {
+                        id: i,
+                        name: None,
+                        distance: i as f32,
+                        attrs: vec![elements as f64, 0.5],
+                        elements: vec![(0..elements).map(|e| e as f64 + 0.123_456_789).collect()],
+                    })
+                    .collect(),
+                outcomes: Vec::new(),
+            }],
             invocations: 0,
             cold_workers: 0,
-            batch: Vec::new(),
             billed_ms: 0,
         };
         let fits = WireReply::within_limit(&reply(4)).expect("small lists fit");
@@ -1050,12 +705,22 @@ mod tests {
     fn worker_request_round_trips_on_the_wire() {
         let req = WorkerRequest {
             index: "glove".into(),
-            query: vec![0.5; 50],
-            k: 1000,
-            filter: Some(Expr::Leaf {
-                attr: 2,
-                pred: Pred::In(vec![1.0, 2.0]),
-            }),
+            queries: vec![WorkerQuery {
+                slot: 0,
+                query: vec![0.5; 50],
+                k: 1000,
+                filter: Some(Expr::Leaf {
+                    attr: 2,
+                    pred: Pred::In(vec![1.0, 2.0]),
+                }),
+                rerank_factor: 10,
+                hamming_keep: 0.5,
+                with_attributes: true,
+                parts: vec![QueryPart {
+                    partition: 3,
+                    lists: Vec::new(),
+                }],
+            }],
             segments: vec![SegmentRef {
                 partition: 3,
                 key: "segments/p3".into(),
@@ -1065,12 +730,8 @@ mod tests {
                 head: 0,
                 deletes: None,
             }],
-            rerank_factor: 10,
-            hamming_keep: 0.5,
-            with_attributes: true,
             worker: 0,
             children: vec![],
-            batch: vec![],
         };
         let bytes = encode_wire(&req).unwrap();
         assert_eq!(decode_wire::<WorkerRequest>(&bytes).unwrap(), req);
@@ -1110,20 +771,29 @@ mod tests {
         let req = WorkerRequest {
             index: "an-index-with-a-long-name-0123456789".into(),
             worker: 0,
-            query: vec![-0.123_456_79; 1536],
-            k: 1000,
-            filter: Some(Expr::Or(
-                (0..50)
-                    .map(|i| Expr::Leaf {
-                        attr: i % 8,
-                        pred: Pred::In((0..20).map(f64::from).collect()),
+            queries: vec![WorkerQuery {
+                slot: 0,
+                query: vec![-0.123_456_79; 1536],
+                k: 1000,
+                filter: Some(Expr::Or(
+                    (0..50)
+                        .map(|i| Expr::Leaf {
+                            attr: i % 8,
+                            pred: Pred::In((0..20).map(f64::from).collect()),
+                        })
+                        .collect(),
+                )),
+                rerank_factor: 10,
+                hamming_keep: 0.5,
+                with_attributes: true,
+                parts: (0..100)
+                    .map(|p| QueryPart {
+                        partition: p,
+                        lists: Vec::new(),
                     })
                     .collect(),
-            )),
+            }],
             segments: vec![seg(0)],
-            rerank_factor: 10,
-            hamming_keep: 0.5,
-            with_attributes: true,
             children: (0..4)
                 .map(|i| TreeNode {
                     worker: i,
@@ -1131,7 +801,6 @@ mod tests {
                     children: (0..4).map(|j| mid(i * 4 + j)).collect(),
                 })
                 .collect(),
-            batch: vec![],
         };
         assert_eq!(req.children.iter().map(TreeNode::node_count).sum::<usize>(), 84);
         let sent = serde_json::to_vec(&WorkerPayload::wire(&req).unwrap()).unwrap();
@@ -1140,30 +809,32 @@ mod tests {
         assert_eq!(back.into_request().unwrap(), req);
 
         let resp = WorkerResponse {
-            hits: (0..1000)
-                .map(|i| WorkerHit {
-                    id: u64::MAX - i,
-                    name: None,
-                    distance: 1.0 / (i as f32 + 3.0),
-                    attrs: vec![f64::MAX / 3.0; 8],
-                    elements: Vec::new(),
-                })
-                .collect(),
-            outcomes: (0..100)
-                .map(|p| PartitionOutcome {
-                    partition: p,
-                    error: Some("x".repeat(200)),
-                    counts: StageCounts::default(),
-                    cache_hit: false,
-                    bytes_fetched: u64::MAX,
-                    fetch_us: u64::MAX,
-                    scan_us: u64::MAX,
-                    gets: u64::MAX,
-                })
-                .collect(),
+            answers: vec![QueryAnswer {
+                slot: 0,
+                hits: (0..1000)
+                    .map(|i| WorkerHit {
+                        id: u64::MAX - i,
+                        name: None,
+                        distance: 1.0 / (i as f32 + 3.0),
+                        attrs: vec![f64::MAX / 3.0; 8],
+                        elements: Vec::new(),
+                    })
+                    .collect(),
+                outcomes: (0..100)
+                    .map(|p| PartitionOutcome {
+                        partition: p,
+                        error: Some("x".repeat(200)),
+                        counts: StageCounts::default(),
+                        cache_hit: false,
+                        bytes_fetched: u64::MAX,
+                        fetch_us: u64::MAX,
+                        scan_us: u64::MAX,
+                        gets: u64::MAX,
+                    })
+                    .collect(),
+            }],
             invocations: 84,
             cold_workers: 84,
-            batch: vec![],
             billed_ms: u64::MAX,
         };
         let reply = serde_json::to_vec(&WireReply::new(&resp).unwrap()).unwrap();
@@ -1181,8 +852,8 @@ mod tests {
     #[test]
     fn batch_payloads_at_the_limits_stay_under_the_invoke_limit() {
         const LIMIT: usize = 6 * 1024 * 1024;
-        let batch: Vec<BatchQuery> = (0..MAX_BATCH as u32)
-            .map(|slot| BatchQuery {
+        let queries: Vec<WorkerQuery> = (0..MAX_BATCH as u32)
+            .map(|slot| WorkerQuery {
                 slot,
                 query: vec![-0.123_456_79; 1536],
                 k: (MAX_BATCH_HITS / MAX_BATCH) as u32,
@@ -1205,13 +876,10 @@ mod tests {
                     .collect(),
             })
             .collect();
-        assert_eq!(batch[0].parts.iter().map(|p| p.lists.len()).sum::<usize>(), 4000);
+        assert_eq!(queries[0].parts.iter().map(|p| p.lists.len()).sum::<usize>(), 4000);
         let req = WorkerRequest {
             index: "an-index-with-a-long-name-0123456789".into(),
             worker: 0,
-            query: vec![],
-            k: 0,
-            filter: None,
             segments: (0..5000)
                 .map(|p| SegmentRef {
                     partition: p,
@@ -1223,11 +891,8 @@ mod tests {
                     deletes: None,
                 })
                 .collect(),
-            rerank_factor: 0,
-            hamming_keep: 1.0,
-            with_attributes: false,
             children: vec![],
-            batch,
+            queries,
         };
         let sent = serde_json::to_vec(&WorkerPayload::wire(&req).unwrap()).unwrap();
         assert!(sent.len() < LIMIT, "batch request payload is {} bytes", sent.len());
@@ -1235,12 +900,10 @@ mod tests {
         assert_eq!(back.into_request().unwrap(), req);
         let per_query = MAX_BATCH_HITS / MAX_BATCH;
         let resp = WorkerResponse {
-            hits: vec![],
-            outcomes: vec![],
             invocations: 84,
             cold_workers: 84,
-            batch: (0..MAX_BATCH as u32)
-                .map(|slot| BatchAnswer {
+            answers: (0..MAX_BATCH as u32)
+                .map(|slot| QueryAnswer {
                     slot,
                     hits: (0..per_query as u64)
                         .map(|i| WorkerHit {
@@ -1305,8 +968,8 @@ mod tests {
 
     #[test]
     fn worker_payload_accepts_plain_json_and_rejects_bad_wire() {
-        let json = r#"{"index":"i","query":[1.0],"k":1,"filter":null,"segments":[],
-            "rerank_factor":10,"hamming_keep":0.5,"with_attributes":false}"#;
+        let json = r#"{"index":"i","segments":[],"queries":[{"slot":0,"query":[1.0],"k":1,
+            "filter":null,"rerank_factor":10,"hamming_keep":0.5,"with_attributes":false,"parts":[]}]}"#;
         let p: WorkerPayload = serde_json::from_str(json).unwrap();
         assert_eq!(p.into_request().unwrap().worker, 0);
         let bad: WorkerPayload = serde_json::from_str(r#"{"wire":"!!!"}"#).unwrap();

@@ -139,8 +139,11 @@ pub struct PrepareParams {
     /// Distance metric of the dataset.
     pub metric: Metric,
     /// When positive, a `label` attribute: the nearest of this many random base vectors
-    /// (Voronoi cells, so it is correlated with the vectors), and a `label` case whose
-    /// filter is `label == the query's own cell`.
+    /// (Voronoi cells, so it is correlated with the vectors), a `label` case whose filter
+    /// is `label == the query's own cell`, a `label-far` case asking for a cell far from
+    /// the query (the one three quarters down the cells ranked by distance: its matches
+    /// lie far from the query), and a skewed `popular` subset (an attribute `pop` that
+    /// most rows of a few cells have and almost no other row: filter `pop` exists).
     pub label_clusters: usize,
     /// Seed of every random choice.
     pub seed: u64,
@@ -180,32 +183,52 @@ pub fn prepare(input: &Matrix, out: &Path, p: &PrepareParams) -> Result<Workload
     write_npy_f32(&out.join("base.npy"), n_base, dim, &base)?;
     write_npy_f32(&out.join("queries.npy"), n_queries, dim, &queries)?;
     let labels = p.label_clusters.min(n_base);
-    let cols = n_attrs + usize::from(labels > 0);
+    let cols = n_attrs + if labels > 0 { 2 } else { 0 };
     let mut attrs: Vec<f32> = Vec::with_capacity(n_base * cols);
     for _ in 0..n_base {
         attrs.extend((0..n_attrs).map(|_| rng.gen::<f32>()));
         if labels > 0 {
-            attrs.push(0.0);
+            attrs.extend([0.0, f32::NAN]);
         }
     }
     let mut names: Vec<String> = (0..n_attrs).map(|i| format!("a{i}")).collect();
     let mut query_labels = Vec::new();
+    let mut far_labels = Vec::new();
     if labels > 0 {
         let cells = Cells::new(&base, dim, labels, metric, &mut rng);
-        let own: Vec<f32> = (0..n_base)
+        let own: Vec<usize> = (0..n_base)
             .into_par_iter()
-            .map(|i| cells.nearest(&base[i * dim..(i + 1) * dim]) as f32)
+            .map(|i| cells.nearest(&base[i * dim..(i + 1) * dim]))
             .collect();
-        for (i, l) in own.into_iter().enumerate() {
-            attrs[i * cols + n_attrs] = l;
+        // The popular subset: POPULAR_SHARE of the rows of a few cells (topics), and a
+        // sprinkle of every other cell's, about 2 % of the rows in all.
+        let topics = (labels / 30).max(1);
+        let mut popular_cells = sample(&mut rng, labels, topics).into_vec();
+        popular_cells.sort_unstable();
+        for (i, &l) in own.iter().enumerate() {
+            attrs[i * cols + n_attrs] = l as f32;
+            let share = if popular_cells.binary_search(&l).is_ok() {
+                POPULAR_SHARE
+            } else {
+                POPULAR_ELSEWHERE
+            };
+            if rng.gen::<f64>() < share {
+                // A popularity rank, as a real field would carry.
+                attrs[i * cols + n_attrs + 1] = rng.gen_range(1..=1000) as f32;
+            }
         }
         query_labels = queries.chunks(dim).map(|q| cells.nearest(q)).collect();
+        far_labels = queries.chunks(dim).map(|q| cells.ranked(q)[labels * 3 / 4]).collect();
     }
     write_npy_f32(&out.join("attrs.npy"), n_base, cols, &attrs)?;
     let mut cases = range_cases(out, &mut rng, &names, &p.selectivities, n_queries)?;
     if labels > 0 {
         cases.push(label_case(out, &query_labels, labels)?);
-        names.push("label".into());
+        cases.push(label_far_case(out, &far_labels, labels)?);
+        let popular = attrs.chunks(cols).filter(|r| !r[n_attrs + 1].is_nan()).count() as f64 / n_base as f64;
+        let lines = vec![serde_json::json!({ "pop": { "$exists": true } }); n_queries];
+        cases.push(write_case(out, "popular".into(), popular, "popular", &lines)?);
+        names.extend(["label".into(), "pop".into()]);
     }
     Workload::write(out, metric, names, cases)
 }
@@ -238,6 +261,20 @@ pub(crate) fn label_case(out: &Path, labels: &[usize], count: usize) -> Result<W
         .collect();
     write_case(out, "label".into(), 1.0 / count.max(1) as f64, "label", &lines)
 }
+
+/// Writes the `label-far` case: query `i` asks for `label == labels[i]`, a cell far from it.
+pub(crate) fn label_far_case(out: &Path, labels: &[usize], count: usize) -> Result<WorkloadCase> {
+    let lines: Vec<serde_json::Value> = labels
+        .iter()
+        .map(|&c| serde_json::json!({ "label": { "$eq": c } }))
+        .collect();
+    write_case(out, "label-far".into(), 1.0 / count.max(1) as f64, "label-far", &lines)
+}
+
+/// Share of a popular cell's rows in the `popular` subset.
+const POPULAR_SHARE: f64 = 0.4;
+/// Share of any other cell's rows in it.
+const POPULAR_ELSEWHERE: f64 = 0.005;
 
 /// Writes one case's filters file (`filters-STEM.jsonl`) and returns the case.
 pub(crate) fn write_case(
@@ -294,6 +331,19 @@ impl Cells {
             .min_by(|(_, a), (_, b)| exact_distance(self.metric, &v, a).total_cmp(&exact_distance(self.metric, &v, b)))
             .map(|(i, _)| i)
             .unwrap_or(0)
+    }
+
+    /// Every cell, nearest to `v` first.
+    fn ranked(&self, v: &[f32]) -> Vec<usize> {
+        let v = Self::prepared(self.metric, v);
+        let mut d: Vec<(f32, usize)> = self
+            .centers
+            .chunks(self.dim)
+            .enumerate()
+            .map(|(i, c)| (exact_distance(self.metric, &v, c), i))
+            .collect();
+        d.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        d.into_iter().map(|(_, i)| i).collect()
     }
 }
 

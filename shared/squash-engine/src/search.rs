@@ -9,9 +9,9 @@ use crate::plan::{plan, Plan, Safety};
 use crate::tree::{build_tree, Fanout};
 use crate::worker::{merge_hits, Worker};
 use squash_api::{
-    BatchQuery, BatchResponse, BatchStats, Id, ObjectRef, PlanChoice, QueryPart, QueryStats, SearchHit, SearchRequest,
-    SearchResponse, SegmentRef, TreeNode, WorkerHit, WorkerRequest, WorkerResponse, MAX_BATCH, MAX_BATCH_HITS, MAX_K,
-    MAX_RESPONSE_HIT_BYTES,
+    BatchResponse, BatchStats, Id, ObjectRef, PlanChoice, QueryPart, QueryStats, SearchHit, SearchRequest,
+    SearchResponse, SegmentRef, TreeNode, WorkerHit, WorkerQuery, WorkerRequest, WorkerResponse, MAX_BATCH,
+    MAX_BATCH_HITS, MAX_K, MAX_RESPONSE_HIT_BYTES,
 };
 use squash_core::distance::{prepare_query, report_distance};
 use squash_core::filter::Expr;
@@ -489,10 +489,10 @@ impl Index {
             lists.dedup();
         }
         let (choice, reason) = self.decide(&union, forced);
-        let batch: Vec<BatchQuery> = queries
+        let worker_queries: Vec<WorkerQuery> = queries
             .iter()
             .enumerate()
-            .map(|(slot, q)| BatchQuery {
+            .map(|(slot, q)| WorkerQuery {
                 slot: slot as u32,
                 query: q.query.clone(),
                 k: q.k as u32,
@@ -514,15 +514,9 @@ impl Index {
         let base = WorkerRequest {
             index: self.name.clone(),
             worker: 0,
-            query: Vec::new(),
-            k: 0,
-            filter: None,
             segments: Vec::new(),
-            rerank_factor: 0,
-            hamming_keep: 1.0,
-            with_attributes: false,
             children: Vec::new(),
-            batch,
+            queries: worker_queries,
         };
         // Local: one request to the coordinator's own worker (its invocation is not
         // counted: no function is invoked). Fan-out: the tree over the owners.
@@ -575,8 +569,8 @@ impl Index {
             let retry: Vec<WorkerRequest> = again
                 .into_iter()
                 .map(|(owner, parts)| {
-                    let batch = base
-                        .batch
+                    let queries = base
+                        .queries
                         .iter()
                         .filter_map(|q| {
                             let parts: Vec<QueryPart> = q
@@ -585,13 +579,13 @@ impl Index {
                                 .filter(|p| parts.get(&p.partition).is_some_and(|slots| slots.contains(&q.slot)))
                                 .cloned()
                                 .collect();
-                            (!parts.is_empty()).then(|| BatchQuery { parts, ..q.clone() })
+                            (!parts.is_empty()).then(|| WorkerQuery { parts, ..q.clone() })
                         })
                         .collect();
                     WorkerRequest {
                         worker: owner as u32,
                         segments: parts.keys().flat_map(|&p| self.segment_refs(p, &union[&p])).collect(),
-                        batch,
+                        queries,
                         ..base.clone()
                     }
                 })
@@ -792,7 +786,7 @@ impl Gathered {
             let r = match resp {
                 Ok(r) => r,
                 Err(e) => {
-                    for q in &req.batch {
+                    for q in &req.queries {
                         failed.extend(q.parts.iter().map(|p| (q.slot, p.partition, e.clone())));
                     }
                     continue;
@@ -804,7 +798,7 @@ impl Gathered {
                 self.worker_billed_ms += r.billed_ms;
             }
             let mut seen = std::collections::HashSet::new();
-            for a in r.batch {
+            for a in r.answers {
                 let Some(stats) = self.per_query.get_mut(a.slot as usize) else {
                     continue;
                 };
@@ -825,7 +819,7 @@ impl Gathered {
                 }
                 self.lists[a.slot as usize].push(a.hits);
             }
-            for q in &req.batch {
+            for q in &req.queries {
                 for p in &q.parts {
                     if !seen.contains(&(q.slot, p.partition)) {
                         failed.push((

@@ -11,12 +11,14 @@
 #![warn(missing_docs)]
 
 pub mod commit;
+mod delta;
 pub mod error;
 pub mod fold;
 pub mod gc;
 pub mod ids;
 pub mod partition;
 pub mod table;
+mod upsert;
 pub mod write;
 
 pub use error::{Result, WriteError};
