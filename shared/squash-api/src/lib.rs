@@ -623,6 +623,35 @@ mod tests {
     use super::*;
     use squash_core::filter::{Expr, Pred};
 
+    /// `n` hits with the largest ids and 8 attributes each: a large answer.
+    fn big_hits(n: u64) -> Vec<WorkerHit> {
+        (0..n)
+            .map(|i| WorkerHit {
+                id: u64::MAX - i,
+                name: None,
+                distance: 1.0 / (i as f32 + 3.0),
+                attrs: vec![f64::MAX / 3.0; 8],
+                elements: Vec::new(),
+            })
+            .collect()
+    }
+
+    /// 100 outcomes with the largest counters, each with `error`.
+    fn big_outcomes(error: Option<String>) -> Vec<PartitionOutcome> {
+        (0..100)
+            .map(|p| PartitionOutcome {
+                partition: p,
+                error: error.clone(),
+                counts: StageCounts::default(),
+                cache_hit: false,
+                bytes_fetched: u64::MAX,
+                fetch_us: u64::MAX,
+                scan_us: u64::MAX,
+                gets: u64::MAX,
+            })
+            .collect()
+    }
+
     /// A worker answer too large for one Lambda reply (10,000 hits with 100-element
     /// lists as attributes) is refused with a message saying what to ask instead; the
     /// same hits with 4-element lists fit.
@@ -811,27 +840,8 @@ mod tests {
         let resp = WorkerResponse {
             answers: vec![QueryAnswer {
                 slot: 0,
-                hits: (0..1000)
-                    .map(|i| WorkerHit {
-                        id: u64::MAX - i,
-                        name: None,
-                        distance: 1.0 / (i as f32 + 3.0),
-                        attrs: vec![f64::MAX / 3.0; 8],
-                        elements: Vec::new(),
-                    })
-                    .collect(),
-                outcomes: (0..100)
-                    .map(|p| PartitionOutcome {
-                        partition: p,
-                        error: Some("x".repeat(200)),
-                        counts: StageCounts::default(),
-                        cache_hit: false,
-                        bytes_fetched: u64::MAX,
-                        fetch_us: u64::MAX,
-                        scan_us: u64::MAX,
-                        gets: u64::MAX,
-                    })
-                    .collect(),
+                hits: big_hits(1000),
+                outcomes: big_outcomes(Some("x".repeat(200))),
             }],
             invocations: 84,
             cold_workers: 84,
@@ -905,27 +915,8 @@ mod tests {
             answers: (0..MAX_BATCH as u32)
                 .map(|slot| QueryAnswer {
                     slot,
-                    hits: (0..per_query as u64)
-                        .map(|i| WorkerHit {
-                            id: u64::MAX - i,
-                            name: None,
-                            distance: 1.0 / (i as f32 + 3.0),
-                            attrs: vec![f64::MAX / 3.0; 8],
-                            elements: Vec::new(),
-                        })
-                        .collect(),
-                    outcomes: (0..100)
-                        .map(|p| PartitionOutcome {
-                            partition: p,
-                            error: None,
-                            counts: StageCounts::default(),
-                            cache_hit: false,
-                            bytes_fetched: u64::MAX,
-                            fetch_us: u64::MAX,
-                            scan_us: u64::MAX,
-                            gets: u64::MAX,
-                        })
-                        .collect(),
+                    hits: big_hits(per_query as u64),
+                    outcomes: big_outcomes(None),
                 })
                 .collect(),
             billed_ms: u64::MAX,

@@ -224,7 +224,7 @@ pub fn prepare(input: &Matrix, out: &Path, p: &PrepareParams) -> Result<Workload
     let mut cases = range_cases(out, &mut rng, &names, &p.selectivities, n_queries)?;
     if labels > 0 {
         cases.push(label_case(out, &query_labels, labels)?);
-        cases.push(label_far_case(out, &far_labels, labels)?);
+        cases.push(label_case_named(out, "label-far", &far_labels, labels)?);
         let popular = attrs.chunks(cols).filter(|r| !r[n_attrs + 1].is_nan()).count() as f64 / n_base as f64;
         let lines = vec![serde_json::json!({ "pop": { "$exists": true } }); n_queries];
         cases.push(write_case(out, "popular".into(), popular, "popular", &lines)?);
@@ -255,20 +255,17 @@ pub(crate) fn range_cases(
 
 /// Writes the `label` case: query `i` asks for `label == labels[i]` (`count` labels in all).
 pub(crate) fn label_case(out: &Path, labels: &[usize], count: usize) -> Result<WorkloadCase> {
-    let lines: Vec<serde_json::Value> = labels
-        .iter()
-        .map(|&c| serde_json::json!({ "label": { "$eq": c } }))
-        .collect();
-    write_case(out, "label".into(), 1.0 / count.max(1) as f64, "label", &lines)
+    label_case_named(out, "label", labels, count)
 }
 
-/// Writes the `label-far` case: query `i` asks for `label == labels[i]`, a cell far from it.
-pub(crate) fn label_far_case(out: &Path, labels: &[usize], count: usize) -> Result<WorkloadCase> {
+/// Writes a case named `name` in which query `i` asks for `label == labels[i]` (`count`
+/// labels in all): `label` (the query's own cell) or `label-far` (a cell far from it).
+pub(crate) fn label_case_named(out: &Path, name: &str, labels: &[usize], count: usize) -> Result<WorkloadCase> {
     let lines: Vec<serde_json::Value> = labels
         .iter()
         .map(|&c| serde_json::json!({ "label": { "$eq": c } }))
         .collect();
-    write_case(out, "label-far".into(), 1.0 / count.max(1) as f64, "label-far", &lines)
+    write_case(out, name.into(), 1.0 / count.max(1) as f64, name, &lines)
 }
 
 /// Share of a popular cell's rows in the `popular` subset.

@@ -366,12 +366,13 @@ pub fn calibrate_rerank(
                 for (pid, lists) in chosen {
                     let seg = segments[*pid as usize];
                     pids.push(*pid as usize);
-                    let (bounded, _) = bound_segment(seg, query, None, None, lists, p, &shared);
+                    let bounds = bound_segment(seg, query, None, None, lists, p, &shared);
                     let s = segs.len() as u32;
                     segs.push(seg);
-                    pool.extend(bounded.into_iter().map(|(lb, r)| (lb, s, r)));
+                    pool.extend(bounds.rows.into_iter().map(|(lb, r)| (lb, s, r)));
                 }
-                let (hits, _) = rerank(&segs, pool, query, None, p);
+                // The budget alone, as the factor's first round has it (no floor).
+                let hits = rerank(&segs, pool, query, None, p, f32::INFINITY).hits;
                 // Hits name rows by segment and row (ids may be the user's own).
                 hits.iter()
                     .map(|h| input_rows[pids[h.segment as usize]][h.row as usize])

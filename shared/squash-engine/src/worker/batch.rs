@@ -4,10 +4,12 @@
 //! segments together.
 
 use super::fetch::{check_dims, Dead, Got, Need};
-use super::scan::{best_sorted, bound_selected, rerank, same_cells, select_rows, PartitionParams, Selected};
+use super::scan::{
+    bound_again, keep_best, rerank, same_cells, select_rows, Bounds, PartitionParams, ScanMemo, Selected, LB_SLACK,
+};
 use super::Worker;
 use rayon::prelude::*;
-use squash_api::{PartitionOutcome, QueryAnswer, SegmentRef, StageCounts, WorkerHit, WorkerQuery, WorkerRequest};
+use squash_api::{PartitionOutcome, QueryAnswer, SegmentRef, WorkerHit, WorkerQuery, WorkerRequest};
 use squash_core::deletes::DeadRows;
 use squash_core::filter::CodeFilter;
 use squash_core::segment::Segment;
@@ -23,9 +25,6 @@ const EXPANSION: usize = 8;
 /// Most rounds of a larger budget after the first (a safety limit: 8³ = 512 times the
 /// re-rank factor's budget).
 const MAX_EXPANSIONS: u32 = 3;
-
-/// One segment's bounded candidates `(bound, row)`, its counts and its scan time (µs).
-type Bounded = (Vec<(f32, u32)>, StageCounts, u64);
 
 /// One segment as one query searches it: the reference (with the query's lists), the
 /// segment as got (its fetch counted for the first query that used it) and its
@@ -147,42 +146,59 @@ impl Worker {
         self.complete(&refs, &mut fetched, needs);
         // 2.–3. Bounds, every segment in parallel, then the pooled re-rank in bound order,
         // which stops once the next bound exceeds the k-th exact distance. Each segment
-        // keeps only its best `budget` bounds: when the re-rank used every kept bound
-        // without stopping and rows were left out, a left-out row could still beat the
-        // k-th distance, so the bounds are taken again with a budget EXPANSION times
-        // larger, until the stop rule fires, nothing is left out, or MAX_EXPANSIONS
-        // rounds (the re-rank factor is where the work starts, not what recall rests on).
+        // keeps only its best `budget` bounds and reports a floor under the rows it left
+        // out: when the k-th distance is not below that floor a left-out row could still
+        // beat it, so the bounds are taken again from the first round's sums (no second
+        // scan), keeping every row whose bound is under the k-th distance found so far
+        // (an upper bound of the true one) with a budget EXPANSION times larger, until
+        // the answer is exact over the lists searched or MAX_EXPANSIONS rounds (the
+        // re-rank factor is where the work starts, not what recall rests on).
         let mut scan_us = vec![0u64; refs.len()];
         for (i, (_, us)) in selected.iter().enumerate() {
             scan_us[i] = *us;
         }
         let mut params = params;
         let mut expansions = 0;
+        // Rows bounded above this (squared L2) cannot enter the answer.
+        let mut cutoff = f32::INFINITY;
+        let metric = fetched.iter().flatten().next().map(|f| f.segment.meta().metric);
+        // Each segment's first scan, kept: a later round re-reads its sums, never rescans.
+        let mut memos: Vec<Option<ScanMemo>> = (0..refs.len()).map(|_| None).collect();
         let (counts, row_hits, reranked, slots, rerank_us) = loop {
-            let shared_bound = AtomicU32::new(f32::INFINITY.to_bits());
-            let bounded: Vec<Bounded> = fetched
+            let shared_bound = AtomicU32::new(cutoff.to_bits());
+            let bounded: Vec<(Bounds, u64)> = fetched
                 .par_iter()
                 .zip(selected.par_iter())
-                .map(|(f, (sel, _))| match (f, sel) {
+                .zip(memos.par_iter_mut())
+                .map(|((f, (sel, _)), memo)| match (f, sel) {
                     (Ok(f), Some(sel)) => {
                         let t0 = Instant::now();
-                        let (b, counts) = bound_selected(&f.segment, &q.query, sel.clone(), params, &shared_bound);
-                        (b, counts, t0.elapsed().as_micros() as u64)
+                        let b = bound_again(&f.segment, &q.query, sel, params, &shared_bound, memo);
+                        (b, t0.elapsed().as_micros() as u64)
                     }
-                    _ => (Vec::new(), StageCounts::default(), 0),
+                    _ => (
+                        Bounds {
+                            floor: f32::INFINITY,
+                            ..Bounds::default()
+                        },
+                        0,
+                    ),
                 })
                 .collect();
             let mut counts = Vec::with_capacity(bounded.len());
             let mut pool = Vec::new();
-            for (i, (b, c, us)) in bounded.into_iter().enumerate() {
+            let mut floor = f32::INFINITY;
+            for (i, (b, us)) in bounded.into_iter().enumerate() {
                 scan_us[i] += us;
-                counts.push(c);
-                pool.extend(b.into_iter().map(|(lb, r)| (lb, i as u32, r)));
+                counts.push(b.counts);
+                floor = floor.min(b.floor);
+                pool.extend(b.rows.into_iter().map(|(lb, r)| (lb, i as u32, r)));
             }
             // The pooled re-rank reads the best `budget` candidates' vectors.
-            best_sorted(&mut pool, params.budget(), |a, b| {
+            let cut = keep_best(&mut pool, params.budget(), |a, b| {
                 a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
             });
+            floor = cut.iter().fold(floor, |f, c| f.min(c.0));
             let mut rows: Vec<Vec<usize>> = vec![Vec::new(); refs.len()];
             for &(_, s, r) in &pool {
                 rows[s as usize].push(r as usize);
@@ -214,16 +230,16 @@ impl Worker {
                 .filter(|&(_, s, _)| slot_of[s as usize] != u32::MAX)
                 .map(|(lb, s, r)| (lb, slot_of[s as usize], r))
                 .collect();
-            let kept = pool.len() as u64;
-            let (row_hits, reranked) = rerank(&segs, pool, &q.query, q.filter.as_ref(), params);
+            let r = rerank(&segs, pool, &q.query, q.filter.as_ref(), params, floor);
             let rerank_us = t0.elapsed().as_micros() as u64;
-            let candidates: u64 = slots.iter().map(|&i| counts[i].hamming).sum();
-            let used_every_bound = reranked.iter().sum::<u64>() == kept;
-            if !(used_every_bound && candidates > kept) || expansions == MAX_EXPANSIONS {
-                break (counts, row_hits, reranked, slots, rerank_us);
+            if r.exact || expansions == MAX_EXPANSIONS {
+                break (counts, r.hits, r.reranked, slots, rerank_us);
             }
             expansions += 1;
             params.rerank_factor = params.rerank_factor.max(1).saturating_mul(EXPANSION);
+            if let (Some(metric), true) = (metric, r.kth.is_finite()) {
+                cutoff = cutoff.min(metric.to_l2sq(r.kth) / (1.0 - 2.0 * LB_SLACK));
+            }
         };
         let segs: Vec<&Segment> = slots
             .iter()

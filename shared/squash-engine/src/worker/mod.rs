@@ -13,8 +13,8 @@ pub mod scan;
 pub use fanout::{merge_answers, merge_hits};
 pub use fetch::RangeReads;
 pub use scan::{
-    bound_segment, bound_selected, rerank, search_segment, select_rows, PartitionParams, RowHit, Selected,
-    HAMMING_FLOOR_FACTOR,
+    bound_again, bound_segment, bound_selected, rerank, search_segment, select_rows, Bounds, PartitionParams, Reranked,
+    RowHit, ScanMemo, Selected, HAMMING_FLOOR_FACTOR,
 };
 
 use crate::cache::SegmentCache;

@@ -27,7 +27,7 @@ const PREFETCH_AHEAD: usize = 8;
 
 /// Relative slack applied to lower bounds before the early stop, covering f32 rounding
 /// in the rotations (the bound stays a bound, see the property tests).
-const LB_SLACK: f32 = 1e-4;
+pub(crate) const LB_SLACK: f32 = 1e-4;
 
 /// Per-query knobs of the scan.
 #[derive(Debug, Clone, Copy)]
@@ -273,9 +273,23 @@ pub(crate) fn same_cells(a: &Segment, b: &Segment) -> bool {
     a.cells_tag() == b.cells_tag()
 }
 
+/// One segment's lower bounds: the best `budget` candidates, the stage counts, and a
+/// floor under every candidate left out.
+#[derive(Debug, Clone, Default)]
+pub struct Bounds {
+    /// The best `p.budget()` candidates as `(lower bound on the squared L2 distance,
+    /// row)`, in no particular order.
+    pub rows: Vec<(f32, u32)>,
+    /// Stage counts.
+    pub counts: StageCounts,
+    /// No candidate left out of `rows` has a lower bound below this (`INFINITY`: none
+    /// was left out). The re-rank is exact only once its k-th distance is below it.
+    pub floor: f32,
+}
+
 /// Scans one segment: [`select_rows`], then [`bound_selected`]. Returns the best
-/// `p.budget()` candidates as `(lower bound on the squared L2 distance, row)`, ascending,
-/// and the stage counts. `query` must be prepared (normalised for cosine). Never returns
+/// `p.budget()` candidates with their lower bounds, the stage counts and the floor under
+/// the candidates left out ([`Bounds`]). `query` must be prepared (normalised for cosine). Never returns
 /// a row whose exact attributes fail `filter`.
 /// `compiled`, when given, must be `filter` compiled against cells equal to the
 /// segment's (it saves recompiling per segment); otherwise it is compiled here.
@@ -290,21 +304,52 @@ pub fn bound_segment(
     lists: &[u32],
     p: PartitionParams,
     shared: &AtomicU32,
-) -> (Vec<(f32, u32)>, StageCounts) {
+) -> Bounds {
     let selected = select_rows(seg, query, filter, compiled, lists, p, None);
     bound_selected(seg, query, selected, p, shared)
 }
 
 /// Last scan stage of one segment: lower bounds for the selected rows (the blocked scan,
-/// or exact distances when candidates are sparse), the best `p.budget()` kept, ascending.
-/// The vectors of [`Selected::vector_rows`] must be held.
+/// or exact distances when candidates are sparse), the best `p.budget()` kept, with the
+/// floor under those left out ([`Bounds`]). The vectors of [`Selected::vector_rows`]
+/// must be held.
 pub fn bound_selected(
     seg: &Segment,
     query: &[f32],
     selected: Selected,
     p: PartitionParams,
     shared: &AtomicU32,
-) -> (Vec<(f32, u32)>, StageCounts) {
+) -> Bounds {
+    bound_again(seg, query, &selected, p, shared, &mut None)
+}
+
+/// What the first scan of a segment for a query computed, kept so that taking its
+/// bounds again (with a larger budget, or under a cutoff) costs no second scan: the
+/// blocked scan's tables and every scanned row's coarse sum, or the candidates' exact
+/// distances.
+pub enum ScanMemo {
+    /// The blocked scan: its tables and one sum per row of the scanned lists, list by
+    /// list as [`Selected`] ranges them.
+    Dense {
+        /// The byte tables (they turn a sum into a bound).
+        fast: FastTable,
+        /// Sums of every row of the scanned lists.
+        sums: Vec<u16>,
+    },
+    /// The candidates' exact squared distances, as `(distance, row)`.
+    Exact(Vec<(f32, u32)>),
+}
+
+/// [`bound_selected`] over a selection kept by the caller, reusing (or filling) `memo`
+/// so that a second call scans nothing.
+pub fn bound_again(
+    seg: &Segment,
+    query: &[f32],
+    selected: &Selected,
+    p: PartitionParams,
+    shared: &AtomicU32,
+    memo: &mut Option<ScanMemo>,
+) -> Bounds {
     let Selected {
         ranges,
         candidates,
@@ -312,45 +357,71 @@ pub fn bound_selected(
         dead,
         dense,
         yq,
-        mut counts,
+        counts,
     } = selected;
+    let (every_row, dense, mut counts) = (*every_row, *dense, *counts);
     if counts.hamming == 0 {
-        return (Vec::new(), counts);
+        return Bounds {
+            rows: Vec::new(),
+            counts,
+            floor: f32::INFINITY,
+        };
     }
     let budget = p.budget();
+    // The smallest coarse sum of a candidate left out (`u16::MAX + 1`: none).
+    let mut dropped: u32 = u32::from(u16::MAX) + 1;
     // 3. Lower bounds. Where at least one row in SPARSE_DIVISOR of the lists is a
     //    candidate, the blocked SIMD scan bounds whole blocks at once (ADC on the codes'
     //    leading nibbles) and a reservoir keeps the best `budget`; below that, each
     //    candidate's exact squared distance (cheaper than a table walk per row) is its bound.
-    let mut bounded: Vec<(f32, u32)> = if dense {
-        let fast = FastTable::new(
-            seg.scan_bounds(),
-            &yq,
-            reach(seg, query, &ranges, &candidates, every_row),
-        );
+    let (mut bounded, floor): (Vec<(f32, u32)>, f32) = if dense {
+        if memo.is_none() {
+            let fast = FastTable::new(seg.scan_bounds(), yq, reach(seg, query, ranges, candidates, every_row));
+            let total: usize = ranges.iter().map(|(_, r)| r.len()).sum();
+            let mut all: Vec<u16> = Vec::with_capacity(total + BLOCK);
+            for (l, range) in ranges {
+                // Scanned in place: a list's padding is cut before the next list's sums.
+                let at = all.len();
+                all.resize(at + fastscan::blocks_for(range.len()) * BLOCK, 0);
+                fastscan::scan(&fast, seg.list_blocks(*l), &mut all[at..]);
+                all.truncate(at + range.len());
+            }
+            *memo = Some(ScanMemo::Dense { fast, sums: all });
+        }
+        let Some(ScanMemo::Dense { fast, sums: all }) = memo.as_ref() else {
+            unreachable!("a dense scan's memo is dense")
+        };
         let keep = budget.max(1);
         let mut coarse: Vec<(u16, u32)> = Vec::with_capacity(keep * 2 + BLOCK);
         // A row whose bound exceeds the `keep`-th best bound already found, in this
         // segment or another of the request (`shared`), can never reach the re-rank.
         let global = || fast.sum_below(f32::from_bits(shared.load(Ordering::Relaxed)));
         let mut threshold = global();
-        let mut sums: Vec<u16> = Vec::new();
         let mut next = candidates.iter().copied().peekable();
-        for (l, range) in &ranges {
+        let mut at = 0;
+        for (_, range) in ranges {
             threshold = threshold.min(global());
-            sums.resize(fastscan::blocks_for(range.len()) * BLOCK, 0);
-            fastscan::scan(&fast, seg.list_blocks(*l), &mut sums);
+            let sums = &all[at..at + range.len()];
+            at += range.len();
             if every_row {
-                for (c, chunk) in sums[..range.len()].chunks(16).enumerate() {
+                for (c, chunk) in sums.chunks(16).enumerate() {
                     // Most chunks hold nothing under the threshold once it has settled:
                     // one vectorised minimum rejects them.
-                    if chunk.iter().copied().min().unwrap_or(u16::MAX) > threshold {
+                    let least = chunk.iter().copied().min().unwrap_or(u16::MAX);
+                    if least > threshold {
+                        // (A deleted row can lower this floor: only ever a lower floor.)
+                        dropped = dropped.min(u32::from(least));
                         continue;
                     }
                     for (i, &sum) in chunk.iter().enumerate() {
                         let row = range.start + c * 16 + i;
-                        if sum <= threshold && dead.as_ref().is_none_or(|d| !d.contains(row)) {
+                        if dead.as_ref().is_some_and(|d| d.contains(row)) {
+                            continue;
+                        }
+                        if sum <= threshold {
                             coarse.push((sum, row as u32));
+                        } else {
+                            dropped = dropped.min(u32::from(sum));
                         }
                     }
                 }
@@ -359,11 +430,14 @@ pub fn bound_selected(
                     let sum = sums[r as usize - range.start];
                     if sum <= threshold {
                         coarse.push((sum, r));
+                    } else {
+                        dropped = dropped.min(u32::from(sum));
                     }
                 }
             }
             if coarse.len() >= keep * 2 {
                 coarse.select_nth_unstable(keep - 1);
+                dropped = dropped.min(coarse[keep..].iter().map(|c| u32::from(c.0)).min().unwrap_or(u32::MAX));
                 coarse.truncate(keep);
                 threshold = coarse.iter().map(|c| c.0).max().unwrap_or(u16::MAX);
                 shared.fetch_min(fast.bound(threshold).to_bits(), Ordering::Relaxed);
@@ -371,28 +445,54 @@ pub fn bound_selected(
         }
         if coarse.len() >= keep {
             coarse.select_nth_unstable(keep - 1);
+            dropped = dropped.min(coarse[keep..].iter().map(|c| u32::from(c.0)).min().unwrap_or(u32::MAX));
             coarse.truncate(keep);
             let kth = coarse.iter().map(|c| c.0).max().unwrap_or(u16::MAX);
             shared.fetch_min(fast.bound(kth).to_bits(), Ordering::Relaxed);
         }
         counts.bounded = counts.hamming;
-        coarse.into_iter().map(|(sum, r)| (fast.bound(sum), r)).collect()
+        // A bound only grows with its sum: every row left out is bounded by the least.
+        let floor = u16::try_from(dropped).map_or(f32::INFINITY, |d| fast.bound(d));
+        let rows: Vec<(f32, u32)> = coarse.into_iter().map(|(sum, r)| (fast.bound(sum), r)).collect();
+        (rows, floor)
     } else {
-        candidates
-            .iter()
-            .enumerate()
-            .map(|(i, &r)| {
-                if let Some(&ahead) = candidates.get(i + PREFETCH_AHEAD) {
-                    prefetch(seg.vector(ahead as usize));
-                }
-                (l2sq(query, seg.vector(r as usize)), r)
-            })
-            .collect()
+        if memo.is_none() {
+            let rows = candidates
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| {
+                    if let Some(&ahead) = candidates.get(i + PREFETCH_AHEAD) {
+                        prefetch(seg.vector(ahead as usize));
+                    }
+                    (l2sq(query, seg.vector(r as usize)), r)
+                })
+                .collect();
+            *memo = Some(ScanMemo::Exact(rows));
+        }
+        let Some(ScanMemo::Exact(rows)) = memo.as_ref() else {
+            unreachable!("a sparse scan's memo holds exact distances")
+        };
+        // Under the cutoff only: a row above it can never reach the answer.
+        let cutoff = f32::from_bits(shared.load(Ordering::Relaxed));
+        let mut floor = f32::INFINITY;
+        let mut kept = Vec::with_capacity(rows.len().min(budget * 2));
+        for &(d, r) in rows {
+            if d <= cutoff {
+                kept.push((d, r));
+            } else {
+                floor = floor.min(d);
+            }
+        }
+        (kept, floor)
     };
 
-    // 4. Keep the best k·R bounds, in ascending order.
-    best_sorted(&mut bounded, budget, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    (bounded, counts)
+    // 4. Keep the best k·R bounds (the re-rank orders them).
+    let cut = keep_best(&mut bounded, budget, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    Bounds {
+        floor: cut.iter().fold(floor, |f, c| f.min(c.0)),
+        rows: bounded,
+        counts,
+    }
 }
 
 /// Candidate rows sampled to set a query's reach (see [`reach`]).
@@ -452,13 +552,17 @@ pub(crate) fn reach_rows(
     }
 }
 
-/// Truncates `v` to its `n` smallest elements under `cmp`, sorted ascending.
-pub(crate) fn best_sorted<T>(v: &mut Vec<T>, n: usize, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) {
-    if v.len() > n {
-        v.select_nth_unstable_by(n, &cmp);
-        v.truncate(n);
+/// Keeps the `n` smallest elements of `v` under `cmp` (in no particular order) and
+/// returns the others.
+pub(crate) fn keep_best<T>(v: &mut Vec<T>, n: usize, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) -> Vec<T> {
+    if v.len() <= n {
+        return Vec::new();
     }
-    v.sort_unstable_by(cmp);
+    if n == 0 {
+        return std::mem::take(v);
+    }
+    v.select_nth_unstable_by(n - 1, &cmp);
+    v.split_off(n)
 }
 
 /// A hit: the segment (an index into the caller's list), its row, the vector id and the
@@ -475,26 +579,73 @@ pub struct RowHit {
     pub distance: f32,
 }
 
+/// What the re-rank found.
+#[derive(Debug, Clone, Default)]
+pub struct Reranked {
+    /// The top `p.k`, best first.
+    pub hits: Vec<RowHit>,
+    /// Rows of each segment re-ranked.
+    pub reranked: Vec<u64>,
+    /// Whether the hits are the exact top `p.k` of every candidate, those left out of
+    /// the pool included: the k-th distance is below the next bound and the floor.
+    pub exact: bool,
+    /// The k-th distance found (in the index metric; `INFINITY` with fewer than `p.k`
+    /// hits): no row beyond it can enter the answer.
+    pub kth: f32,
+}
+
+/// A pooled candidate ordered by bound (then segment, then row), for the re-rank's heap.
+#[derive(Clone, Copy, PartialEq)]
+struct ByBound((f32, u32, u32));
+
+impl Eq for ByBound {}
+
+impl PartialOrd for ByBound {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ByBound {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let (a, b) = (self.0, other.0);
+        a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
+    }
+}
+
 /// Last stage: exact distances for the pooled candidates of several segments
-/// (`(bound, segment, row)`), the best `p.budget()` bounds first, stopping once a bound
-/// passes the k-th exact distance. Returns the top `p.k`, best first, and how many rows
-/// of each segment were re-ranked.
+/// (`(bound, segment, row)`), the best `p.budget()` of them in bound order, stopping
+/// once a bound passes the k-th exact distance (the rows past the budget join the
+/// floor). `floor` bounds every candidate not in the pool from below (`INFINITY`: none
+/// was left out); the re-rank stops at it too, and the answer is exact when the k-th
+/// distance is below both the next bound and the floor ([`Reranked::exact`]).
 pub fn rerank(
     segs: &[&Segment],
     mut pool: Vec<(f32, u32, u32)>,
     query: &[f32],
     filter: Option<&Expr>,
     p: PartitionParams,
-) -> (Vec<RowHit>, Vec<u64>) {
+    floor: f32,
+) -> Reranked {
     let mut reranked = vec![0u64; segs.len()];
-    best_sorted(&mut pool, p.budget(), |a, b| {
+    let cut = keep_best(&mut pool, p.budget(), |a, b| {
         a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
     });
+    let floor = cut.iter().fold(floor, |f, c| f.min(c.0));
+    // A heap: most queries stop long before the pool's end, so it is never sorted whole.
+    let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<ByBound>> =
+        pool.into_iter().map(|c| std::cmp::Reverse(ByBound(c))).collect();
     let mut top: TopK<(u32, u32)> = TopK::with_payload(p.k);
-    for &(lb, s, r) in &pool {
+    let past = |top: &TopK<(u32, u32)>, metric: squash_core::distance::Metric, bound: f32| {
+        top.is_full() && metric.from_l2sq(bound * (1.0 - LB_SLACK)) > top.threshold()
+    };
+    // The least bound not re-ranked: the next in the pool, else the floor.
+    let mut next = floor;
+    while let Some(std::cmp::Reverse(ByBound((lb, s, r)))) = heap.pop() {
         let seg = segs[s as usize];
         let metric = seg.meta().metric;
-        if top.is_full() && metric.from_l2sq(lb * (1.0 - LB_SLACK)) > top.threshold() {
+        if lb > floor || past(&top, metric, lb) {
+            next = lb.min(floor);
             break;
         }
         let row = r as usize;
@@ -516,6 +667,8 @@ pub fn rerank(
             (s, r),
         );
     }
+    let exact = next == f32::INFINITY || segs.first().is_some_and(|seg| past(&top, seg.meta().metric, next));
+    let kth = if top.is_full() { top.threshold() } else { f32::INFINITY };
     let hits = top
         .into_sorted_with()
         .into_iter()
@@ -526,7 +679,12 @@ pub fn rerank(
             distance: nb.distance,
         })
         .collect();
-    (hits, reranked)
+    Reranked {
+        hits,
+        reranked,
+        exact,
+        kth,
+    }
 }
 
 /// Searches the given lists of one segment (all lists when empty): [`bound_segment`]
@@ -539,9 +697,13 @@ pub fn search_segment(
     p: PartitionParams,
 ) -> (Vec<RowHit>, StageCounts) {
     let shared = AtomicU32::new(f32::INFINITY.to_bits());
-    let (bounded, mut counts) = bound_segment(seg, query, filter, None, lists, p, &shared);
-    let pool = bounded.into_iter().map(|(lb, r)| (lb, 0, r)).collect();
-    let (hits, reranked) = rerank(&[seg], pool, query, filter, p);
-    counts.reranked = reranked[0];
-    (hits, counts)
+    let Bounds {
+        rows,
+        mut counts,
+        floor,
+    } = bound_segment(seg, query, filter, None, lists, p, &shared);
+    let pool = rows.into_iter().map(|(lb, r)| (lb, 0, r)).collect();
+    let r = rerank(&[seg], pool, query, filter, p, floor);
+    counts.reranked = r.reranked[0];
+    (r.hits, counts)
 }
