@@ -4,7 +4,7 @@
 //! (plain or base64), and the HTTP response it answers. Tested with the samples in
 //! `events/`.
 
-use crate::service::{json_reply, Coordinator, HttpReply};
+use crate::service::{json_reply, Coordinator, HttpReply, WorkerService};
 use base64::Engine as _;
 use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use lambda_http::aws_lambda_events::encodings::Body;
@@ -118,6 +118,21 @@ impl Handled {
     /// query or the filter: `{"level":"INFO","function":"squash-worker","msg":"ok","ms":3}`.
     pub fn log_line(&self, function: &str, ms: u128) -> String {
         json!({"level": self.level(), "function": function, "msg": self.summary, "ms": ms as u64}).to_string()
+    }
+}
+
+/// Serves one worker invocation and says, for the log line, how it went (never the
+/// query or the filter).
+pub fn handle_worker_event(worker: &WorkerService, event: Value) -> Handled {
+    let answer = worker.handle_json(event);
+    let (summary, status) = match answer.get("error") {
+        Some(e) => (format!("error: {e}"), 500),
+        None => ("ok".to_string(), 200),
+    };
+    Handled {
+        answer,
+        summary,
+        status,
     }
 }
 

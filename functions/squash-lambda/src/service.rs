@@ -742,19 +742,4 @@ impl WorkerService {
             .and_then(|reply| serde_json::to_value(reply).map_err(|e| e.to_string()));
         answer.unwrap_or_else(|message| json!({ "error": message }))
     }
-
-    /// Serves one invocation and says, for the log line, how it went (never the query
-    /// or the filter).
-    pub fn handle_event(&self, event: Value) -> crate::events::Handled {
-        let answer = self.handle_json(event);
-        let (summary, status) = match answer.get("error") {
-            Some(e) => (format!("error: {e}"), 500),
-            None => ("ok".to_string(), 200),
-        };
-        crate::events::Handled {
-            answer,
-            summary,
-            status,
-        }
-    }
 }

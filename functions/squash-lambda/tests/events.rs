@@ -440,7 +440,7 @@ fn the_sample_worker_request_is_served() {
         }
     }
     let w = WorkerService::new(config("1", "4", "3"), Arc::new(NoChildren)).unwrap();
-    let handled = w.handle_event(serde_json::from_str(WORKER).unwrap());
+    let handled = squash_lambda::events::handle_worker_event(&w, serde_json::from_str(WORKER).unwrap());
     assert_eq!(handled.summary, "ok");
     let reply: WireReply = serde_json::from_value(handled.answer).unwrap();
     let resp = reply.into_response().unwrap();

@@ -18,7 +18,10 @@ async fn main() -> Result<(), Error> {
         let service = service.clone();
         async move {
             let t0 = Instant::now();
-            let handled = tokio::task::spawn_blocking(move || service.handle_event(event.payload)).await?;
+            let handled = tokio::task::spawn_blocking(move || {
+                squash_lambda::events::handle_worker_event(&service, event.payload)
+            })
+            .await?;
             // One log line per invocation; never the query or the filter.
             eprintln!("{}", handled.log_line("squash-worker", t0.elapsed().as_millis()));
             Ok::<Value, Error>(handled.answer)

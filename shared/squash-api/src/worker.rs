@@ -2,7 +2,7 @@
 //! a worker and what it answers. One request shape: a request carries a batch of
 //! queries (a single search is a batch of one), the segments of this node with the
 //! lists to fetch, and the subtrees below it; each query names the partitions and lists
-//! it searches. Internal: it travels as JSON or bincode ([`crate::wire`]), never to disk.
+//! it searches. Internal: it travels as JSON or bincode (the wire module), never to disk.
 
 use crate::StageCounts;
 use serde::{Deserialize, Serialize};

@@ -8,7 +8,8 @@ use squash_storage::ObjectStore;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use squash_write::fold::{CompactReport, DEFAULT_GRACE};
+pub use squash_write::compact::DEFAULT_GRACE;
+pub use squash_write::fold::CompactReport;
 
 /// Compacts the index in `store` (every partition with deltas or deleted rows rebuilt
 /// from its live rows, its fine lists clustered again at the index's average list size),

@@ -11,21 +11,15 @@
 
 use crate::commit::{commit, Staged};
 use crate::error::{Result, WriteError};
+use crate::held::{Held, SegmentReader};
 use crate::ids::Ids;
 use crate::partition::{encode_partition, ListsOf, PartitionInput, Quantisation, DEFAULT_LLOYD_SAMPLE};
 use crate::table::{Attributes, Matrix};
-use crate::write::Writer;
 use squash_core::attrs::ListColumn;
 use squash_core::manifest::{IdKind, Manifest, PartitionInfo};
 use squash_storage::ObjectStore;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// Default grace period: objects a version younger than this names are kept (a reader
-/// may still hold that version), and so is any object written within it (a writer may
-/// be about to commit it).
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
 
 /// What a compaction did.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -48,21 +42,8 @@ pub struct CompactReport {
     pub kept_young: u64,
 }
 
-/// Compacts the index in `store`: every partition with deltas or deleted rows rebuilt
-/// from its live rows, its fine lists clustered again by `cluster`, then what no version
-/// younger than `grace` names removed. Safe beside readers (they hold their version)
-/// and writers (a writer that commits first makes this compaction stage again; one
-/// that commits after it re-applies its write on the compacted version).
-pub fn compact(store: Arc<dyn ObjectStore>, grace: Duration, cluster: PartitionClusterer) -> Result<CompactReport> {
-    let writer = Writer::new(store.clone());
-    let dirty = |p: &PartitionInfo| !p.deltas.is_empty() || p.deleted > 0;
-    let mut report = fold_where(&writer, store.as_ref(), &dirty, None, Lists::Cluster(cluster))?;
-    crate::gc::collect_garbage(store.as_ref(), grace, &mut report)?;
-    Ok(report)
-}
-
 /// Whether a write leaves partition `p` churned enough to fold (see
-/// [`Writer::with_fold_share`]): its rows in deltas plus its deleted rows reach `share`
+/// [`crate::Writer::with_fold_share`]): its rows in deltas plus its deleted rows reach `share`
 /// of its base rows and at least [`FOLD_MIN_ROWS`], and it has a live row left.
 pub fn needs_fold(p: &PartitionInfo, share: f64) -> bool {
     let churned = churned_rows(p);
@@ -104,7 +85,7 @@ pub enum Lists<'a> {
 /// another writer commits first); no garbage is collected. Reports the version it read
 /// when no partition was selected.
 pub(crate) fn fold_where(
-    writer: &Writer,
+    reader: &SegmentReader,
     store: &dyn ObjectStore,
     select: &dyn Fn(&PartitionInfo) -> bool,
     limit: Option<usize>,
@@ -121,7 +102,7 @@ pub(crate) fn fold_where(
             dirty.truncate(limit);
             dirty.sort_unstable();
         }
-        stage_fold(writer, manifest, &dirty, lists)
+        stage_fold(reader, manifest, &dirty, lists)
     })?;
     let mut report = committed.outcome;
     report.version = committed.manifest.meta.version;
@@ -138,7 +119,7 @@ struct LiveRows {
     row_lists: Vec<u32>,
 }
 
-fn live_rows(manifest: &Manifest, held: &[crate::write::Held], pid: u32) -> LiveRows {
+fn live_rows(manifest: &Manifest, held: &[Held], pid: u32) -> LiveRows {
     let dim = manifest.meta.stored_dim();
     let attrs = manifest.meta.schema.len();
     let mut data = Vec::new();
@@ -195,7 +176,12 @@ fn live_rows(manifest: &Manifest, held: &[crate::write::Held], pid: u32) -> Live
 }
 
 /// Stages the rebuild of partitions `dirty` on `manifest`.
-fn stage_fold(writer: &Writer, manifest: &Manifest, dirty: &[usize], lists: Lists) -> Result<Staged<CompactReport>> {
+fn stage_fold(
+    reader: &SegmentReader,
+    manifest: &Manifest,
+    dirty: &[usize],
+    lists: Lists,
+) -> Result<Staged<CompactReport>> {
     let mut report = CompactReport::default();
     if dirty.is_empty() {
         return Ok(Staged {
@@ -205,7 +191,7 @@ fn stage_fold(writer: &Writer, manifest: &Manifest, dirty: &[usize], lists: List
         });
     }
     let wanted: HashSet<u32> = dirty.iter().map(|&p| p as u32).collect();
-    let held = writer.held_segments_of(manifest, &|p| wanted.contains(&p))?;
+    let held = reader.held_segments_of(manifest, &|p| wanted.contains(&p))?;
     let mut m = manifest.clone();
     let mut objects: Vec<(String, Vec<u8>)> = Vec::new();
     let attrs = manifest.meta.schema.len();

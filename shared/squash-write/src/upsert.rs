@@ -5,13 +5,25 @@
 
 use crate::error::{Result, WriteError};
 use crate::ids::Ids;
-use crate::write::Upsert;
+use crate::table::{Attributes, Matrix};
 use squash_core::attrs::{AttrCells, AttrKind, AttrValue, ListColumn, Schema};
 use squash_core::distance::prepare_stored;
 use squash_core::manifest::{string_id_key, IdKind, Manifest, MAX_ID_BYTES};
 use squash_core::segment::Segment;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Rows to insert or replace: ids (integers or strings, as the index's), vectors and
+/// attributes by name (a subset of the index's; absent ones are missing values).
+#[derive(Debug, Clone, Default)]
+pub struct Upsert {
+    /// One id per row.
+    pub ids: Ids,
+    /// One vector per row.
+    pub vectors: Matrix,
+    /// Attribute columns (none, or one value per row each).
+    pub attrs: Attributes,
+}
 
 /// An upsert checked against the index: internal id keys, string ids, prepared vectors,
 /// attribute values in the index's column order, and the schema and cells widened to

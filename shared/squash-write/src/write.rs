@@ -15,32 +15,20 @@
 use crate::commit::{commit, Hook, Staged};
 use crate::delta::{assign_lists, delta_parts};
 use crate::error::{Result, WriteError};
+use crate::held::{Held, SegmentReader};
 use crate::ids::Ids;
-use crate::table::{Attributes, Matrix};
+pub use crate::upsert::Upsert;
 use crate::upsert::{id_keys, prepare_upsert, Prepared};
 use squash_core::attrs::AttrValue;
-use squash_core::deletes::{decode_deletes, encode_deletes};
+use squash_core::deletes::encode_deletes;
 use squash_core::filter::Expr;
 use squash_core::manifest::{DeletesInfo, DeltaInfo, Manifest};
 use squash_core::naming::Naming;
-use squash_core::segment::Segment;
 use squash_core::values::code_of_value;
 use squash_engine::cache::SegmentCache;
 use squash_storage::ObjectStore;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-
-/// Rows to insert or replace: ids (integers or strings, as the index's), vectors and
-/// attributes by name (a subset of the index's; absent ones are missing values).
-#[derive(Debug, Clone, Default)]
-pub struct Upsert {
-    /// One id per row.
-    pub ids: Ids,
-    /// One vector per row.
-    pub vectors: Matrix,
-    /// Attribute columns (none, or one value per row each).
-    pub attrs: Attributes,
-}
+use std::sync::Arc;
 
 /// What to delete.
 #[derive(Debug, Clone)]
@@ -105,8 +93,7 @@ impl WriteReport {
 /// immutable keys) for the next write; a coordinator shares its search cache with it.
 pub struct Writer {
     store: Arc<dyn ObjectStore>,
-    cache: Arc<SegmentCache>,
-    deletes: Mutex<HashMap<String, Arc<Vec<u32>>>>,
+    reader: SegmentReader,
     /// Called between the steps of a write (for fault drills): `before("commit")`…
     hook: Option<Box<Hook>>,
     /// Churn share past which a write folds a partition (`None`: never).
@@ -131,18 +118,6 @@ pub fn parse_fold_share(v: &str) -> std::result::Result<Option<f64>, String> {
     }
 }
 
-/// A segment of the manifest to hold: partition, place, key, size, checksum, deletions.
-type Wanted<'a> = (u32, usize, &'a str, u64, &'a str, Option<&'a DeletesInfo>);
-
-/// A segment of the index as a write sees it: which partition, its place (0 = base,
-/// `1 + i` = delta `i`), the segment and its deleted rows.
-pub(crate) struct Held {
-    pub(crate) partition: u32,
-    pub(crate) place: usize,
-    pub(crate) segment: Arc<Segment>,
-    pub(crate) dead: Arc<Vec<u32>>,
-}
-
 impl Writer {
     /// A writer for the index in `store`, with a segment cache of its own (1 GiB).
     pub fn new(store: Arc<dyn ObjectStore>) -> Writer {
@@ -152,9 +127,8 @@ impl Writer {
     /// A writer sharing `cache` (a coordinator's search cache).
     pub fn with_cache(store: Arc<dyn ObjectStore>, cache: Arc<SegmentCache>) -> Writer {
         Writer {
+            reader: SegmentReader::new(store.clone(), cache),
             store,
-            cache,
-            deletes: Mutex::new(HashMap::new()),
             hook: None,
             fold_share: Some(DEFAULT_FOLD_SHARE),
             fold_limit: None,
@@ -198,7 +172,7 @@ impl Writer {
         let folded = self.step("fold").and_then(|()| {
             let churned = |p: &squash_core::manifest::PartitionInfo| crate::fold::needs_fold(p, share);
             let keep = crate::fold::Lists::Keep;
-            crate::fold::fold_where(self, self.store.as_ref(), &churned, self.fold_limit, keep)
+            crate::fold::fold_where(&self.reader, self.store.as_ref(), &churned, self.fold_limit, keep)
         });
         match folded {
             Ok(f) => {
@@ -256,80 +230,6 @@ impl Writer {
         Ok((report, churned))
     }
 
-    /// Every segment of the index (base and deltas) with its deleted rows.
-    pub(crate) fn held_segments(&self, manifest: &Manifest) -> Result<Vec<Held>> {
-        self.held_segments_of(manifest, &|_| true)
-    }
-
-    /// The segments (base and deltas) of the partitions `wanted_partition` accepts, with
-    /// their deleted rows.
-    pub(crate) fn held_segments_of(
-        &self,
-        manifest: &Manifest,
-        wanted_partition: &dyn Fn(u32) -> bool,
-    ) -> Result<Vec<Held>> {
-        let mut wanted: Vec<Wanted> = Vec::new();
-        for p in manifest.meta.partitions.iter().filter(|p| wanted_partition(p.id)) {
-            wanted.push((p.id, 0, &p.key, p.bytes, &p.checksum, p.deletes.as_ref()));
-            for (i, d) in p.deltas.iter().enumerate() {
-                wanted.push((p.id, i + 1, &d.key, d.bytes, &d.checksum, d.deletes.as_ref()));
-            }
-        }
-        let missing: Vec<&str> = wanted
-            .iter()
-            .filter(|w| self.cache.get(w.2).is_none_or(|s| s.is_partial()))
-            .map(|w| w.2)
-            .collect();
-        let fetched: HashMap<&str, _> = missing
-            .iter()
-            .copied()
-            .zip(self.store.get_many_shared(&missing))
-            .collect();
-        let mut out = Vec::with_capacity(wanted.len());
-        let mut fetched = fetched;
-        for (partition, place, key, bytes, checksum, deletes) in wanted {
-            let segment = match fetched.remove(key) {
-                None => self
-                    .cache
-                    .get(key)
-                    .ok_or_else(|| WriteError::bad("segments", format!("segment '{key}' was not read")))?,
-                Some(blob) => {
-                    let blob = blob?;
-                    Naming::verify(key, &blob.bytes, bytes, checksum)?;
-                    let seg = Arc::new(Segment::decode_verified(key, blob.bytes.clone())?);
-                    let charge = seg.decoded_bytes() + if blob.mapped { 0 } else { bytes };
-                    self.cache.insert(key, seg.clone(), charge);
-                    seg
-                }
-            };
-            let dead = match deletes {
-                None => Arc::new(Vec::new()),
-                Some(d) => self.deletion_set(d, segment.len() as u64)?,
-            };
-            out.push(Held {
-                partition,
-                place,
-                segment,
-                dead,
-            });
-        }
-        Ok(out)
-    }
-
-    fn deletion_set(&self, d: &DeletesInfo, total: u64) -> Result<Arc<Vec<u32>>> {
-        if let Some(rows) = self.deletes.lock().unwrap_or_else(|p| p.into_inner()).get(&d.key) {
-            return Ok(rows.clone());
-        }
-        let bytes = self.store.get(&d.key)?;
-        Naming::verify(&d.key, &bytes, d.bytes, &d.checksum)?;
-        let rows = Arc::new(decode_deletes(&d.key, &bytes, total)?);
-        self.deletes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(d.key.clone(), rows.clone());
-        Ok(rows)
-    }
-
     /// Live rows holding one of `keys` (string ids compared in full): `(held index, row)`.
     fn locate(held: &[Held], keys: &HashMap<u64, Vec<usize>>, names: Option<&[String]>) -> Vec<(usize, usize, usize)> {
         let mut found = Vec::new();
@@ -355,7 +255,7 @@ impl Writer {
     }
 
     fn stage_upsert(&self, manifest: &Manifest, rows: Prepared) -> Result<Staged<WriteReport>> {
-        let held = self.held_segments(manifest)?;
+        let held = self.reader.held_segments(manifest)?;
         let mut keys: HashMap<u64, Vec<usize>> = HashMap::new();
         for (i, &k) in rows.keys.iter().enumerate() {
             keys.entry(k).or_default().push(i);
@@ -520,7 +420,7 @@ impl Writer {
     }
 
     fn stage_delete(&self, manifest: &Manifest, what: &Delete) -> Result<Staged<WriteReport>> {
-        let held = self.held_segments(manifest)?;
+        let held = self.reader.held_segments(manifest)?;
         let mut dead_new: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
         let mut missing = 0;
         match what {
