@@ -623,6 +623,18 @@ mod tests {
     use super::*;
     use squash_core::filter::{Expr, Pred};
 
+    /// A filter of 50 `$in` leaves of 20 values each, over 8 attributes: a large request.
+    fn wide_filter() -> Expr {
+        Expr::Or(
+            (0..50)
+                .map(|i| Expr::Leaf {
+                    attr: i % 8,
+                    pred: Pred::In((0..20).map(f64::from).collect()),
+                })
+                .collect(),
+        )
+    }
+
     /// `n` hits with the largest ids and 8 attributes each: a large answer.
     fn big_hits(n: u64) -> Vec<WorkerHit> {
         (0..n)
@@ -804,14 +816,7 @@ mod tests {
                 slot: 0,
                 query: vec![-0.123_456_79; 1536],
                 k: 1000,
-                filter: Some(Expr::Or(
-                    (0..50)
-                        .map(|i| Expr::Leaf {
-                            attr: i % 8,
-                            pred: Pred::In((0..20).map(f64::from).collect()),
-                        })
-                        .collect(),
-                )),
+                filter: Some(wide_filter()),
                 rerank_factor: 10,
                 hamming_keep: 0.5,
                 with_attributes: true,
@@ -867,14 +872,7 @@ mod tests {
                 slot,
                 query: vec![-0.123_456_79; 1536],
                 k: (MAX_BATCH_HITS / MAX_BATCH) as u32,
-                filter: Some(Expr::Or(
-                    (0..50)
-                        .map(|i| Expr::Leaf {
-                            attr: i % 8,
-                            pred: Pred::In((0..20).map(f64::from).collect()),
-                        })
-                        .collect(),
-                )),
+                filter: Some(wide_filter()),
                 rerank_factor: 10,
                 hamming_keep: 1.0,
                 with_attributes: true,
