@@ -656,7 +656,7 @@ fn every_hit_carries_its_own_rows_attributes() {
 
 /// The partition number in a segment key (`segments/p00002-….sqs`).
 fn seg_partition(key: &str) -> usize {
-    key.trim_start_matches("segments/p")[..5].parse().expect("segment key")
+    squash_core::naming::Naming::partition_of(key).expect("segment key") as usize
 }
 
 fn golden_dir() -> PathBuf {
