@@ -1,7 +1,7 @@
 //! # squash-storage
 //!
 //! Object storage behind one trait, so the build and the search never care where an
-//! index lives: a local directory, memory, or S3 (feature `s3`, on by default). Keys are
+//! index lives: a local directory, memory, or S3 (the `squash-s3` crate, which also opens stores by location). Keys are
 //! `/`-separated relative paths (`manifest.sqm`, `segments/p00001-….sqs`). Decorators
 //! add retries with capped backoff ([`Retrying`]) and request counting ([`Counting`]);
 //! [`testing::conformance`] is the behaviour every store must show.
@@ -20,8 +20,6 @@ pub mod faults;
 pub mod local;
 pub mod memory;
 pub mod retry;
-#[cfg(feature = "s3")]
-pub mod s3;
 pub mod testing;
 
 pub use counting::{Counting, Counts};
@@ -210,80 +208,6 @@ pub trait ObjectStore: Send + Sync {
     }
 }
 
-/// Opens the store a location names: `s3://bucket/prefix` (feature `s3`) or a local
-/// directory path. Each call builds its own S3 client; a process that opens many
-/// locations builds one [`Connector`] instead.
-pub fn open_store(location: &str) -> Result<Arc<dyn ObjectStore>> {
-    Connector::for_root(location)?.open(location)
-}
-
-/// Opens store locations with clients built once: when the root it is made for is an
-/// `s3://` location, one S3 client (and its runtime) serves every location it opens, as
-/// a Lambda container should (clients built at cold start, reused by every request).
-#[derive(Clone, Default)]
-pub struct Connector {
-    #[cfg(feature = "s3")]
-    s3: Option<Arc<s3::S3Client>>,
-}
-
-impl Connector {
-    /// Builds the clients that locations under `root` need: an S3 client for `s3://`
-    /// roots, nothing for directories.
-    pub fn for_root(root: &str) -> Result<Connector> {
-        if root.starts_with("s3://") {
-            #[cfg(feature = "s3")]
-            {
-                s3::parse_s3_uri(root)?;
-                return Ok(Connector {
-                    s3: Some(Arc::new(s3::S3Client::new(None)?)),
-                });
-            }
-        }
-        Ok(Connector::default())
-    }
-
-    /// Opens `location`: `s3://bucket/prefix` through the shared client (a client of its
-    /// own when this connector was made for a directory root), or a local directory.
-    pub fn open(&self, location: &str) -> Result<Arc<dyn ObjectStore>> {
-        if location.starts_with("s3://") {
-            #[cfg(feature = "s3")]
-            {
-                let client = match &self.s3 {
-                    Some(client) => client.clone(),
-                    None => Arc::new(s3::S3Client::new(None)?),
-                };
-                return Ok(Arc::new(Retrying::new(s3::S3Store::with_client(client, location)?)));
-            }
-            #[cfg(not(feature = "s3"))]
-            {
-                return Err(StorageError::InvalidKey {
-                    key: location.to_string(),
-                    reason: "this build has no S3 support (feature `s3`)".into(),
-                });
-            }
-        }
-        if location.contains("://") {
-            return Err(StorageError::InvalidKey {
-                key: location.to_string(),
-                reason: "unknown scheme (expected s3:// or a directory path)".into(),
-            });
-        }
-        Ok(Arc::new(LocalDir::new(location)))
-    }
-
-    /// True when S3 locations share one client.
-    pub fn shares_s3_client(&self) -> bool {
-        #[cfg(feature = "s3")]
-        {
-            self.s3.is_some()
-        }
-        #[cfg(not(feature = "s3"))]
-        {
-            false
-        }
-    }
-}
-
 impl<T: ObjectStore + ?Sized> ObjectStore for Arc<T> {
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         (**self).get(key)
@@ -356,31 +280,6 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn a_connector_builds_one_s3_client_for_an_s3_root_and_none_for_a_directory() {
-        let dir = std::env::temp_dir().join(format!("squash-connector-{}", std::process::id()));
-        let local = Connector::for_root(dir.to_str().unwrap()).unwrap();
-        assert!(!local.shares_s3_client());
-        let store = local.open(dir.join("idx").to_str().unwrap()).unwrap();
-        assert!(store.describe().contains("idx"), "{}", store.describe());
-        #[cfg(feature = "s3")]
-        {
-            // Building the client reads configuration only; nothing is sent.
-            let s3 = Connector::for_root("s3://bucket/indexes").unwrap();
-            assert!(s3.shares_s3_client());
-            let a = s3.open("s3://bucket/indexes/a").unwrap();
-            let b = s3.open("s3://bucket/indexes/b").unwrap();
-            assert_eq!(
-                (a.describe(), b.describe()),
-                ("s3://bucket/indexes/a".into(), "s3://bucket/indexes/b".into())
-            );
-            assert!(Connector::for_root("s3://Bad_Bucket!/x").is_err());
-        }
-        for bad in ["ftp://host/x", "gs://bucket/x"] {
-            assert!(matches!(local.open(bad), Err(StorageError::InvalidKey { .. })), "{bad}");
-        }
-    }
-
-    #[test]
     fn memory_conforms() {
         testing::conformance(&Memory::new(), 3 << 20);
     }
@@ -444,6 +343,5 @@ mod tests {
         };
         let store = Retrying::with_policy(flaky, 3, Duration::from_millis(1), Duration::from_millis(2));
         assert!(store.get("k").unwrap_err().is_transient(), "gives up after 3 attempts");
-        assert!(matches!(open_store("ftp://x/y"), Err(StorageError::InvalidKey { .. })));
     }
 }

@@ -9,7 +9,7 @@ use squash_bench::groundtruth::read_groundtruth;
 use squash_bench::workload::{selectivity_label, Workload};
 use squash_build::io::{read_json_lines, read_vectors};
 use squash_engine::search::Index;
-use squash_storage::open_store;
+use squash_s3::open_store;
 use std::io::Write;
 use std::path::PathBuf;
 

@@ -5,7 +5,7 @@ use clap::Args;
 use squash_build::build::{build_index_with_ids, default_search_defaults, BuildParams, DEFAULT_LIST_VECTORS};
 use squash_build::ids::{read_ids, Ids};
 use squash_build::io::read_vectors;
-use squash_storage::open_store;
+use squash_s3::open_store;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;

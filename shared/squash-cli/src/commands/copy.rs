@@ -1,7 +1,7 @@
 //! `squash copy`: every object of one store location to another, the manifest last.
 
 use super::{CliError, Result};
-use squash_storage::open_store;
+use squash_s3::open_store;
 
 /// Runs `squash copy`.
 pub fn run(from: &str, to: &str) -> Result<()> {

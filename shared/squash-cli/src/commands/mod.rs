@@ -22,7 +22,8 @@ use squash_core::distance::Metric;
 use squash_core::CoreError;
 use squash_engine::search::Index;
 use squash_engine::SearchError;
-use squash_storage::{open_store, StorageError};
+use squash_s3::open_store;
+use squash_storage::StorageError;
 use std::path::Path;
 
 /// Everything a subcommand can report; printed as one line, exit code 1.

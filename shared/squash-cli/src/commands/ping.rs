@@ -4,7 +4,7 @@ use super::{CliError, Result};
 
 /// Runs `squash ping`.
 pub fn run(location: &str, wait_s: f64) -> Result<()> {
-    let store = squash_storage::open_store(location)?;
+    let store = squash_s3::open_store(location)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(wait_s.max(0.0));
     let probe = b"squash probe";
     loop {

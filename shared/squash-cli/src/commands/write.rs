@@ -5,7 +5,7 @@ use super::{load_attrs, CliError, Result};
 use clap::Args;
 use squash_build::ids::read_ids;
 use squash_build::io::read_vectors;
-use squash_storage::open_store;
+use squash_s3::open_store;
 use squash_write::{Delete, Upsert, WriteReport, Writer};
 use std::path::PathBuf;
 use std::time::Instant;

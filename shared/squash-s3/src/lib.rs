@@ -1,3 +1,5 @@
+//! # squash-s3
+//!
 //! The S3 store (aws-sdk-s3): `s3://bucket/prefix` URIs, a custom endpoint for
 //! S3-compatible servers (path-style addressing), credentials and region from the usual
 //! AWS chain (environment, profile files, instance/container roles), multipart upload
@@ -6,11 +8,17 @@
 //! The [`ObjectStore`] trait is synchronous; this store runs the SDK on a small tokio
 //! runtime of its own. Called from inside another tokio runtime, it hops to a scoped
 //! thread instead of blocking that runtime's worker.
+//!
+//! Also opens a store from its location ([`open_store`], [`Connector`]): `s3://bucket/prefix`
+//! or a local directory. A crate of its own so that the query engine, the build and
+//! their tests link without the AWS SDK.
 
-use crate::{ObjectStore, Precondition, Result, StorageError};
+#![warn(missing_docs)]
+
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use squash_storage::{validate_key, LocalDir, ObjectStore, Precondition, Result, Retrying, StorageError};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +30,7 @@ pub const DEFAULT_PART_SIZE: usize = 16 << 20;
 
 /// One S3 client and the small tokio runtime it runs on. Build it once per process (or
 /// Lambda container) and open every `s3://` location through it
-/// ([`S3Store::with_client`], or `crate::Connector`): the client keeps its connection
+/// ([`S3Store::with_client`], or [`Connector`]): the client keeps its connection
 /// pool and credentials cache across indexes.
 pub struct S3Client {
     client: aws_sdk_s3::Client,
@@ -114,7 +122,7 @@ pub fn parse_s3_uri(uri: &str) -> Result<(String, String)> {
     }
     let prefix = prefix.trim_end_matches('/').to_string();
     if !prefix.is_empty() {
-        crate::validate_key(&prefix)?;
+        validate_key(&prefix)?;
     }
     Ok((bucket.to_string(), prefix))
 }
@@ -153,7 +161,7 @@ impl S3Store {
     }
 
     fn full_key(&self, key: &str) -> Result<String> {
-        crate::validate_key(key)?;
+        validate_key(key)?;
         Ok(if self.prefix.is_empty() {
             key.to_string()
         } else {
@@ -501,9 +509,85 @@ async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
     results.into_iter().flatten().collect()
 }
 
+/// Opens the store a location names: `s3://bucket/prefix` or a local
+/// directory path. Each call builds its own S3 client; a process that opens many
+/// locations builds one [`Connector`] instead.
+pub fn open_store(location: &str) -> Result<Arc<dyn ObjectStore>> {
+    Connector::for_root(location)?.open(location)
+}
+
+/// Opens store locations with clients built once: when the root it is made for is an
+/// `s3://` location, one S3 client (and its runtime) serves every location it opens, as
+/// a Lambda container should (clients built at cold start, reused by every request).
+#[derive(Clone, Default)]
+pub struct Connector {
+    s3: Option<Arc<S3Client>>,
+}
+
+impl Connector {
+    /// Builds the clients that locations under `root` need: an S3 client for `s3://`
+    /// roots, nothing for directories.
+    pub fn for_root(root: &str) -> Result<Connector> {
+        if root.starts_with("s3://") {
+            parse_s3_uri(root)?;
+            return Ok(Connector {
+                s3: Some(Arc::new(S3Client::new(None)?)),
+            });
+        }
+        Ok(Connector::default())
+    }
+
+    /// Opens `location`: `s3://bucket/prefix` through the shared client (a client of its
+    /// own when this connector was made for a directory root), or a local directory.
+    pub fn open(&self, location: &str) -> Result<Arc<dyn ObjectStore>> {
+        if location.starts_with("s3://") {
+            let client = match &self.s3 {
+                Some(client) => client.clone(),
+                None => Arc::new(S3Client::new(None)?),
+            };
+            return Ok(Arc::new(Retrying::new(S3Store::with_client(client, location)?)));
+        }
+        if location.contains("://") {
+            return Err(StorageError::InvalidKey {
+                key: location.to_string(),
+                reason: "unknown scheme (expected s3:// or a directory path)".into(),
+            });
+        }
+        Ok(Arc::new(LocalDir::new(location)))
+    }
+
+    /// True when S3 locations share one client.
+    pub fn shares_s3_client(&self) -> bool {
+        self.s3.is_some()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connector_builds_one_s3_client_for_an_s3_root_and_none_for_a_directory() {
+        let dir = std::env::temp_dir().join(format!("squash-connector-{}", std::process::id()));
+        let local = Connector::for_root(dir.to_str().unwrap()).unwrap();
+        assert!(!local.shares_s3_client());
+        let store = local.open(dir.join("idx").to_str().unwrap()).unwrap();
+        assert!(store.describe().contains("idx"), "{}", store.describe());
+        // Building the client reads configuration only; nothing is sent.
+        let s3 = Connector::for_root("s3://bucket/indexes").unwrap();
+        assert!(s3.shares_s3_client());
+        let a = s3.open("s3://bucket/indexes/a").unwrap();
+        let b = s3.open("s3://bucket/indexes/b").unwrap();
+        assert_eq!(
+            (a.describe(), b.describe()),
+            ("s3://bucket/indexes/a".into(), "s3://bucket/indexes/b".into())
+        );
+        assert!(Connector::for_root("s3://Bad_Bucket!/x").is_err());
+        for bad in ["ftp://host/x", "gs://bucket/x"] {
+            assert!(matches!(local.open(bad), Err(StorageError::InvalidKey { .. })), "{bad}");
+            assert!(matches!(open_store(bad), Err(StorageError::InvalidKey { .. })), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_uris() {

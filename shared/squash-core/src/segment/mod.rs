@@ -18,6 +18,12 @@ use std::ops::Range;
 use std::sync::Arc;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
+mod encode;
+mod ranges;
+
+pub use encode::{decode_cells, encode_cells, pack_blocks, SegmentParts};
+pub use ranges::FetchPlan;
+
 #[cfg(target_endian = "big")]
 compile_error!("squash reads its little-endian sections in place: big-endian targets are not supported");
 
@@ -117,127 +123,6 @@ pub struct SegmentMeta {
     pub attrs: u32,
 }
 
-/// A partition as the build produces it, in owned vectors; [`SegmentParts::encode`]
-/// lays it out as a segment object.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SegmentParts {
-    /// Descriptive fields.
-    pub meta: SegmentMeta,
-    /// Local KLT (full rotation, `dim × dim`).
-    pub klt: Klt,
-    /// OSQ quantiser over the rotated coordinates.
-    pub quantizer: Quantizer,
-    /// OSQ codes, `count × active_dims` bytes, row-major, rows grouped by list (packed
-    /// into the blocked layout on encode; not stored as they are).
-    pub codes: Vec<u8>,
-    /// Sign bits, `count × sign_words` words, row-major.
-    pub signs: Vec<u64>,
-    /// Attribute cells (shared by all partitions of the index).
-    pub attr_cells: Vec<AttrCells>,
-    /// Attribute codes, one column of `count` bytes per attribute.
-    pub attr_codes: Vec<Vec<u8>>,
-    /// Vector ids: the ids themselves in an index of numeric ids, the xxh3-64 of each
-    /// name in an index of string ids.
-    pub ids: Vec<u64>,
-    /// String ids, one per row, in an index of string ids; empty otherwise.
-    pub names: Vec<String>,
-    /// Exact attribute values, one column of `count` values per attribute (`NaN` = missing;
-    /// a list attribute's element count).
-    pub attr_values: Vec<Vec<f64>>,
-    /// Each list attribute's elements (`Some` at its column; may be shorter than the
-    /// attributes, or empty, when the rest are single-valued).
-    pub attr_lists: Vec<Option<ListColumn>>,
-    /// Full prepared vectors for re-ranking, `count × dim`, row-major.
-    pub vectors: Vec<f32>,
-    /// Fine lists: list `l` holds rows `lists[l]..lists[l + 1]` (first 0, last `count`).
-    pub lists: Vec<u32>,
-}
-
-impl SegmentParts {
-    /// Serialises the segment: small parameters first, then the sections a scan reads
-    /// list by list (blocked codes, signs, attribute codes, exact attributes, ids), the
-    /// full vectors last.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut klt = Vec::new();
-        le::put_f32s(&mut klt, &self.klt.mean);
-        le::put_f32s(&mut klt, &self.klt.eigenvalues);
-        le::put_f32s(&mut klt, &self.klt.basis);
-        let mut quant = self.quantizer.bits.clone();
-        for b in &self.quantizer.bounds {
-            le::put_f32s(&mut quant, b);
-        }
-        let mut lists = Vec::new();
-        le::put_u32s(&mut lists, &self.lists);
-        let blocks = pack_blocks(&self.quantizer, &self.codes, &self.lists);
-        let mut signs = Vec::new();
-        le::put_u64s(&mut signs, &self.signs);
-        let mut attrs = Vec::new();
-        for col in &self.attr_values {
-            le::put_f64s(&mut attrs, col);
-        }
-        let mut ids = Vec::new();
-        le::put_u64s(&mut ids, &self.ids);
-        let mut vectors = Vec::with_capacity(self.vectors.len() * 4);
-        le::put_f32s(&mut vectors, &self.vectors);
-        let meta = serde_json::to_vec(&self.meta).unwrap_or_default();
-        let codes = self.attr_codes.concat();
-        let (mut elem_offsets, mut elements) = (Vec::new(), Vec::new());
-        for l in self.attr_lists.iter().flatten() {
-            let off: Vec<u32> = l.offsets.iter().map(|&o| o as u32).collect();
-            le::put_u32s(&mut elem_offsets, &off);
-            le::put_f64s(&mut elements, &l.values);
-        }
-        let sums = self.sums(&blocks, &signs, &codes, &attrs, &elements, &ids, &vectors);
-        let mut head = vec![
-            SectionOut::zstd(META, meta),
-            SectionOut::raw(KLT, klt),
-            SectionOut::raw(QUANT, quant),
-            SectionOut::zstd(ATTR_CELLS, encode_cells(&self.attr_cells)),
-            SectionOut::raw(LISTS, lists),
-        ];
-        if !self.names.is_empty() {
-            head.push(SectionOut::zstd(NAMES, encode_names(&self.names)));
-        }
-        let has_lists = self.attr_lists.iter().any(Option::is_some);
-        if has_lists {
-            head.push(SectionOut::raw(ELEM_OFFSETS, elem_offsets));
-        }
-        head.push(SectionOut::raw(SUMS, sums));
-        let elements = has_lists.then(|| SectionOut::raw(ELEMENTS, elements));
-        write_container(
-            SEGMENT_MAGIC,
-            head.into_iter()
-                .chain([
-                    SectionOut::raw(BLOCKS, blocks),
-                    SectionOut::raw(SIGNS, signs),
-                    SectionOut::raw(ATTR_CODES, codes),
-                    SectionOut::raw(ATTRS, attrs),
-                ])
-                .chain(elements)
-                .chain([SectionOut::raw(IDS, ids), SectionOut::raw(VECTORS, vectors)])
-                .collect(),
-        )
-    }
-}
-
-/// The NAMES section: `u32[N + 1]` ascending byte offsets into the UTF-8 bytes that
-/// follow (name `i` is bytes `offsets[i]..offsets[i + 1]`).
-fn encode_names(names: &[String]) -> Vec<u8> {
-    let mut offsets = Vec::with_capacity(names.len() + 1);
-    let mut at = 0u32;
-    offsets.push(0);
-    for n in names {
-        at = at.saturating_add(n.len() as u32);
-        offsets.push(at);
-    }
-    let mut out = Vec::with_capacity(offsets.len() * 4 + at as usize);
-    le::put_u32s(&mut out, &offsets);
-    for n in names {
-        out.extend_from_slice(n.as_bytes());
-    }
-    out
-}
-
 /// A segment's string ids, decoded from its NAMES section.
 #[derive(Debug, PartialEq)]
 struct Names {
@@ -266,90 +151,11 @@ impl Names {
     }
 }
 
-impl SegmentParts {
-    /// The SUMS section: `u32` rows per vector block, `u32` list count, one xxh3-64 per
-    /// list over its scanned data ([`list_parts`]) and one per vector block, so that a
-    /// reader fetching byte ranges can verify exactly what it fetched.
-    #[allow(clippy::too_many_arguments)]
-    fn sums(
-        &self,
-        blocks: &[u8],
-        signs: &[u8],
-        codes: &[u8],
-        attrs: &[u8],
-        elements: &[u8],
-        ids: &[u8],
-        vectors: &[u8],
-    ) -> Vec<u8> {
-        let n = self.meta.count as usize;
-        let dim = self.meta.dim as usize;
-        let width = self.quantizer.bits.iter().filter(|&&b| b > 0).count();
-        let starts = block_starts(&self.lists, width);
-        let words = crate::binary::words_for(dim);
-        let rows_per_block = vector_block_rows(dim);
-        let lists = self.lists.len().saturating_sub(1);
-        let mut out = Vec::new();
-        le::put_u32s(&mut out, &[rows_per_block as u32, lists as u32]);
-        let mut hashes = Vec::with_capacity(lists + n.div_ceil(rows_per_block));
-        let offsets: Vec<Vec<u32>> = self
-            .attr_lists
-            .iter()
-            .flatten()
-            .map(|l| l.offsets.iter().map(|&o| o as u32).collect())
-            .collect();
-        let mut bases = Vec::with_capacity(offsets.len());
-        let mut base = 0usize;
-        for l in self.attr_lists.iter().flatten() {
-            bases.push(base);
-            base += l.values.len();
-        }
-        for l in 0..lists {
-            let rows = self.lists[l] as usize..self.lists[l + 1] as usize;
-            let elems = elem_ranges(&rows, bases.iter().copied().zip(offsets.iter().map(Vec::as_slice)));
-            let mut h = Xxh3::new();
-            for (kind, r) in list_parts(rows, starts[l]..starts[l + 1], n, self.attr_codes.len(), words, elems) {
-                let section = match kind {
-                    BLOCKS => blocks,
-                    SIGNS => signs,
-                    ATTR_CODES => codes,
-                    ATTRS => attrs,
-                    ELEMENTS => elements,
-                    _ => ids,
-                };
-                // (Parts whose columns are shorter than `count` hash what they have:
-                // their segment fails to open anyway.)
-                h.update(section.get(r).unwrap_or(&[]));
-            }
-            hashes.push(h.digest());
-        }
-        let row_bytes = dim * 4;
-        for b in 0..n.div_ceil(rows_per_block) {
-            let (a, e) = (b * rows_per_block, ((b + 1) * rows_per_block).min(n));
-            hashes.push(xxh3_64(vectors.get(a * row_bytes..e * row_bytes).unwrap_or(&[])));
-        }
-        le::put_u64s(&mut out, &hashes);
-        out
-    }
-}
-
 /// Bytes before the first scanned section of an encoded segment (what
 /// [`Segment::open_head`] needs), read from its container header; `object` names it in errors.
 pub fn head_len_of(object: &str, bytes: &[u8]) -> Result<u64> {
     let c = Container::parse(object, SEGMENT_MAGIC, bytes)?;
     Ok(c.raw_range_unverified(BLOCKS)?.start as u64)
-}
-
-/// Lays out `codes` (row-major, grouped by `lists`) in the blocked layout of
-/// [`crate::fastscan`], list after list.
-pub fn pack_blocks(quantizer: &Quantizer, codes: &[u8], lists: &[u32]) -> Vec<u8> {
-    let active: Vec<u8> = quantizer.bits.iter().copied().filter(|&b| b > 0).collect();
-    let width = active.len();
-    let mut out = Vec::new();
-    for w in lists.windows(2) {
-        let (a, b) = (w[0] as usize * width, w[1] as usize * width);
-        crate::fastscan::pack_list(&codes[a..b], width, &active, &mut out);
-    }
-    out
 }
 
 /// An 8-byte aligned copy of bytes whose buffer was not aligned.
@@ -414,36 +220,6 @@ struct Sums {
 struct Present {
     lists: Vec<bool>,
     blocks: Vec<bool>,
-}
-
-/// Byte ranges of a segment object to fetch so that a partially read segment holds the
-/// lists and vector rows asked of [`Segment::fetch_plan`]; pass the fetched bodies to
-/// [`Segment::extend`].
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FetchPlan {
-    /// Object byte ranges, ascending and disjoint.
-    pub ranges: Vec<Range<u64>>,
-    lists: Vec<usize>,
-    blocks: Vec<usize>,
-}
-
-impl FetchPlan {
-    /// True when nothing needs fetching.
-    pub fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
-    }
-    /// Lists the plan adds.
-    pub fn lists(&self) -> &[usize] {
-        &self.lists
-    }
-    /// Vector blocks the plan adds.
-    pub fn blocks(&self) -> &[usize] {
-        &self.blocks
-    }
-    /// Bytes the plan fetches.
-    pub fn bytes(&self) -> u64 {
-        self.ranges.iter().map(|r| r.end - r.start).sum()
-    }
 }
 
 impl PartialEq for Segment {
@@ -649,197 +425,6 @@ impl Segment {
                 (self.head_len() + lists + blocks) as u64
             }
         }
-    }
-
-    /// Object byte ranges of list `l`'s scanned data, in checksum order.
-    fn list_ranges(&self, l: usize) -> Vec<Range<usize>> {
-        let base = |kind: u32| match kind {
-            BLOCKS => self.blocks.start,
-            SIGNS => self.signs.start,
-            ATTR_CODES => self.attr_codes.start,
-            ATTRS => self.attr_values.start,
-            ELEMENTS => self.elements.start,
-            _ => self.ids.start,
-        };
-        let rows = self.list_rows(l);
-        let elems = elem_ranges(
-            &rows,
-            self.elem_offsets
-                .iter()
-                .flatten()
-                .map(|(base, off)| (*base, off.as_slice())),
-        );
-        list_parts(
-            rows,
-            self.block_starts[l]..self.block_starts[l + 1],
-            self.len(),
-            self.meta.attrs as usize,
-            self.sign_words(),
-            elems,
-        )
-        .into_iter()
-        .map(|(kind, r)| base(kind) + r.start..base(kind) + r.end)
-        .collect()
-    }
-
-    /// Object byte range of vector block `b`.
-    fn block_range(&self, b: usize) -> Range<usize> {
-        let rows = self.sums.as_ref().map_or(1, |s| s.block_rows);
-        let row_bytes = self.meta.dim as usize * 4;
-        let (a, e) = (b * rows, ((b + 1) * rows).min(self.len()));
-        self.vectors.start + a * row_bytes..self.vectors.start + e * row_bytes
-    }
-
-    /// What to fetch so that this (partially read) segment holds lists `lists` and the
-    /// full vectors of rows `rows`: the missing parts, in ascending byte ranges, with
-    /// ranges less than a few KiB apart merged. Empty for a whole segment.
-    pub fn fetch_plan(&self, lists: &[usize], rows: &[usize]) -> FetchPlan {
-        let (Some(p), Some(s)) = (&self.present, &self.sums) else {
-            return FetchPlan::default();
-        };
-        let mut want_lists: Vec<usize> = lists
-            .iter()
-            .copied()
-            .filter(|&l| l < self.list_count() && !p.lists[l])
-            .collect();
-        want_lists.sort_unstable();
-        want_lists.dedup();
-        let mut want_blocks: Vec<usize> = rows
-            .iter()
-            .filter(|&&r| r < self.len())
-            .map(|&r| r / s.block_rows)
-            .filter(|&b| !p.blocks[b])
-            .collect();
-        want_blocks.sort_unstable();
-        want_blocks.dedup();
-        let mut ranges: Vec<Range<u64>> = want_lists
-            .iter()
-            .flat_map(|&l| self.list_ranges(l))
-            .chain(want_blocks.iter().map(|&b| self.block_range(b)))
-            .filter(|r| !r.is_empty())
-            .map(|r| r.start as u64..r.end as u64)
-            .collect();
-        ranges.sort_unstable_by_key(|r| r.start);
-        let mut merged: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
-        for r in ranges {
-            match merged.last_mut() {
-                Some(last) if r.start <= last.end + COALESCE_GAP => last.end = last.end.max(r.end),
-                _ => merged.push(r),
-            }
-        }
-        FetchPlan {
-            ranges: merged,
-            lists: want_lists,
-            blocks: want_blocks,
-        }
-    }
-
-    /// Opens a segment from its first [`Segment::head_len`] bytes (or more) and its
-    /// total size, for reading the rest by ranges: parameters are decoded and their
-    /// section checksums verified; no list or vector is held yet ([`Segment::fetch_plan`]).
-    /// Fails for a segment without the SUMS section (read it whole instead).
-    pub fn open_head(object: &str, head: &[u8], total: u64) -> Result<Segment> {
-        let bad = |reason: String| CoreError::corrupt(object, reason);
-        let total = usize::try_from(total).map_err(|_| bad("object too large".into()))?;
-        if head.len() > total {
-            return Err(bad(format!(
-                "head of {} bytes exceeds the object's {total}",
-                head.len()
-            )));
-        }
-        // Zeroed pages are allocated lazily: only what is copied in becomes resident.
-        let mut words = vec![0u64; total.div_ceil(8)];
-        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..head.len()].copy_from_slice(head);
-        let buf = Bytes::from_owner(Aligned { words, len: total });
-        let mut seg = Segment::open(object, buf, Open::Head)?;
-        if seg.sums.is_none() {
-            return Err(bad("segment has no SUMS section: it can only be read whole".into()));
-        }
-        if head.len() < seg.head_len() {
-            return Err(bad(format!(
-                "head of {} bytes is shorter than the segment's parameters ({} bytes)",
-                head.len(),
-                seg.head_len()
-            )));
-        }
-        seg.present = Some(Arc::new(Present {
-            lists: vec![false; seg.list_count()],
-            blocks: vec![false; seg.sums.as_ref().map_or(0, |s| s.blocks.len())],
-        }));
-        Ok(seg)
-    }
-
-    /// This partially read segment with `plan`'s ranges added (`bodies[i]` holds
-    /// `plan.ranges[i]`): a new buffer holding what this one held plus the new lists and
-    /// vector blocks, each verified against its SUMS checksum.
-    /// `object` names the segment in errors.
-    pub fn extend(&self, object: &str, plan: &FetchPlan, bodies: &[impl AsRef<[u8]>]) -> Result<Segment> {
-        let (Some(p), Some(s)) = (&self.present, &self.sums) else {
-            return Ok(self.clone());
-        };
-        let bad = |reason: String| CoreError::corrupt(object, reason);
-        if bodies.len() != plan.ranges.len() {
-            return Err(bad("fetched ranges do not match the plan".into()));
-        }
-        let total = self.buf.len();
-        let mut words = vec![0u64; total.div_ceil(8)];
-        let out = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..total];
-        let head = self.head_len();
-        out[..head].copy_from_slice(&self.buf[..head]);
-        let mut copy = |r: Range<usize>, from: &[u8]| out[r].copy_from_slice(from);
-        for l in (0..self.list_count()).filter(|&l| p.lists[l]) {
-            for r in self.list_ranges(l) {
-                copy(r.clone(), &self.buf[r]);
-            }
-        }
-        for b in (0..p.blocks.len()).filter(|&b| p.blocks[b]) {
-            let r = self.block_range(b);
-            copy(r.clone(), &self.buf[r]);
-        }
-        for (r, body) in plan.ranges.iter().zip(bodies) {
-            let body = body.as_ref();
-            let (a, e) = (r.start as usize, r.end as usize);
-            if body.len() != e - a || e > total {
-                return Err(bad(format!("range {a}..{e} came back with {} bytes", body.len())));
-            }
-            copy(a..e, body);
-        }
-        let mut present = (**p).clone();
-        let n = self.len();
-        for &l in &plan.lists {
-            let mut h = Xxh3::new();
-            for r in self.list_ranges(l) {
-                h.update(&out[r]);
-            }
-            if h.digest() != s.lists[l] {
-                return Err(bad(format!("list {l} checksum mismatch")));
-            }
-            let rows = self.list_rows(l);
-            for a in 0..self.meta.attrs as usize {
-                let cells = &self.attr_cells[a];
-                let at = self.attr_codes.start + a * n;
-                if !out[at + rows.start..at + rows.end]
-                    .iter()
-                    .all(|&c| cells.code_is_valid(c))
-                {
-                    return Err(bad(format!(
-                        "attribute {a} has a code beyond its {} cells",
-                        cells.len()
-                    )));
-                }
-            }
-            present.lists[l] = true;
-        }
-        for &b in &plan.blocks {
-            if xxh3_64(&out[self.block_range(b)]) != s.blocks[b] {
-                return Err(bad(format!("vector block {b} checksum mismatch")));
-            }
-            present.blocks[b] = true;
-        }
-        let mut seg = self.clone();
-        seg.buf = Bytes::from_owner(Aligned { words, len: total });
-        seg.present = Some(Arc::new(present));
-        Ok(seg)
     }
 
     fn words_u64(&self, r: &Range<usize>) -> &[u64] {
@@ -1062,48 +647,6 @@ enum Open {
     Trusted,
     /// Only the head is in the buffer (the rest zeros): head sections verified.
     Head,
-}
-
-/// Bit of an ATTR_CELLS count marking a list attribute's element groups.
-const LIST_FLAG: u32 = 1 << 31;
-
-/// Encodes attribute cells: per attribute `u32 count` (with bit 31 set for a list
-/// attribute's element groups), `count` f64 minima, `count` f64 maxima.
-pub fn encode_cells(cells: &[AttrCells]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for c in cells {
-        le::put_u32s(&mut out, &[c.len() as u32 | if c.list { LIST_FLAG } else { 0 }]);
-        le::put_f64s(&mut out, &c.min);
-        le::put_f64s(&mut out, &c.max);
-    }
-    out
-}
-
-/// Decodes `attrs` attribute cell tables (see [`encode_cells`]).
-pub fn decode_cells(bytes: &[u8], object: &str, attrs: usize) -> Result<Vec<AttrCells>> {
-    let mut r = le::Reader::new(bytes, object, "ATTR_CELLS");
-    let mut out = Vec::with_capacity(attrs);
-    for i in 0..attrs {
-        let word = r.u32()?;
-        let list = word & LIST_FLAG != 0;
-        let n = (word & !LIST_FLAG) as usize;
-        let most = if list {
-            crate::attrs::LIST_GROUPS
-        } else {
-            crate::attrs::MAX_VALUE_CELLS
-        };
-        if n > most {
-            return Err(CoreError::corrupt(
-                object,
-                format!("attribute {i} has {n} cells (max {most})"),
-            ));
-        }
-        let min = r.f64s(n)?;
-        let max = r.f64s(n)?;
-        out.push(AttrCells { min, max, list });
-    }
-    r.finish()?;
-    Ok(out)
 }
 
 #[cfg(test)]
