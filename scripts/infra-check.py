@@ -9,7 +9,7 @@ nothing). Both stacks are then compared with the code's contract, read from the 
 
   - environment variables: only names in squash_lambda::config::ENV_VARS, and the ones a
     deployment needs (DEPLOYED) on every function;
-  - routes: exactly squash_lambda::service::ROUTES, none of them unauthenticated;
+  - routes: exactly squash_lambda::operation::ROUTES, none of them unauthenticated;
   - binaries: the [[bin]] names of functions/*/Cargo.toml, built for arm64 on
     provided.al2023 with handler bootstrap;
   - worker names: SQUASH_WORKER_FUNCTION with {i} = 0..W-1 is each worker's name.
@@ -97,7 +97,7 @@ def contract(root: Path) -> dict:
             bins[b["name"]] = manifest.parent
     return {
         "env": set(rust_strings(root / "functions/squash-lambda/src/config.rs", "ENV_VARS")),
-        "routes": set(rust_strings(root / "functions/squash-lambda/src/service.rs", "ROUTES")),
+        "routes": set(rust_strings(root / "functions/squash-lambda/src/operation.rs", "ROUTES")),
         "bins": bins,
     }
 

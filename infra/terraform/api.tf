@@ -1,7 +1,7 @@
 # How callers reach the coordinator (var.endpoints): the HTTP API, the coordinator's routes
 # each behind IAM (SigV4) or JWT authorization, throttled, with JSON access logs; and/or a
 # Lambda function URL with AWS_IAM auth, the same routes without API Gateway's per-request
-# fee. The routes are the ones squash_lambda::service::ROUTES serves; `make infra-check`
+# fee. The routes are the ones squash_lambda::operation::ROUTES serves; `make infra-check`
 # fails when they drift apart.
 
 locals {

@@ -3,13 +3,15 @@
 //! indexes and warm segment cache for the life of the container.
 
 use crate::config::Config;
+pub use crate::operation::{
+    error_body, HttpReply, Operation, MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES, MAX_WRITE_BODY_BYTES, ROUTES,
+};
 use serde::Serialize;
 use serde_json::{json, Value};
 use squash_api::{
-    parse_body, parse_value, BatchRequest, BatchResponse, Consistency, DeleteRequest, Id, SearchRequest,
-    SearchResponse, UpsertRequest, WireReply, WorkerPayload, WorkerResponse, MAX_DELETE_IDS, MAX_UPSERT_VECTORS,
+    BatchRequest, BatchResponse, Consistency, DeleteRequest, Id, SearchRequest, SearchResponse, UpsertRequest,
+    WireReply, WorkerPayload, WorkerResponse, MAX_DELETE_IDS, MAX_UPSERT_VECTORS,
 };
-use squash_core::attrs::{AttrKind, AttrSpec, ListColumn, Schema, MAX_LIST_ELEMENTS};
 use squash_engine::cache::SegmentCache;
 use squash_engine::cost::Route;
 use squash_engine::in_process::InProcessInvoker;
@@ -19,18 +21,12 @@ use squash_engine::worker::Worker;
 use squash_engine::SearchError;
 use squash_s3::Connector;
 use squash_storage::{DiskTier, ObjectStore};
-use squash_write::{Attributes, Delete, Ids, Matrix, Upsert, WriteError, WriteReport, Writer};
+use squash_write::cells::{json_cell, CellColumns, Valueless};
+use squash_write::{Delete, Ids, Matrix, Upsert, WriteError, WriteReport, Writer};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-/// Largest search request body the coordinator reads (API Gateway's own limit is 10 MB).
-pub const MAX_BODY_BYTES: usize = 1 << 20;
-
-/// Largest batch body the coordinator reads: 100 queries of 1,536 dimensions in JSON fit,
-/// and the event that carries it stays under Lambda's 6 MB invoke payload limit.
-pub const MAX_BATCH_BODY_BYTES: usize = 5 << 20;
 
 /// Longest index name.
 pub const MAX_INDEX_NAME: usize = 128;
@@ -52,24 +48,6 @@ pub fn check_index_name(name: &str) -> Result<(), SearchError> {
         ));
     }
     Ok(())
-}
-
-/// An HTTP answer: status and JSON body.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HttpReply {
-    /// HTTP status.
-    pub status: u16,
-    /// JSON body.
-    pub body: Value,
-}
-
-/// The error body of every failed request: `{"error": {"code", "message", "field"?}}`.
-pub fn error_body(e: &SearchError) -> Value {
-    let mut err = json!({"code": e.code(), "message": e.to_string()});
-    if let SearchError::BadRequest { field, .. } = e {
-        err["field"] = json!(field);
-    }
-    json!({ "error": err })
 }
 
 /// The reply for a route's outcome: 200 with the answer as JSON, or the error's status
@@ -130,20 +108,6 @@ struct OpenIndex {
     opened: Instant,
 }
 
-/// The HTTP routes the coordinator serves, as API Gateway route keys. The infra templates
-/// route exactly these (`make infra-check` compares them) and a test routes each one.
-pub const ROUTES: &[&str] = &[
-    "POST /v1/indexes/{index}/search",
-    "POST /v1/indexes/{index}/search/batch",
-    "POST /v1/indexes/{index}/upsert",
-    "POST /v1/indexes/{index}/delete",
-    "GET /v1/indexes/{index}",
-];
-
-/// Largest upsert or delete body the coordinator reads (1,000 vectors of 1,536
-/// dimensions in JSON fit; the event stays under Lambda's 6 MB invoke payload limit).
-pub const MAX_WRITE_BODY_BYTES: usize = 5 << 20;
-
 /// Most partitions one write call through the coordinator folds (the most churned
 /// first; the rest after later writes): about 2 s of rebuilding for 10,000-row
 /// partitions, well inside API Gateway's 30 s limit.
@@ -158,10 +122,11 @@ fn write_error(e: WriteError) -> SearchError {
     }
 }
 
-/// An upsert request as the writer takes it, checked against the index's schema:
-/// one id kind, equal vector lengths, known attributes of the right type (each error
-/// names `vectors[i].field`).
-pub fn to_upsert(req: UpsertRequest, schema: &Schema) -> Result<Upsert, SearchError> {
+/// An upsert request as the writer takes it: one id kind, equal vector lengths of
+/// finite numbers, each attribute's values of one kind and shape (each error names
+/// `vectors[i].field`). Whether the ids, dimension and attributes suit the index is
+/// checked by the writer, once, against the manifest it commits on.
+pub fn to_upsert(req: UpsertRequest) -> Result<Upsert, SearchError> {
     let n = req.vectors.len();
     if n == 0 || n > MAX_UPSERT_VECTORS {
         return Err(SearchError::bad(
@@ -173,21 +138,7 @@ pub fn to_upsert(req: UpsertRequest, schema: &Schema) -> Result<Upsert, SearchEr
     let mut data = Vec::with_capacity(n * dim);
     let mut numbers = Vec::new();
     let mut strings = Vec::new();
-    let mut columns = vec![vec![f64::NAN; n]; schema.len()];
-    let mut lists: Vec<Option<ListColumn>> = schema.attrs.iter().map(|a| a.list.then(ListColumn::default)).collect();
-    let mut dictionaries: Vec<AttrSpec> = schema
-        .attrs
-        .iter()
-        .map(|a| AttrSpec::categorical(a.name.clone(), Vec::new()))
-        .collect();
-    let known = || {
-        schema
-            .attrs
-            .iter()
-            .map(|a| a.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let mut columns = CellColumns::new();
     for (i, v) in req.vectors.into_iter().enumerate() {
         match v.id {
             Id::Num(x) if strings.is_empty() => numbers.push(x),
@@ -212,106 +163,18 @@ pub fn to_upsert(req: UpsertRequest, schema: &Schema) -> Result<Upsert, SearchEr
             ));
         }
         data.extend_from_slice(&v.vector);
-        let mut row_elements: Vec<Vec<f64>> = vec![Vec::new(); schema.len()];
         for (name, value) in v.attributes {
             let field = format!("vectors[{i}].attributes.{name}");
-            let a = schema
-                .index_of(&name)
-                .ok_or_else(|| SearchError::bad(&field, format!("unknown attribute (this index has: {})", known())))?;
-            if schema.attrs[a].list {
-                let items = match value {
-                    serde_json::Value::Null => continue,
-                    serde_json::Value::Array(items) => items,
-                    _ => {
-                        return Err(SearchError::bad(
-                            &field,
-                            "the attribute is a list: give an array of values (or null)",
-                        ))
-                    }
-                };
-                if items.len() > MAX_LIST_ELEMENTS {
-                    return Err(SearchError::bad(
-                        &field,
-                        format!("has {} elements; a list holds at most {MAX_LIST_ELEMENTS}", items.len()),
-                    ));
-                }
-                for (j, item) in items.iter().enumerate() {
-                    let here = format!("{field}[{j}]");
-                    let x = match (schema.attrs[a].kind, item) {
-                        (AttrKind::Numeric, serde_json::Value::Number(x)) => x
-                            .as_f64()
-                            .filter(|x| x.is_finite())
-                            .ok_or_else(|| SearchError::bad(&here, "is not a finite number"))?,
-                        (AttrKind::Categorical, serde_json::Value::String(s)) => dictionaries[a].code_or_add(s),
-                        (AttrKind::Numeric, _) => {
-                            return Err(SearchError::bad(&here, "the list holds numbers: give a number"))
-                        }
-                        (AttrKind::Categorical, _) => {
-                            return Err(SearchError::bad(&here, "the list holds strings: give a string"))
-                        }
-                    };
-                    row_elements[a].push(x);
-                }
-                columns[a][i] = row_elements[a].len() as f64;
-                continue;
-            }
-            columns[a][i] = match (schema.attrs[a].kind, &value) {
-                (_, serde_json::Value::Null) => f64::NAN,
-                (AttrKind::Numeric, serde_json::Value::Number(x)) => x
-                    .as_f64()
-                    .filter(|x| x.is_finite())
-                    .ok_or_else(|| SearchError::bad(&field, "is not a finite number"))?,
-                (AttrKind::Categorical, serde_json::Value::String(s)) => dictionaries[a].code_or_add(s),
-                (AttrKind::Categorical, serde_json::Value::Number(x)) => dictionaries[a].code_or_add(&x.to_string()),
-                (kind, serde_json::Value::Array(_)) => {
-                    return Err(SearchError::bad(
-                        &field,
-                        match kind {
-                            AttrKind::Numeric => {
-                                "the attribute is numeric and holds one value: give a number, not an array"
-                            }
-                            AttrKind::Categorical => {
-                                "the attribute is categorical and holds one value: give a string, not an array"
-                            }
-                        },
-                    ))
-                }
-                (AttrKind::Numeric, _) => {
-                    return Err(SearchError::bad(
-                        &field,
-                        "the attribute is numeric: give a number or null",
-                    ))
-                }
-                (AttrKind::Categorical, _) => {
-                    return Err(SearchError::bad(
-                        &field,
-                        "the attribute is categorical: give a string or null",
-                    ))
-                }
-            };
+            let cell = json_cell(&value).map_err(|e| SearchError::bad(&e.field(&field), e.message))?;
+            columns
+                .push(&name, cell)
+                .map_err(|e| SearchError::bad(&e.field(&field), e.message))?;
         }
-        for (list, es) in lists.iter_mut().zip(&row_elements) {
-            if let Some(list) = list {
-                list.push(es);
-            }
-        }
+        columns.end_row();
     }
-    let specs = schema
-        .attrs
-        .iter()
-        .zip(dictionaries)
-        .map(|(a, dict)| {
-            let spec = match a.kind {
-                AttrKind::Numeric => AttrSpec::numeric(a.name.clone()),
-                AttrKind::Categorical => dict,
-            };
-            if a.list {
-                spec.into_list()
-            } else {
-                spec
-            }
-        })
-        .collect();
+    let attrs = columns
+        .finish(Valueless::Drop)
+        .map_err(|(i, e)| SearchError::bad(&format!("vectors[{i}].attributes"), e))?;
     Ok(Upsert {
         ids: if strings.is_empty() {
             Ids::U64(numbers)
@@ -323,11 +186,7 @@ pub fn to_upsert(req: UpsertRequest, schema: &Schema) -> Result<Upsert, SearchEr
             cols: dim,
             data,
         },
-        attrs: Attributes {
-            schema: Schema { attrs: specs },
-            columns,
-            lists,
-        },
+        attrs,
     })
 }
 
@@ -523,8 +382,7 @@ impl Coordinator {
     pub fn upsert(&self, name: &str, req: UpsertRequest) -> Result<WriteReport, SearchError> {
         self.container.first_request();
         let writer = self.writer(name)?;
-        let (index, _) = self.index_fresh(name, true)?;
-        let rows = to_upsert(req, &index.manifest().meta.schema)?;
+        let rows = to_upsert(req)?;
         let report = writer.upsert(&rows).map_err(write_error);
         self.forget(name);
         report
@@ -540,22 +398,6 @@ impl Coordinator {
         report
     }
 
-    fn parse_write<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, SearchError> {
-        if body.len() > MAX_WRITE_BODY_BYTES {
-            return Err(SearchError::bad(
-                "body",
-                format!(
-                    "is {} bytes, the limit of a write is {MAX_WRITE_BODY_BYTES}",
-                    body.len()
-                ),
-            ));
-        }
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(SearchError::bad("body", format!("is empty; send {shape}")));
-        }
-        parse_body(body).map_err(|e| SearchError::bad(&e.field, e.message))
-    }
-
     /// Describes index `name`.
     pub fn describe(&self, name: &str) -> Result<Value, SearchError> {
         self.container.first_request();
@@ -569,119 +411,32 @@ impl Coordinator {
 
     /// Serves an HTTP request that came by `via` (the HTTP API or the function URL).
     pub fn route_via(&self, method: &str, path: &str, body: &[u8], via: Route) -> HttpReply {
-        let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-        match (method, parts.as_slice()) {
-            ("POST", ["", "v1", "indexes", index, "search"]) => json_reply(
-                self.parse_search(body)
-                    .and_then(|req| self.search_via(index, &req, via)),
-            ),
-            ("POST", ["", "v1", "indexes", index, "search", "batch"]) => {
-                json_reply(Self::parse_batch(body).and_then(|req| self.batch_via(index, &req, via)))
-            }
-            ("POST", ["", "v1", "indexes", index, "upsert"]) => json_reply(
-                Self::parse_write(body, "{\"vectors\": [{\"id\": ..., \"vector\": [...]}, ...]}")
-                    .and_then(|req| self.upsert(index, req)),
-            ),
-            ("POST", ["", "v1", "indexes", index, "delete"]) => json_reply(
-                Self::parse_write(body, "{\"ids\": [...]} or {\"filter\": {...}}")
-                    .and_then(|req| self.delete(index, req)),
-            ),
-            ("GET", ["", "v1", "indexes", index]) => json_reply(self.describe(index)),
-            (_, ["", "v1", "indexes", _, "search"])
-            | (_, ["", "v1", "indexes", _, "upsert"])
-            | (_, ["", "v1", "indexes", _, "delete"])
-            | (_, ["", "v1", "indexes", _, "search", "batch"])
-            | (_, ["", "v1", "indexes", _]) => HttpReply {
-                status: 405,
-                body: json!({"error": {"code": "method_not_allowed",
-                    "message": format!("{method} is not allowed on {path}")}}),
-            },
-            _ => HttpReply {
-                status: 404,
-                body: json!({"error": {"code": "not_found",
-                    "message": format!("no route {method} {path} (routes: {})", ROUTES.join(", "))}}),
-            },
+        match Operation::from_http(method, path, body) {
+            Ok(op) => json_reply(self.execute(op, via)),
+            Err(reply) => reply,
         }
     }
 
-    fn parse_search(&self, body: &[u8]) -> Result<SearchRequest, SearchError> {
-        if body.len() > MAX_BODY_BYTES {
-            return Err(SearchError::bad(
-                "body",
-                format!("is {} bytes, the limit is {MAX_BODY_BYTES}", body.len()),
-            ));
-        }
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(SearchError::bad("body", "is empty; send a JSON search request"));
-        }
-        SearchRequest::from_json(body).map_err(|e| SearchError::bad(&e.field, e.message))
-    }
-
-    fn parse_batch(body: &[u8]) -> Result<BatchRequest, SearchError> {
-        if body.len() > MAX_BATCH_BODY_BYTES {
-            return Err(SearchError::bad(
-                "body",
-                format!(
-                    "is {} bytes, the limit of a batch is {MAX_BATCH_BODY_BYTES}",
-                    body.len()
-                ),
-            ));
-        }
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(SearchError::bad(
-                "body",
-                "is empty; send {\"queries\": [<search request>, ...]}",
-            ));
-        }
-        BatchRequest::from_json(body).map_err(|e| SearchError::bad(&e.field, e.message))
-    }
-
-    /// Serves a raw invoke: `{"index": NAME, "search": {...}}`,
-    /// `{"index": NAME, "batch": [{...}, ...]}` or `{"index": NAME, "describe": true}`;
-    /// answers the response body, or `{"error": ...}` with `"status"` beside it.
+    /// Serves a raw invoke (see [`Operation::from_raw`]); answers the response body, or
+    /// `{"error": ...}` with `"status"` beside it.
     pub fn raw(&self, event: &Value) -> Value {
-        let Some(index) = event.get("index").and_then(Value::as_str) else {
-            let e = SearchError::bad(
-                "index",
-                "a raw invoke needs \"index\" and \"search\", \"batch\" or \"describe\"",
-            );
-            return json!({"status": 400, "error": error_body(&e)["error"]});
-        };
-        let result = if let Some(batch) = event.get("batch") {
-            BatchRequest::from_queries(batch.clone())
-                .map_err(|e| SearchError::bad(&e.field, e.message))
-                .and_then(|req| self.batch_via(index, &req, Route::Invoke))
-                .and_then(|r| serde_json::to_value(r).map_err(SearchError::internal))
-        } else if let Some(search) = event.get("search") {
-            SearchRequest::from_value(search.clone())
-                .map_err(|e| {
-                    // Fields are named within the request, as over HTTP; "search" when it is not an object.
-                    let field = if e.field == "body" { "search" } else { e.field.as_str() };
-                    SearchError::bad(field, e.message)
-                })
-                .and_then(|req| self.search(index, &req))
-                .and_then(|r| serde_json::to_value(r).map_err(SearchError::internal))
-        } else if let Some(up) = event.get("upsert") {
-            parse_value::<UpsertRequest>(up.clone())
-                .map_err(|e| SearchError::bad(if e.field == "body" { "upsert" } else { &e.field }, e.message))
-                .and_then(|req| self.upsert(index, req))
-                .and_then(|r| serde_json::to_value(r).map_err(SearchError::internal))
-        } else if let Some(del) = event.get("delete") {
-            parse_value::<DeleteRequest>(del.clone())
-                .map_err(|e| SearchError::bad(if e.field == "body" { "delete" } else { &e.field }, e.message))
-                .and_then(|req| self.delete(index, req))
-                .and_then(|r| serde_json::to_value(r).map_err(SearchError::internal))
-        } else if event.get("describe").is_some() {
-            self.describe(index)
-        } else {
-            Err(SearchError::bad(
-                "search",
-                "a raw invoke needs \"search\", \"batch\" or \"describe\"",
-            ))
-        };
-        match result {
+        match Operation::from_raw(event).and_then(|op| self.execute(op, Route::Invoke)) {
             Ok(v) => v,
             Err(e) => json!({"status": e.status(), "error": error_body(&e)["error"]}),
+        }
+    }
+
+    /// Runs one operation, however it came: its answer as the response body.
+    pub fn execute(&self, op: Operation, via: Route) -> Result<Value, SearchError> {
+        fn json<T: Serialize>(v: Result<T, SearchError>) -> Result<Value, SearchError> {
+            v.and_then(|r| serde_json::to_value(r).map_err(SearchError::internal))
+        }
+        match op {
+            Operation::Search { index, request } => json(self.search_via(&index, &request, via)),
+            Operation::Batch { index, request } => json(self.batch_via(&index, &request, via)),
+            Operation::Upsert { index, request } => json(self.upsert(&index, request)),
+            Operation::Delete { index, request } => json(self.delete(&index, request)),
+            Operation::Describe { index } => self.describe(&index),
         }
     }
 }

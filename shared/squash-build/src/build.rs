@@ -14,9 +14,10 @@ use rayon::prelude::*;
 use squash_core::attrs::{AttrCells, AttrKind};
 use squash_core::distance::{prepare_vector, Metric};
 use squash_core::klt::Klt;
-use squash_core::manifest::{Manifest, ManifestMeta, PartitionInfo, SearchDefaults};
+use squash_core::manifest::{Manifest, ManifestMeta, PartitionInfo, SearchDefaults, PRESENCE_WORDS};
 use squash_core::osq::MAX_BITS;
 use squash_core::segment::Segment;
+use squash_core::summary::ListCodeCounts;
 use squash_core::values::{ValuePostings, MANY_VALUES};
 use squash_storage::ObjectStore;
 use squash_write::partition::{encode_partition, ListsOf, PartitionInput, PartitionObject, Quantisation};
@@ -231,6 +232,7 @@ pub fn build_index_with_ids(
     // RETAIN_SEGMENT_BYTES; the rest are read back from the store when it runs (mapped,
     // for a local index), so a large build never holds its whole index in memory.
     let retained_bytes = AtomicU64::new(0);
+    let count_widths = squash_core::summary::bucket_widths(&attrs.schema, &attr_cells);
     let input = PartitionInput {
         vectors: &vectors,
         attrs: &attrs,
@@ -239,6 +241,7 @@ pub fn build_index_with_ids(
         global: &global,
         metric,
         quantisation: params.quantisation(),
+        count_widths: &count_widths,
     };
     let results: Vec<Result<(PartitionInfo, Written, u64)>> = members
         .par_iter()
@@ -256,6 +259,7 @@ pub fn build_index_with_ids(
                 rows,
                 list_centroids,
                 presence,
+                code_counts,
             } = obj;
             let len = bytes.len() as u64;
             let keep = retained_bytes.fetch_add(len, AtomicOrdering::Relaxed) + len <= RETAIN_SEGMENT_BYTES;
@@ -271,6 +275,7 @@ pub fn build_index_with_ids(
                 rows,
                 list_centroids,
                 presence,
+                code_counts,
                 kept,
             };
             Ok((info, written, len))
@@ -281,6 +286,7 @@ pub fn build_index_with_ids(
     let mut list_centroids = Vec::new();
     let mut list_counts = Vec::new();
     let mut list_presence = Vec::new();
+    let mut code_counts: Vec<Vec<u16>> = Vec::new();
     let mut bytes_written = 0u64;
     let mut row_list = vec![0u32; n];
     let mut segments: Vec<Option<Segment>> = Vec::with_capacity(p_count);
@@ -298,6 +304,7 @@ pub fn build_index_with_ids(
         list_centroids.extend(written.list_centroids);
         list_counts.extend(written.lists.windows(2).map(|w| w[1] - w[0]));
         list_presence.extend(written.presence);
+        code_counts.extend(written.code_counts);
         segments.push(written.kept);
         bytes_written += bytes;
     }
@@ -360,6 +367,10 @@ pub fn build_index_with_ids(
         defaults.safety = FALLBACK_SAFETY;
     }
     let list_start = Manifest::list_starts(&partitions);
+    let w = attrs.schema.len() * PRESENCE_WORDS;
+    let list_code_counts = Some(ListCodeCounts::from_counts(count_widths, code_counts, |l| {
+        &list_presence[l * w..(l + 1) * w]
+    }));
     let mut manifest = Manifest {
         meta: ManifestMeta {
             dim: (dim - usize::from(max_norm.is_some())) as u32,
@@ -383,6 +394,7 @@ pub fn build_index_with_ids(
         list_centroids,
         list_counts,
         list_presence,
+        list_code_counts,
         values,
     };
     if calibrate_rerank_factor {
@@ -460,6 +472,7 @@ struct Written {
     rows: Vec<u32>,
     list_centroids: Vec<f32>,
     presence: Vec<u64>,
+    code_counts: Vec<Vec<u16>>,
     kept: Option<Segment>,
 }
 

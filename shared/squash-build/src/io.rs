@@ -3,66 +3,12 @@
 //! Every error names the file and what is wrong with it.
 
 use crate::error::{BuildError, Result};
-use squash_core::attrs::{AttrSpec, ListColumn, Schema, MAX_LIST_ELEMENTS};
+use squash_core::attrs::{AttrSpec, Schema, MAX_LIST_ELEMENTS};
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
 
+use squash_write::cells::{finish_column, json_cell, CellColumns, Element, Valueless};
 pub use squash_write::{Attributes, Matrix};
-
-/// One element (or single value) of an attribute as a text input holds it.
-#[derive(Debug, Clone)]
-enum Element {
-    Number(f64),
-    Text(String),
-}
-
-/// An attribute column read from text: its values row by row (`None` = missing; a
-/// single value is a one-element vector), as one kind, single-valued or lists.
-/// Returns the attribute, its exact column and a list attribute's elements.
-fn finish_column(
-    name: String,
-    list: bool,
-    text: bool,
-    rows: Vec<Option<Vec<Element>>>,
-) -> (AttrSpec, Vec<f64>, Option<ListColumn>) {
-    let spec = if text {
-        let words = rows
-            .iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| match e {
-                Element::Text(t) => Some(t.clone()),
-                Element::Number(_) => None,
-            })
-            .collect();
-        AttrSpec::categorical(name, words)
-    } else {
-        AttrSpec::numeric(name)
-    };
-    let value = |e: &Element| match e {
-        Element::Number(x) => *x,
-        Element::Text(t) => spec.code_of(t).unwrap_or(f64::NAN),
-    };
-    if !list {
-        let column = rows
-            .iter()
-            .map(|r| r.as_ref().and_then(|es| es.first()).map_or(f64::NAN, value))
-            .collect();
-        return (spec, column, None);
-    }
-    let mut elements = ListColumn::default();
-    let mut column = Vec::with_capacity(rows.len());
-    let mut scratch = Vec::new();
-    for r in &rows {
-        scratch.clear();
-        if let Some(es) = r {
-            scratch.extend(es.iter().map(value));
-        }
-        column.push(if r.is_some() { scratch.len() as f64 } else { f64::NAN });
-        elements.push(&scratch);
-    }
-    (spec.into_list(), column, Some(elements))
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Dtype {
@@ -485,23 +431,8 @@ pub fn read_csv_attributes(path: &Path) -> Result<Attributes> {
 /// and nested objects or arrays are errors naming the attribute and the line.
 pub fn read_jsonl_attributes(path: &Path) -> Result<Attributes> {
     use std::io::BufRead;
-    #[derive(Clone, Copy, PartialEq)]
-    enum Kind {
-        Unknown,
-        Number,
-        Text,
-    }
-    struct Column {
-        name: String,
-        kind: Kind,
-        list: Option<bool>,
-        first_line: usize,
-        rows: Vec<Option<Vec<Element>>>,
-    }
     let bad = |line: usize, msg: String| BuildError::input(path.display(), format!("line {line}: {msg}"));
-    let mut columns: Vec<Column> = Vec::new();
-    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    let mut rows = 0usize;
+    let mut columns = CellColumns::new();
     for (i, line) in BufReader::new(open(path)?).lines().enumerate() {
         let line_no = i + 1;
         let line = line.map_err(|e| BuildError::input(path.display(), format!("cannot read: {e}")))?;
@@ -517,128 +448,15 @@ pub fn read_jsonl_attributes(path: &Path) -> Result<Attributes> {
             return Err(bad(line_no, "not a JSON object".into()));
         };
         for (key, v) in object {
-            let c = match index.get(&key) {
-                Some(&c) => c,
-                None => {
-                    index.insert(key.clone(), columns.len());
-                    columns.push(Column {
-                        name: key.clone(),
-                        kind: Kind::Unknown,
-                        list: None,
-                        first_line: line_no,
-                        rows: Vec::new(),
-                    });
-                    columns.len() - 1
-                }
-            };
-            let col = &mut columns[c];
-            // Rows before this one (or since this column's last value) are missing.
-            col.rows.resize(rows, None);
-            let element = |v: &serde_json::Value, what: &str| -> Result<Element> {
-                match v {
-                    serde_json::Value::Number(n) => match n.as_f64().filter(|x| x.is_finite()) {
-                        Some(x) => Ok(Element::Number(x)),
-                        None => Err(bad(line_no, format!("attribute '{key}': {n} is not a finite number"))),
-                    },
-                    serde_json::Value::String(t) => Ok(Element::Text(t.clone())),
-                    serde_json::Value::Bool(_) => Err(bad(
-                        line_no,
-                        format!("attribute '{key}': booleans are not supported (use 0/1 or strings)"),
-                    )),
-                    serde_json::Value::Null => {
-                        Err(bad(line_no, format!("attribute '{key}': null is not allowed {what}")))
-                    }
-                    _ => Err(bad(
-                        line_no,
-                        format!("attribute '{key}': nested objects and arrays are not supported {what}"),
-                    )),
-                }
-            };
-            let (is_list, value) = match &v {
-                serde_json::Value::Null => (None, None),
-                serde_json::Value::Array(items) => {
-                    if items.len() > MAX_LIST_ELEMENTS {
-                        return Err(bad(
-                            line_no,
-                            format!("attribute '{key}': more than {MAX_LIST_ELEMENTS} elements"),
-                        ));
-                    }
-                    let es = items
-                        .iter()
-                        .map(|e| element(e, "inside a list"))
-                        .collect::<Result<Vec<_>>>()?;
-                    (Some(true), Some(es))
-                }
-                other => (Some(false), Some(vec![element(other, "")?])),
-            };
-            match (col.list, is_list) {
-                (Some(was), Some(is)) if was != is => {
-                    let (here, before) = if is {
-                        ("a list", "single values")
-                    } else {
-                        ("a single value", "lists")
-                    };
-                    return Err(bad(
-                        line_no,
-                        format!("attribute '{key}' is {here} here but {before} before (one shape per attribute)"),
-                    ));
-                }
-                (None, Some(is)) => col.list = Some(is),
-                _ => {}
-            }
-            for e in value.iter().flatten() {
-                let got = match e {
-                    Element::Number(_) => Kind::Number,
-                    Element::Text(_) => Kind::Text,
-                };
-                match col.kind {
-                    Kind::Unknown => col.kind = got,
-                    k if k == got => {}
-                    k => {
-                        let (was, is) = if k == Kind::Number {
-                            ("numbers", "a string")
-                        } else {
-                            ("strings", "a number")
-                        };
-                        return Err(bad(
-                            line_no,
-                            format!("attribute '{key}' is {is} here but {was} before (one kind per attribute)"),
-                        ));
-                    }
-                }
-            }
-            col.rows.push(value);
+            let cell = json_cell(&v).map_err(|e| bad(line_no, format!("attribute '{key}': {e}")))?;
+            columns.push(&key, cell).map_err(|e| bad(line_no, e.to_string()))?;
         }
-        rows += 1;
+        columns.end_row();
     }
-    columns.sort_by(|a, b| a.name.cmp(&b.name));
-    let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+    let attrs = columns.finish(Valueless::Refuse).map_err(|(row, e)| bad(row + 1, e))?;
+    let names: Vec<String> = attrs.schema.attrs.iter().map(|a| a.name.clone()).collect();
     check_names(&names, path)?;
-    let mut attrs = Vec::with_capacity(columns.len());
-    let mut out = Vec::with_capacity(columns.len());
-    let mut lists = Vec::with_capacity(columns.len());
-    for mut col in columns {
-        col.rows.resize(rows, None);
-        if col.kind == Kind::Unknown {
-            return Err(bad(
-                col.first_line,
-                format!(
-                    "attribute '{}' has no value on any line (null or empty lists only: no kind to give it)",
-                    col.name
-                ),
-            ));
-        }
-        let (spec, column, elements) =
-            finish_column(col.name, col.list == Some(true), col.kind == Kind::Text, col.rows);
-        attrs.push(spec);
-        out.push(column);
-        lists.push(elements);
-    }
-    Ok(Attributes {
-        schema: Schema { attrs },
-        columns: out,
-        lists,
-    })
+    Ok(attrs)
 }
 
 /// Reads attributes from `.npy` (numeric, named by `names`), `.csv` (named by its
@@ -793,7 +611,7 @@ mod tests {
             ("{\"ok\": true}\n", "line 1: attribute 'ok': booleans"),
             (
                 "{\"tags\": [[\"a\"]]}\n",
-                "line 1: attribute 'tags': nested objects and arrays",
+                "line 1: attribute 'tags': element 0: nested objects and arrays",
             ),
             (
                 "{\"tags\": [\"a\"]}\n{\"tags\": \"b\"}\n",
@@ -801,11 +619,11 @@ mod tests {
             ),
             (
                 "{\"tags\": [\"a\", 3]}\n",
-                "line 1: attribute 'tags' is a number here but strings before",
+                "line 1: attribute 'tags': element 1: is a number in a list of strings",
             ),
             (
                 "{\"tags\": [null]}\n",
-                "line 1: attribute 'tags': null is not allowed inside a list",
+                "line 1: attribute 'tags': element 0: null is not allowed inside a list",
             ),
             ("[1, 2]\n", "line 1: not a JSON object"),
             ("{\"a\": 1}\n\n{\"a\": 2}\n", "line 2: empty line"),

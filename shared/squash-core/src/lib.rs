@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod naming;
 pub mod osq;
 pub mod segment;
+pub mod summary;
 pub mod topk;
 pub mod values;
 

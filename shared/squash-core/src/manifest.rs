@@ -10,6 +10,7 @@ use crate::distance::Metric;
 use crate::error::{CoreError, Result};
 use crate::klt::Klt;
 use crate::segment::{decode_cells, encode_cells};
+use crate::summary::ListCodeCounts;
 use crate::values::{decode_values, encode_values, ValuePostings};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -26,6 +27,7 @@ const ATTR_CELLS: u32 = 4;
 const LIST_CENTROIDS: u32 = 6;
 const LIST_COUNTS: u32 = 7;
 const LIST_PRESENCE: u32 = 8;
+const LIST_CODE_COUNTS: u32 = 9;
 
 /// u64 words of one attribute's code-presence bitmap (256 codes).
 pub const PRESENCE_WORDS: usize = 4;
@@ -256,6 +258,10 @@ pub struct Manifest {
     /// Code-presence bitmaps, `lists × attrs × PRESENCE_WORDS` words: bit `c` of list
     /// `l`, attribute `a` is set when some vector of the list has attribute code `c`.
     pub list_presence: Vec<u64>,
+    /// Rows of each list by attribute code (bucketed for numeric attributes; see
+    /// [`crate::summary`]), what the planner counts matches from; `None` in manifests
+    /// written before they were kept.
+    pub list_code_counts: Option<ListCodeCounts>,
     /// First global list number of each partition, plus the total (derived, not stored).
     pub list_start: Vec<u32>,
     /// Per attribute: the postings of a high-cardinality categorical attribute (see
@@ -308,13 +314,19 @@ impl Manifest {
     pub fn add_row_to_list(&mut self, l: usize, codes: impl IntoIterator<Item = u8>) {
         self.list_counts[l] += 1;
         let attrs = self.meta.schema.len();
-        for (a, c) in codes.into_iter().enumerate().take(attrs) {
+        let codes: Vec<u8> = codes.into_iter().take(attrs).collect();
+        if let Some(counts) = &mut self.list_code_counts {
+            let w = attrs * PRESENCE_WORDS;
+            counts.add_row(l, &self.list_presence[l * w..(l + 1) * w], &codes);
+        }
+        for (a, c) in codes.into_iter().enumerate() {
             self.list_presence[(l * attrs + a) * PRESENCE_WORDS + c as usize / 64] |= 1 << (c % 64);
         }
     }
 
     /// Replaces partition `p` with `info` and its lists with `counts` rows each, code
-    /// presence `presence` ([`PRESENCE_WORDS`] words per attribute per list) and, when
+    /// presence `presence` ([`PRESENCE_WORDS`] words per attribute per list), code
+    /// counts `code_counts` (one per list, as [`ListCodeCounts::of_list`]) and, when
     /// given, centroids `centroids` (`partition_dims` per list; `None` keeps the
     /// lists' centroids, so the number of lists must not change). The lists of the
     /// partitions after `p` are renumbered.
@@ -324,11 +336,21 @@ impl Manifest {
         info: PartitionInfo,
         counts: &[u32],
         presence: &[u64],
+        code_counts: Vec<Vec<u16>>,
         centroids: Option<&[f32]>,
     ) {
         let old = self.lists_of(p);
         let pd = self.meta.partition_dims as usize;
         let w = self.meta.schema.len() * PRESENCE_WORDS;
+        if let Some(cc) = &mut self.list_code_counts {
+            let before = &self.list_presence;
+            cc.splice(
+                old.clone(),
+                |l| &before[l * w..(l + 1) * w],
+                code_counts,
+                |i| &presence[i * w..(i + 1) * w],
+            );
+        }
         debug_assert_eq!(info.lists as usize, counts.len());
         debug_assert_eq!(presence.len(), counts.len() * w);
         debug_assert!(centroids.is_some() || counts.len() == old.len());
@@ -385,7 +407,14 @@ impl Manifest {
                 SectionOut::raw(LIST_CENTROIDS, list_centroids),
                 SectionOut::zstd(LIST_COUNTS, list_counts),
                 SectionOut::zstd(LIST_PRESENCE, presence),
-            ],
+            ]
+            .into_iter()
+            .chain(
+                self.list_code_counts
+                    .as_ref()
+                    .map(|c| SectionOut::zstd(LIST_CODE_COUNTS, c.encode())),
+            )
+            .collect(),
         )
     }
 
@@ -583,6 +612,16 @@ impl Manifest {
         let mut r = le::Reader::new(&pbytes, object, "LIST_PRESENCE");
         let list_presence = r.u64s(lists * attrs * PRESENCE_WORDS)?;
         r.finish()?;
+        let list_code_counts = if c.has_section(LIST_CODE_COUNTS) {
+            let bytes = c.section(LIST_CODE_COUNTS)?;
+            let w = attrs * PRESENCE_WORDS;
+            Some(
+                ListCodeCounts::decode(&bytes, attrs, lists, |l| &list_presence[l * w..(l + 1) * w])
+                    .ok_or_else(|| bad("LIST_CODE_COUNTS disagrees with the presence bitmaps".into()))?,
+            )
+        } else {
+            None
+        };
         Ok(Manifest {
             meta,
             global: Klt {
@@ -595,6 +634,7 @@ impl Manifest {
             list_centroids,
             list_counts,
             list_presence,
+            list_code_counts,
             list_start,
             values: Vec::new(),
         })

@@ -1,7 +1,8 @@
 //! The planner: which fine lists a query searches. Lists are ranked by the distance from
 //! the (globally rotated) query to their centroids; the planner takes at least `nprobe`
 //! of them and, under a filter, keeps adding lists until the estimated number of
-//! matching vectors (from each list's attribute code-presence bitmaps) reaches
+//! matching vectors (counted from each list's attribute code counts, or estimated from
+//! its code-presence bitmaps in an index without them) reaches
 //! `safety × k` (the filter-sufficiency rule). The factor is either fixed or, for a
 //! calibrated index, read off the index's safety curve at the filter's selectivity as
 //! estimated in the `nprobe` nearest lists (a sparser filter needs more vectors scanned,
@@ -79,8 +80,14 @@ pub fn plan(
 ) -> Plan {
     let yq = manifest.global.transform(query);
     let calibrated_k = manifest.meta.defaults.calibration.as_ref().map_or(10, |c| c.k as usize);
-    let estimator =
-        filter.map(|f| f.presence_estimator_with(&manifest.attr_cells, &manifest.meta.schema, &manifest.values));
+    let estimator = filter.map(|f| {
+        f.presence_estimator_counted(
+            &manifest.attr_cells,
+            &manifest.meta.schema,
+            &manifest.values,
+            manifest.list_code_counts.as_ref(),
+        )
+    });
     let mut target = match safety {
         Safety::Fixed(f) => f * k as f64,
         // Without a filter `nprobe` alone decides (the curve's point at selectivity 1 is
@@ -158,7 +165,15 @@ pub fn plan(
         let count = manifest.list_counts[l] as f64 * live_share[manifest.list_home(l).0 as usize];
         let est = match &estimator {
             None => count,
-            Some(e) => count * e.fraction_of_list(l, manifest.list_counts[l] as f64, manifest.presence(l)),
+            Some(e) => {
+                count
+                    * e.fraction_counted(
+                        l,
+                        manifest.list_counts[l] as f64,
+                        manifest.presence(l),
+                        manifest.list_code_counts.as_ref(),
+                    )
+            }
         };
         if i <= nprobe {
             near_rows += count;

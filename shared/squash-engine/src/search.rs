@@ -477,73 +477,10 @@ impl Index {
     ) -> Result<(Vec<SearchResponse>, BatchStats)> {
         let n = queries.len();
         let m = &self.manifest.meta;
-        let mut union: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-        for q in &queries {
-            for (p, lists) in &q.chosen.partitions {
-                let e = union.entry(*p).or_default();
-                e.extend(lists);
-            }
-        }
-        for lists in union.values_mut() {
-            lists.sort_unstable();
-            lists.dedup();
-        }
+        let union = lists_of_all(&queries);
         let (choice, reason) = self.decide(&union, forced);
-        let worker_queries: Vec<WorkerQuery> = queries
-            .iter()
-            .enumerate()
-            .map(|(slot, q)| WorkerQuery {
-                slot: slot as u32,
-                query: q.query.clone(),
-                k: q.k as u32,
-                filter: q.filter.clone(),
-                rerank_factor: q.rerank_factor,
-                hamming_keep: q.hamming_keep,
-                with_attributes: q.with_attributes,
-                parts: q
-                    .chosen
-                    .partitions
-                    .iter()
-                    .map(|(p, lists)| QueryPart {
-                        partition: *p,
-                        lists: lists.clone(),
-                    })
-                    .collect(),
-            })
-            .collect();
-        let base = WorkerRequest {
-            index: self.name.clone(),
-            worker: 0,
-            segments: Vec::new(),
-            children: Vec::new(),
-            queries: worker_queries,
-        };
-        // Local: one request to the coordinator's own worker (its invocation is not
-        // counted: no function is invoked). Fan-out: the tree over the owners.
-        let local_invoker;
-        let (invoker, nodes, invoked): (&dyn WorkerInvoker, Vec<TreeNode>, bool) = match (&self.local, choice) {
-            (Local::Worker(w), PlanChoice::Local) => {
-                local_invoker = InProcessInvoker::new(w.clone());
-                let node = TreeNode {
-                    worker: 0,
-                    segments: union.iter().flat_map(|(&p, l)| self.segment_refs(p, l)).collect(),
-                    children: Vec::new(),
-                };
-                (&local_invoker, vec![node], false)
-            }
-            _ => {
-                let workers = self.fanout.workers.max(1);
-                let mut groups: Vec<Vec<SegmentRef>> = vec![Vec::new(); workers];
-                for (&p, lists) in &union {
-                    groups[Self::owner(p, workers)].extend(self.segment_refs(p, lists));
-                }
-                let tree = build_tree(
-                    groups.into_iter().enumerate().map(|(w, g)| (w as u32, g)).collect(),
-                    self.fanout,
-                );
-                (self.invoker.as_ref(), tree, !matches!(self.local, Local::Only(_)))
-            }
-        };
+        let base = self.worker_request(&queries);
+        let (invoker, nodes, invoked) = self.dispatch(&union, choice);
         let requests: Vec<WorkerRequest> = nodes.iter().map(|node| base.for_node(node)).collect();
         let plan_us = t0.elapsed().as_micros() as u64;
         let t1 = Instant::now();
@@ -551,83 +488,17 @@ impl Index {
         let responses = invoker.invoke_all(&requests);
         let mut failed = acc.collect(responses, &requests);
         let mut retried = vec![0u32; n];
-        // One more round for what failed, each partition to its owner (or here), flat: a
-        // retry repeats only what failed (the Lambda invoker has already retried
-        // throttling and timeouts of whole invocations).
         if !failed.is_empty() {
             let workers = if invoked { self.fanout.workers.max(1) } else { 1 };
-            let mut again: BTreeMap<usize, BTreeMap<u32, Vec<u32>>> = BTreeMap::new();
-            for &(slot, partition, _) in &failed {
-                again
-                    .entry(Self::owner(partition, workers))
-                    .or_default()
-                    .entry(partition)
-                    .or_default()
-                    .push(slot);
+            let retry = self.retry_requests(&base, &union, &failed, workers);
+            for &(slot, _, _) in &failed {
                 retried[slot as usize] += 1;
             }
-            let retry: Vec<WorkerRequest> = again
-                .into_iter()
-                .map(|(owner, parts)| {
-                    let queries = base
-                        .queries
-                        .iter()
-                        .filter_map(|q| {
-                            let parts: Vec<QueryPart> = q
-                                .parts
-                                .iter()
-                                .filter(|p| parts.get(&p.partition).is_some_and(|slots| slots.contains(&q.slot)))
-                                .cloned()
-                                .collect();
-                            (!parts.is_empty()).then(|| WorkerQuery { parts, ..q.clone() })
-                        })
-                        .collect();
-                    WorkerRequest {
-                        worker: owner as u32,
-                        segments: parts.keys().flat_map(|&p| self.segment_refs(p, &union[&p])).collect(),
-                        queries,
-                        ..base.clone()
-                    }
-                })
-                .collect();
             let responses = invoker.invoke_all(&retry);
             failed = acc.collect(responses, &retry);
         }
         let search_us = t1.elapsed().as_micros() as u64;
-        // A query with partitions still failing fails the request unless it allows a
-        // partial answer (and has one).
-        let mut missing: Vec<Vec<u32>> = vec![Vec::new(); n];
-        for &(slot, partition, _) in &failed {
-            missing[slot as usize].push(partition);
-        }
-        for (slot, q) in queries.iter().enumerate() {
-            let gone = &mut missing[slot];
-            gone.sort_unstable();
-            gone.dedup();
-            if gone.is_empty() || (q.allow_partial && gone.len() < q.chosen.partitions.len()) {
-                continue;
-            }
-            let (_, partition, message) =
-                failed
-                    .iter()
-                    .find(|f| f.0 as usize == slot)
-                    .cloned()
-                    .unwrap_or((0, gone[0], String::new()));
-            let hint = if q.allow_partial {
-                "no partition could be searched"
-            } else {
-                "set \"allow_partial\": true for the answer from the other partitions"
-            };
-            let which = if n > 1 {
-                format!("query {slot}: ")
-            } else {
-                String::new()
-            };
-            return Err(SearchError::Worker {
-                partition,
-                message: format!("{which}{message} (partitions {gone:?} failed, retried once; {hint})"),
-            });
-        }
+        let mut missing = check_failures(&queries, &failed)?;
         // What the request cost, and each query's share.
         let work = Work {
             coordinator_ms: billed_ms(t0.elapsed().as_micros() as u64 + call.open_us),
@@ -652,7 +523,6 @@ impl Index {
             billed_ms: cost.billed_ms,
             cost_usd: cost.total(),
         };
-        let schema = &m.schema;
         let mut results = Vec::with_capacity(n);
         for (slot, (q, (mut s, lists))) in queries
             .into_iter()
@@ -681,33 +551,7 @@ impl Index {
             if slot == 0 {
                 s.gets += call.gets;
             }
-            let with_attributes = q.with_attributes;
-            let (metric, norm_bound) = (m.metric, m.norm_bound());
-            let hits: Vec<SearchHit> = merge_hits(lists, q.k)
-                .into_iter()
-                .skip(q.offset)
-                .map(|h| SearchHit {
-                    id: match h.name {
-                        Some(name) => Id::Str(name),
-                        None => Id::Num(h.id),
-                    },
-                    distance: report_distance(metric, h.distance, &q.query, norm_bound),
-                    attributes: with_attributes.then(|| {
-                        let mut lists = h.elements.iter();
-                        schema
-                            .attrs
-                            .iter()
-                            .zip(&h.attrs)
-                            .map(|(spec, &v)| {
-                                let elements = if spec.list { lists.next() } else { None };
-                                let elements = elements.map_or(&[][..], Vec::as_slice);
-                                (spec.name.clone(), spec.render(v, elements))
-                            })
-                            .collect()
-                    }),
-                })
-                .collect();
-            let (hits, next_offset) = fit_response(hits, q.offset, MAX_RESPONSE_HIT_BYTES / n);
+            let (hits, next_offset) = self.answer_hits(&q, lists, MAX_RESPONSE_HIT_BYTES / n);
             results.push(SearchResponse {
                 hits,
                 partial: !gone.is_empty(),
@@ -718,6 +562,213 @@ impl Index {
         }
         Ok((results, stats))
     }
+
+    /// The worker request every query of a batch goes out in (its segments and children
+    /// set per node of the plan).
+    fn worker_request(&self, queries: &[Prepared]) -> WorkerRequest {
+        let worker_queries: Vec<WorkerQuery> = queries
+            .iter()
+            .enumerate()
+            .map(|(slot, q)| WorkerQuery {
+                slot: slot as u32,
+                query: q.query.clone(),
+                k: q.k as u32,
+                filter: q.filter.clone(),
+                rerank_factor: q.rerank_factor,
+                hamming_keep: q.hamming_keep,
+                with_attributes: q.with_attributes,
+                parts: q
+                    .chosen
+                    .partitions
+                    .iter()
+                    .map(|(p, lists)| QueryPart {
+                        partition: *p,
+                        lists: lists.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        WorkerRequest {
+            index: self.name.clone(),
+            worker: 0,
+            segments: Vec::new(),
+            children: Vec::new(),
+            queries: worker_queries,
+        }
+    }
+
+    /// Who answers the plan `choice` over the lists `union`: the invoker, the tree of
+    /// requests it gets and whether functions are invoked (the coordinator's own worker
+    /// is not one).
+    fn dispatch(
+        &self,
+        union: &BTreeMap<u32, Vec<u32>>,
+        choice: PlanChoice,
+    ) -> (Arc<dyn WorkerInvoker>, Vec<TreeNode>, bool) {
+        // Local: one request to the coordinator's own worker (its invocation is not
+        // counted: no function is invoked). Fan-out: the tree over the owners.
+        match (&self.local, choice) {
+            // Local: one request to the coordinator's own worker (its invocation is not
+            // counted: no function is invoked). Fan-out: the tree over the owners.
+            (Local::Worker(w), PlanChoice::Local) => {
+                let node = TreeNode {
+                    worker: 0,
+                    segments: union.iter().flat_map(|(&p, l)| self.segment_refs(p, l)).collect(),
+                    children: Vec::new(),
+                };
+                (Arc::new(InProcessInvoker::new(w.clone())), vec![node], false)
+            }
+            _ => {
+                let workers = self.fanout.workers.max(1);
+                let mut groups: Vec<Vec<SegmentRef>> = vec![Vec::new(); workers];
+                for (&p, lists) in union {
+                    groups[Self::owner(p, workers)].extend(self.segment_refs(p, lists));
+                }
+                let tree = build_tree(
+                    groups.into_iter().enumerate().map(|(w, g)| (w as u32, g)).collect(),
+                    self.fanout,
+                );
+                (self.invoker.clone(), tree, !matches!(self.local, Local::Only(_)))
+            }
+        }
+    }
+
+    /// One more round for what `failed` (slot, partition, message), each partition to
+    /// its owner among `workers` (or here), flat: a retry repeats only what failed (the
+    /// Lambda invoker has already retried throttling and timeouts of whole invocations).
+    fn retry_requests(
+        &self,
+        base: &WorkerRequest,
+        union: &BTreeMap<u32, Vec<u32>>,
+        failed: &[(u32, u32, String)],
+        workers: usize,
+    ) -> Vec<WorkerRequest> {
+        let mut again: BTreeMap<usize, BTreeMap<u32, Vec<u32>>> = BTreeMap::new();
+        for &(slot, partition, _) in failed {
+            again
+                .entry(Self::owner(partition, workers))
+                .or_default()
+                .entry(partition)
+                .or_default()
+                .push(slot);
+        }
+        again
+            .into_iter()
+            .map(|(owner, parts)| {
+                let queries = base
+                    .queries
+                    .iter()
+                    .filter_map(|q| {
+                        let parts: Vec<QueryPart> = q
+                            .parts
+                            .iter()
+                            .filter(|p| parts.get(&p.partition).is_some_and(|slots| slots.contains(&q.slot)))
+                            .cloned()
+                            .collect();
+                        (!parts.is_empty()).then(|| WorkerQuery { parts, ..q.clone() })
+                    })
+                    .collect();
+                WorkerRequest {
+                    worker: owner as u32,
+                    segments: parts.keys().flat_map(|&p| self.segment_refs(p, &union[&p])).collect(),
+                    queries,
+                    ..base.clone()
+                }
+            })
+            .collect()
+    }
+
+    /// A query's answer from what the workers returned: merged, from its offset, with
+    /// distances as the metric reports them and attributes when asked, cut to `budget`
+    /// bytes (with the offset where the rest starts).
+    fn answer_hits(&self, q: &Prepared, lists: Vec<Vec<WorkerHit>>, budget: usize) -> (Vec<SearchHit>, Option<usize>) {
+        let m = &self.manifest.meta;
+        let schema = &m.schema;
+        let with_attributes = q.with_attributes;
+        let (metric, norm_bound) = (m.metric, m.norm_bound());
+        let hits: Vec<SearchHit> = merge_hits(lists, q.k)
+            .into_iter()
+            .skip(q.offset)
+            .map(|h| SearchHit {
+                id: match h.name {
+                    Some(name) => Id::Str(name),
+                    None => Id::Num(h.id),
+                },
+                distance: report_distance(metric, h.distance, &q.query, norm_bound),
+                attributes: with_attributes.then(|| {
+                    let mut lists = h.elements.iter();
+                    schema
+                        .attrs
+                        .iter()
+                        .zip(&h.attrs)
+                        .map(|(spec, &v)| {
+                            let elements = if spec.list { lists.next() } else { None };
+                            let elements = elements.map_or(&[][..], Vec::as_slice);
+                            (spec.name.clone(), spec.render(v, elements))
+                        })
+                        .collect()
+                }),
+            })
+            .collect();
+        fit_response(hits, q.offset, budget)
+    }
+}
+
+/// The lists of every partition some query of a batch searches (each partition's lists
+/// sorted, once each).
+fn lists_of_all(queries: &[Prepared]) -> BTreeMap<u32, Vec<u32>> {
+    let mut union: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for q in queries {
+        for (p, lists) in &q.chosen.partitions {
+            union.entry(*p).or_default().extend(lists);
+        }
+    }
+    for lists in union.values_mut() {
+        lists.sort_unstable();
+        lists.dedup();
+    }
+    union
+}
+
+/// Each query's partitions that failed for good (sorted, once each); an error when a
+/// query with failed partitions does not allow a partial answer (or has none).
+fn check_failures(queries: &[Prepared], failed: &[(u32, u32, String)]) -> Result<Vec<Vec<u32>>> {
+    let n = queries.len();
+    // A query with partitions still failing fails the request unless it allows a
+    // partial answer (and has one).
+    let mut missing: Vec<Vec<u32>> = vec![Vec::new(); n];
+    for &(slot, partition, _) in failed {
+        missing[slot as usize].push(partition);
+    }
+    for (slot, q) in queries.iter().enumerate() {
+        let gone = &mut missing[slot];
+        gone.sort_unstable();
+        gone.dedup();
+        if gone.is_empty() || (q.allow_partial && gone.len() < q.chosen.partitions.len()) {
+            continue;
+        }
+        let (_, partition, message) =
+            failed
+                .iter()
+                .find(|f| f.0 as usize == slot)
+                .cloned()
+                .unwrap_or((0, gone[0], String::new()));
+        let hint = if q.allow_partial {
+            "no partition could be searched"
+        } else {
+            "set \"allow_partial\": true for the answer from the other partitions"
+        };
+        let which = if n > 1 {
+            format!("query {slot}: ")
+        } else {
+            String::new()
+        };
+        return Err(SearchError::Worker {
+            partition,
+            message: format!("{which}{message} (partitions {gone:?} failed, retried once; {hint})"),
+        });
+    }
+    Ok(missing)
 }
 
 /// Cuts `hits` (the answer from `offset` on) to at most `budget` bytes of JSON; returns

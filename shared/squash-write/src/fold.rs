@@ -215,6 +215,10 @@ fn stage_fold(
                 format!("partition {pid} has no live vector left; rebuild the index with `squash build`"),
             ));
         }
+        let count_widths = match &manifest.list_code_counts {
+            Some(c) => c.widths().to_vec(),
+            None => squash_core::summary::bucket_widths(&manifest.meta.schema, &manifest.attr_cells),
+        };
         let input = PartitionInput {
             vectors: &live.vectors,
             attrs: &live.attrs,
@@ -223,6 +227,7 @@ fn stage_fold(
             global: &manifest.global,
             metric: manifest.meta.metric,
             quantisation,
+            count_widths: &count_widths,
         };
         let cluster;
         let how = match lists {
@@ -250,7 +255,14 @@ fn stage_fold(
             }
         }
         let centroids = matches!(lists, Lists::Cluster(_)).then_some(obj.list_centroids.as_slice());
-        m.replace_partition(pid, obj.info.clone(), &obj.list_counts(), &obj.presence, centroids);
+        m.replace_partition(
+            pid,
+            obj.info.clone(),
+            &obj.list_counts(),
+            &obj.presence,
+            obj.code_counts.clone(),
+            centroids,
+        );
         objects.push((obj.info.key, obj.bytes));
     }
     let rebuilt: HashSet<u32> = dirty.iter().map(|&p| p as u32).collect();

@@ -4,12 +4,13 @@
 //! deletes by id or by filter as delta segments and deletion sets ([`write`]), one
 //! commit protocol for every change ([`commit`]), folding churned partitions ([`fold`])
 //! and compaction ([`compact`]), garbage collection ([`gc`]), encoding a partition from its
-//! rows ([`partition`], shared with the build), ids ([`ids`]) and rows in memory
-//! ([`table`]). No input readers, no k-means, no progress bars: those are the build
+//! rows ([`partition`], shared with the build), ids ([`ids`]), rows in memory ([`table`]) and
+//! attribute values as users write them ([`cells`]). No input readers, no k-means, no progress bars: those are the build
 //! crate's, which only the CLI links.
 
 #![warn(missing_docs)]
 
+pub mod cells;
 pub mod commit;
 pub mod compact;
 mod delta;

@@ -58,6 +58,8 @@ pub struct Encoded {
     pub list_centroids: Vec<f32>,
     /// Each list's attribute code-presence bitmaps (`lists × attrs × PRESENCE_WORDS`).
     pub presence: Vec<u64>,
+    /// Each list's code counts (see [`squash_core::summary`]).
+    pub code_counts: Vec<Vec<u16>>,
 }
 
 /// A partition ready to store: the segment object and its key, and what the manifest
@@ -75,6 +77,8 @@ pub struct PartitionObject {
     pub list_centroids: Vec<f32>,
     /// As [`Encoded::presence`].
     pub presence: Vec<u64>,
+    /// As [`Encoded::code_counts`].
+    pub code_counts: Vec<Vec<u16>>,
 }
 
 impl PartitionObject {
@@ -111,6 +115,7 @@ impl Encoded {
             rows: self.rows,
             list_centroids: self.list_centroids,
             presence: self.presence,
+            code_counts: self.code_counts,
         })
     }
 }
@@ -131,6 +136,9 @@ pub struct PartitionInput<'a> {
     pub metric: Metric,
     /// How to fit the quantiser.
     pub quantisation: Quantisation,
+    /// Codes per bucket of each attribute's per-list counts (the index's; see
+    /// [`squash_core::summary::bucket_widths`]).
+    pub count_widths: &'a [usize],
 }
 
 /// Builds the segment of partition `pid` from its member `rows` of `input`, grouped by
@@ -144,6 +152,7 @@ pub fn encode_partition(pid: u32, rows: &[usize], input: &PartitionInput, lists:
         global,
         metric,
         quantisation,
+        count_widths,
     } = *input;
     let dim = vectors.cols;
     let n = rows.len();
@@ -203,6 +212,7 @@ pub fn encode_partition(pid: u32, rows: &[usize], input: &PartitionInput, lists:
     // in, and which attribute codes occur.
     let mut list_centroids = Vec::with_capacity(lists * global.out_dims());
     let mut presence = vec![0u64; lists * attr_codes.len() * PRESENCE_WORDS];
+    let mut code_counts = Vec::with_capacity(lists);
     for l in 0..lists {
         let range = offsets[l] as usize..offsets[l + 1] as usize;
         let mut mean = vec![0f64; dim];
@@ -220,6 +230,12 @@ pub fn encode_partition(pid: u32, rows: &[usize], input: &PartitionInput, lists:
                 bits[c as usize / 64] |= 1 << (c % 64);
             }
         }
+        let w = attr_codes.len() * PRESENCE_WORDS;
+        code_counts.push(squash_core::summary::list_counts(
+            count_widths,
+            |a| &attr_codes[a][range.clone()],
+            &presence[l * w..(l + 1) * w],
+        ));
     }
     let segment = SegmentParts {
         meta: SegmentMeta {
@@ -247,5 +263,6 @@ pub fn encode_partition(pid: u32, rows: &[usize], input: &PartitionInput, lists:
         rows: rows.iter().map(|&r| r as u32).collect(),
         list_centroids,
         presence,
+        code_counts,
     }
 }

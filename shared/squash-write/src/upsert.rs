@@ -223,10 +223,14 @@ pub(crate) fn prepare_upsert(manifest: &Manifest, rows: &Upsert) -> Result<Prepa
             let i = at_row();
             return Err(WriteError::bad(
                 &field(i),
-                if target.list {
-                    "the attribute is a list: give an array of values"
-                } else {
-                    "the attribute holds one value: give a number or a string, not an array"
+                match (target.list, target.kind) {
+                    (true, _) => "the attribute is a list: give an array of values",
+                    (false, AttrKind::Numeric) => {
+                        "the attribute is numeric and holds one value: give a number, not an array"
+                    }
+                    (false, AttrKind::Categorical) => {
+                        "the attribute is categorical and holds one value: give a string, not an array"
+                    }
                 },
             ));
         }
