@@ -30,7 +30,7 @@ const LIST_PRESENCE: u32 = 8;
 const LIST_CODE_COUNTS: u32 = 9;
 
 /// u64 words of one attribute's code-presence bitmap (256 codes).
-pub const PRESENCE_WORDS: usize = 4;
+pub use crate::summary::PRESENCE_WORDS;
 
 /// The kind of an index's vector ids: one kind per index.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,7 +15,9 @@
 //! Rows deleted by later writes still count, as they do in the list sizes.
 
 use crate::attrs::{AttrCells, AttrKind, Schema, MISSING_CODE};
-use crate::manifest::PRESENCE_WORDS;
+
+/// u64 words of one attribute's code-presence bitmap (256 codes).
+pub const PRESENCE_WORDS: usize = 4;
 
 /// Codes per bucket of a numeric attribute.
 pub const NUMERIC_BUCKET: usize = 16;
