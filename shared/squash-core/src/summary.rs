@@ -83,22 +83,6 @@ pub fn present_buckets(presence: &[u64], width: usize) -> [u64; PRESENCE_WORDS] 
     out
 }
 
-/// The codes of bucket `b` at `width` codes per bucket (1 or 16), as a 256-bit set.
-pub fn bucket_codes(b: usize, width: usize) -> [u64; PRESENCE_WORDS] {
-    let mut out = [0u64; PRESENCE_WORDS];
-    if width <= 1 {
-        out[b / 64] |= 1 << (b % 64);
-    } else if b >= 16 {
-        out[PRESENCE_WORDS - 1] = 1 << 63;
-    } else {
-        out[b / 4] = 0xFFFFu64 << (16 * (b % 4));
-        if b == 15 {
-            out[PRESENCE_WORDS - 1] &= !(1u64 << 63);
-        }
-    }
-    out
-}
-
 /// Position of bucket `b` among the set bits of `buckets` (the set bits below it).
 pub fn rank(buckets: &[u64; PRESENCE_WORDS], b: usize) -> usize {
     let (w, bit) = (b / 64, b % 64);
@@ -376,6 +360,22 @@ mod tests {
                 AttrSpec::categorical("color".to_string(), vec!["red".into(), "blue".into()]),
             ],
         }
+    }
+
+    /// The codes of bucket `b` at `width` codes per bucket (1 or 16), as a 256-bit set.
+    fn bucket_codes(b: usize, width: usize) -> [u64; PRESENCE_WORDS] {
+        let mut out = [0u64; PRESENCE_WORDS];
+        if width <= 1 {
+            out[b / 64] |= 1 << (b % 64);
+        } else if b >= 16 {
+            out[PRESENCE_WORDS - 1] = 1 << 63;
+        } else {
+            out[b / 4] = 0xFFFFu64 << (16 * (b % 4));
+            if b == 15 {
+                out[PRESENCE_WORDS - 1] &= !(1u64 << 63);
+            }
+        }
+        out
     }
 
     #[test]
