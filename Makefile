@@ -24,7 +24,7 @@ LAMBDA := target/venv/bin/cargo-lambda
 STACK_PORT ?= 9000
 GOLDEN_VECTOR := $(shell python3 -c "import json;print(json.dumps(json.load(open('events/raw-search.json'))['search']['vector']))" 2>/dev/null)
 
-.PHONY: cross-tools deps-check all build release data index demo bench bench-updates bench-smoke bench-test test lint fmt clippy clean help up down latency invoke build-lambda infra-check load fuzz tools
+.PHONY: cross-tools deps-check import-circles all build release data index demo bench bench-updates bench-smoke bench-test test lint fmt clippy clean help up down latency invoke build-lambda infra-check load fuzz tools
 
 all: build
 
@@ -341,7 +341,11 @@ cross-tools:
 	  { apt-get update -qq && apt-get install -y -qq gcc-aarch64-linux-gnu qemu-user-static; }
 	@rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
 
-lint: fmt clippy deps-check
+lint: fmt clippy deps-check import-circles
+
+# No two source files of a crate import each other (scripts/import-circles.py).
+import-circles:
+	python3 scripts/import-circles.py
 
 # The Lambda functions link the query engine and the write path only: no build or bench
 # crate, no k-means, no input readers, no progress bars; and only the CLI, the functions

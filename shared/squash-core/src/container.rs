@@ -3,7 +3,7 @@
 //! payloads (8-byte aligned, zero padded). `docs/FORMAT.md` describes every byte.
 //!
 //! This file is the only place that lays out bytes of the container; swapping the
-//! codec means changing this file and the section codecs in `segment.rs` / `manifest.rs`.
+//! codec means changing this file and the section codecs in `segment/` / `manifest.rs`.
 
 use crate::error::{CoreError, Result};
 use std::borrow::Cow;

@@ -1,8 +1,10 @@
 //! Estimating how many rows of a fine list match a filter, from the list's code-presence
 //! bitmaps and the build's element statistics (what the planner ranks lists by).
 
-use super::*;
+use super::expr::*;
+use crate::attrs::{AttrCells, Schema};
 use crate::summary::ListCodeCounts;
+use crate::values::ValuePostings;
 
 /// Per-query estimator of how many rows of a fine list match a filter, from the list's
 /// code-presence bitmaps (see [`Expr::presence_estimator`]).

@@ -1,14 +1,24 @@
 //! Parsing a JSON filter against the index schema into an [`Expr`].
 
-use super::*;
+use super::expr::*;
+use crate::attrs::{AttrKind, Schema};
+use crate::error::{CoreError, Result};
+use serde_json::Value;
 
-pub(super) fn parse_object(
-    json: &Value,
-    schema: &Schema,
-    path: &str,
-    depth: usize,
-    leaves: &mut usize,
-) -> Result<Expr> {
+impl Expr {
+    /// Parses a JSON filter against `schema`. `null` and `{}` mean "no filter" (`None`).
+    pub fn parse(json: &Value, schema: &Schema) -> Result<Option<Expr>> {
+        let mut leaves = 0usize;
+        match json {
+            Value::Null => Ok(None),
+            Value::Object(map) if map.is_empty() => Ok(None),
+            Value::Object(_) => parse_object(json, schema, "filter", 1, &mut leaves).map(Some),
+            _ => Err(CoreError::filter("filter", "a filter must be a JSON object")),
+        }
+    }
+}
+
+fn parse_object(json: &Value, schema: &Schema, path: &str, depth: usize, leaves: &mut usize) -> Result<Expr> {
     if depth > MAX_DEPTH {
         return Err(CoreError::filter(
             path,

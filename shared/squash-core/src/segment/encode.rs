@@ -1,7 +1,13 @@
 //! Writing segment objects: a partition's owned parts laid out section by section
-//! (`docs/FORMAT.md`), and the attribute-cell codec segments and value indexes share.
+//! (`docs/FORMAT.md`).
 
-use super::*;
+use super::cells::encode_cells;
+use super::read::*;
+use crate::attrs::{AttrCells, ListColumn};
+use crate::container::{le, write_container, SectionOut};
+use crate::klt::Klt;
+use crate::osq::Quantizer;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 /// A partition as the build produces it, in owned vectors; [`SegmentParts::encode`]
 /// lays it out as a segment object.
@@ -201,46 +207,4 @@ pub fn pack_blocks(quantizer: &Quantizer, codes: &[u8], lists: &[u32]) -> Vec<u8
         crate::fastscan::pack_list(&codes[a..b], width, &active, &mut out);
     }
     out
-}
-
-/// Bit of an ATTR_CELLS count marking a list attribute's element groups.
-const LIST_FLAG: u32 = 1 << 31;
-
-/// Encodes attribute cells: per attribute `u32 count` (with bit 31 set for a list
-/// attribute's element groups), `count` f64 minima, `count` f64 maxima.
-pub fn encode_cells(cells: &[AttrCells]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for c in cells {
-        le::put_u32s(&mut out, &[c.len() as u32 | if c.list { LIST_FLAG } else { 0 }]);
-        le::put_f64s(&mut out, &c.min);
-        le::put_f64s(&mut out, &c.max);
-    }
-    out
-}
-
-/// Decodes `attrs` attribute cell tables (see [`encode_cells`]).
-pub fn decode_cells(bytes: &[u8], object: &str, attrs: usize) -> Result<Vec<AttrCells>> {
-    let mut r = le::Reader::new(bytes, object, "ATTR_CELLS");
-    let mut out = Vec::with_capacity(attrs);
-    for i in 0..attrs {
-        let word = r.u32()?;
-        let list = word & LIST_FLAG != 0;
-        let n = (word & !LIST_FLAG) as usize;
-        let most = if list {
-            crate::attrs::LIST_GROUPS
-        } else {
-            crate::attrs::MAX_VALUE_CELLS
-        };
-        if n > most {
-            return Err(CoreError::corrupt(
-                object,
-                format!("attribute {i} has {n} cells (max {most})"),
-            ));
-        }
-        let min = r.f64s(n)?;
-        let max = r.f64s(n)?;
-        out.push(AttrCells { min, max, list });
-    }
-    r.finish()?;
-    Ok(out)
 }

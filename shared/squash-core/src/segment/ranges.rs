@@ -1,7 +1,12 @@
 //! Reading a segment by byte ranges: its head first, then the lists and vector blocks
 //! a query needs, each verified against the SUMS section.
 
-use super::*;
+use super::read::*;
+use crate::error::{CoreError, Result};
+use bytes::Bytes;
+use std::ops::Range;
+use std::sync::Arc;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 /// Byte ranges of a segment object to fetch so that a partially read segment holds the
 /// lists and vector rows asked of [`Segment::fetch_plan`]; pass the fetched bodies to

@@ -7,7 +7,7 @@ use super::fetch::{check_dims, Dead, Got, Need};
 use super::scan::{
     bound_again, keep_best, rerank, same_cells, select_rows, Bounds, PartitionParams, ScanMemo, Selected, LB_SLACK,
 };
-use super::Worker;
+use super::state::Worker;
 use rayon::prelude::*;
 use squash_api::{PartitionOutcome, QueryAnswer, SegmentRef, WorkerHit, WorkerQuery, WorkerRequest};
 use squash_core::deletes::DeadRows;

@@ -1,7 +1,7 @@
 //! A node of the fan-out tree: its children invoked concurrently while it searches its
 //! own segments, then every query's answers merged.
 
-use super::Worker;
+use super::state::Worker;
 use crate::invoker::WorkerInvoker;
 use squash_api::{PartitionOutcome, QueryAnswer, WorkerHit, WorkerQuery, WorkerRequest, WorkerResponse};
 use squash_core::topk::Neighbor;

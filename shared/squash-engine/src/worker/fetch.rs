@@ -3,7 +3,7 @@
 //! deletion sets.
 
 use super::scan::{list_ranges, reach_rows};
-use super::Worker;
+use super::state::{RangeReads, Worker};
 use rayon::prelude::*;
 use squash_api::SegmentRef;
 use squash_core::deletes::{decode_deletes, DeadRows};
@@ -49,33 +49,6 @@ impl FetchedSegment {
 
 /// A segment as the worker got it, or why it could not be had.
 pub(crate) type Got = Result<FetchedSegment, String>;
-
-/// Whether a worker reads a missed segment by byte ranges (its parameters, then the
-/// lists a query scans and the vector blocks it re-ranks) or whole.
-///
-/// Off by default: at today's segment sizes (a few MB) a whole-object GET costs less.
-/// Read by ranges, a cold query on synth-1m fetches 5–21 % of the bytes but makes 30–40
-/// times the requests (3 + 2 per attribute ranges per list, a range per vector block);
-/// at S3's request fee those cost more than the bytes saved (docs/BENCHMARKS.md).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum RangeReads {
-    /// Every segment is fetched whole.
-    #[default]
-    Off,
-    /// Segments that carry range checksums are read by ranges.
-    On,
-}
-
-impl std::str::FromStr for RangeReads {
-    type Err = String;
-    fn from_str(s: &str) -> Result<RangeReads, String> {
-        match s {
-            "on" => Ok(RangeReads::On),
-            "off" => Ok(RangeReads::Off),
-            other => Err(format!("expected on or off, got '{other}'")),
-        }
-    }
-}
 
 /// A segment read by ranges is fetched whole instead once what it would hold after a
 /// fetch passes this fraction of the object: the rest costs little more than the ranges,
