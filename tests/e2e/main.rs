@@ -760,6 +760,61 @@ fn recall_never_falls_as_more_lists_are_searched() {
     }
 }
 
+/// A filter whose matches are a region of the data away from the query (a Voronoi
+/// cell of the base vectors, three quarters down the cells ranked by distance from the
+/// query, ~2 % of the rows) keeps recall@10 at the calibrated defaults: the planner
+/// sees the matches clustered and sparser near the query than in the index, and
+/// collects the share of them the build measured for such filters.
+#[test]
+fn a_region_far_from_the_query_keeps_its_recall_at_the_defaults() {
+    let mut ds = clustered(20_000, 60, 32, 24, 41);
+    let centres: Vec<Vec<f32>> = (0..48).map(|i| ds.base.row(i * 401).to_vec()).collect();
+    let by_distance = |v: &[f32]| {
+        let mut cells: Vec<(f32, usize)> = centres
+            .iter()
+            .enumerate()
+            .map(|(c, x)| (squash_core::distance::l2sq(v, x), c))
+            .collect();
+        cells.sort_by(|a, b| a.0.total_cmp(&b.0));
+        cells.into_iter().map(|(_, c)| c).collect::<Vec<usize>>()
+    };
+    let column: Vec<f64> = (0..ds.base.rows)
+        .map(|i| by_distance(ds.base.row(i))[0] as f64)
+        .collect();
+    ds.attrs.schema.attrs.push(AttrSpec::numeric("cell"));
+    ds.attrs.columns.push(column);
+    let (_, index) = build(&ds, &params(Metric::L2, 8));
+    let d = &index.manifest().meta.defaults;
+    // Measured by the build: (near / global selectivity edge, share), edges ascending,
+    // shares in [0, 1] and never smaller for a sparser bucket.
+    let far = &d.far_share;
+    assert!(!far.is_empty(), "{d:?}");
+    assert!(far.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 >= w[1].1), "{far:?}");
+    assert!(far.iter().all(|p| p.0 <= 1.0 && (0.0..=1.0).contains(&p.1)), "{far:?}");
+    let base = prepared(&ds.base, Metric::L2);
+    let mut recall = 0.0;
+    for q in 0..ds.queries.rows {
+        let v = ds.queries.row(q);
+        let cells = by_distance(v);
+        let filter = json!({"cell": {"$eq": cells[cells.len() * 3 / 4] as f64}});
+        let expr = Expr::parse(&filter, &ds.attrs.schema).unwrap();
+        let truth = brute_force(&base, Metric::L2, &ds.attrs, v, expr.as_ref(), 10);
+        let truth_ids: Vec<u64> = truth.iter().map(|n| n.id).collect();
+        let resp = index.search(&request(v, 10, Some(filter.clone()))).unwrap();
+        for h in &resp.hits {
+            assert!(
+                naive_matches(&filter, &ds.attrs, row(&h.id) as usize),
+                "query {q}: {filter}"
+            );
+        }
+        let ids: Vec<u64> = resp.hits.iter().map(|h| row(&h.id)).collect();
+        recall += recall_at(&ids, &truth_ids, 10);
+    }
+    let recall = recall / ds.queries.rows as f64;
+    eprintln!("far cell recall@10 at the defaults: {recall:.4}");
+    assert!(recall >= 0.95, "far cell recall@10 {recall:.4}");
+}
+
 #[test]
 fn every_pipeline_stage_does_its_share() {
     let ds = clustered(20_000, 10, 32, 24, 13);

@@ -109,6 +109,7 @@ pub fn default_search_defaults() -> SearchDefaults {
         hamming_keep: 1.0,
         safety: 0.0,
         safety_curve: Vec::new(),
+        far_share: Vec::new(),
         calibration: None,
     }
 }
@@ -329,6 +330,7 @@ pub fn build_index_with_ids(
     defaults.calibration = None;
     if defaults.safety > 0.0 {
         defaults.safety_curve.clear();
+        defaults.far_share.clear();
     }
     let mut samples = Vec::new();
     if params.calibrate && (defaults.nprobe == 0 || defaults.safety <= 0.0 || defaults.rerank_factor == 0) {
@@ -350,6 +352,7 @@ pub fn build_index_with_ids(
             if defaults.safety <= 0.0 {
                 defaults.safety = c.safety;
                 defaults.safety_curve = c.safety_curve;
+                defaults.far_share = c.far_share;
             }
             defaults.calibration = Some(c.report);
             samples = c.samples;

@@ -13,7 +13,14 @@
 //!   neighbours under a random filter of that selectivity (a filter independent of the
 //!   vectors is the hard case: a filter correlated with them, like a cluster label, puts
 //!   its matches in fewer lists). A selectivity with matches too rare to measure on this
-//!   many vectors is left out.
+//!   many vectors is left out;
+//! - `far_share`, per selectivity (1 %, 0.1 %): the share of a filter's matches the
+//!   planner must collect when they lie away from the query (fewer than `k` of them in
+//!   the `nprobe` nearest lists). Beyond those lists, list order says little about which
+//!   of a distant region's rows are nearest, so counting `safety × k` matches, which
+//!   serves a filter spread evenly around the query, finds too few of them (on GloVe-50,
+//!   recall 0.88 for a far cluster label). Measured on filters that are balls of that
+//!   selectivity around a base row beyond the query's `nprobe` nearest lists.
 //!
 //! Coverage is an upper bound on recall: the search also loses the true neighbours whose
 //! quantised bounds fall behind `k × rerank_factor` others, so `target` sits above the
@@ -23,7 +30,7 @@
 
 use crate::io::Matrix;
 use rand::seq::index::sample;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use squash_core::distance::{l2sq, Metric};
@@ -47,6 +54,19 @@ pub const CALIBRATION_SELECTIVITIES: [f64; 3] = [0.08, 0.01, 0.001];
 /// and builds of the same data with different seeds disagreed by a fifth at 0.1 %.
 /// More filters cost no brute force (the same neighbours, filtered again).
 pub const FILTERS_PER_QUERY: usize = 8;
+/// Selectivities of the far filters `far_share` is calibrated on.
+pub const FAR_SELECTIVITIES: [f64; 2] = [0.01, 0.001];
+/// Coverage `far_share` is calibrated to: above [`TARGET_COVERAGE`], because balls
+/// stand in for the regions real filters are (cluster labels, topics) and those spread
+/// their nearest rows over more lists (on GloVe-50 a share covering 98 % of the balls'
+/// top-10 gave a far cluster label recall 0.955, one covering 99 % 0.976).
+pub const FAR_COVERAGE: f64 = 0.99;
+/// Far filters' centres drawn per sample query.
+pub const FAR_CENTRES: usize = 2;
+/// Upper edges of the buckets of `near / global` selectivity `far_share` is measured in.
+pub const FAR_BUCKETS: [f64; 4] = [0.125, 0.25, 0.5, 1.0];
+/// Fewest far filters a bucket of `far_share` is measured on.
+pub const MIN_FAR_FILTERS: usize = 20;
 /// Fewest lists (and vectors) an index needs before calibrating pays off; smaller
 /// indexes keep the static defaults.
 pub const MIN_LISTS: usize = 16;
@@ -98,6 +118,10 @@ pub struct Calibrated {
     /// `(selectivity, safety)` measured, ascending in selectivity, ending with
     /// `(1, vectors in nprobe lists / k)`.
     pub safety_curve: Vec<(f64, f64)>,
+    /// `(selectivity, share of the matches collected)` measured on far filters,
+    /// ascending in selectivity (see the module documentation); empty when none could
+    /// be measured.
+    pub far_share: Vec<(f64, f64)>,
     /// How they were measured (recorded in the manifest).
     pub report: Calibration,
     /// The sample queries (base rows) and the rows of their `CALIBRATION_K` exact
@@ -259,10 +283,12 @@ pub fn calibrate(input: &CalibrationInput) -> Option<Calibrated> {
         .map(|p| p.1)
         .fold(1.0, f64::max) as f32;
     debug_assert!(by_selectivity.iter().all(|p| p.1 >= 1.0 || p.0 == 1.0));
+    let far_share = far_shares(input, &picks, nprobe as usize);
     Some(Calibrated {
         nprobe,
         safety,
         safety_curve: by_selectivity,
+        far_share,
         samples: picks
             .iter()
             .zip(&views)
@@ -276,6 +302,171 @@ pub fn calibrate(input: &CalibrationInput) -> Option<Calibrated> {
             rerank_recall: None,
         },
     })
+}
+
+/// One sample query under one far filter: the filter's matches per list (in the
+/// query's list order) and the list ranks of the query's top-`k` matches.
+struct FarView {
+    /// How much sparser the matches are in the query's `nprobe` nearest lists than in
+    /// the index (the planner's measure: near selectivity / global selectivity).
+    sparser: f64,
+    /// `(matches, rank)` of every list holding a match, in the query's list order.
+    lists: Vec<(u32, u32)>,
+    /// Matches in all.
+    matches: u32,
+    /// List rank of each of the query's `k` nearest matches.
+    ranks: Vec<u32>,
+}
+
+/// Measures [`Calibrated::far_share`]: for each sample query [`FAR_CENTRES`] centres drawn among the
+/// rows beyond its `nprobe` nearest lists, and at each of [`FAR_SELECTIVITIES`] the ball
+/// of that many rows nearest the centre as the filter, kept when its matches are sparser
+/// in those lists than in the index. By how much sparser (`near / global` selectivity,
+/// in the buckets of [`FAR_BUCKETS`]), the smallest share of the matches which,
+/// collected in list order as the planner does (lists holding a match, at least
+/// `nprobe` of them), covers [`FAR_COVERAGE`] of the queries' top-`k` matches. A
+/// bucket with too few filters is left out; a sparser bucket never needs a smaller share
+/// than a denser one.
+fn far_shares(input: &CalibrationInput, picks: &[usize], nprobe: usize) -> Vec<(f64, f64)> {
+    let n = input.vectors.rows;
+    let lists = input.list_counts.len();
+    let pd = input.global.out_dims();
+    let k = CALIBRATION_K;
+    let cmp = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+    let views: Vec<FarView> = picks
+        .par_iter()
+        .enumerate()
+        .flat_map_iter(|(i, &qi)| {
+            let q = sample_query(input.vectors, qi, input.metric);
+            let q: &[f32] = &q;
+            let yq = input.global.transform(q);
+            let mut order: Vec<(f32, u32)> = (0..lists)
+                .map(|l| (l2sq(&yq, &input.list_centroids[l * pd..(l + 1) * pd]), l as u32))
+                .collect();
+            order.sort_unstable_by(cmp);
+            let mut rank = vec![0u32; lists];
+            for (r, &(_, l)) in order.iter().enumerate() {
+                rank[l as usize] = r as u32;
+            }
+            let near_rows: u64 = order
+                .iter()
+                .take(nprobe)
+                .map(|&(_, l)| u64::from(input.list_counts[l as usize]))
+                .sum();
+            let row_rank = |row: usize| rank[input.row_list[row] as usize];
+            // The centre: a seeded draw among the rows beyond the nearest lists (most
+            // rows are: a few draws find one).
+            let mut rng = ChaCha8Rng::seed_from_u64(input.seed ^ 0xfa2_f11e ^ (i as u64).wrapping_mul(0x9e37_79b9));
+            let mut views = Vec::new();
+            for _ in 0..FAR_CENTRES {
+                let centre = (0..1000)
+                    .map(|_| rng.gen_range(0..n))
+                    .find(|&r| row_rank(r) as usize >= nprobe)
+                    .map(|r| input.vectors.row(r));
+                let mut by_centre: Vec<(f32, u32)> = match centre {
+                    Some(c) => (0..n)
+                        .filter(|&r| r != qi)
+                        .map(|r| (l2sq(c, input.vectors.row(r)), r as u32))
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let widest = FAR_SELECTIVITIES
+                    .iter()
+                    .map(|&s| (s * n as f64) as usize)
+                    .max()
+                    .unwrap_or(0);
+                if widest < by_centre.len() {
+                    by_centre.select_nth_unstable_by(widest, cmp);
+                    by_centre.truncate(widest);
+                }
+                by_centre.sort_unstable_by(cmp);
+                views.extend(FAR_SELECTIVITIES.iter().filter_map(|&s| {
+                    let ball = &by_centre[..((s * n as f64) as usize).min(by_centre.len())];
+                    if ball.len() < 4 * k || near_rows == 0 {
+                        return None;
+                    }
+                    let near = ball
+                        .iter()
+                        .filter(|&&(_, r)| (row_rank(r as usize) as usize) < nprobe)
+                        .count();
+                    let sparser = (near as f64 / near_rows as f64) / (ball.len() as f64 / n as f64);
+                    if sparser >= 1.0 {
+                        return None;
+                    }
+                    let mut per_rank = vec![0u32; lists];
+                    for &(_, r) in ball {
+                        per_rank[row_rank(r as usize) as usize] += 1;
+                    }
+                    let mut nearest: Vec<(f32, u32)> = ball
+                        .iter()
+                        .map(|&(_, r)| (l2sq(q, input.vectors.row(r as usize)), r))
+                        .collect();
+                    nearest.sort_unstable_by(cmp);
+                    Some(FarView {
+                        sparser,
+                        lists: per_rank
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, &c)| c > 0)
+                            .map(|(r, &c)| (c, r as u32))
+                            .collect(),
+                        matches: ball.len() as u32,
+                        ranks: nearest.iter().take(k).map(|&(_, r)| row_rank(r as usize)).collect(),
+                    })
+                }));
+            }
+            views
+        })
+        .collect();
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    let mut below = 0.0;
+    for &edge in &FAR_BUCKETS {
+        let measured: Vec<&FarView> = views
+            .iter()
+            .filter(|v| v.sparser >= below && v.sparser < edge)
+            .collect();
+        below = edge;
+        if measured.len() < MIN_FAR_FILTERS {
+            continue;
+        }
+        let coverage = |share: f64| -> f64 {
+            let mut covered = 0usize;
+            for v in &measured {
+                let want = share * v.matches as f64;
+                let (mut got, mut taken, mut last) = (0.0, 0usize, 0u32);
+                for &(c, r) in &v.lists {
+                    if taken >= nprobe && got >= want {
+                        break;
+                    }
+                    got += c as f64;
+                    taken += 1;
+                    last = r;
+                }
+                covered += v.ranks.iter().filter(|&&r| r <= last).count();
+            }
+            covered as f64 / (measured.len() * k) as f64
+        };
+        // Coverage grows with the share; bisect between none and all of the matches.
+        let (mut lo, mut hi) = (0.0f64, 1.0f64);
+        if coverage(0.0) >= FAR_COVERAGE {
+            hi = 0.0;
+        } else {
+            for _ in 0..30 {
+                let mid = (lo + hi) / 2.0;
+                if coverage(mid) >= FAR_COVERAGE {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+        }
+        out.push((edge, round_up_3(hi).min(1.0)));
+    }
+    // A sparser bucket never collects a smaller share than a denser one.
+    for i in (0..out.len().saturating_sub(1)).rev() {
+        out[i].1 = out[i].1.max(out[i + 1].1);
+    }
+    out
 }
 
 /// The random filter of selectivity `s`: a hash of the row, independent of the vector.

@@ -353,7 +353,10 @@ impl Index {
         let nprobe = req.params.nprobe.unwrap_or(d.nprobe).max(1) as usize;
         let safety = match req.params.safety {
             Some(f) => Safety::Fixed(f as f64),
-            None if !d.safety_curve.is_empty() => Safety::Curve(&d.safety_curve),
+            None if !d.safety_curve.is_empty() => Safety::Curve {
+                points: &d.safety_curve,
+                far: &d.far_share,
+            },
             None => Safety::Fixed(d.safety as f64),
         };
         let chosen = plan(&self.manifest, &query, filter.as_ref(), req.k, nprobe, safety);
