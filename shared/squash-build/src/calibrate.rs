@@ -159,7 +159,6 @@ pub fn calibrate(input: &CalibrationInput) -> Option<Calibrated> {
     let smallest = CALIBRATION_SELECTIVITIES.iter().copied().fold(1.0, f64::min);
     // Deep enough to hold k matches of the sparsest random filter four times over.
     let depth = ((4.0 * k as f64 / smallest) as usize).min(n - 1);
-    let pd = input.global.out_dims();
     let views: Vec<QueryView> = picks
         .par_iter()
         .map(|&qi| {
@@ -175,16 +174,10 @@ pub fn calibrate(input: &CalibrationInput) -> Option<Calibrated> {
                 d.truncate(depth);
             }
             d.sort_unstable_by(cmp);
-            let yq = input.global.transform(q);
-            let mut order: Vec<(f32, u32)> = (0..lists)
-                .map(|l| (l2sq(&yq, &input.list_centroids[l * pd..(l + 1) * pd]), l as u32))
-                .collect();
-            order.sort_unstable_by(cmp);
-            let mut rank = vec![0u32; lists];
+            let (order, rank) = list_order(input, q);
             let mut cum = Vec::with_capacity(lists);
             let mut acc = 0u64;
-            for (r, &(_, l)) in order.iter().enumerate() {
-                rank[l as usize] = r as u32;
+            for &l in &order {
                 acc += u64::from(input.list_counts[l as usize]);
                 cum.push(acc);
             }
@@ -304,6 +297,23 @@ pub fn calibrate(input: &CalibrationInput) -> Option<Calibrated> {
     })
 }
 
+/// The lists in the order the planner ranks them for query `q` (nearest centroid
+/// first) and each list's rank in that order.
+fn list_order(input: &CalibrationInput, q: &[f32]) -> (Vec<u32>, Vec<u32>) {
+    let lists = input.list_counts.len();
+    let pd = input.global.out_dims();
+    let yq = input.global.transform(q);
+    let mut order: Vec<(f32, u32)> = (0..lists)
+        .map(|l| (l2sq(&yq, &input.list_centroids[l * pd..(l + 1) * pd]), l as u32))
+        .collect();
+    order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut rank = vec![0u32; lists];
+    for (r, &(_, l)) in order.iter().enumerate() {
+        rank[l as usize] = r as u32;
+    }
+    (order.into_iter().map(|(_, l)| l).collect(), rank)
+}
+
 /// One sample query under one far filter: the filter's matches per list (in the
 /// query's list order) and the list ranks of the query's top-`k` matches.
 struct FarView {
@@ -330,7 +340,6 @@ struct FarView {
 fn far_shares(input: &CalibrationInput, picks: &[usize], nprobe: usize) -> Vec<(f64, f64)> {
     let n = input.vectors.rows;
     let lists = input.list_counts.len();
-    let pd = input.global.out_dims();
     let k = CALIBRATION_K;
     let cmp = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
     let views: Vec<FarView> = picks
@@ -339,19 +348,11 @@ fn far_shares(input: &CalibrationInput, picks: &[usize], nprobe: usize) -> Vec<(
         .flat_map_iter(|(i, &qi)| {
             let q = sample_query(input.vectors, qi, input.metric);
             let q: &[f32] = &q;
-            let yq = input.global.transform(q);
-            let mut order: Vec<(f32, u32)> = (0..lists)
-                .map(|l| (l2sq(&yq, &input.list_centroids[l * pd..(l + 1) * pd]), l as u32))
-                .collect();
-            order.sort_unstable_by(cmp);
-            let mut rank = vec![0u32; lists];
-            for (r, &(_, l)) in order.iter().enumerate() {
-                rank[l as usize] = r as u32;
-            }
+            let (order, rank) = list_order(input, q);
             let near_rows: u64 = order
                 .iter()
                 .take(nprobe)
-                .map(|&(_, l)| u64::from(input.list_counts[l as usize]))
+                .map(|&l| u64::from(input.list_counts[l as usize]))
                 .sum();
             let row_rank = |row: usize| rank[input.row_list[row] as usize];
             // The centre: a seeded draw among the rows beyond the nearest lists (most
