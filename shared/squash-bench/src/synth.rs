@@ -266,6 +266,19 @@ impl Mixture {
         }
     }
 
+    /// The components ranked by the distance from `q` to their centres, nearest first.
+    fn ranked(&self, q: &[f32]) -> Vec<usize> {
+        let d = |c: usize| -> f32 {
+            q.iter()
+                .zip(&self.centers[c * self.dim..(c + 1) * self.dim])
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum()
+        };
+        let mut order: Vec<usize> = (0..self.cumulative.len()).collect();
+        order.sort_by(|&x, &y| d(x).total_cmp(&d(y)).then(x.cmp(&y)));
+        order
+    }
+
     /// Draws one vector into `out`; returns its component.
     fn draw(&self, rng: &mut impl Rng, out: &mut [f32]) -> usize {
         let u: f64 = rng.gen();
@@ -379,6 +392,10 @@ pub fn synthesize(out: &Path, p: &SynthParams, progress: bool) -> Result<Workloa
     let mut names: Vec<String> = (0..a).map(|i| format!("a{i}")).collect();
     let mut cases = range_cases(out, &mut chunk_rng(4, 0), &names, &p.selectivities, p.queries)?;
     cases.push(label_case(out, &labels, p.clusters)?);
+    // A component far from the query: three quarters down the components ranked by
+    // distance from it (a filter whose matches are a region away from the query).
+    let far: Vec<usize> = queries.chunks(dim).map(|q| mix.ranked(q)[p.clusters * 3 / 4]).collect();
+    cases.push(crate::workload::label_case_named(out, "label-far", &far, p.clusters)?);
     names.push("label".into());
     let mut extra = Vec::new();
     let _ = std::fs::remove_file(out.join("tags.jsonl"));
@@ -475,8 +492,19 @@ mod tests {
         let first = std::fs::read(dir.join("base.npy")).unwrap();
         synthesize(&dir, &p, false).unwrap();
         assert_eq!(first, std::fs::read(dir.join("base.npy")).unwrap());
-        assert_eq!(w.cases.len(), 3);
+        assert_eq!(w.cases.len(), 4);
         assert_eq!(w.cases[2].label, "label");
+        // label-far asks for a component other than the query's own, far from it.
+        assert_eq!(w.cases[3].label, "label-far");
+        let far = std::fs::read_to_string(dir.join("filters-label-far.jsonl")).unwrap();
+        let own = std::fs::read_to_string(dir.join("filters-label.jsonl")).unwrap();
+        assert_eq!(far.lines().count(), p.queries);
+        let queries = read_vectors(&dir.join("queries.npy")).unwrap();
+        for (i, (f, o)) in far.lines().zip(own.lines()).enumerate() {
+            assert_ne!(f, o, "query {i}");
+            let want = mix.ranked(queries.row(i))[3];
+            assert_eq!(f, serde_json::json!({"label": {"$eq": want}}).to_string(), "query {i}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
