@@ -14,13 +14,14 @@
 //!   vectors is the hard case: a filter correlated with them, like a cluster label, puts
 //!   its matches in fewer lists). A selectivity with matches too rare to measure on this
 //!   many vectors is left out;
-//! - `far_share`, per selectivity (1 %, 0.1 %): the share of a filter's matches the
-//!   planner must collect when they lie away from the query (fewer than `k` of them in
-//!   the `nprobe` nearest lists). Beyond those lists, list order says little about which
-//!   of a distant region's rows are nearest, so counting `safety × k` matches, which
-//!   serves a filter spread evenly around the query, finds too few of them (on GloVe-50,
-//!   recall 0.88 for a far cluster label). Measured on filters that are balls of that
-//!   selectivity around a base row beyond the query's `nprobe` nearest lists.
+//! - `far_share`, by how much sparser a region's matches are in the query's `nprobe`
+//!   nearest lists than in the index: the share of them the planner must collect when
+//!   the region lies away from the query. Its nearest rows sit on the region's near
+//!   face, spread over lists at much the same distance, which list order ranks poorly,
+//!   so counting `safety × k` matches, which serves a filter spread evenly around the
+//!   query, finds too few of them (on GloVe-50, recall 0.88 for a far cluster label).
+//!   Measured on balls of 1 % and 0.1 % of the rows around base rows beyond the query's
+//!   `nprobe` nearest lists (see [`FAR_COVERAGE`]).
 //!
 //! Coverage is an upper bound on recall: the search also loses the true neighbours whose
 //! quantised bounds fall behind `k × rerank_factor` others, so `target` sits above the
@@ -118,9 +119,9 @@ pub struct Calibrated {
     /// `(selectivity, safety)` measured, ascending in selectivity, ending with
     /// `(1, vectors in nprobe lists / k)`.
     pub safety_curve: Vec<(f64, f64)>,
-    /// `(selectivity, share of the matches collected)` measured on far filters,
-    /// ascending in selectivity (see the module documentation); empty when none could
-    /// be measured.
+    /// `(edge, share of the matches collected)` measured on far filters, by how much
+    /// sparser they are near the query than in the index, edges ascending (see the
+    /// module documentation); empty when none could be measured.
     pub far_share: Vec<(f64, f64)>,
     /// How they were measured (recorded in the manifest).
     pub report: Calibration,

@@ -164,11 +164,11 @@ pub struct SearchDefaults {
     /// everywhere.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub safety_curve: Vec<(f64, f64)>,
-    /// `(selectivity, share)` points measured at build time, ascending in selectivity:
-    /// for a filter whose matches lie away from the query (fewer than `k` in the
-    /// `nprobe` nearest lists), the share of its matches the planner collects (list
-    /// order says little about which of a distant region's rows are nearest). Empty:
-    /// the safety curve alone.
+    /// `(edge, share)` points measured at build time, edges ascending (at most 1): for
+    /// a clustered filter less than `edge` times as dense in the `nprobe` nearest lists
+    /// as in the index (a region away from the query, whose nearest rows list order
+    /// ranks poorly), the share of all its matches the planner collects; the first
+    /// point whose edge is above decides. Empty: the safety curve alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub far_share: Vec<(f64, f64)>,
     /// How the build measured `nprobe` and `safety` on the data; absent when they were

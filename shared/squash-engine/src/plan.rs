@@ -37,12 +37,13 @@ pub enum Safety<'a> {
     /// The same factor at every selectivity.
     Fixed(f64),
     /// `points`: `(selectivity, factor)` measured at build time, ascending in
-    /// selectivity (`SearchDefaults::safety_curve`); `far`: the share of a far filter's
-    /// matches to collect, by selectivity (`SearchDefaults::far_share`, may be empty).
+    /// selectivity (`SearchDefaults::safety_curve`); `far`: the share of a clustered
+    /// filter's matches to collect, by how much sparser it is near the query than in
+    /// the index (`SearchDefaults::far_share`, may be empty; see [`far_share_at`]).
     Curve {
         /// The safety curve.
         points: &'a [(f64, f64)],
-        /// The far-filter shares.
+        /// The far-filter shares, `(edge, share)`.
         far: &'a [(f64, f64)],
     },
 }
